@@ -1,0 +1,119 @@
+/**
+ * Every error this library throws or reports is an {@link ApnsError} with a stable `code`.
+ * Match on `err.code` (or `instanceof`), never on the message text.
+ */
+import type { Message } from './message.js';
+
+/** The stable codes carried by {@link ApnsError.code}. */
+export type ApnsErrorCode =
+	| 'APNS_INVALID_ARGUMENT'
+	| 'APNS_CREDENTIALS'
+	| 'APNS_DELIVERY'
+	| 'APNS_CONNECTION'
+	| 'APNS_TIMEOUT'
+	| 'APNS_CLOSED'
+	| 'APNS_PROTOCOL';
+
+/** Base class of all errors of this library. */
+export class ApnsError extends Error {
+	readonly code: ApnsErrorCode;
+
+	constructor(code: ApnsErrorCode, message: string, options?: { cause?: unknown }) {
+		super(message, options);
+		this.code = code;
+		this.name = new.target.name;
+	}
+}
+
+/** A bad argument at the call. Thrown synchronously; nothing else in the queue is touched. */
+export class InvalidArgumentError extends ApnsError {
+	/** The name of the argument (or option path) that was wrong, e.g. `tokens[3]` or `options.priority`. */
+	readonly argument: string;
+
+	constructor(argument: string, expected: string, got: unknown) {
+		super('APNS_INVALID_ARGUMENT', `Invalid ${argument}: expected ${expected}, got ${describe(got)}`);
+		this.argument = argument;
+	}
+}
+
+/** Certificates or keys that cannot be loaded or do not fit the chosen environment. Thrown at construction. */
+export class CredentialsError extends ApnsError {
+	constructor(message: string, options?: { cause?: unknown }) {
+		super('APNS_CREDENTIALS', message, options);
+	}
+}
+
+/**
+ * APNs rejected one notification. Reported to the `errorHandler` and the `deliveryError` event, never thrown.
+ */
+export class DeliveryError extends ApnsError {
+	/** The APNs status code (binary protocol: the error-response status byte). */
+	readonly status: number;
+	/** Apple's name for the status, e.g. `Invalid token`. */
+	readonly description: string;
+	/** The device token, lowercase hex. */
+	readonly token: string;
+	/**
+	 * The {@link Message} the notification belongs to (`message` is taken by `Error`).
+	 * For a broadcast this is the whole message; {@link DeliveryError.token} says which token failed.
+	 */
+	readonly notification: Message;
+	/** The 32-bit identifier the notification was sent with. */
+	readonly ident: number;
+
+	constructor(init: { status: number; description: string; token: string; message: Message; ident: number }) {
+		super('APNS_DELIVERY', `APNs rejected the notification to ${init.token}: ${init.description} (status ${init.status})`);
+		this.status = init.status;
+		this.description = init.description;
+		this.token = init.token;
+		this.notification = init.message;
+		this.ident = init.ident;
+	}
+}
+
+/** A connection could not be made or was lost. Surfaced as an event; work is retried, never dropped. */
+export class ConnectionError extends ApnsError {
+	constructor(message: string, options?: { cause?: unknown }) {
+		super('APNS_CONNECTION', message, options);
+	}
+}
+
+/** `flushMessages({ timeoutMs })` ran out of time. */
+export class TimeoutError extends ApnsError {
+	/** How many notifications were still neither delivered nor reported failed. */
+	readonly pending: number;
+
+	constructor(message: string, pending: number) {
+		super('APNS_TIMEOUT', message);
+		this.pending = pending;
+	}
+}
+
+/** The manager was closed or destroyed. */
+export class ClosedError extends ApnsError {
+	constructor(message = 'The manager is closed') {
+		super('APNS_CLOSED', message);
+	}
+}
+
+/** The peer broke the protocol (an unknown command, a malformed frame). */
+export class ProtocolError extends ApnsError {
+	constructor(message: string) {
+		super('APNS_PROTOCOL', message);
+	}
+}
+
+/** A short, safe rendering of a bad value for an error message. */
+export function describe(value: unknown): string {
+	if (value === null) return 'null';
+	if (value === undefined) return 'undefined';
+	if (typeof value === 'string') {
+		const shown = value.length > 80 ? `${value.slice(0, 77)}...` : value;
+		return `${JSON.stringify(shown)} (string of length ${value.length})`;
+	}
+	if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return `${String(value)} (${typeof value})`;
+	if (value instanceof Date) return `Date(${Number.isNaN(value.getTime()) ? 'Invalid Date' : value.toISOString()})`;
+	if (Buffer.isBuffer(value)) return `Buffer of ${value.length} bytes`;
+	if (Array.isArray(value)) return `array of length ${value.length}`;
+	return typeof value;
+}

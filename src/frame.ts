@@ -1,0 +1,273 @@
+/**
+ * The binary provider protocol on the wire (see shared/docs/apns-protocol.md §A and §B):
+ * command-2 notification frames, the 6-byte error response, and feedback tuples.
+ * Every integer is unsigned big-endian.
+ */
+import { TOKEN_BYTES } from './message.js';
+
+export const COMMAND_SIMPLE = 0;
+export const COMMAND_ENHANCED = 1;
+export const COMMAND_FRAME = 2;
+export const COMMAND_ERROR = 8;
+/** Size of an error-response packet: command, status, ident. */
+export const ERROR_RESPONSE_BYTES = 6;
+/** Largest payload the binary gateway accepts (iOS 8+). */
+export const MAX_BINARY_PAYLOAD_BYTES = 2048;
+
+const ITEM_TOKEN = 1;
+const ITEM_PAYLOAD = 2;
+const ITEM_IDENT = 3;
+const ITEM_EXPIRY = 4;
+const ITEM_PRIORITY = 5;
+/** Frame header (5) + token item (3+32) + payload item header (3) + ident (3+4) + expiry (3+4) + priority (3+1). */
+const FRAME_OVERHEAD = 5 + 3 + TOKEN_BYTES + 3 + 7 + 7 + 4;
+
+/** Apple's status codes of the error-response packet, with Apple's descriptions. */
+export const STATUS_DESCRIPTIONS: Readonly<Record<number, string>> = {
+	0: 'No errors encountered',
+	1: 'Processing error',
+	2: 'Missing device token',
+	3: 'Missing topic',
+	4: 'Missing payload',
+	5: 'Invalid token size',
+	6: 'Invalid topic size',
+	7: 'Invalid payload size',
+	8: 'Invalid token',
+	10: 'Shutdown',
+	128: 'Protocol error',
+	255: 'None (unknown)',
+};
+
+/** Status 10: the named notification was the last one processed; everything after it must be re-sent. */
+export const STATUS_SHUTDOWN = 10;
+
+/** Statuses Apple describes as temporary: the named notification itself is worth another try. */
+export function isTemporaryStatus(status: number): boolean {
+	return status === 1 || status === 255;
+}
+
+export function describeStatus(status: number): string {
+	return STATUS_DESCRIPTIONS[status] ?? `Unknown status ${status}`;
+}
+
+/** Bytes a command-2 frame takes for a payload of `payloadBytes`. */
+export function frameBytes(payloadBytes: number): number {
+	return FRAME_OVERHEAD + payloadBytes;
+}
+
+/**
+ * Write one command-2 frame with all five items at `offset` of `out` (which must have room for
+ * {@link frameBytes}). Returns the offset after the frame.
+ */
+export function writeFrame(
+	out: Buffer,
+	offset: number,
+	tokens: Buffer,
+	tokenIndex: number,
+	payload: Buffer,
+	ident: number,
+	expiry: number,
+	priority: number,
+): number {
+	let o = offset;
+	out[o++] = COMMAND_FRAME;
+	o = out.writeUInt32BE(FRAME_OVERHEAD - 5 + payload.length, o);
+	out[o++] = ITEM_TOKEN;
+	o = out.writeUInt16BE(TOKEN_BYTES, o);
+	o += tokens.copy(out, o, tokenIndex * TOKEN_BYTES, (tokenIndex + 1) * TOKEN_BYTES);
+	out[o++] = ITEM_PAYLOAD;
+	o = out.writeUInt16BE(payload.length, o);
+	o += payload.copy(out, o);
+	out[o++] = ITEM_IDENT;
+	o = out.writeUInt16BE(4, o);
+	o = out.writeUInt32BE(ident, o);
+	out[o++] = ITEM_EXPIRY;
+	o = out.writeUInt16BE(4, o);
+	o = out.writeUInt32BE(expiry, o);
+	out[o++] = ITEM_PRIORITY;
+	o = out.writeUInt16BE(1, o);
+	out[o++] = priority;
+	return o;
+}
+
+/** Size of the known-bad probe frame. */
+export const PROBE_FRAME_BYTES = 5 + 3 + 3 + 2 + 7;
+
+/**
+ * The known-bad "probe": a frame whose token item is empty, so the gateway must answer with an error
+ * naming `ident` (Missing device token). Since the gateway works in order, that answer proves every
+ * notification written before it on the connection was processed.
+ */
+export function writeProbeFrame(out: Buffer, offset: number, ident: number): number {
+	let o = offset;
+	out[o++] = COMMAND_FRAME;
+	o = out.writeUInt32BE(PROBE_FRAME_BYTES - 5, o);
+	out[o++] = ITEM_TOKEN;
+	o = out.writeUInt16BE(0, o);
+	out[o++] = ITEM_PAYLOAD;
+	o = out.writeUInt16BE(2, o);
+	o += out.write('{}', o, 'latin1');
+	out[o++] = ITEM_IDENT;
+	o = out.writeUInt16BE(4, o);
+	return out.writeUInt32BE(ident, o);
+}
+
+export function encodeErrorResponse(status: number, ident: number): Buffer {
+	const out = Buffer.allocUnsafe(ERROR_RESPONSE_BYTES);
+	out[0] = COMMAND_ERROR;
+	out[1] = status;
+	out.writeUInt32BE(ident >>> 0, 2);
+	return out;
+}
+
+/** A notification as the gateway parsed it. `status` is non-zero when the frame must be rejected. */
+export interface ParsedNotification {
+	command: number;
+	/** 0 for command 0 (which carries none) and when the item is missing. */
+	ident: number;
+	expiry: number;
+	priority: number;
+	token: Buffer;
+	payload: Buffer;
+	/** 0 when valid, else the status the gateway answers with. */
+	status: number;
+}
+
+/** Largest frame the parser accepts before it calls the stream broken (protects the mock's memory). */
+const MAX_FRAME_BYTES = 16 * 1024;
+
+/**
+ * Parse one notification (command 0, 1 or 2) at `offset`. Returns `undefined` when more bytes are needed,
+ * or the notification and the offset after it. A frame the gateway could not even delimit (an unknown
+ * command, an absurd length) comes back with status 128 and `end` = -1: the stream cannot be resynchronised.
+ */
+export function parseNotification(buf: Buffer, offset: number): { notification: ParsedNotification; end: number } | undefined {
+	const available = buf.length - offset;
+	if (available < 1) return undefined;
+	const command = buf[offset];
+	const broken = (): { notification: ParsedNotification; end: number } => ({
+		notification: { command: command ?? -1, ident: 0, expiry: 0, priority: 10, token: EMPTY, payload: EMPTY, status: 128 },
+		end: -1,
+	});
+	if (command === COMMAND_FRAME) {
+		if (available < 5) return undefined;
+		const length = buf.readUInt32BE(offset + 1);
+		if (length > MAX_FRAME_BYTES) return broken();
+		if (available < 5 + length) return undefined;
+		return { notification: parseItems(buf, offset + 5, offset + 5 + length), end: offset + 5 + length };
+	}
+	if (command === COMMAND_SIMPLE || command === COMMAND_ENHANCED) {
+		const head = command === COMMAND_SIMPLE ? 1 : 9;
+		if (available < head + 2) return undefined;
+		const tokenLength = buf.readUInt16BE(offset + head);
+		if (available < head + 2 + tokenLength + 2) return undefined;
+		const payloadLength = buf.readUInt16BE(offset + head + 2 + tokenLength);
+		const end = offset + head + 2 + tokenLength + 2 + payloadLength;
+		if (buf.length < end) return undefined;
+		const tokenStart = offset + head + 2;
+		const notification: ParsedNotification = {
+			command,
+			ident: command === COMMAND_ENHANCED ? buf.readUInt32BE(offset + 1) : 0,
+			expiry: command === COMMAND_ENHANCED ? buf.readUInt32BE(offset + 5) : 0,
+			priority: 10,
+			token: buf.subarray(tokenStart, tokenStart + tokenLength),
+			payload: buf.subarray(end - payloadLength, end),
+			status: 0,
+		};
+		notification.status = validate(notification, true, true);
+		return { notification, end };
+	}
+	return broken();
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function parseItems(buf: Buffer, start: number, end: number): ParsedNotification {
+	const n: ParsedNotification = { command: COMMAND_FRAME, ident: 0, expiry: 0, priority: 10, token: EMPTY, payload: EMPTY, status: 0 };
+	let hasToken = false;
+	let hasPayload = false;
+	let o = start;
+	while (o < end) {
+		if (end - o < 3) return { ...n, status: 128 };
+		const id = buf[o];
+		const length = buf.readUInt16BE(o + 1);
+		const data = o + 3;
+		o = data + length;
+		if (o > end) return { ...n, status: 128 };
+		switch (id) {
+			case ITEM_TOKEN:
+				n.token = buf.subarray(data, o);
+				hasToken = true;
+				break;
+			case ITEM_PAYLOAD:
+				n.payload = buf.subarray(data, o);
+				hasPayload = true;
+				break;
+			case ITEM_IDENT:
+				if (length !== 4) return { ...n, status: 128 };
+				n.ident = buf.readUInt32BE(data);
+				break;
+			case ITEM_EXPIRY:
+				if (length !== 4) return { ...n, status: 128 };
+				n.expiry = buf.readUInt32BE(data);
+				break;
+			case ITEM_PRIORITY:
+				if (length !== 1) return { ...n, status: 128 };
+				n.priority = buf[data] ?? 0;
+				break;
+			default:
+				return { ...n, status: 128 };
+		}
+	}
+	n.status = validate(n, hasToken, hasPayload);
+	return n;
+}
+
+function validate(n: ParsedNotification, hasToken: boolean, hasPayload: boolean): number {
+	if (!hasToken || n.token.length === 0) return 2;
+	if (!hasPayload || n.payload.length === 0) return 4;
+	if (n.token.length !== TOKEN_BYTES) return 5;
+	if (n.payload.length > MAX_BINARY_PAYLOAD_BYTES) return 7;
+	if (n.priority !== 5 && n.priority !== 10) return 128;
+	return 0;
+}
+
+/** Size of a feedback tuple with a 32-byte token. */
+export const FEEDBACK_TUPLE_BYTES = 6 + TOKEN_BYTES;
+
+/** Encode one feedback tuple: time (UNIX seconds), token length, token. */
+export function encodeFeedbackTuple(when: Date, token: Buffer): Buffer {
+	const out = Buffer.allocUnsafe(6 + token.length);
+	out.writeUInt32BE(Math.floor(when.getTime() / 1000) >>> 0, 0);
+	out.writeUInt16BE(token.length, 4);
+	token.copy(out, 6);
+	return out;
+}
+
+/**
+ * Reassembles feedback tuples from a byte stream however it is chunked: a tuple is taken out only once
+ * all of its `6 + N` bytes are buffered.
+ */
+export class FeedbackDecoder {
+	#pending: Buffer = EMPTY;
+
+	/** Feed a chunk; returns the tuples it completed. */
+	push(chunk: Buffer): Array<{ when: Date; token: Buffer }> {
+		const buf = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+		const out: Array<{ when: Date; token: Buffer }> = [];
+		let o = 0;
+		while (buf.length - o >= 6) {
+			const length = buf.readUInt16BE(o + 4);
+			if (buf.length - o < 6 + length) break;
+			out.push({ when: new Date(buf.readUInt32BE(o) * 1000), token: Buffer.from(buf.subarray(o + 6, o + 6 + length)) });
+			o += 6 + length;
+		}
+		this.#pending = o === buf.length ? EMPTY : Buffer.from(buf.subarray(o));
+		return out;
+	}
+
+	/** Bytes of an incomplete tuple still buffered (non-zero at EOF means the stream was cut mid-tuple). */
+	get pendingBytes(): number {
+		return this.#pending.length;
+	}
+}

@@ -1,0 +1,177 @@
+/**
+ * A `Message` is one payload addressed to one or more device tokens. It is validated and encoded once, at
+ * construction: a broadcast to a million tokens holds one payload buffer and one 32-byte slot per token.
+ */
+import { InvalidArgumentError } from './errors.js';
+
+/** Byte length of a device token on the binary protocol. */
+export const TOKEN_BYTES = 32;
+const TOKEN_HEX = /^[0-9a-fA-F]{64}$/;
+const MAX_U32 = 0xffff_ffff;
+
+/** Notification priority: 10 = deliver now, 5 = deliver when it saves power. */
+export type Priority = 5 | 10;
+
+/** Per-message delivery options. */
+export interface MessageOptions {
+	/**
+	 * When APNs may stop trying to deliver: a `Date`, or UNIX time in **seconds**. `0` or absent means
+	 * "do not store" (one attempt only).
+	 * @default 0
+	 */
+	readonly expiration?: Date | number | undefined;
+	/**
+	 * 10 = send now (needs an alert, sound or badge), 5 = send when it saves power.
+	 * @default 10
+	 */
+	readonly priority?: Priority | undefined;
+}
+
+/** The `aps` dictionary. Known keys may be given in camelCase; other keys are passed through unchanged. */
+export interface Aps {
+	readonly alert?: string | Readonly<Record<string, unknown>> | undefined;
+	readonly badge?: number | undefined;
+	readonly sound?: string | Readonly<Record<string, unknown>> | undefined;
+	/** Sent as `content-available: 1`. */
+	readonly contentAvailable?: boolean | 0 | 1 | undefined;
+	/** Sent as `mutable-content: 1`. */
+	readonly mutableContent?: boolean | 0 | 1 | undefined;
+	readonly category?: string | undefined;
+	/** Sent as `thread-id`. */
+	readonly threadId?: string | undefined;
+	readonly [key: string]: unknown;
+}
+
+/** Options of `sendAps`: the message options plus custom top-level payload keys. */
+export interface SendApsOptions extends MessageOptions {
+	/** Custom keys placed next to `aps` in the payload (never inside it). */
+	readonly extra?: Readonly<Record<string, unknown>> | undefined;
+}
+
+const APS_KEY_NAMES: Readonly<Record<string, string>> = {
+	contentAvailable: 'content-available',
+	mutableContent: 'mutable-content',
+	threadId: 'thread-id',
+};
+
+/** One payload for one or more device tokens. Immutable once built. */
+export class Message {
+	/** The payload as given (for `sendAps`: `{ ...extra, aps }`). */
+	readonly payload: Readonly<Record<string, unknown>>;
+	/** The payload encoded as compact JSON, UTF-8. Encoded once, shared by every token. */
+	readonly encodedPayload: Buffer;
+	/** Expiration as UNIX seconds; 0 when none. */
+	readonly expiry: number;
+	/** 5 or 10. */
+	readonly priority: Priority;
+	/** How many device tokens this message is addressed to. */
+	readonly count: number;
+	/** The tokens in binary, {@link TOKEN_BYTES} bytes each, back to back. */
+	readonly tokenBytes: Buffer;
+
+	/**
+	 * @param tokens - one device token or an array of them: 64 hexadecimal characters each, any case.
+	 * @param payload - the JSON payload object, with Apple's keys under `aps`.
+	 * @param options - expiration and priority.
+	 * @throws {@link InvalidArgumentError} naming the first bad argument.
+	 */
+	constructor(tokens: string | readonly string[], payload: Readonly<Record<string, unknown>>, options: MessageOptions = {}) {
+		this.tokenBytes = packTokens(tokens);
+		this.count = this.tokenBytes.length / TOKEN_BYTES;
+		if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) {
+			throw new InvalidArgumentError('payload', 'a JSON object', payload);
+		}
+		let json: string | undefined;
+		try {
+			json = JSON.stringify(payload);
+		} catch (error) {
+			throw new InvalidArgumentError('payload', `a JSON-serialisable object (${(error as Error).message})`, payload);
+		}
+		this.payload = payload;
+		this.encodedPayload = Buffer.from(json, 'utf8');
+		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', options);
+		this.expiry = toExpiry(options.expiration);
+		this.priority = toPriority(options.priority);
+	}
+
+	/**
+	 * Build a message from an `aps` dictionary, the way `manager.sendAps()` does: camelCase keys such as
+	 * `contentAvailable` become Apple's `content-available`, and `extra` keys sit next to `aps`.
+	 */
+	static fromAps(tokens: string | readonly string[], aps: Aps, options: SendApsOptions = {}): Message {
+		if (aps === null || typeof aps !== 'object' || Array.isArray(aps)) throw new InvalidArgumentError('aps', 'an object', aps);
+		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', options);
+		const extra = options.extra ?? {};
+		if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) throw new InvalidArgumentError('options.extra', 'an object', extra);
+		if (Object.hasOwn(extra, 'aps')) throw new InvalidArgumentError('options.extra', 'custom keys other than "aps"', 'aps');
+		return new Message(tokens, { ...extra, aps: normaliseAps(aps) }, options);
+	}
+
+	/** The i-th device token, lowercase hex. */
+	token(index: number): string {
+		return this.tokenBytes.toString('hex', index * TOKEN_BYTES, (index + 1) * TOKEN_BYTES);
+	}
+
+	/** All device tokens, lowercase hex. Builds a new array each call: prefer {@link Message.token} for large broadcasts. */
+	get tokens(): string[] {
+		const out = new Array<string>(this.count);
+		for (let i = 0; i < this.count; i++) out[i] = this.token(i);
+		return out;
+	}
+}
+
+function packTokens(tokens: string | readonly string[]): Buffer {
+	if (typeof tokens === 'string') {
+		if (!TOKEN_HEX.test(tokens)) throw new InvalidArgumentError('tokens', 'a device token of 64 hexadecimal characters', tokens);
+		return Buffer.from(tokens, 'hex');
+	}
+	if (!Array.isArray(tokens)) throw new InvalidArgumentError('tokens', 'a device token string or an array of them', tokens);
+	if (tokens.length === 0) throw new InvalidArgumentError('tokens', 'at least one device token', tokens);
+	const out = Buffer.allocUnsafe(tokens.length * TOKEN_BYTES);
+	for (let i = 0; i < tokens.length; i++) {
+		const token: unknown = tokens[i];
+		if (typeof token !== 'string' || !TOKEN_HEX.test(token)) {
+			throw new InvalidArgumentError(`tokens[${i}]`, 'a device token of 64 hexadecimal characters', token);
+		}
+		out.write(token, i * TOKEN_BYTES, TOKEN_BYTES, 'hex');
+	}
+	return out;
+}
+
+function toExpiry(expiration: unknown): number {
+	if (expiration === undefined || expiration === 0) return 0;
+	if (expiration instanceof Date) {
+		const ms = expiration.getTime();
+		if (Number.isNaN(ms) || ms < 0 || ms / 1000 > MAX_U32) throw new InvalidArgumentError('options.expiration', 'a valid Date between 1970 and 2106', expiration);
+		return Math.floor(ms / 1000);
+	}
+	if (typeof expiration !== 'number' || !Number.isInteger(expiration) || expiration < 0) {
+		throw new InvalidArgumentError('options.expiration', 'a Date or a whole number of UNIX seconds >= 0', expiration);
+	}
+	if (expiration > MAX_U32) throw new InvalidArgumentError('options.expiration', 'UNIX time in seconds (<= 4294967295; milliseconds given?)', expiration);
+	return expiration;
+}
+
+function toPriority(priority: unknown): Priority {
+	if (priority === undefined) return 10;
+	if (priority !== 5 && priority !== 10) throw new InvalidArgumentError('options.priority', '5 or 10', priority);
+	return priority;
+}
+
+function normaliseAps(aps: Aps): Record<string, unknown> {
+	const out: Record<string, unknown> = {};
+	for (const [key, value] of Object.entries(aps)) {
+		if (value === undefined) continue;
+		const name = APS_KEY_NAMES[key] ?? key;
+		if (name === 'content-available' || name === 'mutable-content') {
+			if (value === false || value === 0) continue;
+			if (value !== true && value !== 1) throw new InvalidArgumentError(`aps.${key}`, 'true, false, 0 or 1', value);
+			out[name] = 1;
+		} else if (name === 'badge' && (typeof value !== 'number' || !Number.isInteger(value) || value < 0)) {
+			throw new InvalidArgumentError('aps.badge', 'a whole number >= 0', value);
+		} else {
+			out[name] = value;
+		}
+	}
+	return out;
+}

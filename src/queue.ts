@@ -1,0 +1,534 @@
+/**
+ * The notification queue: new work, re-sends, and what each connection has written but APNs has not yet
+ * confirmed. It owns every notification from `push()` until it is delivered (confirmed, or past the
+ * grace window) or reported failed, so a notification is never in two places and never in none.
+ *
+ * Binary APNs never acknowledges success, so a written notification stays in its connection's
+ * {@link SentLog} until one of these settles it:
+ * - an error frame for a later ident on the same connection (everything before it was processed),
+ * - the answer to a known-bad probe written after it (see {@link NotificationQueue.probe}),
+ * - `graceMs` passing since it was written (APNs answers errors well within that).
+ * An error frame for ident X settles what came before X, reports X, and puts everything after X back at
+ * the front of the queue in its original order. A connection that closes with no error frame puts all
+ * it still holds back at the front (at-least-once: those may be delivered twice).
+ */
+import { isTemporaryStatus, STATUS_SHUTDOWN } from './frame.js';
+import type { Message } from './message.js';
+
+/** Options of a {@link NotificationQueue}. */
+export interface QueueOptions {
+	/**
+	 * How long a written notification is kept for backtracking, in milliseconds, counted from its write.
+	 * @default 5000
+	 */
+	readonly graceMs?: number;
+	/**
+	 * Hard cap on written-but-unsettled notifications across all connections. When it is reached the
+	 * queue stops handing out work (nothing is dropped) and emits `retentionFull` until room is made.
+	 * @default 1_000_000
+	 */
+	readonly maxRetained?: number;
+	/**
+	 * How many times a notification named by a *temporary* status (1 Processing error, 255 Unknown) is
+	 * sent before it is reported failed.
+	 * @default 3
+	 */
+	readonly maxAttempts?: number;
+	/**
+	 * The first ident handed out. Idents run to 2^32−1 and wrap to 1 (0 is never used, because gateways
+	 * have been seen to answer with ident 0 when they could not read one).
+	 * @default 1
+	 */
+	readonly initialIdent?: number;
+	/** Clock in milliseconds; tests inject one. @default performance.now */
+	readonly now?: () => number;
+}
+
+export const DEFAULT_QUEUE_OPTIONS = {
+	graceMs: 5000,
+	maxRetained: 1_000_000,
+	maxAttempts: 3,
+	initialIdent: 1,
+} as const;
+
+/** Why notifications went back to the front of the queue. */
+export type ResendReason = 'error' | 'shutdown' | 'silentClose' | 'identNotFound' | 'temporary';
+
+/** What the queue tells its owner (the manager). Every method is called synchronously. */
+export interface QueueListener {
+	/** A notification was rejected for good. */
+	failed(message: Message, index: number, ident: number, status: number): void;
+	/** `count` notifications went back to the front of the queue. */
+	resent(count: number, reason: ResendReason): void;
+	/** An error frame named an ident this connection no longer holds (already past grace, or never sent). */
+	identNotFound(ident: number, status: number, resent: number): void;
+	/** The retention cap was reached; writing pauses until room is made. Once per episode. */
+	retentionFull(retained: number): void;
+	/** `count` notifications were settled as delivered. */
+	delivered(count: number, how: 'confirmed' | 'grace'): void;
+	/** New work, or room to write it: the backend should write. */
+	wake(): void;
+	/** Nothing is queued or unsettled any more. */
+	idle(): void;
+}
+
+/** A growable ring of notifications (struct of arrays: no object per notification). */
+class Ring {
+	#cap: number;
+	#mask: number;
+	#head = 0;
+	#size = 0;
+	#msg: Array<Message | undefined>;
+	#index: Uint32Array;
+	#ident: Uint32Array;
+	#time: Float64Array;
+	#tries: Uint8Array;
+
+	constructor(capacity = 1024) {
+		this.#cap = capacity;
+		this.#mask = capacity - 1;
+		this.#msg = new Array<Message | undefined>(capacity);
+		this.#index = new Uint32Array(capacity);
+		this.#ident = new Uint32Array(capacity);
+		this.#time = new Float64Array(capacity);
+		this.#tries = new Uint8Array(capacity);
+	}
+
+	get size(): number {
+		return this.#size;
+	}
+
+	#grow(): void {
+		const cap = this.#cap * 2;
+		const msg = new Array<Message | undefined>(cap);
+		const index = new Uint32Array(cap);
+		const ident = new Uint32Array(cap);
+		const time = new Float64Array(cap);
+		const tries = new Uint8Array(cap);
+		for (let i = 0; i < this.#size; i++) {
+			const from = (this.#head + i) & this.#mask;
+			msg[i] = this.#msg[from];
+			index[i] = this.#index[from]!;
+			ident[i] = this.#ident[from]!;
+			time[i] = this.#time[from]!;
+			tries[i] = this.#tries[from]!;
+		}
+		this.#msg = msg;
+		this.#index = index;
+		this.#ident = ident;
+		this.#time = time;
+		this.#tries = tries;
+		this.#cap = cap;
+		this.#mask = cap - 1;
+		this.#head = 0;
+	}
+
+	#set(at: number, message: Message, index: number, ident: number, time: number, tries: number): void {
+		this.#msg[at] = message;
+		this.#index[at] = index;
+		this.#ident[at] = ident;
+		this.#time[at] = time;
+		this.#tries[at] = tries;
+	}
+
+	push(message: Message, index: number, ident: number, time: number, tries: number): void {
+		if (this.#size === this.#cap) this.#grow();
+		this.#set((this.#head + this.#size) & this.#mask, message, index, ident, time, tries);
+		this.#size++;
+	}
+
+	unshift(message: Message, index: number, ident: number, time: number, tries: number): void {
+		if (this.#size === this.#cap) this.#grow();
+		this.#head = (this.#head - 1) & this.#mask;
+		this.#set(this.#head, message, index, ident, time, tries);
+		this.#size++;
+	}
+
+	#at(i: number): number {
+		return (this.#head + i) & this.#mask;
+	}
+
+	message(i: number): Message {
+		return this.#msg[this.#at(i)]!;
+	}
+	index(i: number): number {
+		return this.#index[this.#at(i)]!;
+	}
+	ident(i: number): number {
+		return this.#ident[this.#at(i)]!;
+	}
+	time(i: number): number {
+		return this.#time[this.#at(i)]!;
+	}
+	tries(i: number): number {
+		return this.#tries[this.#at(i)]!;
+	}
+
+	/** Remove the first `n` entries. */
+	dropFront(n: number): void {
+		for (let i = 0; i < n; i++) this.#msg[this.#at(i)] = undefined;
+		this.#head = (this.#head + n) & this.#mask;
+		this.#size -= n;
+		if (this.#size === 0) this.#head = 0;
+	}
+
+	/** Remove the entries from position `from` to the end. */
+	truncate(from: number): void {
+		for (let i = from; i < this.#size; i++) this.#msg[this.#at(i)] = undefined;
+		this.#size = from;
+		if (this.#size === 0) this.#head = 0;
+	}
+
+	/** Position of the newest entry with this ident, or -1. Scans from the newest: errors name recent writes. */
+	lastIndexOfIdent(ident: number): number {
+		for (let i = this.#size - 1; i >= 0; i--) if (this.#ident[this.#at(i)] === ident) return i;
+		return -1;
+	}
+}
+
+/** What a connection has written and not yet had settled. Created by {@link NotificationQueue.openLog}. */
+export class SentLog {
+	/** @internal */
+	readonly ring = new Ring();
+	/** Ident of the probe written on this connection, if any. @internal */
+	probeIdent: number | undefined;
+	/** Notifications written since the last proof (a settled error frame or probe answer). @internal */
+	sinceProof = 0;
+	/** Settled for good: no more writes, answers or closes count. @internal */
+	settled = false;
+	/** When the connection last wrote. @internal */
+	lastWriteAt = 0;
+
+	/** Notifications written on this connection and not yet settled. */
+	get size(): number {
+		return this.ring.size;
+	}
+	/** Whether a probe has been written and not yet answered. */
+	get probing(): boolean {
+		return this.probeIdent !== undefined;
+	}
+}
+
+/** The notification a backend must write next; filled in place by {@link NotificationQueue.take}. */
+export interface Cursor {
+	message: Message;
+	index: number;
+	ident: number;
+}
+
+/** Counters since the queue was made. All are notification counts. */
+export interface QueueStats {
+	/** Accepted by `push()`. */
+	queued: number;
+	/** Frames written, re-sends included. */
+	written: number;
+	/** Settled as delivered: by a later error frame or probe answer (`confirmed`), or by grace. */
+	delivered: number;
+	/** Of `delivered`, settled by proof rather than by time. */
+	confirmed: number;
+	/** Reported failed. */
+	failed: number;
+	/** Put back at the front of the queue to be written again. */
+	resent: number;
+	/** Of `resent`, after a connection closed with no error frame (these may be delivered twice). */
+	inDoubt: number;
+	/** Probes answered. */
+	probesAnswered: number;
+	/** Error frames that named an ident no longer held. */
+	identsNotFound: number;
+	/** Times the retention cap was reached. */
+	retentionFull: number;
+}
+
+interface Range {
+	message: Message;
+	next: number;
+}
+
+/** See the module comment. */
+export class NotificationQueue {
+	readonly graceMs: number;
+	readonly maxRetained: number;
+	readonly maxAttempts: number;
+	readonly #now: () => number;
+	#listener: QueueListener | undefined;
+	#nextIdent: number;
+	/** New work: messages with the index of their next unsent token. */
+	#ranges: Range[] = [];
+	#rangeHead = 0;
+	#unsentNew = 0;
+	/** Re-sends, ahead of new work. */
+	readonly #resend = new Ring();
+	readonly #logs = new Set<SentLog>();
+	#retained = 0;
+	#full = false;
+	#purgeTimer: NodeJS.Timeout | undefined;
+	readonly #stats: QueueStats = {
+		queued: 0,
+		written: 0,
+		delivered: 0,
+		confirmed: 0,
+		failed: 0,
+		resent: 0,
+		inDoubt: 0,
+		probesAnswered: 0,
+		identsNotFound: 0,
+		retentionFull: 0,
+	};
+
+	constructor(options: QueueOptions = {}) {
+		this.graceMs = options.graceMs ?? DEFAULT_QUEUE_OPTIONS.graceMs;
+		this.maxRetained = options.maxRetained ?? DEFAULT_QUEUE_OPTIONS.maxRetained;
+		this.maxAttempts = options.maxAttempts ?? DEFAULT_QUEUE_OPTIONS.maxAttempts;
+		this.#nextIdent = options.initialIdent ?? DEFAULT_QUEUE_OPTIONS.initialIdent;
+		if (!(this.#nextIdent >= 1 && this.#nextIdent <= 0xffff_ffff && Number.isInteger(this.#nextIdent))) {
+			throw new RangeError(`initialIdent must be a whole number from 1 to 4294967295, got ${this.#nextIdent}`);
+		}
+		this.#now = options.now ?? (() => performance.now());
+	}
+
+	/** Connect the owner. One listener per queue. */
+	setListener(listener: QueueListener): void {
+		this.#listener = listener;
+	}
+
+	/** Start purging on its own schedule (a quarter of the grace window, at most every 250 ms). */
+	startPurging(): void {
+		if (this.#purgeTimer !== undefined) return;
+		const every = Math.max(1, Math.min(250, Math.floor(this.graceMs / 4)));
+		this.#purgeTimer = setInterval(() => this.purge(), every);
+		this.#purgeTimer.unref();
+	}
+
+	stopPurging(): void {
+		clearInterval(this.#purgeTimer);
+		this.#purgeTimer = undefined;
+	}
+
+	get stats(): Readonly<QueueStats> {
+		return { ...this.#stats };
+	}
+
+	/** Waiting to be written (new work and re-sends). */
+	get unsent(): number {
+		return this.#unsentNew + this.#resend.size;
+	}
+
+	/** Written and not yet settled, across connections. */
+	get retained(): number {
+		return this.#retained;
+	}
+
+	/** Neither delivered nor reported failed. */
+	get outstanding(): number {
+		return this.unsent + this.#retained;
+	}
+
+	/** Whether {@link NotificationQueue.take} would hand out something now. */
+	get canTake(): boolean {
+		return this.unsent > 0 && this.#retained < this.maxRetained;
+	}
+
+	/** Append a message: each of its tokens becomes a notification, in order. */
+	push(message: Message): void {
+		this.#ranges.push({ message, next: 0 });
+		this.#unsentNew += message.count;
+		this.#stats.queued += message.count;
+		this.#listener?.wake();
+	}
+
+	/** A log for a new connection. */
+	openLog(): SentLog {
+		const log = new SentLog();
+		this.#logs.add(log);
+		return log;
+	}
+
+	#allocIdent(): number {
+		const ident = this.#nextIdent;
+		this.#nextIdent = ident === 0xffff_ffff ? 1 : ident + 1;
+		return ident;
+	}
+
+	/**
+	 * Hand out the next notification for `log`'s connection: re-sends first, then new work. It is recorded
+	 * in the log at once, so it is owned by the log from here on. Returns false when there is nothing to
+	 * write or the retention cap is reached.
+	 */
+	take(log: SentLog, cursor: Cursor): boolean {
+		if (this.#retained >= this.maxRetained) {
+			if (!this.#full && this.unsent > 0) {
+				this.#full = true;
+				this.#stats.retentionFull++;
+				this.#listener?.retentionFull(this.#retained);
+			}
+			return false;
+		}
+		const now = this.#now();
+		let tries: number;
+		if (this.#resend.size > 0) {
+			cursor.message = this.#resend.message(0);
+			cursor.index = this.#resend.index(0);
+			cursor.ident = this.#resend.ident(0);
+			tries = this.#resend.tries(0);
+			this.#resend.dropFront(1);
+		} else {
+			const range = this.#ranges[this.#rangeHead];
+			if (range === undefined) return false;
+			cursor.message = range.message;
+			cursor.index = range.next++;
+			cursor.ident = this.#allocIdent();
+			tries = 0;
+			this.#unsentNew--;
+			if (range.next === range.message.count) this.#advanceRange();
+		}
+		log.ring.push(cursor.message, cursor.index, cursor.ident, now, Math.min(tries + 1, 255));
+		log.sinceProof++;
+		log.lastWriteAt = now;
+		this.#retained++;
+		this.#stats.written++;
+		return true;
+	}
+
+	#advanceRange(): void {
+		this.#ranges[this.#rangeHead] = undefined as unknown as Range;
+		this.#rangeHead++;
+		if (this.#rangeHead === this.#ranges.length) {
+			this.#ranges = [];
+			this.#rangeHead = 0;
+		} else if (this.#rangeHead > 1024 && this.#rangeHead * 2 > this.#ranges.length) {
+			this.#ranges = this.#ranges.slice(this.#rangeHead);
+			this.#rangeHead = 0;
+		}
+	}
+
+	/**
+	 * Mark `log`'s connection as probing and hand out the probe's ident. The backend writes the probe frame
+	 * and then nothing more on that connection: the answer closes it.
+	 */
+	probe(log: SentLog): number {
+		log.probeIdent = this.#allocIdent();
+		return log.probeIdent;
+	}
+
+	/**
+	 * The connection of `log` received an error frame. Settles the log; returns what happened so the backend
+	 * can log or count it. The connection is finished afterwards (APNs closes it).
+	 */
+	errorFrame(log: SentLog, status: number, ident: number): 'probe' | 'found' | 'notFound' {
+		if (log.settled) return 'found';
+		const ring = log.ring;
+		if (log.probeIdent !== undefined && ident === log.probeIdent) {
+			this.#stats.probesAnswered++;
+			this.#deliverFront(log, ring.size, 'confirmed');
+			this.#close(log);
+			return 'probe';
+		}
+		const at = ring.lastIndexOfIdent(ident);
+		if (at < 0) {
+			// Everything still held was written after the named one (older ones are past grace), and APNs
+			// dropped it all: re-send it all.
+			this.#stats.identsNotFound++;
+			const count = this.#backtrack(log, 0, 'identNotFound');
+			this.#listener?.identNotFound(ident, status, count);
+			this.#close(log);
+			return 'notFound';
+		}
+		this.#deliverFront(log, at, 'confirmed');
+		// Now the named notification is at position 0.
+		const message = ring.message(0);
+		const index = ring.index(0);
+		const tries = ring.tries(0);
+		if (status === STATUS_SHUTDOWN || status === 0) {
+			this.#deliverFront(log, 1, 'confirmed');
+			this.#backtrack(log, 0, status === 0 ? 'error' : 'shutdown');
+		} else if (isTemporaryStatus(status) && tries < this.maxAttempts) {
+			this.#backtrack(log, 0, 'temporary');
+		} else {
+			ring.dropFront(1);
+			this.#retained--;
+			this.#stats.failed++;
+			this.#backtrack(log, 0, 'error');
+			this.#listener?.failed(message, index, ident, status);
+		}
+		this.#close(log);
+		return 'found';
+	}
+
+	/**
+	 * The connection of `log` ended with no error frame. What it still holds may or may not have been
+	 * processed, so it all goes back to the front of the queue (at-least-once).
+	 */
+	connectionClosed(log: SentLog): void {
+		if (log.settled) return;
+		this.#backtrack(log, 0, 'silentClose');
+		this.#close(log);
+	}
+
+	/** Settle, by time, whatever has been written more than `graceMs` ago. Runs on its own timer too. */
+	purge(): void {
+		const horizon = this.#now() - this.graceMs;
+		for (const log of this.#logs) {
+			const ring = log.ring;
+			let n = 0;
+			while (n < ring.size && ring.time(n) <= horizon) n++;
+			if (n > 0) this.#deliverFront(log, n, 'grace');
+		}
+	}
+
+	/** Drop everything now (destroy). Returns how many notifications were dropped unsettled. */
+	clear(): number {
+		const dropped = this.outstanding;
+		for (const log of this.#logs) log.settled = true;
+		this.#logs.clear();
+		this.#ranges = [];
+		this.#rangeHead = 0;
+		this.#unsentNew = 0;
+		this.#resend.dropFront(this.#resend.size);
+		this.#retained = 0;
+		this.stopPurging();
+		return dropped;
+	}
+
+	#deliverFront(log: SentLog, n: number, how: 'confirmed' | 'grace'): void {
+		if (n === 0) return;
+		log.ring.dropFront(n);
+		this.#retained -= n;
+		this.#stats.delivered += n;
+		if (how === 'confirmed') {
+			this.#stats.confirmed += n;
+			log.sinceProof = log.ring.size;
+		}
+		this.#listener?.delivered(n, how);
+		this.#afterSettle();
+	}
+
+	/** Move log entries from `from` to the end back to the front of the re-send queue, in order. */
+	#backtrack(log: SentLog, from: number, reason: ResendReason): number {
+		const ring = log.ring;
+		const count = ring.size - from;
+		if (count === 0) return 0;
+		for (let i = ring.size - 1; i >= from; i--) {
+			this.#resend.unshift(ring.message(i), ring.index(i), ring.ident(i), 0, ring.tries(i));
+		}
+		ring.truncate(from);
+		this.#retained -= count;
+		this.#stats.resent += count;
+		if (reason === 'silentClose') this.#stats.inDoubt += count;
+		this.#listener?.resent(count, reason);
+		return count;
+	}
+
+	#close(log: SentLog): void {
+		log.settled = true;
+		log.probeIdent = undefined;
+		this.#logs.delete(log);
+		this.#afterSettle();
+	}
+
+	#afterSettle(): void {
+		if (this.#full && this.#retained < this.maxRetained) this.#full = false;
+		if (this.outstanding === 0) this.#listener?.idle();
+		else if (this.canTake) this.#listener?.wake();
+	}
+}
