@@ -1,0 +1,53 @@
+/**
+ * The pluggable part of the manager: whatever drives sockets. A backend takes notifications from the
+ * {@link NotificationQueue}, writes them, and reports what the gateway answers back to the queue; the
+ * queue decides what is delivered, failed or re-sent. Every backend passes the same conformance suite
+ * (test/conformance.test.ts).
+ */
+import type { ConnectionError } from '../errors.js';
+import type { ResolvedOptions } from '../options.js';
+import type { NotificationQueue } from '../queue.js';
+
+/** TLS material and address of the gateway. */
+export interface GatewayTls {
+	readonly host: string;
+	readonly port: number;
+	readonly cert: string;
+	readonly key: string;
+	readonly ca: string[] | undefined;
+}
+
+/** Connection-level happenings a backend reports; the manager turns them into events. */
+export interface BackendEvents {
+	connected(info: { connection: number }): void;
+	disconnected(info: { connection: number; reason: DisconnectReason; error?: Error }): void;
+	connectError(error: ConnectionError, info: { attempt: number; retryInMs: number }): void;
+}
+
+/** Why a connection ended. */
+export type DisconnectReason = 'errorFrame' | 'probeAnswered' | 'silentClose' | 'closed' | 'destroyed';
+
+/** What a backend is given. */
+export interface BackendContext {
+	readonly queue: NotificationQueue;
+	readonly tls: GatewayTls;
+	readonly options: ResolvedOptions;
+	readonly events: BackendEvents;
+	/** True while someone waits for everything to be settled (`flushMessages`, `close`): probe without delay. */
+	wantsConfirmation(): boolean;
+}
+
+/** A socket driver. */
+export interface Backend {
+	/** There is work to write, room to write it, or a confirmation is wanted. Cheap and idempotent. */
+	wake(): void;
+	/** Close connections once nothing is left to settle on them; stop reconnecting. */
+	close(): Promise<void>;
+	/** Drop every connection now. */
+	destroy(): void;
+	/** Connect attempts made so far (successful or not). */
+	readonly connectAttempts: number;
+}
+
+/** Makes a backend for a manager. */
+export type BackendFactory = (context: BackendContext) => Backend;

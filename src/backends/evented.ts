@@ -1,0 +1,323 @@
+/**
+ * The default backend: TLS sockets on the main event loop.
+ *
+ * One connection writes at a time (the *active* one). Frames are encoded into 64 KiB slabs, one
+ * `write` per slab, and writing pauses while 256 KiB wait in the socket (resumed on `drain`). When a
+ * connection has written a *window* of unconfirmed notifications, or runs out of work while holding
+ * some, it writes a known-bad probe and stops writing; the next connection takes over at once while the
+ * probing one waits for its answer. An error frame or a close ends a connection; the queue decides what
+ * that means for each notification.
+ *
+ * The window adapts like TCP's congestion window, because a silent close re-sends (and may duplicate)
+ * up to one window: it starts small ({@link MIN_WINDOW}) and doubles after each answered probe up to
+ * `confirmEvery` (slow start); a silent close halves it and sets the threshold there, above which it
+ * grows only by {@link MIN_WINDOW} per answered probe. A clean stream soon probes only every
+ * `confirmEvery`; a gateway that drops connections every few thousand notifications still lets each
+ * connection prove its work before it dies, rather than re-sending the same unproven batch for ever.
+ */
+import { isIP } from 'node:net';
+import tls from 'node:tls';
+import { ConnectionError, ProtocolError } from '../errors.js';
+import {
+	COMMAND_ERROR,
+	ERROR_RESPONSE_BYTES,
+	frameBytes,
+	MAX_BINARY_PAYLOAD_BYTES,
+	PROBE_FRAME_BYTES,
+	writeFrame,
+	writeProbeFrame,
+} from '../frame.js';
+import type { Message } from '../message.js';
+import type { Cursor, SentLog } from '../queue.js';
+import type { Backend, BackendContext, DisconnectReason } from './backend.js';
+
+const SLAB_BYTES = 64 * 1024;
+const MAX_FRAME_BYTES = frameBytes(MAX_BINARY_PAYLOAD_BYTES);
+/** Stop encoding while this much is already waiting in the socket. */
+const BUFFERED_LIMIT = 256 * 1024;
+/** A connection that dies silently sooner than this after connecting counts as a failed attempt. */
+const HEALTHY_AFTER_MS = 1000;
+/** The first, smallest, and additive step of the unconfirmed window. */
+export const MIN_WINDOW = 256;
+
+class Connection {
+	readonly id: number;
+	readonly socket: tls.TLSSocket;
+	readonly log: SentLog;
+	ready = false;
+	/** No more writes or answers count: an error frame came, or the socket closed. */
+	finished = false;
+	connectedAt = 0;
+	error: Error | undefined;
+	reason: DisconnectReason | undefined;
+	inbox: Buffer | undefined;
+	timer: NodeJS.Timeout | undefined;
+
+	constructor(id: number, socket: tls.TLSSocket, log: SentLog) {
+		this.id = id;
+		this.socket = socket;
+		this.log = log;
+	}
+
+	clearTimer(): void {
+		clearTimeout(this.timer);
+		this.timer = undefined;
+	}
+}
+
+/** The `'evented'` backend. */
+export function createEventedBackend(context: BackendContext): Backend {
+	return new EventedBackend(context);
+}
+
+class EventedBackend implements Backend {
+	readonly #ctx: BackendContext;
+	readonly #connections = new Set<Connection>();
+	#active: Connection | undefined;
+	#ids = 0;
+	/** Consecutive failed connect attempts; drives the backoff. */
+	#failures = 0;
+	#retryTimer: NodeJS.Timeout | undefined;
+	#pumpScheduled = false;
+	#closing = false;
+	#destroyed = false;
+	#session: Buffer | undefined;
+	#connectAttempts = 0;
+	/** Notifications a connection may write before it must probe; 0 = only when idle. */
+	#window: number;
+	/** Above this the window grows additively (see the module comment). */
+	#threshold: number;
+	readonly #cursor: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0 };
+	#closeWaiters: Array<() => void> = [];
+
+	constructor(context: BackendContext) {
+		this.#ctx = context;
+		this.#threshold = context.options.confirmEvery;
+		this.#window = Math.min(MIN_WINDOW, this.#threshold);
+	}
+
+	/** The current unconfirmed window (see the module comment). */
+	get window(): number {
+		return this.#window;
+	}
+
+	get connectAttempts(): number {
+		return this.#connectAttempts;
+	}
+
+	wake(): void {
+		if (this.#destroyed || this.#pumpScheduled) return;
+		this.#pumpScheduled = true;
+		setImmediate(() => {
+			this.#pumpScheduled = false;
+			this.#pump();
+		});
+	}
+
+	#pump(): void {
+		if (this.#destroyed) return;
+		const { queue, options } = this.#ctx;
+		const conn = this.#active;
+		if (conn === undefined) {
+			if (queue.canTake && this.#retryTimer === undefined && !this.#closing) this.#connect();
+			return;
+		}
+		if (!conn.ready || conn.finished || conn.log.probing) return;
+		const log = conn.log;
+		const socket = conn.socket;
+		const every = this.#window;
+		for (;;) {
+			if (socket.writableLength >= BUFFERED_LIMIT) return; // 'drain' pumps again
+			if (every > 0 && log.sinceProof >= every) {
+				this.#probe(conn);
+				return;
+			}
+			const slab = Buffer.allocUnsafe(SLAB_BYTES);
+			let used = 0;
+			const cursor = this.#cursor;
+			while (used + MAX_FRAME_BYTES <= SLAB_BYTES && (every === 0 || log.sinceProof < every) && queue.take(log, cursor)) {
+				const m = cursor.message;
+				used = writeFrame(slab, used, m.tokenBytes, cursor.index, m.encodedPayload, cursor.ident, m.expiry, m.priority);
+			}
+			if (used === 0) break;
+			socket.write(used === SLAB_BYTES ? slab : slab.subarray(0, used));
+		}
+		// Out of work, or at the retention cap: settle what this connection holds.
+		if (log.size === 0) return;
+		if (queue.unsent > 0 || this.#ctx.wantsConfirmation() || options.confirmIdleMs === 0) {
+			this.#probe(conn);
+		} else if (options.confirmIdleMs !== false) {
+			conn.clearTimer();
+			conn.timer = setTimeout(() => {
+				conn.timer = undefined;
+				if (this.#active !== conn || conn.finished || log.probing || log.size === 0) return;
+				if (queue.canTake) this.#pump();
+				else this.#probe(conn);
+			}, options.confirmIdleMs);
+		}
+	}
+
+	/** Write the known-bad probe; the connection writes nothing more and the next one takes over. */
+	#probe(conn: Connection): void {
+		const { queue, options } = this.#ctx;
+		conn.clearTimer();
+		const frame = Buffer.allocUnsafe(PROBE_FRAME_BYTES);
+		writeProbeFrame(frame, 0, queue.probe(conn.log));
+		conn.socket.write(frame);
+		if (this.#active === conn) this.#active = undefined;
+		// A gateway that never answers must not hold the socket forever: by then grace has settled
+		// everything written before the probe, so ending the connection re-sends nothing that was processed.
+		conn.timer = setTimeout(() => {
+			queue.purge();
+			conn.socket.end();
+		}, options.graceMs + 100);
+		conn.timer.unref();
+		if (queue.canTake) this.wake();
+	}
+
+	#connect(): void {
+		const { tls: gateway, options, queue } = this.#ctx;
+		this.#connectAttempts++;
+		const socket = tls.connect({
+			host: gateway.host,
+			port: gateway.port,
+			cert: gateway.cert,
+			key: gateway.key,
+			...(gateway.ca === undefined ? {} : { ca: gateway.ca }),
+			...(isIP(gateway.host) === 0 ? { servername: gateway.host } : {}),
+			...(this.#session === undefined ? {} : { session: this.#session }),
+		});
+		const conn = new Connection(++this.#ids, socket, queue.openLog());
+		this.#active = conn;
+		this.#connections.add(conn);
+		conn.timer = setTimeout(() => socket.destroy(new ConnectionError(`Connect to ${gateway.host}:${gateway.port} timed out after ${options.connectTimeoutMs} ms`)), options.connectTimeoutMs);
+		socket.setNoDelay(true);
+		socket.once('secureConnect', () => {
+			conn.clearTimer();
+			conn.ready = true;
+			conn.connectedAt = performance.now();
+			this.#ctx.events.connected({ connection: conn.id });
+			this.#pump();
+		});
+		socket.on('session', (session: Buffer) => {
+			this.#session = session;
+		});
+		socket.on('data', (chunk: Buffer) => this.#onData(conn, chunk));
+		socket.on('drain', () => {
+			if (this.#active === conn) this.#pump();
+		});
+		socket.on('error', (error: Error) => {
+			conn.error ??= error;
+		});
+		socket.on('close', () => this.#onClose(conn));
+	}
+
+	#onData(conn: Connection, chunk: Buffer): void {
+		if (conn.finished) return;
+		const data = conn.inbox === undefined ? chunk : Buffer.concat([conn.inbox, chunk]);
+		if (data.length < ERROR_RESPONSE_BYTES) {
+			conn.inbox = data;
+			return;
+		}
+		this.#finish(conn);
+		if (data[0] !== COMMAND_ERROR) {
+			conn.error = new ProtocolError(`The gateway sent command ${data[0]}, expected an error response (8)`);
+			conn.reason = 'silentClose';
+			this.#ctx.queue.connectionClosed(conn.log);
+		} else {
+			const outcome = this.#ctx.queue.errorFrame(conn.log, data[1]!, data.readUInt32BE(2));
+			conn.reason = outcome === 'probe' ? 'probeAnswered' : 'errorFrame';
+			this.#failures = 0; // the gateway is alive and answering
+			if (outcome === 'probe') this.#growWindow();
+		}
+		conn.socket.destroy();
+	}
+
+	#finish(conn: Connection): void {
+		conn.finished = true;
+		conn.clearTimer();
+		if (this.#active === conn) this.#active = undefined;
+	}
+
+	#onClose(conn: Connection): void {
+		this.#connections.delete(conn);
+		const wasActive = this.#active === conn;
+		const { queue, events } = this.#ctx;
+		if (!conn.ready) {
+			this.#finish(conn);
+			queue.connectionClosed(conn.log);
+			if (!this.#destroyed && !this.#closing) {
+				const { host, port } = this.#ctx.tls;
+				const reason = conn.error?.message ?? 'closed during the handshake';
+				this.#scheduleRetry((attempt, retryInMs) =>
+					events.connectError(new ConnectionError(`Cannot connect to ${host}:${port}: ${reason}`, { cause: conn.error }), { attempt, retryInMs }),
+				);
+			}
+		} else {
+			if (!conn.finished) {
+				this.#finish(conn);
+				conn.reason = this.#destroyed ? 'destroyed' : this.#closing && conn.log.size === 0 ? 'closed' : 'silentClose';
+				if (conn.reason === 'silentClose' && conn.log.size > 0) this.#shrinkWindow();
+				queue.connectionClosed(conn.log);
+				// A gateway that keeps hanging up on fresh connections (a refused certificate, say) must not
+				// be hammered: a quick silent close counts as a failed attempt.
+				if (conn.reason === 'silentClose' && wasActive && performance.now() - conn.connectedAt < HEALTHY_AFTER_MS) {
+					this.#scheduleRetry(() => {});
+				}
+			}
+			events.disconnected({ connection: conn.id, reason: conn.reason ?? 'closed', ...(conn.error === undefined ? {} : { error: conn.error }) });
+		}
+		if (this.#connections.size === 0) {
+			for (const resolve of this.#closeWaiters.splice(0)) resolve();
+		}
+		if (!this.#closing) this.wake();
+	}
+
+	#growWindow(): void {
+		const max = this.#ctx.options.confirmEvery;
+		this.#window = Math.min(max, this.#window < this.#threshold ? this.#window * 2 : this.#window + MIN_WINDOW);
+	}
+
+	#shrinkWindow(): void {
+		if (this.#window === 0) return;
+		this.#threshold = Math.max(Math.min(MIN_WINDOW, this.#ctx.options.confirmEvery), this.#window >> 1);
+		this.#window = this.#threshold;
+	}
+
+	#scheduleRetry(report: (attempt: number, retryInMs: number) => void): void {
+		const { initialDelayMs, maxDelayMs, jitter } = this.#ctx.options.reconnect;
+		this.#failures++;
+		const ceiling = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#failures - 1, 30));
+		const delay = Math.max(1, Math.round(ceiling * (1 - jitter * Math.random())));
+		clearTimeout(this.#retryTimer);
+		this.#retryTimer = setTimeout(() => {
+			this.#retryTimer = undefined;
+			this.wake();
+		}, delay);
+		report(this.#failures, delay);
+	}
+
+	close(): Promise<void> {
+		this.#closing = true;
+		clearTimeout(this.#retryTimer);
+		this.#retryTimer = undefined;
+		if (this.#connections.size === 0) return Promise.resolve();
+		const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve));
+		for (const conn of this.#connections) {
+			if (!conn.ready) conn.socket.destroy();
+			else conn.socket.end();
+		}
+		return done;
+	}
+
+	destroy(): void {
+		this.#destroyed = true;
+		this.#closing = true;
+		clearTimeout(this.#retryTimer);
+		this.#retryTimer = undefined;
+		for (const conn of this.#connections) {
+			conn.clearTimer();
+			conn.socket.destroy();
+		}
+	}
+}

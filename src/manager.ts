@@ -1,0 +1,281 @@
+/**
+ * `ApnsManager`: the public face. `sendAps()`/`send()` append to the {@link NotificationQueue} and return at
+ * once; a backend writes; rejections reach the `errorHandler` and the `deliveryError` event; network faults
+ * are retried and only ever surface as events.
+ */
+import { EventEmitter } from 'eventemitter3';
+import type { Backend, BackendFactory } from './backends/backend.js';
+import { createEventedBackend } from './backends/evented.js';
+import { loadCredentials, type CertificateInfo, type LoadedCredentials } from './credentials.js';
+import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type ConnectionError } from './errors.js';
+import { Feedback, readFeedback } from './feedback.js';
+import { describeStatus, MAX_BINARY_PAYLOAD_BYTES } from './frame.js';
+import { Message, type Aps, type SendApsOptions } from './message.js';
+import { resolveOptions, type ApnsManagerOptions, type ResolvedOptions } from './options.js';
+import { NotificationQueue, type QueueStats, type ResendReason } from './queue.js';
+import type { DisconnectReason } from './backends/backend.js';
+
+/** Every event of {@link ApnsManager} with its arguments. */
+export interface ApnsManagerEvents {
+	/** APNs rejected a notification (also passed to `errorHandler`). Once per notification. */
+	deliveryError: [error: DeliveryError];
+	/** A feedback record was read by `getFeedback`. */
+	feedback: [feedback: Feedback];
+	/** `count` notifications were settled as delivered: confirmed by the gateway, or past the grace window. */
+	delivered: [info: { count: number; how: 'confirmed' | 'grace' }];
+	/** `count` notifications were put back to be sent again, ahead of new work. */
+	resent: [info: { count: number; reason: ResendReason }];
+	/** An error frame named an ident no longer held; what was still held was re-sent. */
+	identNotFound: [info: { ident: number; status: number; resent: number }];
+	/** The retention cap was reached; writing pauses until room is made. */
+	retentionFull: [info: { retained: number }];
+	/** A gateway connection is up. */
+	connected: [info: { connection: number }];
+	/** A gateway connection ended. */
+	disconnected: [info: { connection: number; reason: DisconnectReason; error?: Error }];
+	/** A connect attempt failed; another follows after `retryInMs`. */
+	connectError: [error: ConnectionError, info: { attempt: number; retryInMs: number }];
+	/** Nothing is queued or awaiting confirmation. */
+	idle: [];
+	/** A listener, the `errorHandler` or a feedback callback threw. */
+	error: [error: unknown];
+	/** `close()` or `destroy()` finished. */
+	closed: [];
+}
+
+/** Counters of the manager (see {@link QueueStats}) plus connect attempts. */
+export interface ManagerStats extends QueueStats {
+	/** Gateway connect attempts, successful or not. */
+	connectAttempts: number;
+	/** Notifications neither delivered nor reported failed yet. */
+	pending: number;
+}
+
+const BACKENDS: Readonly<Record<'evented', BackendFactory>> = { evented: createEventedBackend };
+
+/** Sends Apple push notifications from a queue; see the README for the delivery guarantees. */
+export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
+	readonly #options: ResolvedOptions;
+	readonly #credentials: LoadedCredentials;
+	readonly #queue: NotificationQueue;
+	readonly #backend: Backend;
+	readonly #errorHandler: ((error: DeliveryError) => void) | undefined;
+	#flushWaiters = 0;
+	#idleWaiters: Array<() => void> = [];
+	#state: 'open' | 'closing' | 'closed' = 'open';
+	#closing: Promise<void> | undefined;
+
+	/**
+	 * @throws {@link InvalidArgumentError} for a bad option; {@link CredentialsError} when the certificate
+	 * cannot be read, does not match its key, is expired, or does not cover the environment.
+	 */
+	constructor(options: ApnsManagerOptions) {
+		super();
+		this.#options = resolveOptions(options);
+		this.#credentials = loadCredentials(options, this.#options.environment, { checkEnvironment: this.#options.checkCertificateEnvironment });
+		this.#errorHandler = options.errorHandler;
+		const o = this.#options;
+		this.#queue = new NotificationQueue({ graceMs: o.graceMs, maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent });
+		const backend = options.backend ?? 'evented';
+		const factory = typeof backend === 'function' ? backend : BACKENDS[backend];
+		if (factory === undefined) throw new InvalidArgumentError('options.backend', "'evented' or a backend factory", backend);
+		this.#queue.setListener({
+			failed: (message, index, ident, status) => this.#reportFailure(message, index, ident, status),
+			resent: (count, reason) => this.#emit('resent', { count, reason }),
+			identNotFound: (ident, status, resent) => this.#emit('identNotFound', { ident, status, resent }),
+			retentionFull: (retained) => this.#emit('retentionFull', { retained }),
+			delivered: (count, how) => this.#emit('delivered', { count, how }),
+			wake: () => this.#backend.wake(),
+			idle: () => this.#onIdle(),
+		});
+		this.#backend = factory({
+			queue: this.#queue,
+			options: o,
+			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials.cert, key: this.#credentials.key, ca: this.#credentials.ca },
+			events: {
+				connected: (info) => this.#emit('connected', info),
+				disconnected: (info) => this.#emit('disconnected', info),
+				connectError: (error, info) => this.#emit('connectError', error, info),
+			},
+			wantsConfirmation: () => this.#flushWaiters > 0,
+		});
+		this.#queue.startPurging();
+	}
+
+	/** What the client certificate says: topic (bundle ID), environments, validity. */
+	get certificate(): CertificateInfo {
+		return this.#credentials.info;
+	}
+
+	/** Counters since construction. */
+	get stats(): ManagerStats {
+		return { ...this.#queue.stats, connectAttempts: this.#backend.connectAttempts, pending: this.#queue.outstanding };
+	}
+
+	/** Notifications neither delivered nor reported failed yet. */
+	get pending(): number {
+		return this.#queue.outstanding;
+	}
+
+	/**
+	 * Queue a notification built from an `aps` dictionary to one or more tokens. Returns at once.
+	 * @param tokens - device token(s), 64 hex characters each.
+	 * @param aps - Apple's keys; camelCase `contentAvailable`, `mutableContent`, `threadId` are translated.
+	 * @param options - `expiration`, `priority` (5 or 10) and `extra` top-level payload keys.
+	 * @throws {@link InvalidArgumentError} naming the bad argument; nothing is queued then.
+	 * @throws {@link ClosedError} after `close()` or `destroy()`.
+	 */
+	sendAps(tokens: string | readonly string[], aps: Aps, options?: SendApsOptions): void {
+		this.#assertOpen();
+		this.#enqueue(Message.fromAps(tokens, aps, options), 'aps');
+	}
+
+	/**
+	 * Queue a prepared {@link Message}. Returns at once.
+	 * @throws {@link InvalidArgumentError} when it is not a Message or its payload is too large.
+	 * @throws {@link ClosedError} after `close()` or `destroy()`.
+	 */
+	send(message: Message): void {
+		this.#assertOpen();
+		if (!(message instanceof Message)) throw new InvalidArgumentError('message', 'a Message', message);
+		this.#enqueue(message, 'message');
+	}
+
+	#enqueue(message: Message, argument: string): void {
+		const size = message.encodedPayload.length;
+		if (size > MAX_BINARY_PAYLOAD_BYTES) {
+			throw new InvalidArgumentError(argument, `a payload of at most ${MAX_BINARY_PAYLOAD_BYTES} bytes once encoded`, `${size} bytes`);
+		}
+		this.#queue.push(message);
+	}
+
+	/**
+	 * Resolve once every notification queued so far is delivered (confirmed, or past the grace window) or
+	 * reported failed. Connections with unconfirmed notifications are probed at once, so this normally takes
+	 * one round trip rather than the grace window.
+	 * @param options.timeoutMs - reject with a {@link TimeoutError} (saying how many are pending) after this long.
+	 */
+	flushMessages(options: { timeoutMs?: number } = {}): Promise<void> {
+		const { timeoutMs } = options;
+		if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
+			throw new InvalidArgumentError('options.timeoutMs', 'a number of milliseconds >= 0', timeoutMs);
+		}
+		if (this.#queue.outstanding === 0) return Promise.resolve();
+		this.#flushWaiters++;
+		this.#backend.wake();
+		return new Promise<void>((resolve, reject) => {
+			let timer: NodeJS.Timeout | undefined;
+			const done = (): void => {
+				clearTimeout(timer);
+				this.#flushWaiters--;
+				resolve();
+			};
+			this.#idleWaiters.push(done);
+			if (timeoutMs !== undefined) {
+				timer = setTimeout(() => {
+					this.#idleWaiters = this.#idleWaiters.filter((w) => w !== done);
+					this.#flushWaiters--;
+					const pending = this.#queue.outstanding;
+					reject(new TimeoutError(`flushMessages timed out after ${timeoutMs} ms with ${pending} notifications still pending`, pending));
+				}, timeoutMs);
+			}
+		});
+	}
+
+	/**
+	 * Read the feedback service: call `callback` for each token APNs reports gone, emit `feedback`, and
+	 * resolve with the count. The service forgets what it sends, so persist what you get.
+	 * @throws {@link ConnectionError} (as a rejection) when the service cannot be reached.
+	 */
+	async getFeedback(callback: (feedback: Feedback) => void): Promise<number> {
+		this.#assertOpen();
+		if (typeof callback !== 'function') throw new InvalidArgumentError('callback', 'a function', callback);
+		const o = this.#options;
+		const c = this.#credentials;
+		return readFeedback(
+			{ host: o.feedback.host, port: o.feedback.port, cert: c.cert, key: c.key, ca: c.ca, idleTimeoutMs: o.feedbackIdleTimeoutMs, connectTimeoutMs: o.connectTimeoutMs },
+			(feedback) => {
+				this.#guard(() => callback(feedback));
+				this.#emit('feedback', feedback);
+			},
+		);
+	}
+
+	/**
+	 * Graceful shutdown: stop accepting sends, flush, then close connections. Idempotent.
+	 * @param options.timeoutMs - bound the flush; when it runs out the manager is destroyed and the
+	 * {@link TimeoutError} (with the number dropped) is thrown.
+	 */
+	close(options: { timeoutMs?: number } = {}): Promise<void> {
+		this.#closing ??= (async () => {
+			this.#state = 'closing';
+			try {
+				await this.flushMessages(options);
+			} catch (error) {
+				this.destroy();
+				throw error;
+			}
+			await this.#backend.close();
+			this.#shutdown();
+		})();
+		return this.#closing;
+	}
+
+	/** Abrupt shutdown: drop queued and unconfirmed notifications and close sockets now. Idempotent. */
+	destroy(): void {
+		if (this.#state === 'closed') return;
+		this.#backend.destroy();
+		this.#queue.clear();
+		this.#shutdown();
+	}
+
+	async [Symbol.asyncDispose](): Promise<void> {
+		await this.close();
+	}
+
+	#shutdown(): void {
+		if (this.#state === 'closed') return;
+		this.#state = 'closed';
+		this.#queue.stopPurging();
+		this.#emit('closed');
+	}
+
+	#assertOpen(): void {
+		if (this.#state !== 'open') throw new ClosedError(`The manager is ${this.#state}: no more notifications are accepted`);
+	}
+
+	#onIdle(): void {
+		for (const resolve of this.#idleWaiters.splice(0)) resolve();
+		this.#emit('idle');
+	}
+
+	#reportFailure(message: Message, index: number, ident: number, status: number): void {
+		const error = new DeliveryError({ status, description: describeStatus(status), token: message.token(index), message, ident });
+		if (this.#errorHandler !== undefined) this.#guard(() => this.#errorHandler!(error));
+		this.#emit('deliveryError', error);
+	}
+
+	/** Emit, turning a throwing listener into an `error` event so it cannot break the send loop. */
+	#emit<E extends keyof ApnsManagerEvents>(event: E, ...args: ApnsManagerEvents[E]): void {
+		if (this.listenerCount(event) === 0) return;
+		this.#guard(() => (this.emit as (e: E, ...a: ApnsManagerEvents[E]) => boolean)(event, ...args));
+	}
+
+	#guard(fn: () => unknown): void {
+		try {
+			fn();
+		} catch (error) {
+			if (this.listenerCount('error') > 0) {
+				try {
+					this.emit('error', error);
+					return;
+				} catch {
+					// An 'error' listener that throws too: fall through to the warning.
+				}
+			}
+			process.emitWarning(`apns-worker: a listener or handler threw: ${error instanceof Error ? error.message : String(error)}`, 'ApnsWorkerWarning');
+		}
+	}
+}
+
+

@@ -1,0 +1,181 @@
+/**
+ * Options of {@link ApnsManager}, their defaults, and their validation.
+ */
+import type { BackendFactory } from './backends/backend.js';
+import type { CertificateCredentials, Environment } from './credentials.js';
+import type { DeliveryError } from './errors.js';
+import { InvalidArgumentError } from './errors.js';
+
+/** A host and port. */
+export interface Address {
+	readonly host: string;
+	readonly port: number;
+}
+
+/** Reconnection policy: capped exponential backoff with jitter. */
+export interface ReconnectOptions {
+	/** Delay after the first failed attempt, in ms. @default 250 */
+	readonly initialDelayMs?: number;
+	/** The delay never grows past this, in ms. @default 30_000 */
+	readonly maxDelayMs?: number;
+	/** Each delay is multiplied by a random factor in [1 − jitter, 1]. @default 0.5 */
+	readonly jitter?: number;
+}
+
+/** Options of `new ApnsManager(options)`. */
+export interface ApnsManagerOptions extends CertificateCredentials {
+	/**
+	 * Wire protocol. Only `'binary'` (the legacy gateway protocol, also spoken by compatible gateways and
+	 * the bundled mock) exists so far; Apple's HTTP/2 API follows.
+	 * @default 'binary'
+	 */
+	readonly protocol?: 'binary';
+	/**
+	 * How sockets are driven: `'evented'` (on the main event loop) or a factory of your own.
+	 * @default 'evented'
+	 */
+	readonly backend?: 'evented' | BackendFactory;
+	/** Which Apple environment; picks the default addresses and the certificate check. @default 'production' */
+	readonly environment?: Environment;
+	/** Gateway address; defaults to the environment's. */
+	readonly gateway?: Partial<Address>;
+	/** Feedback service address; defaults to the environment's. */
+	readonly feedback?: Partial<Address>;
+	/**
+	 * Check at construction that the certificate carries Apple's extension for `environment`. Turn off only
+	 * for a compatible gateway that issues its own certificates.
+	 * @default true
+	 */
+	readonly checkCertificateEnvironment?: boolean;
+	/** How long a written notification is kept for backtracking, from its write, in ms. @default 5000 */
+	readonly graceMs?: number;
+	/**
+	 * Hard cap on written-but-unconfirmed notifications; at the cap writing pauses (nothing is dropped) and
+	 * `retentionFull` is emitted.
+	 * @default 1_000_000
+	 */
+	readonly maxRetained?: number;
+	/**
+	 * Write a known-bad probe after this many notifications on one connection, so that its answer confirms
+	 * them all. This bounds how many may be sent twice if the connection dies silently, at the cost of one
+	 * reconnect per `confirmEvery` notifications (the next connection is opened at once). 0 turns it off.
+	 * @default 10_000
+	 */
+	readonly confirmEvery?: number;
+	/**
+	 * Write a probe when a connection has written nothing for this long and holds unconfirmed
+	 * notifications. `false` turns it off. `flushMessages()` probes at once regardless.
+	 * @default 200
+	 */
+	readonly confirmIdleMs?: number | false;
+	/** How many times a notification named by a temporary status (1, 255) is sent before it fails. @default 3 */
+	readonly maxAttempts?: number;
+	/** First notification ident (1 … 2^32−1); idents wrap to 1. @default 1 */
+	readonly initialIdent?: number;
+	/** Reconnection backoff. */
+	readonly reconnect?: ReconnectOptions;
+	/** Give up a TLS connect attempt after this long, in ms. @default 10_000 */
+	readonly connectTimeoutMs?: number;
+	/** End a feedback read when no byte has come for this long, in ms. @default 5000 */
+	readonly feedbackIdleTimeoutMs?: number;
+	/** Called once for each notification APNs rejects (as is the `deliveryError` event). */
+	readonly errorHandler?: (error: DeliveryError) => void;
+}
+
+/** The default addresses of each environment. */
+export const ENVIRONMENTS: Readonly<Record<Environment, { gateway: Address; feedback: Address }>> = {
+	production: { gateway: { host: 'gateway.push.apple.com', port: 2195 }, feedback: { host: 'feedback.push.apple.com', port: 2196 } },
+	sandbox: {
+		gateway: { host: 'gateway.sandbox.push.apple.com', port: 2195 },
+		feedback: { host: 'feedback.sandbox.push.apple.com', port: 2196 },
+	},
+};
+
+/** Defaults of every optional setting. */
+export const DEFAULT_OPTIONS = {
+	protocol: 'binary',
+	backend: 'evented',
+	environment: 'production',
+	checkCertificateEnvironment: true,
+	graceMs: 5000,
+	maxRetained: 1_000_000,
+	confirmEvery: 10_000,
+	confirmIdleMs: 200,
+	maxAttempts: 3,
+	initialIdent: 1,
+	reconnect: { initialDelayMs: 250, maxDelayMs: 30_000, jitter: 0.5 },
+	connectTimeoutMs: 10_000,
+	feedbackIdleTimeoutMs: 5000,
+} as const;
+
+/** Options with every default applied. */
+export interface ResolvedOptions {
+	readonly environment: Environment;
+	readonly gateway: Address;
+	readonly feedback: Address;
+	readonly graceMs: number;
+	readonly maxRetained: number;
+	readonly confirmEvery: number;
+	readonly confirmIdleMs: number | false;
+	readonly maxAttempts: number;
+	readonly initialIdent: number;
+	readonly reconnect: Required<ReconnectOptions>;
+	readonly connectTimeoutMs: number;
+	readonly feedbackIdleTimeoutMs: number;
+	readonly checkCertificateEnvironment: boolean;
+}
+
+function wholeNumber(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+	if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+		throw new InvalidArgumentError(`options.${name}`, `a whole number from ${min} to ${max}`, value);
+	}
+	return value;
+}
+
+function address(name: string, given: Partial<Address> | undefined, fallback: Address): Address {
+	if (given === undefined) return fallback;
+	if (given === null || typeof given !== 'object') throw new InvalidArgumentError(`options.${name}`, 'an object { host, port }', given);
+	const host = given.host ?? fallback.host;
+	if (typeof host !== 'string' || host.length === 0) throw new InvalidArgumentError(`options.${name}.host`, 'a host name or IP address', host);
+	return { host, port: wholeNumber(`${name}.port`, given.port ?? fallback.port, 1, 65_535) };
+}
+
+/** Apply defaults and check every option, naming the first bad one. */
+export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
+	if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', options);
+	const protocol: unknown = options.protocol ?? DEFAULT_OPTIONS.protocol;
+	if (protocol !== 'binary') {
+		throw new InvalidArgumentError('options.protocol', "'binary' (the HTTP/2 protocol is not implemented yet)", protocol);
+	}
+	const environment: unknown = options.environment ?? DEFAULT_OPTIONS.environment;
+	if (environment !== 'production' && environment !== 'sandbox') {
+		throw new InvalidArgumentError('options.environment', "'production' or 'sandbox'", environment);
+	}
+	const confirmIdleMs: unknown = options.confirmIdleMs ?? DEFAULT_OPTIONS.confirmIdleMs;
+	if (confirmIdleMs !== false) wholeNumber('confirmIdleMs', confirmIdleMs, 0);
+	const reconnect = { ...DEFAULT_OPTIONS.reconnect, ...options.reconnect };
+	wholeNumber('reconnect.initialDelayMs', reconnect.initialDelayMs, 1);
+	wholeNumber('reconnect.maxDelayMs', reconnect.maxDelayMs, reconnect.initialDelayMs);
+	if (typeof reconnect.jitter !== 'number' || !(reconnect.jitter >= 0 && reconnect.jitter <= 1)) {
+		throw new InvalidArgumentError('options.reconnect.jitter', 'a number from 0 to 1', reconnect.jitter);
+	}
+	if (options.errorHandler !== undefined && typeof options.errorHandler !== 'function') {
+		throw new InvalidArgumentError('options.errorHandler', 'a function', options.errorHandler);
+	}
+	const defaults = ENVIRONMENTS[environment];
+	return {
+		environment,
+		gateway: address('gateway', options.gateway, defaults.gateway),
+		feedback: address('feedback', options.feedback, defaults.feedback),
+		graceMs: wholeNumber('graceMs', options.graceMs ?? DEFAULT_OPTIONS.graceMs, 1),
+		maxRetained: wholeNumber('maxRetained', options.maxRetained ?? DEFAULT_OPTIONS.maxRetained, 1),
+		confirmEvery: wholeNumber('confirmEvery', options.confirmEvery ?? DEFAULT_OPTIONS.confirmEvery, 0),
+		confirmIdleMs: confirmIdleMs as number | false,
+		maxAttempts: wholeNumber('maxAttempts', options.maxAttempts ?? DEFAULT_OPTIONS.maxAttempts, 1, 255),
+		initialIdent: wholeNumber('initialIdent', options.initialIdent ?? DEFAULT_OPTIONS.initialIdent, 1, 0xffff_ffff),
+		reconnect,
+		connectTimeoutMs: wholeNumber('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULT_OPTIONS.connectTimeoutMs, 1),
+		feedbackIdleTimeoutMs: wholeNumber('feedbackIdleTimeoutMs', options.feedbackIdleTimeoutMs ?? DEFAULT_OPTIONS.feedbackIdleTimeoutMs, 1),
+		checkCertificateEnvironment: options.checkCertificateEnvironment ?? DEFAULT_OPTIONS.checkCertificateEnvironment,
+	};
+}
