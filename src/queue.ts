@@ -262,6 +262,8 @@ export class NotificationQueue {
 	readonly #logs = new Set<SentLog>();
 	#retained = 0;
 	#full = false;
+	/** `idle` was reported and nothing has been pushed since: report a transition once. */
+	#idleReported = true;
 	#purgeTimer: NodeJS.Timeout | undefined;
 	readonly #stats: QueueStats = {
 		queued: 0,
@@ -334,6 +336,7 @@ export class NotificationQueue {
 		this.#ranges.push({ message, next: 0 });
 		this.#unsentNew += message.count;
 		this.#stats.queued += message.count;
+		this.#idleReported = false;
 		this.#listener?.wake();
 	}
 
@@ -528,7 +531,11 @@ export class NotificationQueue {
 
 	#afterSettle(): void {
 		if (this.#full && this.#retained < this.maxRetained) this.#full = false;
-		if (this.outstanding === 0) this.#listener?.idle();
-		else if (this.canTake) this.#listener?.wake();
+		if (this.outstanding === 0) {
+			if (!this.#idleReported) {
+				this.#idleReported = true;
+				this.#listener?.idle();
+			}
+		} else if (this.canTake) this.#listener?.wake();
 	}
 }

@@ -1,0 +1,108 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import {
+	encodeErrorResponse,
+	encodeFeedbackTuple,
+	FeedbackDecoder,
+	frameBytes,
+	parseNotification,
+	PROBE_FRAME_BYTES,
+	writeFrame,
+	writeProbeFrame,
+} from '../src/frame.js';
+
+const token = Buffer.from('0123456789abcdef'.repeat(4), 'hex');
+const payload = Buffer.from('{"aps":{"alert":"hi"}}');
+
+test('command 2 frame: all five items, 61 + payload bytes, big-endian', () => {
+	const out = Buffer.alloc(frameBytes(payload.length));
+	const end = writeFrame(out, 0, token, 0, payload, 0xdeadbeef, 1_893_456_000, 5);
+	// 5 header + (3+32) token + (3+L) payload + (3+4) ident + (3+4) expiry + (3+1) priority = 61 + L.
+	// (shared/docs/apns-protocol.md §A.4 adds this up to 58 + L, which is three bytes short.)
+	assert.equal(end, 61 + payload.length);
+	assert.equal(out[0], 2);
+	assert.equal(out.readUInt32BE(1), end - 5);
+	let o = 5;
+	const items: Array<[number, Buffer]> = [];
+	while (o < end) {
+		const len = out.readUInt16BE(o + 1);
+		items.push([out[o]!, out.subarray(o + 3, o + 3 + len)]);
+		o += 3 + len;
+	}
+	assert.deepEqual(items.map(([id]) => id), [1, 2, 3, 4, 5]);
+	assert.deepEqual(items[0]![1], token);
+	assert.deepEqual(items[1]![1], payload);
+	assert.equal(items[2]![1].readUInt32BE(0), 0xdeadbeef);
+	assert.equal(items[3]![1].readUInt32BE(0), 1_893_456_000);
+	assert.deepEqual([...items[4]![1]], [5]);
+});
+
+test('parser: reads back command 2 exactly, and waits for more bytes on a partial frame', () => {
+	const out = Buffer.alloc(frameBytes(payload.length) * 2);
+	let end = writeFrame(out, 0, token, 0, payload, 7, 0, 10);
+	end = writeFrame(out, end, token, 0, payload, 8, 99, 5);
+	const first = parseNotification(out, 0)!;
+	assert.equal(first.notification.status, 0);
+	assert.equal(first.notification.ident, 7);
+	assert.deepEqual(first.notification.token, token);
+	assert.deepEqual(first.notification.payload, payload);
+	const second = parseNotification(out, first.end)!;
+	assert.deepEqual([second.notification.ident, second.notification.expiry, second.notification.priority, second.end], [8, 99, 5, end]);
+	for (let cut = 0; cut < first.end; cut++) assert.equal(parseNotification(out.subarray(0, cut), 0), undefined, `cut at ${cut}`);
+});
+
+test('parser: commands 0 and 1', () => {
+	const simple = Buffer.concat([Buffer.from([0, 0, 32]), token, Buffer.from([0, payload.length]), payload]);
+	const s = parseNotification(simple, 0)!;
+	assert.deepEqual([s.notification.command, s.notification.ident, s.notification.status, s.end], [0, 0, 0, simple.length]);
+	const head = Buffer.alloc(9);
+	head[0] = 1;
+	head.writeUInt32BE(42, 1);
+	head.writeUInt32BE(1000, 5);
+	const enhanced = Buffer.concat([head, Buffer.from([0, 32]), token, Buffer.from([0, payload.length]), payload]);
+	const e = parseNotification(enhanced, 0)!;
+	assert.deepEqual([e.notification.command, e.notification.ident, e.notification.expiry, e.notification.status], [1, 42, 1000, 0]);
+	assert.deepEqual(e.notification.payload, payload);
+});
+
+test('parser: status codes for bad frames', () => {
+	const big = Buffer.alloc(2049, 0x61);
+	const out = Buffer.alloc(frameBytes(big.length));
+	writeFrame(out, 0, token, 0, big, 1, 0, 10);
+	assert.equal(parseNotification(out, 0)!.notification.status, 7, 'payload over 2048 bytes');
+	const shortToken = Buffer.alloc(frameBytes(2));
+	writeFrame(shortToken, 0, Buffer.alloc(32), 0, Buffer.from('{}'), 1, 0, 10);
+	shortToken.writeUInt16BE(31, 6); // claim a 31-byte token: the item boundaries shift and the frame is unreadable
+	assert.notEqual(parseNotification(shortToken, 0)!.notification.status, 0);
+	const badPriority = Buffer.alloc(frameBytes(2));
+	writeFrame(badPriority, 0, token, 0, Buffer.from('{}'), 1, 0, 7);
+	assert.equal(parseNotification(badPriority, 0)!.notification.status, 128);
+	const unknown = parseNotification(Buffer.from([9, 0, 0]), 0)!;
+	assert.deepEqual([unknown.notification.status, unknown.end], [128, -1]);
+});
+
+test('probe frame: an empty token that the gateway must answer with status 2 naming the ident', () => {
+	const out = Buffer.alloc(PROBE_FRAME_BYTES);
+	assert.equal(writeProbeFrame(out, 0, 4242), PROBE_FRAME_BYTES);
+	const parsed = parseNotification(out, 0)!;
+	assert.deepEqual([parsed.notification.status, parsed.notification.ident, parsed.end], [2, 4242, PROBE_FRAME_BYTES]);
+});
+
+test('error response: 6 bytes, command 8, status, ident', () => {
+	assert.deepEqual([...encodeErrorResponse(8, 0x01020304)], [8, 8, 1, 2, 3, 4]);
+});
+
+test('feedback tuples are reassembled however the bytes are chunked', () => {
+	const tuples = [0, 1, 2].map((i) => ({ when: new Date((1_700_000_000 + i) * 1000), token: Buffer.alloc(32, i + 1) }));
+	const bytes = Buffer.concat(tuples.map((t) => encodeFeedbackTuple(t.when, t.token)));
+	for (const size of [1, 5, 37, 38, 39, bytes.length]) {
+		const decoder = new FeedbackDecoder();
+		const got: Array<{ when: Date; token: Buffer }> = [];
+		for (let o = 0; o < bytes.length; o += size) got.push(...decoder.push(bytes.subarray(o, o + size)));
+		assert.deepEqual(got, tuples, `chunks of ${size}`);
+		assert.equal(decoder.pendingBytes, 0);
+	}
+	const cut = new FeedbackDecoder();
+	cut.push(bytes.subarray(0, 50));
+	assert.equal(cut.pendingBytes, 12);
+});

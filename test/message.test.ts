@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { InvalidArgumentError, Message } from '../src/index.js';
+
+const TOKEN = 'AB'.repeat(32);
+
+function rejects(fn: () => unknown, argument: string, expected: RegExp): void {
+	assert.throws(fn, (error: unknown) => {
+		assert.ok(error instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${String(error)}`);
+		assert.equal(error.code, 'APNS_INVALID_ARGUMENT');
+		assert.equal(error.argument, argument);
+		assert.match(error.message, expected);
+		return true;
+	});
+}
+
+test('tokens: 64 hex characters in any case, stored lowercase', () => {
+	const m = new Message([TOKEN, 'cd'.repeat(32)], { aps: {} });
+	assert.equal(m.count, 2);
+	assert.deepEqual(m.tokens, ['ab'.repeat(32), 'cd'.repeat(32)]);
+	assert.equal(m.tokenBytes.length, 64);
+	assert.equal(new Message(TOKEN, { aps: {} }).token(0), 'ab'.repeat(32));
+});
+
+test('tokens: a bad one is named by its index, with what was expected', () => {
+	rejects(() => new Message([TOKEN, 'zz'.repeat(32)], { aps: {} }), 'tokens[1]', /64 hexadecimal characters.*"zzzz/);
+	rejects(() => new Message(TOKEN.slice(2), { aps: {} }), 'tokens', /64 hexadecimal characters.*length 62/);
+	rejects(() => new Message([], { aps: {} }), 'tokens', /at least one/);
+	rejects(() => new Message(42 as unknown as string, { aps: {} }), 'tokens', /token string or an array/);
+	rejects(() => new Message([TOKEN, 7 as unknown as string], { aps: {} }), 'tokens[1]', /got 7 \(number\)/);
+});
+
+test('payload: a JSON object, encoded once', () => {
+	let calls = 0;
+	const counter = { toJSON: () => ++calls };
+	const m = Message.fromAps(Array.from({ length: 1000 }, () => TOKEN), { alert: 'hi' }, { extra: { counter } });
+	assert.equal(calls, 1, 'a 1000-token broadcast serialises its payload once');
+	assert.equal(m.encodedPayload.toString(), '{"counter":1,"aps":{"alert":"hi"}}');
+	rejects(() => new Message(TOKEN, [] as unknown as Record<string, unknown>), 'payload', /JSON object/);
+	const cyclic: Record<string, unknown> = {};
+	cyclic['self'] = cyclic;
+	rejects(() => new Message(TOKEN, cyclic), 'payload', /JSON-serialisable/);
+});
+
+test('aps: camelCase keys become Apple keys; extra keys sit next to aps', () => {
+	const m = Message.fromAps(TOKEN, { alert: { title: 'T', body: 'B' }, badge: 3, sound: 'default', contentAvailable: true, mutableContent: 1, threadId: 't', category: 'c', 'custom-key': 5 }, { extra: { id: 9 } });
+	assert.deepEqual(JSON.parse(m.encodedPayload.toString()), {
+		id: 9,
+		aps: { alert: { title: 'T', body: 'B' }, badge: 3, sound: 'default', 'content-available': 1, 'mutable-content': 1, 'thread-id': 't', category: 'c', 'custom-key': 5 },
+	});
+	assert.deepEqual(JSON.parse(Message.fromAps(TOKEN, { alert: 'x', contentAvailable: false }).encodedPayload.toString()), { aps: { alert: 'x' } });
+	rejects(() => Message.fromAps(TOKEN, { badge: -1 }), 'aps.badge', /whole number >= 0/);
+	rejects(() => Message.fromAps(TOKEN, { contentAvailable: 'yes' as unknown as boolean }), 'aps.contentAvailable', /true, false, 0 or 1/);
+	rejects(() => Message.fromAps(TOKEN, { alert: 'x' }, { extra: { aps: 1 } }), 'options.extra', /other than "aps"/);
+	rejects(() => Message.fromAps(TOKEN, null as unknown as Record<string, never>), 'aps', /an object/);
+});
+
+test('priority: 5 or 10, default 10', () => {
+	assert.equal(new Message(TOKEN, { aps: {} }).priority, 10);
+	assert.equal(new Message(TOKEN, { aps: {} }, { priority: 5 }).priority, 5);
+	rejects(() => new Message(TOKEN, { aps: {} }, { priority: 7 as 5 }), 'options.priority', /5 or 10.*got 7/);
+});
+
+test('expiration: a Date or UNIX seconds; 0 when none; milliseconds are caught', () => {
+	assert.equal(new Message(TOKEN, { aps: {} }).expiry, 0);
+	assert.equal(new Message(TOKEN, { aps: {} }, { expiration: new Date('2030-01-01T00:00:00Z') }).expiry, 1_893_456_000);
+	assert.equal(new Message(TOKEN, { aps: {} }, { expiration: 1_893_456_000 }).expiry, 1_893_456_000);
+	rejects(() => new Message(TOKEN, { aps: {} }, { expiration: 1_893_456_000_000 }), 'options.expiration', /milliseconds given\?/);
+	rejects(() => new Message(TOKEN, { aps: {} }, { expiration: new Date('nope') }), 'options.expiration', /valid Date/);
+	rejects(() => new Message(TOKEN, { aps: {} }, { expiration: -5 }), 'options.expiration', /UNIX seconds >= 0/);
+	rejects(() => new Message(TOKEN, { aps: {} }, { expiration: 1.5 }), 'options.expiration', /whole number/);
+});

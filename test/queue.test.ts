@@ -1,0 +1,216 @@
+/**
+ * The queue on its own: no sockets, an injected clock. Each test drives take/errorFrame/close the way a
+ * backend does and checks where every notification ends up.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Message, NotificationQueue, type Cursor, type QueueListener, type ResendReason } from '../src/index.js';
+import { makeTokens } from './support/helpers.js';
+
+interface Recorder extends QueueListener {
+	failures: Array<{ token: string; ident: number; status: number }>;
+	resends: Array<{ count: number; reason: ResendReason }>;
+	notFound: Array<{ ident: number; status: number; resent: number }>;
+	full: number[];
+	settled: { confirmed: number; grace: number };
+	idles: number;
+}
+
+function recorder(): Recorder {
+	const r: Recorder = {
+		failures: [],
+		resends: [],
+		notFound: [],
+		full: [],
+		settled: { confirmed: 0, grace: 0 },
+		idles: 0,
+		failed: (message, index, ident, status) => r.failures.push({ token: message.token(index), ident, status }),
+		resent: (count, reason) => r.resends.push({ count, reason }),
+		identNotFound: (ident, status, resent) => r.notFound.push({ ident, status, resent }),
+		retentionFull: (retained) => r.full.push(retained),
+		delivered: (count, how) => (r.settled[how] += count),
+		wake: () => {},
+		idle: () => r.idles++,
+	};
+	return r;
+}
+
+function setup(options: ConstructorParameters<typeof NotificationQueue>[0] = {}) {
+	let now = 0;
+	const queue = new NotificationQueue({ now: () => now, ...options });
+	const events = recorder();
+	queue.setListener(events);
+	const cursor = { index: 0, ident: 0 } as Cursor;
+	/** Take up to n notifications on `log`; returns [token, ident] pairs in write order. */
+	const take = (log: ReturnType<NotificationQueue['openLog']>, n = Infinity): Array<[string, number]> => {
+		const out: Array<[string, number]> = [];
+		while (out.length < n && queue.take(log, cursor)) out.push([cursor.message.token(cursor.index), cursor.ident]);
+		return out;
+	};
+	return { queue, events, take, tick: (ms: number) => (now += ms) };
+}
+
+test('idents are 32-bit, wrap past 2^32-1 to 1 (0 is never used), and a re-sent notification keeps its ident', () => {
+	const { queue, take } = setup({ initialIdent: 0xffff_fffe });
+	const tokens = makeTokens(6);
+	queue.push(new Message(tokens, { aps: {} }));
+	const log = queue.openLog();
+	const written = take(log);
+	assert.deepEqual(written.map(([, ident]) => ident), [0xffff_fffe, 0xffff_ffff, 1, 2, 3, 4]);
+	// Ident 1 (the third, written after the wrap) is rejected: the two before it are delivered, the three after re-sent.
+	assert.equal(queue.errorFrame(log, 8, 1), 'found');
+	const again = take(queue.openLog());
+	assert.deepEqual(again, written.slice(3), 'what followed the rejected one is re-sent in order with its original idents');
+});
+
+test('error frame (status 8): the named one fails once, earlier ones are delivered, later ones re-sent first, in order', () => {
+	const { queue, events, take } = setup();
+	const tokens = makeTokens(10);
+	queue.push(new Message(tokens.slice(0, 6), { aps: {} }));
+	const log = queue.openLog();
+	const written = take(log);
+	queue.push(new Message(tokens.slice(6), { aps: {} })); // new work, queued after the writes
+	queue.errorFrame(log, 8, written[2]![1]);
+	assert.deepEqual(events.failures, [{ token: tokens[2], ident: written[2]![1], status: 8 }]);
+	assert.equal(events.settled.confirmed, 2);
+	assert.deepEqual(events.resends, [{ count: 3, reason: 'error' }]);
+	const next = take(queue.openLog()).map(([token]) => token);
+	assert.deepEqual(next, [...tokens.slice(3, 6), ...tokens.slice(6)], 're-sends go ahead of new work');
+	assert.equal(queue.errorFrame(log, 8, written[2]![1]), 'found', 'a settled log ignores a second answer');
+	assert.equal(events.failures.length, 1);
+});
+
+test('status 10 (shutdown): the named one and all before it were delivered; only what follows is re-sent; no error', () => {
+	const { queue, events, take } = setup();
+	queue.push(new Message(makeTokens(5), { aps: {} }));
+	const log = queue.openLog();
+	const written = take(log);
+	queue.errorFrame(log, 10, written[1]![1]);
+	assert.deepEqual(events.failures, []);
+	assert.equal(events.settled.confirmed, 2);
+	assert.deepEqual(events.resends, [{ count: 3, reason: 'shutdown' }]);
+	assert.deepEqual(take(queue.openLog()), written.slice(2));
+});
+
+test('temporary status (1, 255): the named one is retried up to maxAttempts, then reported', () => {
+	const { queue, events, take } = setup({ maxAttempts: 2 });
+	const [token] = makeTokens(1);
+	queue.push(new Message(token!, { aps: {} }));
+	let log = queue.openLog();
+	let [[, ident]] = take(log) as [[string, number]];
+	queue.errorFrame(log, 1, ident);
+	assert.deepEqual(events.failures, []);
+	assert.deepEqual(events.resends, [{ count: 1, reason: 'temporary' }]);
+	log = queue.openLog();
+	[[, ident]] = take(log) as [[string, number]];
+	queue.errorFrame(log, 255, ident);
+	assert.deepEqual(events.failures, [{ token, ident, status: 255 }]);
+	assert.equal(queue.outstanding, 0);
+});
+
+test('ident not found (already past grace): everything still held is re-sent, and it is reported', () => {
+	const { queue, events, take, tick } = setup({ graceMs: 100 });
+	const tokens = makeTokens(6);
+	queue.push(new Message(tokens.slice(0, 3), { aps: {} }));
+	const log = queue.openLog();
+	const early = take(log);
+	tick(150);
+	queue.push(new Message(tokens.slice(3), { aps: {} }));
+	const late = take(log);
+	queue.purge(); // the first three are past grace: delivered
+	assert.equal(events.settled.grace, 3);
+	queue.errorFrame(log, 8, early[0]![1]);
+	assert.deepEqual(events.notFound, [{ ident: early[0]![1], status: 8, resent: 3 }]);
+	assert.deepEqual(events.failures, []);
+	assert.deepEqual(take(queue.openLog()), late);
+	assert.equal(queue.stats.identsNotFound, 1);
+});
+
+test('silent close: everything the connection still holds is re-sent and counted as in doubt', () => {
+	const { queue, events, take } = setup();
+	queue.push(new Message(makeTokens(4), { aps: {} }));
+	const log = queue.openLog();
+	const written = take(log);
+	queue.connectionClosed(log);
+	assert.deepEqual(events.resends, [{ count: 4, reason: 'silentClose' }]);
+	assert.equal(queue.stats.inDoubt, 4);
+	assert.deepEqual(take(queue.openLog()), written);
+});
+
+test('probe answer confirms everything written before it on that connection', () => {
+	const { queue, events, take } = setup();
+	queue.push(new Message(makeTokens(4), { aps: {} }));
+	const log = queue.openLog();
+	take(log);
+	const ident = queue.probe(log);
+	assert.equal(queue.errorFrame(log, 2, ident), 'probe');
+	assert.equal(events.settled.confirmed, 4);
+	assert.equal(queue.outstanding, 0);
+	assert.equal(events.idles, 1);
+});
+
+test('grace window is by time since the write, not by count', () => {
+	const { queue, events, take, tick } = setup({ graceMs: 5000 });
+	queue.push(new Message(makeTokens(3), { aps: {} }));
+	const log = queue.openLog();
+	take(log, 1);
+	tick(3000);
+	take(log);
+	tick(1999);
+	queue.purge();
+	assert.equal(events.settled.grace, 0, 'nothing is settled before graceMs');
+	tick(1);
+	queue.purge();
+	assert.equal(events.settled.grace, 1, 'the first write is settled at exactly graceMs');
+	tick(2999);
+	queue.purge();
+	assert.equal(events.settled.grace, 1);
+	tick(1);
+	queue.purge();
+	assert.equal(events.settled.grace, 3);
+	assert.equal(queue.retained, 0);
+});
+
+test('purging runs on its own schedule, without any append', async () => {
+	const queue = new NotificationQueue({ graceMs: 20 });
+	const settled = new Promise<number>((resolve) => {
+		queue.setListener({ ...recorder(), delivered: (count, how) => how === 'grace' && resolve(count) });
+	});
+	queue.push(new Message(makeTokens(3), { aps: {} }));
+	const log = queue.openLog();
+	const cursor = {} as Cursor;
+	while (queue.take(log, cursor));
+	queue.startPurging();
+	// The purge timer is unref'd (a library must not hold a process open): keep this test's loop alive.
+	const keepAlive = setInterval(() => {}, 1000);
+	assert.equal(await settled, 3);
+	clearInterval(keepAlive);
+	queue.stopPurging();
+});
+
+test('the retention cap pauses taking, reports once per episode, and lifts when room is made', () => {
+	const { queue, events, take, tick } = setup({ maxRetained: 3, graceMs: 10 });
+	queue.push(new Message(makeTokens(5), { aps: {} }));
+	const log = queue.openLog();
+	assert.equal(take(log).length, 3);
+	assert.equal(take(log).length, 0);
+	assert.deepEqual(events.full, [3], 'reported once');
+	assert.equal(queue.unsent, 2, 'nothing was dropped');
+	tick(10);
+	queue.purge();
+	assert.equal(take(log).length, 2);
+	assert.equal(queue.stats.retentionFull, 1);
+});
+
+test('outstanding counts every notification until it is delivered or failed', () => {
+	const { queue, take } = setup();
+	queue.push(new Message(makeTokens(3), { aps: {} }));
+	assert.equal(queue.outstanding, 3);
+	const log = queue.openLog();
+	const written = take(log, 2);
+	assert.deepEqual([queue.unsent, queue.retained, queue.outstanding], [1, 2, 3]);
+	queue.errorFrame(log, 8, written[1]![1]);
+	assert.deepEqual([queue.unsent, queue.retained, queue.outstanding], [1, 0, 1]);
+	assert.equal(queue.clear(), 1);
+	assert.equal(queue.outstanding, 0);
+});

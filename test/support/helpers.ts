@@ -1,0 +1,81 @@
+/**
+ * Shared test helpers: certificates (made once per process), mock servers that are closed after each
+ * test, managers that are destroyed after each test, and delivery accounting.
+ */
+import type { TestContext } from 'node:test';
+import { ApnsManager, type ApnsManagerOptions } from '../../src/index.js';
+import { makeTestCertificates, startMockGateway, startMockFeedback, type MockGateway, type MockGatewayFaults, type TestCertificates } from '../../src/testing.js';
+import type { MockFeedback, MockFeedbackOptions } from '../../src/mock/feedback.js';
+
+let cached: TestCertificates | undefined;
+export function certs(): TestCertificates {
+	cached ??= makeTestCertificates();
+	return cached;
+}
+
+/** `n` distinct tokens; `seed` keeps sets from different tests apart. */
+export function makeTokens(n: number, seed = 0): string[] {
+	const out = new Array<string>(n);
+	for (let i = 0; i < n; i++) out[i] = `${seed.toString(16).padStart(8, '0')}${'ab'.repeat(24)}${i.toString(16).padStart(8, '0')}`;
+	return out;
+}
+
+export async function gateway(t: TestContext, faults: MockGatewayFaults = {}): Promise<MockGateway> {
+	const c = certs();
+	const gw = await startMockGateway({ server: c.server, ca: c.ca.cert, faults });
+	t.after(() => gw.close());
+	return gw;
+}
+
+export async function feedbackService(t: TestContext, options: Omit<MockFeedbackOptions, 'server' | 'ca'> = {}): Promise<MockFeedback> {
+	const c = certs();
+	const fb = await startMockFeedback({ server: c.server, ca: c.ca.cert, ...options });
+	t.after(() => fb.close());
+	return fb;
+}
+
+/** A manager talking to `gw` with the test client certificate; destroyed after the test. */
+export function manager(t: TestContext, gw: { host: string; port: number } | undefined, options: Partial<ApnsManagerOptions> = {}): ApnsManager {
+	const c = certs();
+	const m = new ApnsManager({
+		cert: c.client.cert,
+		key: c.client.key,
+		ca: c.ca.cert,
+		...(gw === undefined ? {} : { gateway: { host: gw.host, port: gw.port } }),
+		...options,
+	});
+	t.after(() => m.destroy());
+	return m;
+}
+
+/** A port on 127.0.0.1 that nothing listens on (bound, then released). */
+export async function closedPort(): Promise<number> {
+	const net = await import('node:net');
+	const server = net.createServer();
+	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	const { port } = server.address() as { port: number };
+	await new Promise<void>((resolve) => server.close(() => resolve()));
+	return port;
+}
+
+/** Compare what the gateway accepted with what was sent: every token once, rejected ones never. */
+export function account(gw: MockGateway, sent: readonly string[], rejected: ReadonlySet<string> = new Set()): { lost: number; duplicated: number; deliveredRejected: number; unexpected: number } {
+	let lost = 0;
+	let duplicated = 0;
+	let deliveredRejected = 0;
+	const expected = new Set(sent);
+	for (const token of sent) {
+		const n = gw.counts.get(token) ?? 0;
+		if (rejected.has(token)) deliveredRejected += n;
+		else if (n === 0) lost++;
+		else duplicated += n - 1;
+	}
+	let unexpected = 0;
+	for (const token of gw.counts.keys()) if (!expected.has(token)) unexpected++;
+	return { lost, duplicated, deliveredRejected, unexpected };
+}
+
+/** Resolve on the next `event` of `emitter`. */
+export function once<T extends unknown[]>(emitter: { once(event: string, fn: (...args: T) => void): unknown }, event: string): Promise<T> {
+	return new Promise((resolve) => emitter.once(event, (...args: T) => resolve(args)));
+}
