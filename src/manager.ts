@@ -60,8 +60,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	readonly #queue: NotificationQueue;
 	readonly #backend: Backend;
 	readonly #errorHandler: ((error: DeliveryError) => void) | undefined;
-	#flushWaiters = 0;
-	#idleWaiters: Array<() => void> = [];
+	/** Pending `flushMessages` calls: settled on idle, or rejected by `destroy`. */
+	readonly #flushes = new Set<{ resolve: () => void; reject: (error: Error) => void }>();
 	#state: 'open' | 'closing' | 'closed' = 'open';
 	#closing: Promise<void> | undefined;
 
@@ -97,7 +97,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 				disconnected: (info) => this.#emit('disconnected', info),
 				connectError: (error, info) => this.#emit('connectError', error, info),
 			},
-			wantsConfirmation: () => this.#flushWaiters > 0,
+			wantsConfirmation: () => this.#flushes.size > 0,
 		});
 		this.#queue.startPurging();
 	}
@@ -161,24 +161,28 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			throw new InvalidArgumentError('options.timeoutMs', 'a number of milliseconds >= 0', timeoutMs);
 		}
 		if (this.#queue.outstanding === 0) return Promise.resolve();
-		this.#flushWaiters++;
-		this.#backend.wake();
 		return new Promise<void>((resolve, reject) => {
 			let timer: NodeJS.Timeout | undefined;
-			const done = (): void => {
-				clearTimeout(timer);
-				this.#flushWaiters--;
-				resolve();
+			const waiter = {
+				resolve: () => {
+					clearTimeout(timer);
+					this.#flushes.delete(waiter);
+					resolve();
+				},
+				reject: (error: Error) => {
+					clearTimeout(timer);
+					this.#flushes.delete(waiter);
+					reject(error);
+				},
 			};
-			this.#idleWaiters.push(done);
+			this.#flushes.add(waiter);
 			if (timeoutMs !== undefined) {
 				timer = setTimeout(() => {
-					this.#idleWaiters = this.#idleWaiters.filter((w) => w !== done);
-					this.#flushWaiters--;
 					const pending = this.#queue.outstanding;
-					reject(new TimeoutError(`flushMessages timed out after ${timeoutMs} ms with ${pending} notifications still pending`, pending));
+					waiter.reject(new TimeoutError(`flushMessages timed out after ${timeoutMs} ms with ${pending} notifications still pending`, pending));
 				}, timeoutMs);
 			}
+			this.#backend.wake(); // probe connections now rather than after confirmIdleMs
 		});
 	}
 
@@ -225,7 +229,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	destroy(): void {
 		if (this.#state === 'closed') return;
 		this.#backend.destroy();
-		this.#queue.clear();
+		const dropped = this.#queue.clear();
+		for (const flush of [...this.#flushes]) flush.reject(new ClosedError(`The manager was destroyed with ${dropped} notifications pending`));
 		this.#shutdown();
 	}
 
@@ -245,7 +250,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	}
 
 	#onIdle(): void {
-		for (const resolve of this.#idleWaiters.splice(0)) resolve();
+		for (const flush of [...this.#flushes]) flush.resolve();
 		this.#emit('idle');
 	}
 

@@ -259,10 +259,19 @@ class EventedBackend implements Backend {
 				conn.reason = this.#destroyed ? 'destroyed' : this.#closing && conn.log.size === 0 ? 'closed' : 'silentClose';
 				if (conn.reason === 'silentClose' && conn.log.size > 0) this.#shrinkWindow();
 				queue.connectionClosed(conn.log);
-				// A gateway that keeps hanging up on fresh connections (a refused certificate, say) must not
-				// be hammered: a quick silent close counts as a failed attempt.
-				if (conn.reason === 'silentClose' && wasActive && performance.now() - conn.connectedAt < HEALTHY_AFTER_MS) {
-					this.#scheduleRetry(() => {});
+				// A gateway that keeps hanging up on fresh connections must not be hammered: a quick silent
+				// close counts as a failed connect attempt. (With TLS 1.3 a refused client certificate looks
+				// like this: the handshake completes on our side, then the server's alert closes it.)
+				const upMs = performance.now() - conn.connectedAt;
+				if (conn.reason === 'silentClose' && wasActive && upMs < HEALTHY_AFTER_MS) {
+					const { host, port } = this.#ctx.tls;
+					const why = conn.error?.message ?? 'no error frame';
+					this.#scheduleRetry((attempt, retryInMs) =>
+						events.connectError(new ConnectionError(`Connection to ${host}:${port} closed ${Math.round(upMs)} ms after connecting: ${why}`, { cause: conn.error }), {
+							attempt,
+							retryInMs,
+						}),
+					);
 				}
 			}
 			events.disconnected({ connection: conn.id, reason: conn.reason ?? 'closed', ...(conn.error === undefined ? {} : { error: conn.error }) });

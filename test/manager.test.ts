@@ -1,0 +1,184 @@
+/**
+ * The public API of ApnsManager: validation at the call, lifecycle (close, destroy), flush, events,
+ * reconnection. Delivery semantics under faults are in conformance.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ApnsManager, ClosedError, ConnectionError, InvalidArgumentError, Message, TimeoutError } from '../src/index.js';
+import { account, certs, closedPort, gateway, makeTokens, manager, once } from './support/helpers.js';
+
+test('bad input throws at the call, names the argument, and leaves the queue untouched', async (t) => {
+	const gw = await gateway(t);
+	const m = manager(t, gw);
+	const good = makeTokens(3, 20);
+	m.sendAps(good.slice(0, 2), { alert: 'first' });
+	const cases: Array<[() => void, string]> = [
+		[() => m.sendAps([good[2]!, 'not-a-token'], { alert: 'x' }), 'tokens[1]'],
+		[() => m.sendAps(good[2]!, { alert: 'x'.repeat(2100) }), 'aps'],
+		[() => m.sendAps(good[2]!, { alert: 'x' }, { priority: 1 as 5 }), 'options.priority'],
+		[() => m.sendAps(good[2]!, { alert: 'x' }, { expiration: Date.now() }), 'options.expiration'],
+		[() => m.send({ tokens: good } as unknown as Message), 'message'],
+		[() => m.send(new Message(good[2]!, { aps: { alert: 'y'.repeat(2100) } })), 'message'],
+	];
+	for (const [call, argument] of cases) {
+		assert.throws(call, (e: unknown) => e instanceof InvalidArgumentError && e.argument === argument, argument);
+	}
+	assert.throws(() => m.sendAps(good[2]!, { alert: 'x'.repeat(2100) }), /at most 2048 bytes once encoded, got "2\d{3} bytes"/);
+	assert.equal(m.pending, 2, 'nothing from the bad calls was queued');
+	m.send(new Message(good[2]!, { aps: { alert: 'third' } }));
+	await m.flushMessages();
+	assert.deepEqual(account(gw, good), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+});
+
+test('options are checked at construction, naming the option', () => {
+	const c = certs();
+	const base = { cert: c.client.cert, key: c.client.key };
+	const bad: Array<[object, string]> = [
+		[{ graceMs: -1 }, 'options.graceMs'],
+		[{ protocol: 'http2' }, 'options.protocol'],
+		[{ environment: 'staging' }, 'options.environment'],
+		[{ gateway: { port: 70_000 } }, 'options.gateway.port'],
+		[{ confirmEvery: 1.5 }, 'options.confirmEvery'],
+		[{ reconnect: { jitter: 2 } }, 'options.reconnect.jitter'],
+		[{ errorHandler: 'nope' }, 'options.errorHandler'],
+		[{ backend: 'threaded' }, 'options.backend'],
+		[{ initialIdent: 0 }, 'options.initialIdent'],
+	];
+	for (const [options, argument] of bad) {
+		assert.throws(() => new ApnsManager({ ...base, ...options } as never), (e: unknown) => e instanceof InvalidArgumentError && e.argument === argument, argument);
+	}
+});
+
+test('flushMessages({ timeoutMs }) rejects with the number still pending when the gateway is unreachable', async (t) => {
+	const port = await closedPort();
+	const m = manager(t, { host: '127.0.0.1', port });
+	m.sendAps(makeTokens(25, 21), { alert: 'x' });
+	await assert.rejects(m.flushMessages({ timeoutMs: 300 }), (e: unknown) => e instanceof TimeoutError && e.pending === 25 && /25 notifications still pending/.test(e.message));
+	assert.equal(m.pending, 25, 'a timed-out flush drops nothing');
+});
+
+test('an unreachable gateway is retried with capped exponential backoff and jitter, never a connect storm', async (t) => {
+	const port = await closedPort();
+	const m = manager(t, { host: '127.0.0.1', port }, { reconnect: { initialDelayMs: 100, maxDelayMs: 800, jitter: 0.5 } });
+	const retries: Array<{ attempt: number; retryInMs: number; error: ConnectionError }> = [];
+	m.on('connectError', (error, info) => retries.push({ ...info, error }));
+	m.sendAps(makeTokens(1, 22), { alert: 'x' });
+	const started = performance.now();
+	await new Promise((resolve) => setTimeout(resolve, 2500));
+	const seconds = (performance.now() - started) / 1000;
+	// Each delay lies in [ceiling·(1−jitter), ceiling], ceiling = min(800, 100·2^(attempt−1)).
+	for (const { attempt, retryInMs } of retries) {
+		const ceiling = Math.min(800, 100 * 2 ** (attempt - 1));
+		assert.ok(retryInMs >= ceiling * 0.5 && retryInMs <= ceiling, `attempt ${attempt}: ${retryInMs} ms`);
+	}
+	assert.ok(retries[0]!.error instanceof ConnectionError && /ECONNREFUSED/.test(retries[0]!.error.message));
+	// The schedule allows at most 1 + 100/50 + 200/100 + … attempts: under 4 a second over 2.5 s,
+	// however fast the machine (a slow one makes fewer, never more).
+	assert.ok(m.stats.connectAttempts / seconds < 4, `${m.stats.connectAttempts} attempts in ${seconds.toFixed(1)} s`);
+	assert.equal(m.stats.connectAttempts, retries.length);
+	t.diagnostic(`connect attempts against a refused port: ${m.stats.connectAttempts} in ${seconds.toFixed(2)} s`);
+});
+
+test('notifications queued while the gateway refuses connections are delivered once it is back', async (t) => {
+	const gw = await gateway(t);
+	await gw.refuseFor(700);
+	const m = manager(t, gw, { reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
+	let refused = 0;
+	m.on('connectError', () => refused++);
+	const tokens = makeTokens(2000, 23);
+	m.sendAps(tokens, { alert: 'eventually' });
+	await m.flushMessages();
+	assert.ok(refused >= 1, 'at least one connect was refused');
+	assert.deepEqual(account(gw, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+});
+
+test('close() flushes, then closes; sends after close throw ClosedError; close and destroy are idempotent', async (t) => {
+	const gw = await gateway(t);
+	const m = manager(t, gw);
+	let closedEvents = 0;
+	m.on('closed', () => closedEvents++);
+	const tokens = makeTokens(3000, 24);
+	m.sendAps(tokens, { alert: 'bye' });
+	const first = m.close();
+	assert.equal(m.close(), first, 'a second close() returns the same promise');
+	assert.throws(() => m.sendAps(tokens[0]!, { alert: 'late' }), ClosedError);
+	await first;
+	assert.deepEqual(account(gw, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+	m.destroy();
+	m.destroy();
+	assert.equal(closedEvents, 1);
+	await assert.rejects(m.getFeedback(() => {}), ClosedError);
+});
+
+test('destroy() drops everything now and rejects pending flushes with the number dropped', async (t) => {
+	const port = await closedPort();
+	const m = manager(t, { host: '127.0.0.1', port });
+	m.sendAps(makeTokens(10, 25), { alert: 'x' });
+	const flushing = m.flushMessages();
+	m.destroy();
+	await assert.rejects(flushing, (e: unknown) => e instanceof ClosedError && /10 notifications pending/.test(e.message));
+	assert.equal(m.pending, 0);
+	assert.throws(() => m.sendAps(makeTokens(1, 25)[0]!, { alert: 'x' }), ClosedError);
+});
+
+test('close({ timeoutMs }) destroys and rejects when the flush cannot finish', async (t) => {
+	const port = await closedPort();
+	const m = manager(t, { host: '127.0.0.1', port });
+	m.sendAps(makeTokens(4, 26), { alert: 'x' });
+	await assert.rejects(m.close({ timeoutMs: 200 }), (e: unknown) => e instanceof TimeoutError && e.pending === 4);
+	assert.equal(m.pending, 0, 'destroyed');
+});
+
+test('a throwing errorHandler or listener becomes an error event; delivery carries on', async (t) => {
+	const tokens = makeTokens(1000, 27);
+	const gw = await gateway(t, { rejectTokens: { [tokens[10]!]: 8, [tokens[500]!]: 8 } });
+	const m = manager(t, gw, {
+		errorHandler: () => {
+			throw new Error('handler bug');
+		},
+	});
+	m.on('deliveryError', () => {
+		throw new Error('listener bug');
+	});
+	const errors: string[] = [];
+	m.on('error', (e) => errors.push((e as Error).message));
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.deepEqual(errors, ['handler bug', 'listener bug', 'handler bug', 'listener bug']);
+	assert.deepEqual(account(gw, tokens, new Set([tokens[10]!, tokens[500]!])), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+});
+
+test('events: connected, disconnected with a reason, delivered, idle', async (t) => {
+	const gw = await gateway(t);
+	const m = manager(t, gw);
+	const seen: string[] = [];
+	m.on('connected', () => seen.push('connected'));
+	m.on('disconnected', ({ reason }) => seen.push(`disconnected:${reason}`));
+	let delivered = 0;
+	m.on('delivered', ({ count }) => (delivered += count));
+	const idle = once(m, 'idle');
+	m.sendAps(makeTokens(10, 28), { alert: 'x' });
+	await idle;
+	await m.close();
+	assert.equal(delivered, 10);
+	assert.deepEqual(seen.slice(0, 2), ['connected', 'disconnected:probeAnswered']);
+});
+
+test('flushMessages() resolves at once when nothing is pending, and settles by probe rather than waiting out grace', async (t) => {
+	const gw = await gateway(t);
+	const m = manager(t, gw, { graceMs: 600_000, confirmIdleMs: false });
+	await m.flushMessages();
+	m.sendAps(makeTokens(100, 29), { alert: 'x' });
+	await m.flushMessages(); // would take 10 minutes if it waited for grace
+	assert.equal(m.stats.confirmed, 100);
+	assert.equal(m.stats.probesAnswered, 1);
+});
+
+test('async dispose closes the manager', async (t) => {
+	const gw = await gateway(t);
+	const m = manager(t, gw);
+	m.sendAps(makeTokens(5, 30), { alert: 'x' });
+	await m[Symbol.asyncDispose]();
+	assert.equal(gw.acceptedCount, 5);
+	assert.throws(() => m.sendAps(makeTokens(1, 30)[0]!, { alert: 'x' }), ClosedError);
+});

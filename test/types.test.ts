@@ -1,0 +1,25 @@
+/**
+ * Type-level tests: `npm test` compiles this file, so a wrong event payload type or a misspelt event
+ * name is a build failure (each `@ts-expect-error` must see an error, or tsc fails too).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ApnsManager, ConnectionError, DeliveryError, Feedback } from '../src/index.js';
+
+function typeChecks(m: ApnsManager): void {
+	m.on('deliveryError', (e: DeliveryError) => e.status satisfies number);
+	m.on('feedback', (f: Feedback) => f.when satisfies Date);
+	m.on('connectError', (e: ConnectionError, info) => [e.code, info.retryInMs satisfies number]);
+	m.on('resent', ({ count, reason }) => [count satisfies number, reason satisfies 'error' | 'shutdown' | 'silentClose' | 'identNotFound' | 'temporary']);
+	m.on('disconnected', ({ reason }) => reason satisfies 'errorFrame' | 'probeAnswered' | 'silentClose' | 'closed' | 'destroyed');
+	// @ts-expect-error: no such event
+	m.on('deliveryErorr', () => {});
+	// @ts-expect-error: deliveryError carries a DeliveryError, not a string
+	m.on('deliveryError', (e: string) => e);
+	// @ts-expect-error: priority is 5 or 10
+	m.sendAps('00', {}, { priority: 7 });
+}
+
+test('typed events compile (see the file: the checks run in tsc)', () => {
+	assert.equal(typeof typeChecks, 'function');
+});
