@@ -5,6 +5,8 @@
  * certificate and key are handed to TLS as PEM text in memory.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import tls from 'node:tls';
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
 import { CredentialsError } from './errors.js';
@@ -57,6 +59,28 @@ export interface LoadedCredentials {
 	/** Extra trusted CAs as PEM, when given. */
 	readonly ca: string[] | undefined;
 	readonly info: CertificateInfo;
+}
+
+/** A TLS endpoint and the client credentials to show it. */
+export interface TlsTarget {
+	readonly host: string;
+	readonly port: number;
+	readonly cert: string;
+	readonly key: string;
+	readonly ca: string[] | undefined;
+}
+
+/** Open a TLS connection to `target` with its client certificate (SNI only for host names, not IPs). */
+export function connectTls(target: TlsTarget, extra: tls.ConnectionOptions = {}): tls.TLSSocket {
+	return tls.connect({
+		host: target.host,
+		port: target.port,
+		cert: target.cert,
+		key: target.key,
+		...(target.ca === undefined ? {} : { ca: target.ca }),
+		...(isIP(target.host) === 0 ? { servername: target.host } : {}),
+		...extra,
+	});
 }
 
 /**

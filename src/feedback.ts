@@ -3,8 +3,7 @@
  * goes quiet for `idleTimeoutMs`), send nothing. The service forgets what it has sent, so every tuple is
  * handed to the caller as soon as it is complete.
  */
-import { isIP } from 'node:net';
-import tls from 'node:tls';
+import { connectTls, type TlsTarget } from './credentials.js';
 import { ConnectionError, ProtocolError } from './errors.js';
 import { FeedbackDecoder } from './frame.js';
 
@@ -22,12 +21,7 @@ export class Feedback {
 }
 
 /** Where and how to read feedback. */
-export interface FeedbackReadOptions {
-	readonly host: string;
-	readonly port: number;
-	readonly cert: string;
-	readonly key: string;
-	readonly ca: string[] | undefined;
+export interface FeedbackReadOptions extends TlsTarget {
 	readonly idleTimeoutMs: number;
 	readonly connectTimeoutMs: number;
 }
@@ -45,14 +39,7 @@ export function readFeedback(options: FeedbackReadOptions, onFeedback: (feedback
 		let connected = false;
 		let settled = false;
 		let failure: Error | undefined;
-		const socket = tls.connect({
-			host: options.host,
-			port: options.port,
-			cert: options.cert,
-			key: options.key,
-			...(options.ca === undefined ? {} : { ca: options.ca }),
-			...(isIP(options.host) === 0 ? { servername: options.host } : {}),
-		});
+		const socket = connectTls(options);
 		const connectTimer = setTimeout(
 			() => socket.destroy(new ConnectionError(`Connect to the feedback service ${options.host}:${options.port} timed out after ${options.connectTimeoutMs} ms`)),
 			options.connectTimeoutMs,

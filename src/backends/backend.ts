@@ -4,18 +4,13 @@
  * queue decides what is delivered, failed or re-sent. Every backend passes the same conformance suite
  * (test/conformance.test.ts).
  */
+import type { TlsTarget } from '../credentials.js';
 import type { ConnectionError } from '../errors.js';
 import type { ResolvedOptions } from '../options.js';
 import type { NotificationQueue } from '../queue.js';
 
 /** TLS material and address of the gateway. */
-export interface GatewayTls {
-	readonly host: string;
-	readonly port: number;
-	readonly cert: string;
-	readonly key: string;
-	readonly ca: string[] | undefined;
-}
+export type GatewayTls = TlsTarget;
 
 /** Connection-level happenings a backend reports; the manager turns them into events. */
 export interface BackendEvents {

@@ -15,8 +15,8 @@
  * `confirmEvery`; a gateway that drops connections every few thousand notifications still lets each
  * connection prove its work before it dies, rather than re-sending the same unproven batch for ever.
  */
-import { isIP } from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
+import { connectTls } from '../credentials.js';
 import { ConnectionError, ProtocolError } from '../errors.js';
 import {
 	COMMAND_ERROR,
@@ -178,15 +178,7 @@ class EventedBackend implements Backend {
 	#connect(): void {
 		const { tls: gateway, options, queue } = this.#ctx;
 		this.#connectAttempts++;
-		const socket = tls.connect({
-			host: gateway.host,
-			port: gateway.port,
-			cert: gateway.cert,
-			key: gateway.key,
-			...(gateway.ca === undefined ? {} : { ca: gateway.ca }),
-			...(isIP(gateway.host) === 0 ? { servername: gateway.host } : {}),
-			...(this.#session === undefined ? {} : { session: this.#session }),
-		});
+		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
 		const conn = new Connection(++this.#ids, socket, queue.openLog());
 		this.#active = conn;
 		this.#connections.add(conn);

@@ -2,10 +2,8 @@
  * A mock feedback service on 127.0.0.1: real TLS with client-certificate verification. On each connection
  * it sends the tuples it holds, forgets them (as APNs does), and closes.
  */
-import tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import { encodeFeedbackTuple } from '../frame.js';
-import type { PemPair } from './certs.js';
+import { startMockTlsServer, type MockTlsServerOptions } from './tls-server.js';
 
 /** A token the mock reports gone. */
 export interface MockFeedbackTuple {
@@ -15,13 +13,7 @@ export interface MockFeedbackTuple {
 }
 
 /** Options of {@link startMockFeedback}. */
-export interface MockFeedbackOptions {
-	readonly server: PemPair;
-	readonly ca: string | readonly string[];
-	/** @default '127.0.0.1' */
-	readonly host?: string;
-	/** @default 0 */
-	readonly port?: number;
+export interface MockFeedbackOptions extends MockTlsServerOptions {
 	/** Tuples to serve to the next connection. */
 	readonly tuples?: readonly MockFeedbackTuple[];
 	/** Send the bytes in writes of this size (1 splits every tuple across many reads). @default all at once */
@@ -43,21 +35,7 @@ export interface MockFeedback {
 
 export async function startMockFeedback(options: MockFeedbackOptions): Promise<MockFeedback> {
 	let tuples: MockFeedbackTuple[] = [...(options.tuples ?? [])];
-	const sockets = new Set<tls.TLSSocket>();
-	let connections = 0;
-	const server = tls.createServer({
-		cert: options.server.cert,
-		key: options.server.key,
-		ca: typeof options.ca === 'string' ? [options.ca] : [...options.ca],
-		requestCert: true,
-		rejectUnauthorized: true,
-	});
-	server.on('tlsClientError', () => {});
-	server.on('secureConnection', (socket: tls.TLSSocket) => {
-		connections++;
-		sockets.add(socket);
-		socket.on('close', () => sockets.delete(socket));
-		socket.on('error', () => {});
+	const server = await startMockTlsServer(options, (socket) => {
 		const bytes = Buffer.concat(tuples.map((t) => encodeFeedbackTuple(t.when, Buffer.from(t.token, 'hex'))));
 		tuples = [];
 		const chunk = options.chunkBytes ?? Math.max(1, bytes.length);
@@ -75,23 +53,15 @@ export async function startMockFeedback(options: MockFeedbackOptions): Promise<M
 		};
 		writeNext();
 	});
-	const host = options.host ?? '127.0.0.1';
-	await new Promise<void>((resolve, reject) => {
-		server.once('error', reject);
-		server.listen(options.port ?? 0, host, () => resolve());
-	});
 	return {
-		host,
-		port: (server.address() as AddressInfo).port,
+		host: server.host,
+		port: server.port,
 		get connections() {
-			return connections;
+			return server.connections;
 		},
 		add(token: string, when: Date) {
 			tuples.push({ token, when });
 		},
-		async close() {
-			for (const socket of sockets) socket.destroy();
-			await new Promise<void>((resolve) => server.close(() => resolve()));
-		},
+		close: () => server.close(),
 	};
 }

@@ -4,10 +4,8 @@
  * documented: an accepted notification gets no answer; a rejected one gets an error response, after
  * which the connection is closed and everything sent after it is discarded.
  */
-import tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import { encodeErrorResponse, parseNotification, STATUS_SHUTDOWN } from '../frame.js';
-import type { PemPair } from './certs.js';
+import { startMockTlsServer, type MockTlsServerOptions } from './tls-server.js';
 
 /** Faults the mock injects. All can be changed while it runs with `setFaults`. */
 export interface MockGatewayFaults {
@@ -24,15 +22,7 @@ export interface MockGatewayFaults {
 }
 
 /** Options of {@link startMockGateway}. */
-export interface MockGatewayOptions {
-	/** Server certificate and key. */
-	readonly server: PemPair;
-	/** CA certificate(s) that client certificates must be signed by. */
-	readonly ca: string | readonly string[];
-	/** @default '127.0.0.1' */
-	readonly host?: string;
-	/** @default 0 (any free port) */
-	readonly port?: number;
+export interface MockGatewayOptions extends MockTlsServerOptions {
 	readonly faults?: MockGatewayFaults;
 	/**
 	 * Keep every accepted notification in {@link MockGateway.received}. Counts per token are kept
@@ -102,11 +92,9 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 	const received: ReceivedNotification[] = [];
 	const counts = new Map<string, number>();
 	const errorsSent: SentError[] = [];
-	const sockets = new Set<tls.TLSSocket>();
 	const timers = new Set<NodeJS.Timeout>();
 	let accepted = 0;
 	let seen = 0;
-	let connections = 0;
 	let silentDrops = 0;
 
 	const later = (ms: number, fn: () => void): void => {
@@ -122,21 +110,7 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 		return d[0] + Math.random() * (d[1] - d[0]);
 	};
 
-	const server = tls.createServer({
-		cert: options.server.cert,
-		key: options.server.key,
-		ca: typeof options.ca === 'string' ? [options.ca] : [...options.ca],
-		requestCert: true,
-		rejectUnauthorized: true,
-	});
-	server.on('tlsClientError', () => {
-		// A client whose certificate is refused: nothing to record.
-	});
-	server.on('secureConnection', (socket: tls.TLSSocket) => {
-		const id = ++connections;
-		sockets.add(socket);
-		socket.on('close', () => sockets.delete(socket));
-		socket.on('error', () => {});
+	const server = await startMockTlsServer(options, (socket, id) => {
 		let pending: Buffer | undefined;
 		/** After an error decision, everything else on this connection is discarded. */
 		let dead = false;
@@ -196,22 +170,11 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 		});
 	});
 
-	const host = options.host ?? '127.0.0.1';
-	const listen = (port: number): Promise<void> =>
-		new Promise((resolve, reject) => {
-			server.once('error', reject);
-			server.listen(port, host, () => {
-				server.off('error', reject);
-				resolve();
-			});
-		});
-	await listen(options.port ?? 0);
-	const port = (server.address() as AddressInfo).port;
 	let closed = false;
 
 	return {
-		host,
-		port,
+		host: server.host,
+		port: server.port,
 		received,
 		counts,
 		errorsSent,
@@ -219,7 +182,7 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 			return accepted;
 		},
 		get connections() {
-			return connections;
+			return server.connections;
 		},
 		get silentDrops() {
 			return silentDrops;
@@ -229,18 +192,16 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 			rejects = toRejectMap(next);
 		},
 		async refuseFor(ms: number) {
-			// Stop accepting now; connections already open are left alone.
-			if (server.listening) server.close();
+			server.stopListening();
 			later(ms, () => {
-				if (!closed) void listen(port);
+				if (!closed) void server.listenAgain();
 			});
 		},
 		async close() {
 			closed = true;
 			for (const timer of timers) clearTimeout(timer);
 			timers.clear();
-			for (const socket of sockets) socket.destroy();
-			if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+			await server.close();
 		},
 	};
 }
