@@ -70,14 +70,20 @@ export interface TlsTarget {
 	readonly ca: string[] | undefined;
 }
 
+/** One TLS context per target: parsing the key and certificates again on every reconnect is wasted work. */
+const contexts = new WeakMap<TlsTarget, tls.SecureContext>();
+
 /** Open a TLS connection to `target` with its client certificate (SNI only for host names, not IPs). */
 export function connectTls(target: TlsTarget, extra: tls.ConnectionOptions = {}): tls.TLSSocket {
+	let secureContext = contexts.get(target);
+	if (secureContext === undefined) {
+		secureContext = tls.createSecureContext({ cert: target.cert, key: target.key, ...(target.ca === undefined ? {} : { ca: target.ca }) });
+		contexts.set(target, secureContext);
+	}
 	return tls.connect({
 		host: target.host,
 		port: target.port,
-		cert: target.cert,
-		key: target.key,
-		...(target.ca === undefined ? {} : { ca: target.ca }),
+		secureContext,
 		...(isIP(target.host) === 0 ? { servername: target.host } : {}),
 		...extra,
 	});

@@ -28,6 +28,11 @@ test('tokens: a bad one is named by its index, with what was expected', () => {
 	rejects(() => new Message([], { aps: {} }), 'tokens', /at least one/);
 	rejects(() => new Message(42 as unknown as string, { aps: {} }), 'tokens', /token string or an array/);
 	rejects(() => new Message([TOKEN, 7 as unknown as string], { aps: {} }), 'tokens[1]', /got 7 \(number\)/);
+	// Look-alikes: Node's hex decoder reads only the low byte of wide characters, so fullwidth 'ａ' (U+FF41)
+	// and 'š' (U+0161, low byte 0x61 'a') would decode as hex digits if not refused first.
+	for (const bad of ['ａ'.repeat(64), `${'a'.repeat(63)}š`, `${'a'.repeat(63)}g`, `${'a'.repeat(62)} a`, `${'a'.repeat(63)}á`]) {
+		rejects(() => new Message(bad, { aps: {} }), 'tokens', /64 hexadecimal characters/);
+	}
 });
 
 test('payload: a JSON object, encoded once', () => {
