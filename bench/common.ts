@@ -1,0 +1,93 @@
+/**
+ * What the benchmark processes share: workloads, tokens, the payload, and the messages they exchange.
+ * Tokens carry their index in their last four bytes, so the gateway process counts deliveries in a typed
+ * array instead of a map of strings.
+ */
+import type { PemPair } from '../src/mock/certs.js';
+
+export type ClientName = 'raw' | 'worker' | 'node-apn';
+
+export interface Faults {
+	/** Reject (status 8) every token whose index i has i % rejectEvery === rejectEvery − 1. */
+	readonly rejectEvery?: number;
+	readonly shutdownEvery?: number;
+	readonly silentDropEvery?: number;
+}
+
+export interface Workload {
+	readonly name: string;
+	readonly n: number;
+	readonly faults: Faults;
+	readonly clients: readonly ClientName[];
+	/** Fewer repetitions than the run's default (for workloads a peer takes minutes over). */
+	readonly reps?: number;
+}
+
+export const PAYLOAD = { aps: { alert: 'Benchmark notification', badge: 1, sound: 'default' } };
+
+export function token(i: number): string {
+	return `${'be'.repeat(28)}${i.toString(16).padStart(8, '0')}`;
+}
+
+export function tokens(n: number): string[] {
+	const out = new Array<string>(n);
+	for (let i = 0; i < n; i++) out[i] = token(i);
+	return out;
+}
+
+export function tokenIndex(tokenBytes: Buffer): number {
+	return tokenBytes.readUInt32BE(28);
+}
+
+export function isRejected(i: number, faults: Faults): boolean {
+	return faults.rejectEvery !== undefined && i % faults.rejectEvery === faults.rejectEvery - 1;
+}
+
+export interface Certs {
+	readonly ca: string;
+	readonly server: PemPair;
+	readonly client: PemPair;
+}
+
+/** Orchestrator → gateway process. */
+export type ServerRequest = { type: 'start'; n: number; faults: Faults } | { type: 'poll' } | { type: 'stats' } | { type: 'stop' };
+
+/** Gateway process → orchestrator, in answer to `poll`. */
+export interface ServerProgress {
+	type: 'progress';
+	unique: number;
+	expected: number;
+	completeAt: number | undefined;
+	lastProgressAt: number;
+}
+
+/** Gateway process → orchestrator. */
+export interface ServerPoll {
+	type: 'poll';
+	unique: number;
+	expected: number;
+	completeAt: number | undefined;
+	lastProgressAt: number;
+	lost: number;
+	duplicated: number;
+	deliveredRejected: number;
+	connections: number;
+	silentDrops: number;
+	errorsSent: number;
+}
+
+/** Orchestrator → client process (on its command line). */
+export interface ClientTask {
+	readonly client: ClientName;
+	readonly workload: Workload;
+	readonly port: number;
+	readonly certs: Certs;
+	/** Memory mode: queue `n` notifications while the gateway is unreachable and measure the heap. */
+	readonly memory: boolean;
+}
+
+/** Client process → orchestrator. */
+export type ClientMessage =
+	| { type: 'started'; at: number }
+	| { type: 'result'; errors: number; reconnects: number; peakRssBytes: number; doneAt: number }
+	| { type: 'memory'; heapBytes: number; externalBytes: number; n: number; peakRssBytes: number };

@@ -1,0 +1,99 @@
+/**
+ * The benchmark's gateway process: the mock gateway from src/mock, in its own process so that it never
+ * shares an event loop with the client being measured. A fresh gateway (new port, fresh fault counters)
+ * is started for every run. Deliveries are counted per token index in a typed array.
+ */
+import { startMockGateway, type MockGateway } from '../src/mock/gateway.js';
+import { isRejected, tokenIndex, type Certs, type Faults, type ServerPoll, type ServerRequest } from './common.js';
+
+const certs = JSON.parse(process.env['BENCH_CERTS'] ?? 'null') as Certs;
+let gateway: MockGateway | undefined;
+let counts = new Uint8Array(0);
+let n = 0;
+let faults: Faults = {};
+let unique = 0;
+let expected = 0;
+let completeAt: number | undefined;
+let lastProgressAt = Date.now();
+
+async function start(size: number, f: Faults): Promise<number> {
+	await gateway?.close();
+	n = size;
+	faults = f;
+	counts = new Uint8Array(size);
+	unique = 0;
+	expected = 0;
+	for (let i = 0; i < size; i++) if (!isRejected(i, f)) expected++;
+	completeAt = undefined;
+	lastProgressAt = Date.now();
+	gateway = await startMockGateway({
+		server: certs.server,
+		ca: certs.ca,
+		record: false,
+		countTokens: false,
+		faults: {
+			...(f.rejectEvery === undefined ? {} : { rejectToken: (t: Buffer) => (isRejected(tokenIndex(t), f) ? 8 : undefined) }),
+			...(f.shutdownEvery === undefined ? {} : { shutdownEvery: f.shutdownEvery }),
+			...(f.silentDropEvery === undefined ? {} : { silentDropEvery: f.silentDropEvery }),
+		},
+		onAccepted: (t) => {
+			const i = tokenIndex(t);
+			if (i >= n) return;
+			const c = counts[i]!;
+			if (c < 255) counts[i] = c + 1;
+			if (c === 0) {
+				unique++;
+				lastProgressAt = Date.now();
+				if (unique === expected) completeAt = lastProgressAt;
+			}
+		},
+	});
+	return gateway.port;
+}
+
+function poll(): Pick<ServerPoll, 'unique' | 'expected' | 'completeAt' | 'lastProgressAt'> & { type: 'progress' } {
+	return { type: 'progress', unique, expected, completeAt, lastProgressAt };
+}
+
+function stats(): ServerPoll {
+	let lost = 0;
+	let duplicated = 0;
+	let deliveredRejected = 0;
+	for (let i = 0; i < n; i++) {
+		const c = counts[i]!;
+		if (isRejected(i, faults)) deliveredRejected += c;
+		else if (c === 0) lost++;
+		else duplicated += c - 1;
+	}
+	return {
+		type: 'poll',
+		unique,
+		expected,
+		completeAt,
+		lastProgressAt,
+		lost,
+		duplicated,
+		deliveredRejected,
+		connections: gateway?.connections ?? 0,
+		silentDrops: gateway?.silentDrops ?? 0,
+		errorsSent: gateway?.errorsSent.length ?? 0,
+	};
+}
+
+process.on('message', (request: ServerRequest) => {
+	switch (request.type) {
+		case 'start':
+			void start(request.n, request.faults).then((port) => process.send!({ type: 'started', port }));
+			break;
+		case 'poll':
+			process.send!(poll());
+			break;
+		case 'stats':
+			process.send!(stats());
+			break;
+		case 'stop':
+			void gateway?.close().then(() => process.exit(0));
+			break;
+	}
+});
+process.send!({ type: 'ready' });
