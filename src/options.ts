@@ -63,6 +63,15 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 */
 	readonly confirmEvery?: number;
 	/**
+	 * On a healthy stream (no silent close has shrunk the window), a connection writes for at least this
+	 * long before a full window makes it probe, so probe reconnects stay under 1000 / minConfirmIntervalMs
+	 * a second however fast notifications flow (APNs treats rapid connect/disconnect as abuse). At high
+	 * rates the window stretches to what this interval carries; that is then the most the first silent
+	 * close can duplicate (after it, the window is counted only). 0 turns the limit off.
+	 * @default 50
+	 */
+	readonly minConfirmIntervalMs?: number;
+	/**
 	 * Write a probe when a connection has written nothing for this long and holds unconfirmed
 	 * notifications. `false` turns it off. `flushMessages()` probes at once regardless.
 	 * @default 200
@@ -100,6 +109,7 @@ export const DEFAULT_OPTIONS = {
 	graceMs: 5000,
 	maxRetained: 1_000_000,
 	confirmEvery: 10_000,
+	minConfirmIntervalMs: 50,
 	confirmIdleMs: 200,
 	maxAttempts: 3,
 	initialIdent: 1,
@@ -116,6 +126,7 @@ export interface ResolvedOptions {
 	readonly graceMs: number;
 	readonly maxRetained: number;
 	readonly confirmEvery: number;
+	readonly minConfirmIntervalMs: number;
 	readonly confirmIdleMs: number | false;
 	readonly maxAttempts: number;
 	readonly initialIdent: number;
@@ -170,6 +181,7 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		graceMs: wholeNumber('graceMs', options.graceMs ?? DEFAULT_OPTIONS.graceMs, 1),
 		maxRetained: wholeNumber('maxRetained', options.maxRetained ?? DEFAULT_OPTIONS.maxRetained, 1),
 		confirmEvery: wholeNumber('confirmEvery', options.confirmEvery ?? DEFAULT_OPTIONS.confirmEvery, 0),
+		minConfirmIntervalMs: wholeNumber('minConfirmIntervalMs', options.minConfirmIntervalMs ?? DEFAULT_OPTIONS.minConfirmIntervalMs, 0),
 		confirmIdleMs: confirmIdleMs as number | false,
 		maxAttempts: wholeNumber('maxAttempts', options.maxAttempts ?? DEFAULT_OPTIONS.maxAttempts, 1, 255),
 		initialIdent: wholeNumber('initialIdent', options.initialIdent ?? DEFAULT_OPTIONS.initialIdent, 1, 0xffff_ffff),

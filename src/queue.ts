@@ -196,8 +196,6 @@ export class SentLog {
 	sinceProof = 0;
 	/** Settled for good: no more writes, answers or closes count. @internal */
 	settled = false;
-	/** When the connection last wrote. @internal */
-	lastWriteAt = 0;
 
 	/** Notifications written on this connection and not yet settled. */
 	get size(): number {
@@ -387,7 +385,6 @@ export class NotificationQueue {
 		}
 		log.ring.push(cursor.message, cursor.index, cursor.ident, now, Math.min(tries + 1, 255));
 		log.sinceProof++;
-		log.lastWriteAt = now;
 		this.#retained++;
 		this.#stats.written++;
 		return true;

@@ -182,3 +182,18 @@ test('async dispose closes the manager', async (t) => {
 	assert.equal(gw.acceptedCount, 5);
 	assert.throws(() => m.sendAps(makeTokens(1, 30)[0]!, { alert: 'x' }), ClosedError);
 });
+
+test('minConfirmIntervalMs keeps probe reconnects apart on a healthy stream; confirmEvery alone probes by count', async (t) => {
+	const gw = await gateway(t);
+	const tokens = makeTokens(20_000, 31);
+	// confirmEvery 256 = the first window, so the window is fully open from the start.
+	const floored = manager(t, gw, { confirmEvery: 256, minConfirmIntervalMs: 600_000 });
+	floored.sendAps(tokens, { alert: 'x' });
+	await floored.flushMessages();
+	assert.equal(floored.stats.probesAnswered, 1, 'only the flush probes: the interval never elapsed');
+	const counted = manager(t, gw, { confirmEvery: 256, minConfirmIntervalMs: 0 });
+	counted.sendAps(tokens, { alert: 'y' });
+	await counted.flushMessages();
+	assert.ok(counted.stats.probesAnswered >= Math.floor(20_000 / 256), `${counted.stats.probesAnswered} probes`);
+	assert.equal(gw.acceptedCount, 40_000);
+});

@@ -56,6 +56,8 @@ class Connection {
 	/** No more writes or answers count: an error frame came, or the socket closed. */
 	finished = false;
 	connectedAt = 0;
+	/** When this connection began writing as the active one. */
+	activeSince = 0;
 	/** The window epoch this connection was opened in (see the module comment). */
 	readonly epoch: number;
 	error: Error | undefined;
@@ -152,16 +154,21 @@ class EventedBackend implements Backend {
 		const every = this.#window;
 		// More work than this connection's window holds: have the next connection ready in time.
 		if (every > 0 && this.#spare === undefined && !this.#closing && queue.unsent > every - log.sinceProof) this.#connect('spare');
+		if (conn.activeSince === 0) conn.activeSince = performance.now();
 		for (;;) {
 			if (socket.writableLength >= BUFFERED_LIMIT) return; // 'drain' pumps again
-			if (every > 0 && log.sinceProof >= every) {
+			// The window bounds a probe's interval in count; on a healthy stream (the window fully open)
+			// minConfirmIntervalMs also bounds it in time from below. Not after a silent close: there a
+			// stretched window would again die unproven every time and never converge.
+			const limited = every > 0 && (every < options.confirmEvery || performance.now() - conn.activeSince >= options.minConfirmIntervalMs);
+			if (limited && log.sinceProof >= every) {
 				this.#probe(conn);
 				return;
 			}
 			const slab = this.#slabs.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES);
 			let used = 0;
 			const cursor = this.#cursor;
-			while (used + MAX_FRAME_BYTES <= SLAB_BYTES && (every === 0 || log.sinceProof < every) && queue.take(log, cursor)) {
+			while (used + MAX_FRAME_BYTES <= SLAB_BYTES && (!limited || log.sinceProof < every) && queue.take(log, cursor)) {
 				const m = cursor.message;
 				used = writeFrame(slab, used, m.tokenBytes, cursor.index, m.encodedPayload, cursor.ident, m.expiry, m.priority);
 			}
