@@ -28,15 +28,15 @@ interface NodeApn {
 }
 
 async function raw(all: string[]): Promise<{ errors: number; reconnects: number }> {
-	// The ceiling for any client: frames encoded in a loop into 1 MiB chunks, written to one socket.
+	// The ceiling for any client: frames encoded in a loop into 1 MiB chunks, written to one socket. Same
+	// start as every other client (tokens as hex strings, a payload object, no connection yet); no
+	// validation, no retention, no error handling.
+	send({ type: 'started', at: Date.now() });
 	const socket = tls.connect({ host: '127.0.0.1', port: task.port, cert: task.certs.client.cert, key: task.certs.client.key, ca: task.certs.ca });
 	await new Promise<void>((resolve, reject) => {
 		socket.once('secureConnect', resolve);
 		socket.once('error', reject);
 	});
-	// Same input as every other client: hex token strings and a payload object. No validation, no
-	// retention, no error handling: the ceiling.
-	send({ type: 'started', at: Date.now() });
 	const payload = Buffer.from(JSON.stringify(PAYLOAD));
 	const size = frameBytes(payload.length);
 	const perChunk = Math.floor((1 << 20) / size);

@@ -65,8 +65,9 @@ export interface LoadedCredentials {
 export interface TlsTarget {
 	readonly host: string;
 	readonly port: number;
-	readonly cert: string;
-	readonly key: string;
+	/** Client certificate and key; absent with HTTP/2 token auth. */
+	readonly cert?: string | undefined;
+	readonly key?: string | undefined;
 	readonly ca: string[] | undefined;
 }
 
@@ -77,7 +78,11 @@ const contexts = new WeakMap<TlsTarget, tls.SecureContext>();
 export function connectTls(target: TlsTarget, extra: tls.ConnectionOptions = {}): tls.TLSSocket {
 	let secureContext = contexts.get(target);
 	if (secureContext === undefined) {
-		secureContext = tls.createSecureContext({ cert: target.cert, key: target.key, ...(target.ca === undefined ? {} : { ca: target.ca }) });
+		secureContext = tls.createSecureContext({
+			...(target.cert === undefined ? {} : { cert: target.cert }),
+			...(target.key === undefined ? {} : { key: target.key }),
+			...(target.ca === undefined ? {} : { ca: target.ca }),
+		});
 		contexts.set(target, secureContext);
 	}
 	return tls.connect({
@@ -138,8 +143,13 @@ export function loadCredentials(
 				`Apple marks them with extensions ${OID_APPLE_SANDBOX} and ${OID_APPLE_PRODUCTION})`,
 		);
 	}
-	const ca = options.ca === undefined ? undefined : (Array.isArray(options.ca) ? options.ca : [options.ca]).map((c: PemSource, i: number) => readPem(c, `ca[${i}]`, 'CERTIFICATE'));
+	const ca = options.ca === undefined ? undefined : loadCa(options.ca);
 	return { cert: certPem, key: key.export({ type: 'pkcs8', format: 'pem' }).toString(), ca, info };
+}
+
+/** Read extra trusted CA certificates (PEM text, Buffers or paths). */
+export function loadCa(ca: PemSource | readonly PemSource[]): string[] {
+	return (Array.isArray(ca) ? ca : [ca]).map((c: PemSource, i: number) => readPem(c, `ca[${i}]`, 'CERTIFICATE'));
 }
 
 /** Read the facts APNs cares about from a PEM certificate, with node-forge. */

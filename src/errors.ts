@@ -47,10 +47,14 @@ export class CredentialsError extends ApnsError {
  * APNs rejected one notification. Reported to the `errorHandler` and the `deliveryError` event, never thrown.
  */
 export class DeliveryError extends ApnsError {
-	/** The APNs status code (binary protocol: the error-response status byte). */
+	/** The APNs status: the error-response status byte (binary) or the HTTP status (HTTP/2). */
 	readonly status: number;
-	/** Apple's name for the status, e.g. `Invalid token`. */
+	/** Apple's name for the status, e.g. `Invalid token`; on HTTP/2 the reason string. */
 	readonly description: string;
+	/** HTTP/2: APNs' reason string, e.g. `BadDeviceToken`, `Unregistered`. Undefined on the binary protocol. */
+	readonly reason: string | undefined;
+	/** HTTP/2 410: when APNs found the token no longer valid for the topic. */
+	readonly timestamp: Date | undefined;
 	/** The device token, lowercase hex. */
 	readonly token: string;
 	/**
@@ -61,10 +65,12 @@ export class DeliveryError extends ApnsError {
 	/** The 32-bit identifier the notification was sent with. */
 	readonly ident: number;
 
-	constructor(init: { status: number; description: string; token: string; message: Message; ident: number }) {
+	constructor(init: { status: number; description: string; token: string; message: Message; ident: number; reason?: string | undefined; timestamp?: Date | undefined }) {
 		super('APNS_DELIVERY', `APNs rejected the notification to ${init.token}: ${init.description} (status ${init.status})`);
 		this.status = init.status;
 		this.description = init.description;
+		this.reason = init.reason;
+		this.timestamp = init.timestamp;
 		this.token = init.token;
 		this.notification = init.message;
 		this.ident = init.ident;

@@ -3,15 +3,19 @@
  */
 export { ApnsManager } from './manager.js';
 export type { ApnsManagerEvents, ManagerStats } from './manager.js';
-export { Message, TOKEN_BYTES } from './message.js';
-export type { Aps, MessageOptions, Priority, SendApsOptions } from './message.js';
+export { Message, MAX_COLLAPSE_ID_BYTES, PUSH_TYPES, TOKEN_BYTES } from './message.js';
+export type { Aps, MessageOptions, Priority, PushType, SendApsOptions } from './message.js';
+export { MAX_HTTP2_PAYLOAD_BYTES, MAX_HTTP2_VOIP_PAYLOAD_BYTES } from './manager.js';
+export { ProviderToken, TOKEN_MIN_INTERVAL_MS, TOKEN_REFRESH_MS } from './provider-token.js';
+export type { ProviderTokenOptions } from './provider-token.js';
+export { createHttp2Backend, topicFor } from './backends/http2.js';
 export { Feedback } from './feedback.js';
 export { ApnsError, ClosedError, ConnectionError, CredentialsError, DeliveryError, InvalidArgumentError, ProtocolError, TimeoutError } from './errors.js';
 export type { ApnsErrorCode } from './errors.js';
 export { DEFAULT_OPTIONS, ENVIRONMENTS } from './options.js';
 export type { Address, ApnsManagerOptions, ReconnectOptions } from './options.js';
 export { NotificationQueue, DEFAULT_QUEUE_OPTIONS } from './queue.js';
-export type { Cursor, QueueListener, QueueOptions, QueueStats, ResendReason, SentLog } from './queue.js';
+export type { Cursor, FailureDetail, InFlight, QueueListener, QueueOptions, QueueStats, ResendReason, SentLog } from './queue.js';
 export type { Backend, BackendContext, BackendEvents, BackendFactory, DisconnectReason, GatewayTls } from './backends/backend.js';
 export { createEventedBackend } from './backends/evented.js';
 export { certificateInfo, OID_APPLE_PRODUCTION, OID_APPLE_SANDBOX } from './credentials.js';

@@ -6,10 +6,13 @@
 import { EventEmitter } from 'eventemitter3';
 import type { Backend, BackendFactory } from './backends/backend.js';
 import { createEventedBackend } from './backends/evented.js';
-import { loadCredentials, type CertificateInfo, type LoadedCredentials } from './credentials.js';
+import { createHttp2Backend } from './backends/http2.js';
+import { ProviderToken } from './provider-token.js';
+import { loadCa, loadCredentials, type CertificateInfo, type LoadedCredentials } from './credentials.js';
 import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type ConnectionError } from './errors.js';
 import { Feedback, readFeedback } from './feedback.js';
 import { describeStatus, MAX_BINARY_PAYLOAD_BYTES } from './frame.js';
+import type { FailureDetail } from './queue.js';
 import { Message, type Aps, type SendApsOptions } from './message.js';
 import { resolveOptions, type ApnsManagerOptions, type ResolvedOptions } from './options.js';
 import { NotificationQueue, type QueueStats, type ResendReason } from './queue.js';
@@ -51,12 +54,22 @@ export interface ManagerStats extends QueueStats {
 	pending: number;
 }
 
-const BACKENDS: Readonly<Record<'evented', BackendFactory>> = { evented: createEventedBackend };
+const BACKENDS: Readonly<Record<'evented' | 'http2', BackendFactory>> = { evented: createEventedBackend, http2: createHttp2Backend };
+
+/** Largest HTTP/2 payload, and the VoIP one. */
+export const MAX_HTTP2_PAYLOAD_BYTES = 4096;
+export const MAX_HTTP2_VOIP_PAYLOAD_BYTES = 5120;
 
 /** Sends Apple push notifications from a queue; see the README for the delivery guarantees. */
 export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	readonly #options: ResolvedOptions;
-	readonly #credentials: LoadedCredentials;
+	/** Client-certificate material; undefined with HTTP/2 token auth and no certificate. */
+	readonly #credentials: LoadedCredentials | undefined;
+	readonly #ca: string[] | undefined;
+	readonly #token: ProviderToken | undefined;
+	readonly #topic: string | undefined;
+	/** HTTP/2: 410 answers kept for the next `getFeedback`. */
+	#feedbackRecords: Feedback[] = [];
 	readonly #queue: NotificationQueue;
 	readonly #backend: Backend;
 	readonly #errorHandler: ((error: DeliveryError) => void) | undefined;
@@ -72,15 +85,30 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	constructor(options: ApnsManagerOptions) {
 		super();
 		this.#options = resolveOptions(options);
-		this.#credentials = loadCredentials(options, this.#options.environment, { checkEnvironment: this.#options.checkCertificateEnvironment });
-		this.#errorHandler = options.errorHandler;
 		const o = this.#options;
+		const hasCertificate = options.cert !== undefined || options.key !== undefined || options.pfx !== undefined;
+		if (options.token !== undefined && o.protocol !== 'http2') throw new InvalidArgumentError('options.token', "protocol 'http2' (token auth is an HTTP/2 feature)", 'a token');
+		this.#token = options.token === undefined ? undefined : new ProviderToken(options.token);
+		this.#credentials =
+			this.#token !== undefined && !hasCertificate
+				? undefined
+				: loadCredentials(options, o.environment, { checkEnvironment: o.checkCertificateEnvironment });
+		this.#ca = this.#credentials?.ca ?? (options.ca === undefined ? undefined : loadCa(options.ca));
+		this.#topic = options.topic ?? this.#credentials?.info.topic;
+		if (options.topic !== undefined && (typeof options.topic !== 'string' || options.topic.length === 0)) throw new InvalidArgumentError('options.topic', 'a bundle ID', options.topic);
+		if (o.protocol === 'http2' && this.#token !== undefined && this.#topic === undefined) {
+			throw new InvalidArgumentError('options.topic', 'the bundle ID (token auth has no certificate to take it from)', undefined);
+		}
+		this.#errorHandler = options.errorHandler;
 		this.#queue = new NotificationQueue({ graceMs: o.graceMs, maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent });
-		const backend = options.backend ?? 'evented';
+		const backend = options.backend ?? (o.protocol === 'http2' ? 'http2' : 'evented');
 		const factory = typeof backend === 'function' ? backend : BACKENDS[backend];
-		if (factory === undefined) throw new InvalidArgumentError('options.backend', "'evented' or a backend factory", backend);
+		if (factory === undefined) throw new InvalidArgumentError('options.backend', "'evented', 'http2' or a backend factory", backend);
+		if (typeof backend === 'string' && backend !== (o.protocol === 'http2' ? 'http2' : 'evented')) {
+			throw new InvalidArgumentError('options.backend', `the ${o.protocol} protocol's backend`, backend);
+		}
 		this.#queue.setListener({
-			failed: (message, index, ident, status) => this.#reportFailure(message, index, ident, status),
+			failed: (message, index, ident, status, detail) => this.#reportFailure(message, index, ident, status, detail),
 			resent: (count, reason) => this.#emit('resent', { count, reason }),
 			identNotFound: (ident, status, resent) => this.#emit('identNotFound', { ident, status, resent }),
 			retentionFull: (retained) => this.#emit('retentionFull', { retained }),
@@ -91,7 +119,9 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		this.#backend = factory({
 			queue: this.#queue,
 			options: o,
-			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials.cert, key: this.#credentials.key, ca: this.#credentials.ca },
+			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca },
+			token: this.#token,
+			topic: this.#topic,
 			events: {
 				connected: (info) => this.#emit('connected', info),
 				disconnected: (info) => this.#emit('disconnected', info),
@@ -102,9 +132,9 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		this.#queue.startPurging();
 	}
 
-	/** What the client certificate says: topic (bundle ID), environments, validity. */
-	get certificate(): CertificateInfo {
-		return this.#credentials.info;
+	/** What the client certificate says: topic (bundle ID), environments, validity. Undefined with token auth. */
+	get certificate(): CertificateInfo | undefined {
+		return this.#credentials?.info;
 	}
 
 	/** Counters since construction. */
@@ -143,9 +173,10 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 
 	#enqueue(message: Message, argument: string): void {
 		const size = message.encodedPayload.length;
-		if (size > MAX_BINARY_PAYLOAD_BYTES) {
-			throw new InvalidArgumentError(argument, `a payload of at most ${MAX_BINARY_PAYLOAD_BYTES} bytes once encoded`, `${size} bytes`);
-		}
+		const http2 = this.#options.protocol === 'http2';
+		const limit = !http2 ? MAX_BINARY_PAYLOAD_BYTES : message.pushType === 'voip' ? MAX_HTTP2_VOIP_PAYLOAD_BYTES : MAX_HTTP2_PAYLOAD_BYTES;
+		if (size > limit) throw new InvalidArgumentError(argument, `a payload of at most ${limit} bytes once encoded`, `${size} bytes`);
+		if (!http2 && message.priority === 1) throw new InvalidArgumentError('options.priority', '5 or 10 on the binary protocol', 1);
 		this.#queue.push(message);
 	}
 
@@ -195,7 +226,14 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		this.#assertOpen();
 		if (typeof callback !== 'function') throw new InvalidArgumentError('callback', 'a function', callback);
 		const o = this.#options;
-		const c = this.#credentials;
+		if (o.protocol === 'http2') {
+			// HTTP/2 has no feedback service: its 410 answers were kept for this call.
+			const records = this.#feedbackRecords;
+			this.#feedbackRecords = [];
+			for (const record of records) this.#guard(() => callback(record));
+			return records.length;
+		}
+		const c = this.#credentials!;
 		return readFeedback(
 			{ host: o.feedback.host, port: o.feedback.port, cert: c.cert, key: c.key, ca: c.ca, idleTimeoutMs: o.feedbackIdleTimeoutMs, connectTimeoutMs: o.connectTimeoutMs },
 			(feedback) => {
@@ -254,10 +292,25 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		this.#emit('idle');
 	}
 
-	#reportFailure(message: Message, index: number, ident: number, status: number): void {
-		const error = new DeliveryError({ status, description: describeStatus(status), token: message.token(index), message, ident });
+	#reportFailure(message: Message, index: number, ident: number, status: number, detail: FailureDetail | undefined): void {
+		const token = message.token(index);
+		const error = new DeliveryError({
+			status,
+			description: detail?.reason ?? describeStatus(status),
+			token,
+			message,
+			ident,
+			reason: detail?.reason,
+			timestamp: detail?.timestamp,
+		});
 		if (this.#errorHandler !== undefined) this.#guard(() => this.#errorHandler!(error));
 		this.#emit('deliveryError', error);
+		if (status === 410) {
+			// The HTTP/2 replacement of the feedback service: the same records, through the same calls.
+			const record = new Feedback(token, detail?.timestamp ?? new Date());
+			this.#feedbackRecords.push(record);
+			this.#emit('feedback', record);
+		}
 	}
 
 	/** Emit, turning a throwing listener into an `error` event so it cannot break the send loop. */

@@ -8,8 +8,14 @@ import { InvalidArgumentError } from './errors.js';
 export const TOKEN_BYTES = 32;
 const MAX_U32 = 0xffff_ffff;
 
-/** Notification priority: 10 = deliver now, 5 = deliver when it saves power. */
-export type Priority = 5 | 10;
+/** Notification priority: 10 = deliver now, 5 = when it saves power, 1 = power first (HTTP/2 only). */
+export type Priority = 1 | 5 | 10;
+
+/** The `apns-push-type` values (HTTP/2). */
+export const PUSH_TYPES = ['alert', 'background', 'location', 'voip', 'complication', 'fileprovider', 'mdm', 'liveactivity', 'pushtotalk', 'widgets', 'controls'] as const;
+export type PushType = (typeof PUSH_TYPES)[number];
+/** Longest `apns-collapse-id`, in UTF-8 bytes. */
+export const MAX_COLLAPSE_ID_BYTES = 64;
 
 /** Per-message delivery options. */
 export interface MessageOptions {
@@ -20,10 +26,20 @@ export interface MessageOptions {
 	 */
 	readonly expiration?: Date | number | undefined;
 	/**
-	 * 10 = send now (needs an alert, sound or badge), 5 = send when it saves power.
-	 * @default 10
+	 * 10 = send now (needs an alert, sound or badge), 5 = send when it saves power, 1 = put the device's
+	 * power first (HTTP/2 only). Background pushes must use 5.
+	 * @default 10, or 5 for a background push
 	 */
 	readonly priority?: Priority | undefined;
+	/**
+	 * HTTP/2 `apns-push-type`.
+	 * @default 'alert' when the payload shows something (alert, sound, badge), 'background' for content-available only
+	 */
+	readonly pushType?: PushType | undefined;
+	/** HTTP/2 `apns-collapse-id`: notifications with the same one are shown as one. At most 64 bytes. */
+	readonly collapseId?: string | undefined;
+	/** HTTP/2 `apns-topic` (bundle ID) for this message; defaults to the manager's topic. Push-type suffixes are added. */
+	readonly topic?: string | undefined;
 }
 
 /** The `aps` dictionary. Known keys may be given in camelCase; other keys are passed through unchanged. */
@@ -61,8 +77,12 @@ export class Message {
 	readonly encodedPayload: Buffer;
 	/** Expiration as UNIX seconds; 0 when none. */
 	readonly expiry: number;
-	/** 5 or 10. */
+	/** 1, 5 or 10. */
 	readonly priority: Priority;
+	/** HTTP/2 push type (given or inferred from the payload). */
+	readonly pushType: PushType;
+	readonly collapseId: string | undefined;
+	readonly topic: string | undefined;
 	/** How many device tokens this message is addressed to. */
 	readonly count: number;
 	/** The tokens in binary, {@link TOKEN_BYTES} bytes each, back to back. */
@@ -90,7 +110,16 @@ export class Message {
 		this.encodedPayload = Buffer.from(json, 'utf8');
 		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', options);
 		this.expiry = toExpiry(options.expiration);
-		this.priority = toPriority(options.priority);
+		this.pushType = toPushType(options.pushType, payload);
+		this.priority = toPriority(options.priority, this.pushType);
+		if (options.collapseId !== undefined && (typeof options.collapseId !== 'string' || Buffer.byteLength(options.collapseId) > MAX_COLLAPSE_ID_BYTES)) {
+			throw new InvalidArgumentError('options.collapseId', `a string of at most ${MAX_COLLAPSE_ID_BYTES} bytes`, options.collapseId);
+		}
+		this.collapseId = options.collapseId;
+		if (options.topic !== undefined && (typeof options.topic !== 'string' || options.topic.length === 0)) {
+			throw new InvalidArgumentError('options.topic', 'a bundle ID', options.topic);
+		}
+		this.topic = options.topic;
 	}
 
 	/**
@@ -166,9 +195,24 @@ function toExpiry(expiration: unknown): number {
 	return expiration;
 }
 
-function toPriority(priority: unknown): Priority {
-	if (priority === undefined) return 10;
-	if (priority !== 5 && priority !== 10) throw new InvalidArgumentError('options.priority', '5 or 10', priority);
+function toPushType(pushType: unknown, payload: Readonly<Record<string, unknown>>): PushType {
+	if (pushType !== undefined) {
+		if (!(PUSH_TYPES as readonly unknown[]).includes(pushType)) throw new InvalidArgumentError('options.pushType', `one of ${PUSH_TYPES.join(', ')}`, pushType);
+		return pushType as PushType;
+	}
+	const aps = payload['aps'];
+	if (aps !== null && typeof aps === 'object') {
+		const a = aps as Record<string, unknown>;
+		const shows = a['alert'] !== undefined || a['sound'] !== undefined || a['badge'] !== undefined;
+		if (!shows && a['content-available'] === 1) return 'background';
+	}
+	return 'alert';
+}
+
+function toPriority(priority: unknown, pushType: PushType): Priority {
+	if (priority === undefined) return pushType === 'background' ? 5 : 10;
+	if (priority !== 1 && priority !== 5 && priority !== 10) throw new InvalidArgumentError('options.priority', '1, 5 or 10', priority);
+	if (pushType === 'background' && priority !== 5) throw new InvalidArgumentError('options.priority', '5 for a background push (Apple refuses 10)', priority);
 	return priority;
 }
 

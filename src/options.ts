@@ -3,6 +3,7 @@
  */
 import type { BackendFactory } from './backends/backend.js';
 import type { CertificateCredentials, Environment } from './credentials.js';
+import type { ProviderTokenOptions } from './provider-token.js';
 import type { DeliveryError } from './errors.js';
 import { InvalidArgumentError } from './errors.js';
 
@@ -25,16 +26,31 @@ export interface ReconnectOptions {
 /** Options of `new ApnsManager(options)`. */
 export interface ApnsManagerOptions extends CertificateCredentials {
 	/**
-	 * Wire protocol. Only `'binary'` (the legacy gateway protocol, also spoken by compatible gateways and
-	 * the bundled mock) exists so far; Apple's HTTP/2 API follows.
+	 * Wire protocol: `'http2'` (Apple's current provider API) or `'binary'` (the legacy gateway protocol,
+	 * retired by Apple in March 2021, still spoken by compatible gateways and the bundled mock).
 	 * @default 'binary'
 	 */
-	readonly protocol?: 'binary';
+	readonly protocol?: 'binary' | 'http2';
 	/**
-	 * How sockets are driven: `'evented'` (on the main event loop) or a factory of your own.
-	 * @default 'evented'
+	 * How sockets are driven: a factory of your own, or the protocol's built-in backend (`'evented'` for
+	 * binary, `'http2'` for HTTP/2).
+	 * @default the protocol's
 	 */
-	readonly backend?: 'evented' | BackendFactory;
+	readonly backend?: 'evented' | 'http2' | BackendFactory;
+	/** HTTP/2 token (JWT) authentication with a .p8 key, instead of a client certificate. */
+	readonly token?: ProviderTokenOptions;
+	/** HTTP/2 `apns-topic` (bundle ID). Defaults to the certificate's UID with certificate auth; required with token auth. */
+	readonly topic?: string;
+	/** HTTP/2 sessions in the pool. @default 1 */
+	readonly connections?: number;
+	/** HTTP/2: never more streams in flight per session than this, whatever the server allows. @default 1000 */
+	readonly maxStreamsPerSession?: number;
+	/** HTTP/2: backoff of retries after 429, 500 and 503 (`retry-after` is honoured when longer). */
+	readonly retry?: ReconnectOptions;
+	/** HTTP/2: PING a session idle this long, in ms. @default 60_000 */
+	readonly pingIntervalMs?: number;
+	/** HTTP/2: a session whose PING is unanswered this long is replaced, in ms. @default 10_000 */
+	readonly pingTimeoutMs?: number;
 	/** Which Apple environment; picks the default addresses and the certificate check. @default 'production' */
 	readonly environment?: Environment;
 	/** Gateway address; defaults to the environment's. */
@@ -91,12 +107,17 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly errorHandler?: (error: DeliveryError) => void;
 }
 
-/** The default addresses of each environment. */
-export const ENVIRONMENTS: Readonly<Record<Environment, { gateway: Address; feedback: Address }>> = {
-	production: { gateway: { host: 'gateway.push.apple.com', port: 2195 }, feedback: { host: 'feedback.push.apple.com', port: 2196 } },
+/** The default addresses of each environment (binary gateway and feedback, and the HTTP/2 API). */
+export const ENVIRONMENTS: Readonly<Record<Environment, { gateway: Address; feedback: Address; http2: Address }>> = {
+	production: {
+		gateway: { host: 'gateway.push.apple.com', port: 2195 },
+		feedback: { host: 'feedback.push.apple.com', port: 2196 },
+		http2: { host: 'api.push.apple.com', port: 443 },
+	},
 	sandbox: {
 		gateway: { host: 'gateway.sandbox.push.apple.com', port: 2195 },
 		feedback: { host: 'feedback.sandbox.push.apple.com', port: 2196 },
+		http2: { host: 'api.sandbox.push.apple.com', port: 443 },
 	},
 };
 
@@ -114,12 +135,18 @@ export const DEFAULT_OPTIONS = {
 	maxAttempts: 3,
 	initialIdent: 1,
 	reconnect: { initialDelayMs: 250, maxDelayMs: 30_000, jitter: 0.5 },
+	connections: 1,
+	maxStreamsPerSession: 1000,
+	retry: { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.5 },
+	pingIntervalMs: 60_000,
+	pingTimeoutMs: 10_000,
 	connectTimeoutMs: 10_000,
 	feedbackIdleTimeoutMs: 5000,
 } as const;
 
 /** Options with every default applied. */
 export interface ResolvedOptions {
+	readonly protocol: 'binary' | 'http2';
 	readonly environment: Environment;
 	readonly gateway: Address;
 	readonly feedback: Address;
@@ -134,6 +161,11 @@ export interface ResolvedOptions {
 	readonly connectTimeoutMs: number;
 	readonly feedbackIdleTimeoutMs: number;
 	readonly checkCertificateEnvironment: boolean;
+	readonly connections: number;
+	readonly maxStreamsPerSession: number;
+	readonly retry: Required<ReconnectOptions>;
+	readonly pingIntervalMs: number;
+	readonly pingTimeoutMs: number;
 }
 
 function wholeNumber(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -151,32 +183,37 @@ function address(name: string, given: Partial<Address> | undefined, fallback: Ad
 	return { host, port: wholeNumber(`${name}.port`, given.port ?? fallback.port, 1, 65_535) };
 }
 
+function backoffPolicy(name: string, defaults: Required<ReconnectOptions>, given: ReconnectOptions | undefined): Required<ReconnectOptions> {
+	const policy = { ...defaults, ...given };
+	wholeNumber(`${name}.initialDelayMs`, policy.initialDelayMs, 1);
+	wholeNumber(`${name}.maxDelayMs`, policy.maxDelayMs, policy.initialDelayMs);
+	if (typeof policy.jitter !== 'number' || !(policy.jitter >= 0 && policy.jitter <= 1)) {
+		throw new InvalidArgumentError(`options.${name}.jitter`, 'a number from 0 to 1', policy.jitter);
+	}
+	return policy;
+}
+
 /** Apply defaults and check every option, naming the first bad one. */
 export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 	if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', options);
 	const protocol: unknown = options.protocol ?? DEFAULT_OPTIONS.protocol;
-	if (protocol !== 'binary') {
-		throw new InvalidArgumentError('options.protocol', "'binary' (the HTTP/2 protocol is not implemented yet)", protocol);
-	}
+	if (protocol !== 'binary' && protocol !== 'http2') throw new InvalidArgumentError('options.protocol', "'binary' or 'http2'", protocol);
 	const environment: unknown = options.environment ?? DEFAULT_OPTIONS.environment;
 	if (environment !== 'production' && environment !== 'sandbox') {
 		throw new InvalidArgumentError('options.environment', "'production' or 'sandbox'", environment);
 	}
 	const confirmIdleMs: unknown = options.confirmIdleMs ?? DEFAULT_OPTIONS.confirmIdleMs;
 	if (confirmIdleMs !== false) wholeNumber('confirmIdleMs', confirmIdleMs, 0);
-	const reconnect = { ...DEFAULT_OPTIONS.reconnect, ...options.reconnect };
-	wholeNumber('reconnect.initialDelayMs', reconnect.initialDelayMs, 1);
-	wholeNumber('reconnect.maxDelayMs', reconnect.maxDelayMs, reconnect.initialDelayMs);
-	if (typeof reconnect.jitter !== 'number' || !(reconnect.jitter >= 0 && reconnect.jitter <= 1)) {
-		throw new InvalidArgumentError('options.reconnect.jitter', 'a number from 0 to 1', reconnect.jitter);
-	}
+	const reconnect = backoffPolicy('reconnect', DEFAULT_OPTIONS.reconnect, options.reconnect);
+	const retry = backoffPolicy('retry', DEFAULT_OPTIONS.retry, options.retry);
 	if (options.errorHandler !== undefined && typeof options.errorHandler !== 'function') {
 		throw new InvalidArgumentError('options.errorHandler', 'a function', options.errorHandler);
 	}
 	const defaults = ENVIRONMENTS[environment];
 	return {
 		environment,
-		gateway: address('gateway', options.gateway, defaults.gateway),
+		protocol,
+		gateway: address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway),
 		feedback: address('feedback', options.feedback, defaults.feedback),
 		graceMs: wholeNumber('graceMs', options.graceMs ?? DEFAULT_OPTIONS.graceMs, 1),
 		maxRetained: wholeNumber('maxRetained', options.maxRetained ?? DEFAULT_OPTIONS.maxRetained, 1),
@@ -189,5 +226,10 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		connectTimeoutMs: wholeNumber('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULT_OPTIONS.connectTimeoutMs, 1),
 		feedbackIdleTimeoutMs: wholeNumber('feedbackIdleTimeoutMs', options.feedbackIdleTimeoutMs ?? DEFAULT_OPTIONS.feedbackIdleTimeoutMs, 1),
 		checkCertificateEnvironment: options.checkCertificateEnvironment ?? DEFAULT_OPTIONS.checkCertificateEnvironment,
+		connections: wholeNumber('connections', options.connections ?? DEFAULT_OPTIONS.connections, 1, 64),
+		maxStreamsPerSession: wholeNumber('maxStreamsPerSession', options.maxStreamsPerSession ?? DEFAULT_OPTIONS.maxStreamsPerSession, 1),
+		retry,
+		pingIntervalMs: wholeNumber('pingIntervalMs', options.pingIntervalMs ?? DEFAULT_OPTIONS.pingIntervalMs, 1),
+		pingTimeoutMs: wholeNumber('pingTimeoutMs', options.pingTimeoutMs ?? DEFAULT_OPTIONS.pingTimeoutMs, 1),
 	};
 }

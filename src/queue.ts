@@ -52,12 +52,29 @@ export const DEFAULT_QUEUE_OPTIONS = {
 } as const;
 
 /** Why notifications went back to the front of the queue. */
-export type ResendReason = 'error' | 'shutdown' | 'silentClose' | 'identNotFound' | 'temporary';
+export type ResendReason = 'error' | 'shutdown' | 'silentClose' | 'identNotFound' | 'temporary' | 'retry' | 'goaway' | 'sessionLost';
+
+/** What an HTTP/2 rejection says beyond its status. */
+export interface FailureDetail {
+	/** APNs reason string, e.g. `BadDeviceToken`. */
+	readonly reason: string;
+	/** For 410: when APNs found the token no longer valid. */
+	readonly timestamp?: Date | undefined;
+}
+
+/** A notification out of the queue on a request/response transport (HTTP/2), until it is settled. */
+export interface InFlight {
+	readonly message: Message;
+	readonly index: number;
+	readonly ident: number;
+	/** Sends so far, this one included. */
+	readonly tries: number;
+}
 
 /** What the queue tells its owner (the manager). Every method is called synchronously. */
 export interface QueueListener {
-	/** A notification was rejected for good. */
-	failed(message: Message, index: number, ident: number, status: number): void;
+	/** A notification was rejected for good. `detail` carries an HTTP/2 reason (and 410 timestamp). */
+	failed(message: Message, index: number, ident: number, status: number, detail?: FailureDetail): void;
 	/** `count` notifications went back to the front of the queue. */
 	resent(count: number, reason: ResendReason): void;
 	/** An error frame named an ident this connection no longer holds (already past grace, or never sent). */
@@ -212,6 +229,8 @@ export interface Cursor {
 	message: Message;
 	index: number;
 	ident: number;
+	/** Sends so far, this one included. */
+	tries: number;
 }
 
 /** Counters since the queue was made. All are notification counts. */
@@ -259,6 +278,9 @@ export class NotificationQueue {
 	readonly #resend = new Ring();
 	readonly #logs = new Set<SentLog>();
 	#retained = 0;
+	/** A log that is never settled: {@link NotificationQueue.takeOne} takes through it. */
+	readonly #detached = new SentLog();
+	readonly #scratch = { tries: 0 } as Cursor;
 	#full = false;
 	/** `idle` was reported and nothing has been pushed since: report a transition once. */
 	#idleReported = true;
@@ -383,11 +405,55 @@ export class NotificationQueue {
 			this.#unsentNew--;
 			if (range.next === range.message.count) this.#advanceRange();
 		}
-		log.ring.push(cursor.message, cursor.index, cursor.ident, now, Math.min(tries + 1, 255));
+		cursor.tries = Math.min(tries + 1, 255);
+		log.ring.push(cursor.message, cursor.index, cursor.ident, now, cursor.tries);
 		log.sinceProof++;
 		this.#retained++;
 		this.#stats.written++;
 		return true;
+	}
+
+	/**
+	 * Request/response transports (HTTP/2): hand out the next notification without a sent log. It stays
+	 * outstanding until {@link NotificationQueue.settleDelivered}, {@link NotificationQueue.settleFailed} or
+	 * {@link NotificationQueue.requeue} is called for it; the caller keeps the {@link InFlight} it returns.
+	 */
+	takeOne(): InFlight | undefined {
+		const cursor = this.#scratch;
+		if (!this.take(this.#detached, cursor)) return undefined;
+		this.#detached.ring.dropFront(1); // the caller holds it from here; it stays counted as retained
+		return { message: cursor.message, index: cursor.index, ident: cursor.ident, tries: cursor.tries };
+	}
+
+	/** An in-flight notification was accepted. */
+	settleDelivered(): void {
+		this.#retained--;
+		this.#stats.delivered++;
+		this.#stats.confirmed++;
+		this.#listener?.delivered(1, 'confirmed');
+		this.#afterSettle();
+	}
+
+	/** An in-flight notification was rejected for good. */
+	settleFailed(n: InFlight, status: number, detail?: FailureDetail): void {
+		this.#retained--;
+		this.#stats.failed++;
+		this.#listener?.failed(n.message, n.index, n.ident, status, detail);
+		this.#afterSettle();
+	}
+
+	/** Put in-flight notifications back at the front of the queue, in the order given, ahead of new work. */
+	requeue(batch: readonly InFlight[], reason: ResendReason): void {
+		if (batch.length === 0) return;
+		for (let i = batch.length - 1; i >= 0; i--) {
+			const n = batch[i]!;
+			this.#resend.unshift(n.message, n.index, n.ident, 0, n.tries);
+		}
+		this.#retained -= batch.length;
+		this.#stats.resent += batch.length;
+		if (reason === 'sessionLost') this.#stats.inDoubt += batch.length;
+		this.#listener?.resent(batch.length, reason);
+		this.#afterSettle();
 	}
 
 	#advanceRange(): void {

@@ -8,3 +8,5 @@ export { startMockFeedback } from './mock/feedback.js';
 export type { MockFeedback, MockFeedbackOptions, MockFeedbackTuple } from './mock/feedback.js';
 export { makeLegacyPkcs12, makePkcs12, makeTestCertificates } from './mock/certs.js';
 export type { ClientCertificateOptions, PemPair, TestCertificates } from './mock/certs.js';
+export { startMockApnsHttp2 } from './mock/http2.js';
+export type { MockApnsHttp2, MockApnsHttp2Faults, MockApnsHttp2Options, MockHttp2Notification } from './mock/http2.js';

@@ -1,15 +1,59 @@
 /**
- * The contract every backend keeps, run against the mock gateway over real TLS on 127.0.0.1. A new
- * backend is one line in BACKENDS. Every test counts every notification: the exact set the gateway
- * accepted, the exact errors reported, 0 lost, 0 duplicated (after silent drops: 0 lost, and duplicates
- * no more than the notifications the manager re-sent as "in doubt").
+ * The contract every backend keeps, run against a mock over real TLS on 127.0.0.1. A new backend is one
+ * line in BACKENDS (a fixture: how to start its mock and make a manager for it). Every test counts every
+ * notification: the exact set the mock accepted, the exact errors reported, 0 lost, 0 duplicated. The
+ * binary protocol's own faults (status 10, silent drops, late error frames, ident wrap) follow in a
+ * block of their own (after silent drops: 0 lost, and duplicates no more than those re-sent in doubt).
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
-import { createEventedBackend, type BackendFactory, type DeliveryError } from '../src/index.js';
-import { account, gateway, makeTokens, manager } from './support/helpers.js';
+import { describe, test, type TestContext } from 'node:test';
+import { generateKeyPairSync } from 'node:crypto';
+import { createEventedBackend, createHttp2Backend, type ApnsManager, type ApnsManagerOptions, type BackendFactory, type DeliveryError } from '../src/index.js';
+import { startMockApnsHttp2 } from '../src/testing.js';
+import { account, certs, gateway, makeTokens, manager } from './support/helpers.js';
 
-const BACKENDS: ReadonlyArray<[string, BackendFactory]> = [['evented', createEventedBackend]];
+/** A mock that counts accepted tokens and rejects the given ones as invalid. */
+interface Fixture {
+	readonly name: string;
+	start(t: TestContext, rejectTokens: readonly string[]): Promise<{ host: string; port: number; counts: ReadonlyMap<string, number> }>;
+	manager(t: TestContext, mock: { host: string; port: number }, options?: Partial<ApnsManagerOptions>): ApnsManager;
+	/** The status an invalid token is reported with. */
+	readonly invalidStatus: number;
+}
+
+const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+const TOKEN_AUTH = { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), keyId: 'KEY1234567', teamId: 'TEAM765432' };
+
+function fixture(name: string, backend: BackendFactory): Fixture {
+	if (name === 'http2') {
+		return {
+			name,
+			invalidStatus: 400,
+			async start(t, rejectTokens) {
+				const c = certs();
+				const mock = await startMockApnsHttp2({
+					server: c.server,
+					ca: c.ca.cert,
+					keys: [{ keyId: TOKEN_AUTH.keyId, teamId: TOKEN_AUTH.teamId, publicKey: p8.publicKey }],
+					topics: ['com.example.app'],
+					faults: { badTokens: rejectTokens },
+				});
+				t.after(() => mock.close());
+				return mock;
+			},
+			manager: (t, mock, options = {}) =>
+				manager(t, mock, { protocol: 'http2', backend, cert: undefined, key: undefined, token: TOKEN_AUTH, topic: 'com.example.app', ...options }),
+		};
+	}
+	return {
+		name,
+		invalidStatus: 8,
+		start: (t, rejectTokens) => gateway(t, { rejectTokens: Object.fromEntries(rejectTokens.map((b) => [b, 8])) }),
+		manager: (t, mock, options = {}) => manager(t, mock, { backend, ...options }),
+	};
+}
+
+const BACKENDS: readonly Fixture[] = [fixture('evented', createEventedBackend), fixture('http2', createHttp2Backend)];
 
 const N = 20_000;
 
@@ -17,9 +61,65 @@ function every(tokens: readonly string[], n: number): string[] {
 	return tokens.filter((_, i) => i % n === n - 1);
 }
 
-for (const [name, backend] of BACKENDS) {
-	describe(`backend: ${name}`, () => {
-		test(`clean: ${N} notifications, each delivered exactly once, in order, as command-2 frames`, async (t) => {
+function exactlyOnce(counts: ReadonlyMap<string, number>, sent: readonly string[], rejected: ReadonlySet<string> = new Set()): { lost: number; duplicated: number; deliveredRejected: number } {
+	let lost = 0;
+	let duplicated = 0;
+	let deliveredRejected = 0;
+	for (const token of sent) {
+		const n = counts.get(token) ?? 0;
+		if (rejected.has(token)) deliveredRejected += n;
+		else if (n === 0) lost++;
+		else duplicated += n - 1;
+	}
+	return { lost, duplicated, deliveredRejected };
+}
+
+for (const f of BACKENDS) {
+	describe(`backend: ${f.name}`, () => {
+		test(`clean: ${N} notifications, each delivered exactly once`, async (t) => {
+			const mock = await f.start(t, []);
+			const m = f.manager(t, mock);
+			const tokens = makeTokens(N, 11);
+			for (const token of tokens) m.sendAps(token, { alert: 'hello', badge: 1 });
+			await m.flushMessages();
+			assert.deepEqual(exactlyOnce(mock.counts, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0 });
+			assert.deepEqual([m.stats.failed, m.stats.delivered, m.pending], [0, N, 0]);
+		});
+
+		test(`1 invalid token per 500 (${N}): each reported exactly once, everything else delivered exactly once`, async (t) => {
+			const tokens = makeTokens(N, 12);
+			const bad = every(tokens, 500);
+			const mock = await f.start(t, bad);
+			const handled: DeliveryError[] = [];
+			const emitted: DeliveryError[] = [];
+			const m = f.manager(t, mock, { errorHandler: (e) => handled.push(e) });
+			m.on('deliveryError', (e) => emitted.push(e));
+			m.sendAps(tokens, { alert: 'broadcast' });
+			await m.flushMessages();
+			assert.deepEqual(exactlyOnce(mock.counts, tokens, new Set(bad)), { lost: 0, duplicated: 0, deliveredRejected: 0 });
+			assert.deepEqual(handled.map((e) => e.token).sort(), [...bad].sort());
+			assert.deepEqual(emitted, handled, 'the event and the handler see the same errors');
+			const shapes = new Set(handled.map((e) => `${e.code} ${e.status} ${e.notification.count}`));
+			assert.deepEqual([...shapes], [`APNS_DELIVERY ${f.invalidStatus} ${N}`]);
+		});
+
+		test('the retention cap pauses sending without dropping anything, and reports it', async (t) => {
+			const mock = await f.start(t, []);
+			const m = f.manager(t, mock, { maxRetained: 500 });
+			let full = 0;
+			m.on('retentionFull', () => full++);
+			const tokens = makeTokens(5000, 13);
+			m.sendAps(tokens, { alert: 'cap' });
+			await m.flushMessages();
+			assert.ok(full >= 1);
+			assert.deepEqual(exactlyOnce(mock.counts, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0 });
+		});
+	});
+}
+
+describe('binary protocol faults (evented backend)', () => {
+	const backend = createEventedBackend;
+		test(`clean: ${N} notifications in order, as command-2 frames with all five items and unique idents`, async (t) => {
 			const gw = await gateway(t);
 			const m = manager(t, gw, { backend });
 			const tokens = makeTokens(N, 1);
@@ -31,24 +131,6 @@ for (const [name, backend] of BACKENDS) {
 			assert.deepEqual([first.command, first.priority, first.expiry, first.payload], [2, 5, 2_000_000_000, '{"aps":{"alert":"hello","badge":1}}']);
 			assert.equal(new Set(gw.received.map((r) => r.ident)).size, N, 'every notification has its own ident');
 			assert.deepEqual([m.stats.failed, m.stats.resent, m.stats.delivered, m.pending], [0, 0, N, 0]);
-		});
-
-		test(`1 invalid token per 500 (${N}): each reported exactly once, everything else delivered exactly once`, async (t) => {
-			const tokens = makeTokens(N, 2);
-			const bad = every(tokens, 500);
-			const gw = await gateway(t, { rejectTokens: Object.fromEntries(bad.map((b) => [b, 8])) });
-			const handled: DeliveryError[] = [];
-			const emitted: DeliveryError[] = [];
-			const m = manager(t, gw, { backend, errorHandler: (e) => handled.push(e) });
-			m.on('deliveryError', (e) => emitted.push(e));
-			m.sendAps(tokens, { alert: 'broadcast' });
-			await m.flushMessages();
-			assert.deepEqual(account(gw, tokens, new Set(bad)), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
-			assert.deepEqual(handled.map((e) => e.token).sort(), [...bad].sort());
-			assert.deepEqual(emitted, handled, 'the event and the handler see the same errors');
-			const e = handled[0]!;
-			assert.deepEqual([e.code, e.status, e.description, e.notification.count], ['APNS_DELIVERY', 8, 'Invalid token', N]);
-			assert.equal(m.stats.failed, bad.length);
 		});
 
 		test(`error frames up to 800 ms late (${N}, 1 invalid per 500): nothing lost or duplicated`, async (t) => {
@@ -136,17 +218,4 @@ for (const [name, backend] of BACKENDS) {
 			assert.deepEqual(account(gw, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
 		});
 
-		test('the retention cap pauses writing without dropping anything, and reports it', async (t) => {
-			const gw = await gateway(t);
-			const m = manager(t, gw, { backend, maxRetained: 500 });
-			let full = 0;
-			m.on('retentionFull', () => full++);
-			const tokens = makeTokens(5000, 10);
-			m.sendAps(tokens, { alert: 'cap' });
-			await m.flushMessages();
-			assert.ok(full >= 1);
-			assert.equal(m.stats.retentionFull, full);
-			assert.deepEqual(account(gw, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
-		});
-	});
-}
+});

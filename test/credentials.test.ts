@@ -19,12 +19,12 @@ function refuses(options: object, pattern: RegExp): void {
 test('certificate facts: topic from the subject UID, environments from the Apple OIDs, validity', () => {
 	const c = certs();
 	const both = new ApnsManager({ cert: c.client.cert, key: c.client.key });
-	assert.equal(both.certificate.topic, 'com.example.app');
-	assert.deepEqual(both.certificate.environments, { sandbox: true, production: true });
-	assert.ok(both.certificate.notAfter > new Date());
+	assert.equal(both.certificate!.topic, 'com.example.app');
+	assert.deepEqual(both.certificate!.environments, { sandbox: true, production: true });
+	assert.ok(both.certificate!.notAfter > new Date());
 	const sandboxOnly = c.makeClient({ topic: 'com.example.other', environments: ['sandbox'] });
 	const m = new ApnsManager({ ...sandboxOnly, environment: 'sandbox' });
-	assert.deepEqual([m.certificate.topic, m.certificate.environments], ['com.example.other', { sandbox: true, production: false }]);
+	assert.deepEqual([m.certificate!.topic, m.certificate!.environments], ['com.example.other', { sandbox: true, production: false }]);
 });
 
 test('PEM as text, as Buffers and as file paths', (t) => {
@@ -38,7 +38,7 @@ test('PEM as text, as Buffers and as file paths', (t) => {
 		{ cert: Buffer.from(c.client.cert), key: Buffer.from(c.client.key) },
 		{ cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') },
 	]) {
-		assert.equal(new ApnsManager(options).certificate.topic, 'com.example.app');
+		assert.equal(new ApnsManager(options).certificate?.topic, 'com.example.app');
 	}
 	refuses({ cert: join(dir, 'missing.pem'), key: c.client.key }, /Cannot read cert from .*missing\.pem/);
 	refuses({ cert: c.client.key, key: c.client.key }, /cert is not a PEM certificate/);
@@ -62,11 +62,11 @@ test('refused at construction: expired, not yet valid, key mismatch, environment
 test('PKCS#12: modern file, from bytes and from a path; a wrong passphrase is named', (t) => {
 	const c = certs();
 	const p12 = makePkcs12(c.client, 'secret', [c.ca.cert]);
-	assert.equal(new ApnsManager({ pfx: p12, passphrase: 'secret' }).certificate.topic, 'com.example.app');
+	assert.equal(new ApnsManager({ pfx: p12, passphrase: 'secret' }).certificate?.topic, 'com.example.app');
 	const dir = mkdtempSync(join(tmpdir(), 'apns-worker-test-'));
 	t.after(() => rmSync(dir, { recursive: true, force: true }));
 	writeFileSync(join(dir, 'push.p12'), p12);
-	assert.equal(new ApnsManager({ pfx: join(dir, 'push.p12'), passphrase: 'secret' }).certificate.topic, 'com.example.app');
+	assert.equal(new ApnsManager({ pfx: join(dir, 'push.p12'), passphrase: 'secret' }).certificate?.topic, 'com.example.app');
 	refuses({ pfx: p12, passphrase: 'wrong' }, /Cannot open the PKCS#12 file \(wrong passphrase\?\)/);
 	refuses({ pfx: p12, cert: c.client.cert, passphrase: 'secret' }, /either pfx or cert and key/);
 });

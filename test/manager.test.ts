@@ -35,7 +35,7 @@ test('options are checked at construction, naming the option', () => {
 	const base = { cert: c.client.cert, key: c.client.key };
 	const bad: Array<[object, string]> = [
 		[{ graceMs: -1 }, 'options.graceMs'],
-		[{ protocol: 'http2' }, 'options.protocol'],
+		[{ protocol: 'spdy' }, 'options.protocol'],
 		[{ environment: 'staging' }, 'options.environment'],
 		[{ gateway: { port: 70_000 } }, 'options.gateway.port'],
 		[{ confirmEvery: 1.5 }, 'options.confirmEvery'],

@@ -63,7 +63,7 @@ test('aps: camelCase keys become Apple keys; extra keys sit next to aps', () => 
 test('priority: 5 or 10, default 10', () => {
 	assert.equal(new Message(TOKEN, { aps: {} }).priority, 10);
 	assert.equal(new Message(TOKEN, { aps: {} }, { priority: 5 }).priority, 5);
-	rejects(() => new Message(TOKEN, { aps: {} }, { priority: 7 as 5 }), 'options.priority', /5 or 10.*got 7/);
+	rejects(() => new Message(TOKEN, { aps: {} }, { priority: 7 as 5 }), 'options.priority', /1, 5 or 10.*got 7/);
 });
 
 test('expiration: a Date or UNIX seconds; 0 when none; milliseconds are caught', () => {

@@ -40,7 +40,7 @@ function setup(options: ConstructorParameters<typeof NotificationQueue>[0] = {})
 	const queue = new NotificationQueue({ now: () => now, ...options });
 	const events = recorder();
 	queue.setListener(events);
-	const cursor = { index: 0, ident: 0 } as Cursor;
+	const cursor = { index: 0, ident: 0, tries: 0 } as Cursor;
 	/** Take up to n notifications on `log`; returns [token, ident] pairs in write order. */
 	const take = (log: ReturnType<NotificationQueue['openLog']>, n = Infinity): Array<[string, number]> => {
 		const out: Array<[string, number]> = [];

@@ -6,6 +6,7 @@
  */
 import type { TlsTarget } from '../credentials.js';
 import type { ConnectionError } from '../errors.js';
+import type { ProviderToken } from '../provider-token.js';
 import type { ResolvedOptions } from '../options.js';
 import type { NotificationQueue } from '../queue.js';
 
@@ -20,7 +21,7 @@ export interface BackendEvents {
 }
 
 /** Why a connection ended. */
-export type DisconnectReason = 'errorFrame' | 'probeAnswered' | 'silentClose' | 'closed' | 'destroyed';
+export type DisconnectReason = 'errorFrame' | 'probeAnswered' | 'silentClose' | 'goaway' | 'closed' | 'destroyed';
 
 /** What a backend is given. */
 export interface BackendContext {
@@ -28,6 +29,10 @@ export interface BackendContext {
 	readonly tls: GatewayTls;
 	readonly options: ResolvedOptions;
 	readonly events: BackendEvents;
+	/** HTTP/2 token auth: the shared provider token. */
+	readonly token?: ProviderToken | undefined;
+	/** HTTP/2: the default `apns-topic` (bundle ID). */
+	readonly topic?: string | undefined;
 	/** True while someone waits for everything to be settled (`flushMessages`, `close`): probe without delay. */
 	wantsConfirmation(): boolean;
 }

@@ -2,7 +2,7 @@
  * The TLS listener both mocks share: 127.0.0.1, client certificates required and verified against the
  * given CA, every socket tracked so `close()` can end them all.
  */
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import tls from 'node:tls';
 import type { PemPair } from './certs.js';
 
@@ -33,7 +33,9 @@ export interface MockTlsServer {
 }
 
 export async function startMockTlsServer(options: MockTlsServerOptions, onConnection: (socket: tls.TLSSocket, id: number) => void): Promise<MockTlsServer> {
-	const sockets = new Set<tls.TLSSocket>();
+	// Every TCP connection, handshake finished or not: close() must end them all, or server.close() waits
+	// for ever on one still in its handshake.
+	const sockets = new Set<Socket>();
 	let connections = 0;
 	const server = tls.createServer({
 		cert: options.server.cert,
@@ -45,9 +47,11 @@ export async function startMockTlsServer(options: MockTlsServerOptions, onConnec
 	server.on('tlsClientError', () => {
 		// A client whose certificate is refused never becomes a connection.
 	});
-	server.on('secureConnection', (socket: tls.TLSSocket) => {
+	server.on('connection', (socket: Socket) => {
 		sockets.add(socket);
 		socket.on('close', () => sockets.delete(socket));
+	});
+	server.on('secureConnection', (socket: tls.TLSSocket) => {
 		socket.on('error', () => {});
 		onConnection(socket, ++connections);
 	});

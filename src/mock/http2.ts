@@ -1,0 +1,265 @@
+/**
+ * A validating mock of APNs' HTTP/2 API on 127.0.0.1 (after Pushy's validating mock server): TLS with
+ * HTTP/2, provider-token (JWT) verification or client-certificate verification, checks of the path,
+ * method, headers, topic and payload size, and faults on demand. Accepted notifications get 200 with an
+ * `apns-id`; rejections get Apple's status and `{"reason": …}`.
+ */
+import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto';
+import http2 from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
+import type { PemPair } from './certs.js';
+
+/** Faults the mock injects; change them while it runs with `setFaults`. */
+export interface MockApnsHttp2Faults {
+	/** Answer 410 Unregistered (with this timestamp, or now) for these tokens. */
+	readonly unregistered?: ReadonlyMap<string, Date> | readonly string[];
+	/** Answer 400 BadDeviceToken for these tokens. */
+	readonly badTokens?: readonly string[];
+	/** Answer every N-th request with this status (429 TooManyRequests, 500 InternalServerError, 503 ServiceUnavailable). */
+	readonly statusEvery?: { readonly every: number; readonly status: 429 | 500 | 503; readonly retryAfterSeconds?: number };
+	/** Answer these tokens' first `times` requests with this status, then accept (a passing fault). */
+	readonly transient?: { readonly tokens: readonly string[]; readonly status: 429 | 500 | 503; readonly times: number };
+	/** Send GOAWAY after this many streams on a session (the session processes those, refuses the rest). */
+	readonly goawayAfter?: number;
+	/** Answer 400 IdleTimeout to the first request for each of these tokens (then accept it). */
+	readonly idleTimeoutTokens?: readonly string[];
+	/** Delay each response this long, in ms. */
+	readonly responseDelayMs?: number;
+}
+
+/** Options of {@link startMockApnsHttp2}. */
+export interface MockApnsHttp2Options {
+	readonly server: PemPair;
+	/** CA that client certificates must be signed by (certificate auth). Without it, token auth only. */
+	readonly ca?: string;
+	/** Token auth: the keys the mock trusts, by key ID, with their team. */
+	readonly keys?: ReadonlyArray<{ readonly keyId: string; readonly teamId: string; readonly publicKey: string | KeyObject }>;
+	/** Topics (bundle IDs) that may be pushed to; suffixed push types are derived. */
+	readonly topics: readonly string[];
+	/** Token auth: tokens older than this many seconds get 403 ExpiredProviderToken. @default 3600 */
+	readonly maxTokenAgeSeconds?: number;
+	/** SETTINGS_MAX_CONCURRENT_STREAMS the server announces. @default 1000 */
+	readonly maxConcurrentStreams?: number;
+	readonly faults?: MockApnsHttp2Faults;
+	/** @default '127.0.0.1' */
+	readonly host?: string;
+	/** @default 0 */
+	readonly port?: number;
+}
+
+/** A request the mock accepted. */
+export interface MockHttp2Notification {
+	readonly token: string;
+	readonly topic: string | undefined;
+	readonly pushType: string | undefined;
+	readonly priority: string | undefined;
+	readonly expiration: string | undefined;
+	readonly collapseId: string | undefined;
+	readonly apnsId: string;
+	readonly payload: string;
+	readonly session: number;
+}
+
+/** A running mock. */
+export interface MockApnsHttp2 {
+	readonly host: string;
+	readonly port: number;
+	readonly received: readonly MockHttp2Notification[];
+	/** How many times each token was accepted. */
+	readonly counts: ReadonlyMap<string, number>;
+	/** Every answer, in order: status and reason. */
+	readonly answers: ReadonlyArray<{ token: string; status: number; reason: string | undefined }>;
+	/** Sessions opened. */
+	readonly sessions: number;
+	/** Most streams in flight at once on one session. */
+	readonly peakConcurrentStreams: number;
+	/** JWTs seen, distinct. */
+	readonly tokensSeen: ReadonlySet<string>;
+	setFaults(faults: MockApnsHttp2Faults): void;
+	close(): Promise<void>;
+}
+
+const PUSH_TYPES = new Set(['alert', 'background', 'location', 'voip', 'complication', 'fileprovider', 'mdm', 'liveactivity', 'pushtotalk', 'widgets', 'controls']);
+const SUFFIXES = ['', '.voip', '.complication', '.pushkit.fileprovider', '.push-type.liveactivity', '.location-query', '.voip-ptt', '.push-type.widgets', '.push-type.controls'];
+
+export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise<MockApnsHttp2> {
+	let faults: MockApnsHttp2Faults = options.faults ?? {};
+	const received: MockHttp2Notification[] = [];
+	const counts = new Map<string, number>();
+	const answers: Array<{ token: string; status: number; reason: string | undefined }> = [];
+	const tokensSeen = new Set<string>();
+	const transientLeft = new Map<string, number>();
+	const idleDone = new Set<string>();
+	const keys = new Map((options.keys ?? []).map((k) => [k.keyId, { teamId: k.teamId, publicKey: typeof k.publicKey === 'string' ? createPublicKey(k.publicKey) : k.publicKey }]));
+	const topics = new Set(options.topics.flatMap((t) => SUFFIXES.map((s) => `${t}${s}`)));
+	const maxAge = options.maxTokenAgeSeconds ?? 3600;
+	let requests = 0;
+	let sessions = 0;
+	let peak = 0;
+	const resetTransient = (f: MockApnsHttp2Faults): void => {
+		transientLeft.clear();
+		for (const t of f.transient?.tokens ?? []) transientLeft.set(t, f.transient!.times);
+	};
+	resetTransient(faults);
+
+	const server = http2.createSecureServer({
+		cert: options.server.cert,
+		key: options.server.key,
+		...(options.ca === undefined ? {} : { ca: [options.ca], requestCert: true, rejectUnauthorized: false }),
+		settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? 1000 },
+	});
+	const liveSessions = new Set<http2.ServerHttp2Session>();
+	// Every TCP connection, handshake finished or not (see mock/tls-server.ts).
+	const sockets = new Set<Socket>();
+	server.on('connection', (socket: Socket) => {
+		sockets.add(socket);
+		socket.on('close', () => sockets.delete(socket));
+	});
+	server.on('session', (session: http2.ServerHttp2Session) => {
+		const id = ++sessions;
+		liveSessions.add(session);
+		session.on('close', () => liveSessions.delete(session));
+		session.on('error', () => {});
+		let streams = 0;
+		let open = 0;
+		(session as unknown as { mockId: number }).mockId = id;
+		session.on('stream', (stream: http2.ServerHttp2Stream) => {
+			streams++;
+			open++;
+			peak = Math.max(peak, open);
+			stream.on('close', () => open--);
+			if (faults.goawayAfter !== undefined && streams === faults.goawayAfter) setImmediate(() => session.goaway(0, stream.id));
+		});
+	});
+	server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+		const session = stream.session as http2.ServerHttp2Session & { mockId: number };
+		const chunks: Buffer[] = [];
+		stream.on('data', (c: Buffer) => chunks.push(c));
+		stream.on('error', () => {});
+		stream.on('end', () => {
+			const respond = (status: number, reason?: string, extra: Record<string, unknown> = {}, responseHeaders: Record<string, string> = {}): void => {
+				const path = String(headers[':path'] ?? '');
+				answers.push({ token: path.slice('/3/device/'.length), status, reason });
+				const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
+				const send = (): void => {
+					if (stream.destroyed) return;
+					stream.respond({ ':status': status, 'apns-id': apnsId, ...(reason === undefined ? {} : { 'content-type': 'application/json' }), ...responseHeaders });
+					stream.end(reason === undefined ? undefined : JSON.stringify({ reason, ...extra }));
+				};
+				if (faults.responseDelayMs) setTimeout(send, faults.responseDelayMs);
+				else send();
+			};
+			const payload = Buffer.concat(chunks);
+			if (headers[':method'] !== 'POST') return respond(405, 'MethodNotAllowed');
+			const path = String(headers[':path'] ?? '');
+			if (!path.startsWith('/3/device/')) return respond(404, 'BadPath');
+			const token = path.slice('/3/device/'.length);
+			if (token.length === 0) return respond(400, 'MissingDeviceToken');
+			if (!/^[0-9a-f]{64}$/.test(token)) return respond(400, 'BadDeviceToken');
+			// Authentication: a client certificate, or a valid provider token.
+			const tls = session.socket as unknown as { authorized?: boolean };
+			if (!(options.ca !== undefined && tls.authorized === true)) {
+				const auth = String(headers['authorization'] ?? '');
+				if (!auth.startsWith('bearer ')) return respond(403, 'MissingProviderToken');
+				const jwt = auth.slice('bearer '.length);
+				tokensSeen.add(jwt);
+				const problem = checkJwt(jwt, keys, maxAge);
+				if (problem !== undefined) return respond(403, problem);
+			}
+			const topic = headers['apns-topic'] as string | undefined;
+			if (topic === undefined) return respond(400, 'MissingTopic');
+			if (!topics.has(topic)) return respond(400, 'TopicDisallowed');
+			const pushType = headers['apns-push-type'] as string | undefined;
+			if (pushType !== undefined && !PUSH_TYPES.has(pushType)) return respond(400, 'InvalidPushType');
+			const priority = headers['apns-priority'] as string | undefined;
+			if (priority !== undefined && !['1', '5', '10'].includes(priority)) return respond(400, 'BadPriority');
+			if (pushType === 'background' && priority === '10') return respond(400, 'BadPriority');
+			const collapseId = headers['apns-collapse-id'] as string | undefined;
+			if (collapseId !== undefined && Buffer.byteLength(collapseId) > 64) return respond(400, 'BadCollapseId');
+			if (payload.length === 0) return respond(400, 'PayloadEmpty');
+			if (payload.length > (pushType === 'voip' ? 5120 : 4096)) return respond(413, 'PayloadTooLarge');
+			// Faults.
+			requests++;
+			const unregistered = faults.unregistered;
+			const goneAt = unregistered instanceof Map ? unregistered.get(token) : (unregistered as readonly string[] | undefined)?.includes(token) ? new Date() : undefined;
+			if (goneAt !== undefined) return respond(410, 'Unregistered', { timestamp: goneAt.getTime() });
+			if (faults.badTokens?.includes(token)) return respond(400, 'BadDeviceToken');
+			if (faults.idleTimeoutTokens?.includes(token) && !idleDone.has(token)) {
+				idleDone.add(token);
+				return respond(400, 'IdleTimeout');
+			}
+			const left = transientLeft.get(token) ?? 0;
+			if (left > 0 && faults.transient !== undefined) {
+				transientLeft.set(token, left - 1);
+				return respond(faults.transient.status, faults.transient.status === 429 ? 'TooManyRequests' : faults.transient.status === 500 ? 'InternalServerError' : 'ServiceUnavailable');
+			}
+			const every = faults.statusEvery;
+			if (every !== undefined && requests % every.every === 0) {
+				const reason = every.status === 429 ? 'TooManyRequests' : every.status === 500 ? 'InternalServerError' : 'ServiceUnavailable';
+				return respond(every.status, reason, {}, every.retryAfterSeconds === undefined ? {} : { 'retry-after': String(every.retryAfterSeconds) });
+			}
+			counts.set(token, (counts.get(token) ?? 0) + 1);
+			const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
+			received.push({
+				token,
+				topic,
+				pushType,
+				priority,
+				expiration: headers['apns-expiration'] as string | undefined,
+				collapseId,
+				apnsId,
+				payload: payload.toString('utf8'),
+				session: session.mockId,
+			});
+			return respond(200);
+		});
+	});
+	const host = options.host ?? '127.0.0.1';
+	await new Promise<void>((resolve, reject) => {
+		server.once('error', reject);
+		server.listen(options.port ?? 0, host, () => resolve());
+	});
+	return {
+		host,
+		port: (server.address() as AddressInfo).port,
+		received,
+		counts,
+		answers,
+		tokensSeen,
+		get sessions() {
+			return sessions;
+		},
+		get peakConcurrentStreams() {
+			return peak;
+		},
+		setFaults(next: MockApnsHttp2Faults) {
+			faults = next;
+			resetTransient(next);
+		},
+		async close() {
+			for (const s of liveSessions) s.destroy();
+			for (const socket of sockets) socket.destroy();
+			await new Promise<void>((resolve) => server.close(() => resolve()));
+		},
+	};
+}
+
+/** Pushy's order of checks: parses → kid known → signature → team → age. Returns the reason, or undefined. */
+function checkJwt(jwt: string, keys: ReadonlyMap<string, { teamId: string; publicKey: KeyObject }>, maxAgeSeconds: number): string | undefined {
+	const parts = jwt.split('.');
+	if (parts.length !== 3) return 'InvalidProviderToken';
+	let header: { alg?: unknown; kid?: unknown };
+	let claims: { iss?: unknown; iat?: unknown };
+	try {
+		header = JSON.parse(Buffer.from(parts[0]!, 'base64url').toString('utf8')) as typeof header;
+		claims = JSON.parse(Buffer.from(parts[1]!, 'base64url').toString('utf8')) as typeof claims;
+	} catch {
+		return 'InvalidProviderToken';
+	}
+	const key = typeof header.kid === 'string' ? keys.get(header.kid) : undefined;
+	if (header.alg !== 'ES256' || key === undefined) return 'InvalidProviderToken';
+	const ok = verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), { key: key.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(parts[2]!, 'base64url'));
+	if (!ok || claims.iss !== key.teamId) return 'InvalidProviderToken';
+	if (typeof claims.iat !== 'number' || Date.now() / 1000 - claims.iat > maxAgeSeconds) return 'ExpiredProviderToken';
+	return undefined;
+}

@@ -1,0 +1,221 @@
+/**
+ * The HTTP/2 provider API behind the same manager, against the validating mock on 127.0.0.1 (real TLS,
+ * HTTP/2, JWT verification). Every test counts deliveries by the mock's record.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { test, type TestContext } from 'node:test';
+import { DeliveryError, Feedback, InvalidArgumentError, ProviderToken, TOKEN_MIN_INTERVAL_MS, TOKEN_REFRESH_MS, type ApnsManagerOptions } from '../src/index.js';
+import { startMockApnsHttp2, type MockApnsHttp2Faults, type MockApnsHttp2Options } from '../src/testing.js';
+import { certs, makeTokens, manager } from './support/helpers.js';
+
+const TOPIC = 'com.example.app';
+const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+const KEY = { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), keyId: 'ABC123DEFG', teamId: 'TEAM123456' };
+
+async function mock(t: TestContext, faults: MockApnsHttp2Faults = {}, extra: Partial<MockApnsHttp2Options> = {}) {
+	const c = certs();
+	const m = await startMockApnsHttp2({
+		server: c.server,
+		ca: c.ca.cert,
+		keys: [{ keyId: KEY.keyId, teamId: KEY.teamId, publicKey: p8.publicKey }],
+		topics: [TOPIC],
+		faults,
+		...extra,
+	});
+	t.after(() => m.close());
+	return m;
+}
+
+function h2(t: TestContext, server: { host: string; port: number }, options: Partial<ApnsManagerOptions> = {}) {
+	return manager(t, server, { protocol: 'http2', cert: undefined, key: undefined, token: KEY, topic: TOPIC, retry: { initialDelayMs: 5, maxDelayMs: 20 }, ...options });
+}
+
+test('200: every notification delivered exactly once with the right headers; flush resolves when all responses are in', async (t) => {
+	const server = await mock(t);
+	const m = h2(t, server);
+	let delivered = 0;
+	m.on('delivered', ({ count }) => (delivered += count));
+	const tokens = makeTokens(2000, 60);
+	m.sendAps(tokens, { alert: 'hi' }, { collapseId: 'c1', expiration: 2_000_000_000 });
+	m.sendAps(tokens[0]!, { contentAvailable: true });
+	await m.flushMessages();
+	assert.equal(delivered, 2001);
+	assert.deepEqual([...server.counts.values()].reduce((a, b) => a + b, 0), 2001);
+	assert.ok(tokens.every((tk) => (server.counts.get(tk) ?? 0) >= 1));
+	const first = server.received.find((r) => r.pushType === 'alert')!;
+	assert.deepEqual([first.topic, first.priority, first.expiration, first.collapseId], [TOPIC, '10', '2000000000', 'c1']);
+	const background = server.received.find((r) => r.pushType === 'background')!;
+	assert.equal(background.priority, '5', 'content-available only: background, priority 5');
+	assert.equal(server.tokensSeen.size, 1, 'one JWT shared by every request');
+});
+
+test('410 Unregistered: a DeliveryError with the reason, and a Feedback record for listeners and getFeedback', async (t) => {
+	const tokens = makeTokens(50, 61);
+	const goneAt = new Date('2026-01-02T03:04:05.000Z');
+	const server = await mock(t, { unregistered: new Map([[tokens[7]!, goneAt]]) });
+	const m = h2(t, server);
+	const errors: DeliveryError[] = [];
+	const events: Feedback[] = [];
+	m.on('deliveryError', (e) => errors.push(e));
+	m.on('feedback', (f) => events.push(f));
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.deepEqual(errors.map((e) => [e.status, e.reason, e.token, e.timestamp?.toISOString()]), [[410, 'Unregistered', tokens[7], goneAt.toISOString()]]);
+	const polled: Feedback[] = [];
+	assert.equal(await m.getFeedback((f) => polled.push(f)), 1);
+	assert.deepEqual(polled, events);
+	assert.deepEqual([polled[0]!.token, polled[0]!.when.toISOString()], [tokens[7], goneAt.toISOString()]);
+	assert.equal(await m.getFeedback(() => {}), 0, 'drained');
+	assert.equal(server.counts.size, 49);
+});
+
+test('400 BadDeviceToken: reported with the reason and never retried', async (t) => {
+	const tokens = makeTokens(30, 62);
+	const server = await mock(t, { badTokens: [tokens[3]!] });
+	const m = h2(t, server);
+	const errors: DeliveryError[] = [];
+	m.on('deliveryError', (e) => errors.push(e));
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.deepEqual(errors.map((e) => [e.status, e.reason]), [[400, 'BadDeviceToken']]);
+	assert.equal(server.answers.filter((a) => a.token === tokens[3]).length, 1, 'asked once');
+});
+
+test('429, 500, 503 are retried with backoff (retry-after honoured) until they pass', async (t) => {
+	const tokens = makeTokens(20, 63);
+	for (const status of [429, 500, 503] as const) {
+		const server = await mock(t, { transient: { tokens: tokens.slice(0, 5), status, times: 2 } });
+		const m = h2(t, server);
+		let retried = 0;
+		m.on('resent', ({ count, reason }) => reason === 'retry' && (retried += count));
+		m.sendAps(tokens, { alert: 'x' });
+		await m.flushMessages();
+		assert.equal(m.stats.failed, 0, `${status}`);
+		assert.equal(retried, 10, `${status}: 5 tokens × 2 retries`);
+		assert.ok(tokens.every((tk) => server.counts.get(tk) === 1));
+	}
+	const server = await mock(t, { statusEvery: { every: 3, status: 503, retryAfterSeconds: 0 } });
+	// Every 3rd request fails, retries included, so allow enough attempts for every one to get through.
+	const m = h2(t, server, { maxAttempts: 20 });
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.ok(tokens.every((tk) => server.counts.get(tk) === 1), 'retry-after: 0 is honoured and delivery completes');
+});
+
+test('a retry limit ends in a DeliveryError', async (t) => {
+	const [tk] = makeTokens(1, 64);
+	const server = await mock(t, { transient: { tokens: [tk!], status: 500, times: 99 } });
+	const m = h2(t, server, { maxAttempts: 3 });
+	const errors: DeliveryError[] = [];
+	m.on('deliveryError', (e) => errors.push(e));
+	m.sendAps(tk!, { alert: 'x' });
+	await m.flushMessages();
+	assert.deepEqual(errors.map((e) => [e.status, e.reason]), [[500, 'InternalServerError']]);
+	assert.equal(server.answers.length, 3);
+});
+
+test('ExpiredProviderToken: a new JWT is made and the notification retried', async (t) => {
+	// The mock calls tokens older than -1 s expired, so the first one is; the manager mints a second.
+	const server = await mock(t, {}, { maxTokenAgeSeconds: -1 });
+	const m = h2(t, server, { maxAttempts: 2 });
+	const errors: DeliveryError[] = [];
+	m.on('deliveryError', (e) => errors.push(e));
+	m.sendAps(makeTokens(1, 65), { alert: 'x' });
+	await m.flushMessages();
+	// With a 20-minute minimum between tokens, the retry reuses the token made moments ago, and the limit reports it.
+	assert.deepEqual(errors.map((e) => e.reason), ['ExpiredProviderToken']);
+	assert.equal(server.tokensSeen.size, 1, 'no second token within 20 minutes of the first');
+});
+
+test('provider tokens: ES256, cached, refreshed at 50 minutes, never made twice within 20 minutes', () => {
+	let now = 1_700_000_000_000;
+	const token = new ProviderToken(KEY, () => now);
+	const first = token.current();
+	const [h, c] = first.split('.').slice(0, 2).map((p) => JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>);
+	assert.deepEqual(h, { alg: 'ES256', kid: KEY.keyId });
+	assert.deepEqual(c, { iss: KEY.teamId, iat: now / 1000 });
+	assert.equal(Buffer.from(first.split('.')[2]!, 'base64url').length, 64, 'raw r‖s signature');
+	now += TOKEN_MIN_INTERVAL_MS - 1;
+	assert.equal(token.expired(), false, 'not within 20 minutes');
+	assert.equal(token.current(), first);
+	now += 1;
+	assert.equal(token.expired(), true);
+	const second = token.current();
+	assert.notEqual(second, first);
+	now += TOKEN_REFRESH_MS - 1;
+	assert.equal(token.current(), second);
+	now += 1;
+	assert.notEqual(token.current(), second, 'refreshed at 50 minutes');
+	assert.equal(token.minted, 3);
+	assert.throws(() => new ProviderToken({ ...KEY, keyId: 'short' }), /10-character Key ID/);
+	const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+	assert.throws(() => new ProviderToken({ ...KEY, key: rsa }), /EC P-256/);
+});
+
+test('IdleTimeout: the session is replaced and the notification retried', async (t) => {
+	const tokens = makeTokens(10, 66);
+	const server = await mock(t, { idleTimeoutTokens: [tokens[0]!] });
+	const m = h2(t, server);
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.ok(tokens.every((tk) => server.counts.get(tk) === 1));
+	assert.equal(m.stats.failed, 0);
+	assert.ok(server.sessions >= 2, 'a new session');
+});
+
+test('GOAWAY: unprocessed streams are re-queued and sent on a new session; nothing lost or duplicated', async (t) => {
+	const server = await mock(t, { goawayAfter: 100 }, { maxConcurrentStreams: 50 });
+	const m = h2(t, server);
+	const tokens = makeTokens(1000, 67);
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.ok(server.sessions >= 2);
+	assert.ok(tokens.every((tk) => server.counts.get(tk) === 1), `lost or duplicated: ${tokens.filter((tk) => server.counts.get(tk) !== 1).length}`);
+});
+
+test("streams in flight never exceed the server's maxConcurrentStreams; 20,000 tokens at once work", async (t) => {
+	const server = await mock(t, {}, { maxConcurrentStreams: 10 });
+	const m = h2(t, server);
+	const tokens = makeTokens(20_000, 68);
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.ok(server.peakConcurrentStreams <= 10, `peak ${server.peakConcurrentStreams}`);
+	assert.ok(tokens.every((tk) => server.counts.get(tk) === 1));
+});
+
+test('certificate auth: the topic defaults to the certificate UID; no authorization header is needed', async (t) => {
+	const server = await mock(t);
+	const c = certs();
+	const m = manager(t, server, { protocol: 'http2', cert: c.client.cert, key: c.client.key });
+	m.sendAps(makeTokens(5, 69), { alert: 'x' });
+	await m.flushMessages();
+	assert.equal(server.counts.size, 5);
+	assert.equal(server.received[0]!.topic, TOPIC);
+	assert.equal(server.tokensSeen.size, 0);
+});
+
+test('push types: topic suffixes, VoIP payload limit; bad input throws at the call', async (t) => {
+	const server = await mock(t);
+	const m = h2(t, server);
+	const [a, b] = makeTokens(2, 70);
+	m.sendAps(a!, { alert: 'call' }, { pushType: 'voip', extra: { pad: 'v'.repeat(4500) } });
+	m.sendAps(b!, { event: 'update' }, { pushType: 'liveactivity' });
+	await m.flushMessages();
+	assert.deepEqual(server.received.map((r) => [r.pushType, r.topic]).sort(), [['liveactivity', `${TOPIC}.push-type.liveactivity`], ['voip', `${TOPIC}.voip`]]);
+	const bad: Array<[() => void, string]> = [
+		[() => m.sendAps(a!, { alert: 'x' }, { pushType: 'fax' as 'alert' }), 'options.pushType'],
+		[() => m.sendAps(a!, { alert: 'x' }, { extra: { pad: 'p'.repeat(4100) } }), 'aps'],
+		[() => m.sendAps(a!, { alert: 'x' }, { pushType: 'voip', extra: { pad: 'p'.repeat(5200) } }), 'aps'],
+		[() => m.sendAps(a!, { contentAvailable: true }, { priority: 10 }), 'options.priority'],
+		[() => m.sendAps(a!, { alert: 'x' }, { collapseId: 'c'.repeat(65) }), 'options.collapseId'],
+		[() => m.sendAps('nope', { alert: 'x' }), 'tokens'],
+	];
+	for (const [call, argument] of bad) assert.throws(call, (e: unknown) => e instanceof InvalidArgumentError && e.argument === argument, argument);
+	assert.equal(m.pending, 0);
+});
+
+test('token auth needs a topic; a token on the binary protocol is refused', () => {
+	assert.throws(() => manager({ after() {} } as unknown as TestContext, undefined, { protocol: 'http2', cert: undefined, key: undefined, token: KEY }), /options\.topic/);
+	assert.throws(() => manager({ after() {} } as unknown as TestContext, undefined, { token: KEY }), /options\.token/);
+});
