@@ -3,11 +3,13 @@
  * passes the task in BENCH_TASK; the client reports when it starts sending, and, once told the gateway
  * has everything (or has stalled), what it saw: errors reported, reconnects, peak RSS.
  */
+import { sign } from 'node:crypto';
+import http2 from 'node:http2';
 import { createRequire } from 'node:module';
 import tls from 'node:tls';
 import { ApnsManager } from '../src/index.js';
 import { frameBytes, writeFrame } from '../src/frame.js';
-import { PAYLOAD, tokens, type ClientMessage, type ClientTask } from './common.js';
+import { PAYLOAD, tokens, TOPIC, type ClientMessage, type ClientTask } from './common.js';
 
 const task = JSON.parse(process.env['BENCH_TASK'] ?? 'null') as ClientTask;
 const send = (message: ClientMessage): void => void process.send!(message);
@@ -102,6 +104,107 @@ async function nodeApn(all: string[]): Promise<{ errors: number; reconnects: num
 	return { errors, reconnects: Math.max(0, connects - 1) };
 }
 
+const p8 = task.certs.p8;
+const jwt = (): string => {
+	const head = `${Buffer.from(JSON.stringify({ alg: 'ES256', kid: p8.keyId })).toString('base64url')}.${Buffer.from(JSON.stringify({ iss: p8.teamId, iat: Math.floor(Date.now() / 1000) })).toString('base64url')}`;
+	return `${head}.${sign('sha256', Buffer.from(head), { key: p8.key, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
+};
+
+async function h2Bare(all: string[]): Promise<{ errors: number; reconnects: number }> {
+	// The HTTP/2 ceiling: one session, 1,000 streams in flight, no retries, no bookkeeping.
+	send({ type: 'started', at: Date.now() });
+	const session = http2.connect(`https://127.0.0.1:${task.port}`, { ca: task.certs.ca });
+	const authorization = `bearer ${jwt()}`;
+	const body = Buffer.from(JSON.stringify(PAYLOAD));
+	let next = 0;
+	let open = 0;
+	let errors = 0;
+	await new Promise<void>((resolve) => {
+		const launch = (): void => {
+			while (open < 1000 && next < all.length) {
+				const stream = session.request({ ':method': 'POST', ':path': `/3/device/${all[next++]}`, 'apns-topic': TOPIC, 'apns-push-type': 'alert', authorization });
+				open++;
+				stream.on('response', (h) => {
+					if (h[':status'] !== 200) errors++;
+				});
+				stream.on('error', () => {});
+				stream.on('close', () => {
+					open--;
+					if (next < all.length) launch();
+					else if (open === 0) resolve();
+				});
+				stream.resume();
+				stream.end(body);
+			}
+		};
+		launch();
+	});
+	await finish;
+	session.destroy();
+	return { errors, reconnects: 0 };
+}
+
+async function h2Worker(all: string[]): Promise<{ errors: number; reconnects: number }> {
+	let errors = 0;
+	const manager = new ApnsManager({
+		protocol: 'http2',
+		token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId },
+		topic: TOPIC,
+		ca: task.certs.ca,
+		gateway: { host: '127.0.0.1', port: task.port },
+		retry: { initialDelayMs: 10, maxDelayMs: 100 },
+		errorHandler: () => errors++,
+	});
+	send({ type: 'started', at: Date.now() });
+	manager.sendAps(all, PAYLOAD.aps);
+	await finish;
+	await manager.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
+	const reconnects = Math.max(0, manager.stats.connectAttempts - 1);
+	manager.destroy();
+	return { errors, reconnects };
+}
+
+interface ParseApn {
+	Provider: new (options: object) => { send(note: unknown, tokens: string[]): Promise<{ sent: unknown[]; failed: unknown[] }>; shutdown(): void };
+	Notification: new (payload?: object) => { topic: string; alert: unknown; badge: unknown; sound: unknown };
+}
+
+async function parseApn(all: string[]): Promise<{ errors: number; reconnects: number }> {
+	const apn = requireFromBench('@parse/node-apn') as ParseApn;
+	const provider = new apn.Provider({ token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId }, address: '127.0.0.1', port: task.port, production: true, ca: [task.certs.ca] });
+	const note = new apn.Notification();
+	note.topic = TOPIC;
+	note.alert = PAYLOAD.aps.alert;
+	note.badge = PAYLOAD.aps.badge;
+	note.sound = PAYLOAD.aps.sound;
+	let errors = 0;
+	send({ type: 'started', at: Date.now() });
+	// In batches of 1,000: handed everything at once it fails (ENHANCE_YOUR_CALM).
+	for (let i = 0; i < all.length; i += 1000) {
+		const result = await provider.send(note, all.slice(i, i + 1000));
+		errors += result.failed.length;
+	}
+	await finish;
+	provider.shutdown();
+	return { errors, reconnects: 0 };
+}
+
+async function apns2(all: string[]): Promise<{ errors: number; reconnects: number }> {
+	const { ApnsClient, Notification } = (await import(requireFromBench.resolve('apns2').replace(/cjs[/\\]index\.js$/, 'esm/index.js'))) as {
+		ApnsClient: new (options: object) => { client: unknown; sendMany(notes: unknown[]): Promise<Array<{ error?: unknown }>>; close?: () => Promise<void> };
+		Notification: new (token: string, options: object) => unknown;
+	};
+	const { Pool } = (await import(requireFromBench.resolve('undici'))) as { Pool: new (origin: string, options: object) => unknown };
+	const client = new ApnsClient({ team: p8.teamId, keyId: p8.keyId, signingKey: p8.key, defaultTopic: TOPIC });
+	// apns2 always dials port 443; point its pool (same options as its own) at the mock's port instead.
+	client.client = new Pool(`https://127.0.0.1:${task.port}`, { connections: 32, pipelining: 1, allowH2: true, maxConcurrentStreams: 100 });
+	send({ type: 'started', at: Date.now() });
+	const results = await client.sendMany(all.map((t) => new Notification(t, { alert: PAYLOAD.aps.alert, badge: PAYLOAD.aps.badge, sound: PAYLOAD.aps.sound })));
+	const errors = results.filter((r) => r !== null && typeof r === 'object' && 'error' in r && r.error !== undefined).length;
+	await finish;
+	return { errors, reconnects: 0 };
+}
+
 async function memory(): Promise<void> {
 	// The gateway is unreachable (a port nothing listens on), so everything stays queued.
 	const gc = (globalThis as { gc?: () => void }).gc;
@@ -141,7 +244,8 @@ async function memory(): Promise<void> {
 async function main(): Promise<void> {
 	if (task.memory) return memory();
 	const all = tokens(task.workload.n);
-	const run = task.client === 'raw' ? raw : task.client === 'worker' ? worker : nodeApn;
+	const clients = { raw, worker, 'node-apn': nodeApn, 'h2-bare': h2Bare, 'h2-worker': h2Worker, 'parse-apn': parseApn, apns2 } as const;
+	const run = clients[task.client];
 	const { errors, reconnects } = await run(all);
 	send({ type: 'result', errors, reconnects, peakRssBytes: peakRss(), doneAt: Date.now() });
 	setImmediate(() => process.exit(0));

@@ -5,17 +5,22 @@
  */
 import type { PemPair } from '../src/mock/certs.js';
 
-export type ClientName = 'raw' | 'worker' | 'node-apn';
+export type ClientName = 'raw' | 'worker' | 'node-apn' | 'h2-bare' | 'h2-worker' | 'parse-apn' | 'apns2';
+
+export const TOPIC = 'com.example.bench';
 
 export interface Faults {
-	/** Reject (status 8) every token whose index i has i % rejectEvery === rejectEvery − 1. */
+	/** Reject (status 8; HTTP/2: 410 Unregistered) every token whose index i has i % rejectEvery === rejectEvery − 1. */
 	readonly rejectEvery?: number;
+	/** HTTP/2: answer every N-th request 500 (a retry gets it through). */
+	readonly error500Every?: number;
 	readonly shutdownEvery?: number;
 	readonly silentDropEvery?: number;
 }
 
 export interface Workload {
 	readonly name: string;
+	readonly protocol?: 'binary' | 'http2';
 	readonly n: number;
 	readonly faults: Faults;
 	readonly clients: readonly ClientName[];
@@ -47,10 +52,12 @@ export interface Certs {
 	readonly ca: string;
 	readonly server: PemPair;
 	readonly client: PemPair;
+	/** HTTP/2 token auth: a P-256 key (PKCS#8 PEM), its public half, and its IDs. */
+	readonly p8: { readonly key: string; readonly publicKey: string; readonly keyId: string; readonly teamId: string };
 }
 
 /** Orchestrator → gateway process. */
-export type ServerRequest = { type: 'start'; n: number; faults: Faults } | { type: 'poll' } | { type: 'stats' } | { type: 'stop' };
+export type ServerRequest = { type: 'start'; n: number; faults: Faults; protocol: 'binary' | 'http2' } | { type: 'poll' } | { type: 'stats' } | { type: 'stop' };
 
 /** Gateway process → orchestrator, in answer to `poll`. */
 export interface ServerProgress {

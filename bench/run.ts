@@ -10,7 +10,9 @@
  * Options: --reps N (default 3), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -28,6 +30,8 @@ const WORKLOADS: readonly Workload[] = [
 	{ name: '1 invalid per 100 (20k)', n: 20_000, faults: { rejectEvery: 100 }, clients: ['worker', 'node-apn'] },
 	{ name: 'status 10 every 3,000 (20k)', n: 20_000, faults: { shutdownEvery: 3000 }, clients: ['worker', 'node-apn'] },
 	{ name: 'silent drop every 3,000 (20k)', n: 20_000, faults: { silentDropEvery: 3000 }, clients: ['worker', 'node-apn'] },
+	{ name: 'HTTP/2 clean 50k', n: 50_000, faults: {}, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'] },
+	{ name: 'HTTP/2 1% 410 + 1% 500 (50k)', n: 50_000, faults: { rejectEvery: 100, error500Every: 100 }, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'] },
 ];
 const MEMORY: Workload = { name: 'memory: 1M queued, gateway unreachable', n: 1_000_000, faults: {}, clients: ['worker', 'node-apn'] };
 
@@ -112,7 +116,7 @@ function startClient(task: ClientTask): { child: ChildProcess; next: () => Promi
 }
 
 async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload, client: ClientName, rep: number): Promise<Run> {
-	const { port } = await gateway.request<{ port: number }>({ type: 'start', n: workload.n, faults: workload.faults });
+	const { port } = await gateway.request<{ port: number }>({ type: 'start', n: workload.n, faults: workload.faults, protocol: workload.protocol ?? 'binary' });
 	const { child, next } = startClient({ client, workload, port, certs, memory: false });
 	const exited = new Promise((resolve) => child.once('exit', resolve));
 	const started = await next();
@@ -181,7 +185,17 @@ async function main(): Promise<void> {
 	const reps = Number(values.reps ?? (values.quick ? 1 : 3));
 	const workloads = WORKLOADS.filter((w) => (values.only === undefined || w.name.includes(values.only)) && !(values.quick && w.n >= 1_000_000));
 	const made = makeTestCertificates();
-	const certs: Certs = { ca: made.ca.cert, server: made.server, client: made.client };
+	const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+	const certs: Certs = {
+		ca: made.ca.cert,
+		server: made.server,
+		client: made.client,
+		p8: { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), publicKey: p8.publicKey.export({ type: 'spki', format: 'pem' }).toString(), keyId: 'BENCHKEY01', teamId: 'BENCHTEAM1' },
+	};
+	// Peers that take no CA option trust the mock's CA through Node's extra CA file.
+	const caFile = join(mkdtempSync(join(os.tmpdir(), 'apns-bench-')), 'ca.pem');
+	writeFileSync(caFile, made.ca.cert);
+	process.env['NODE_EXTRA_CA_CERTS'] = caFile;
 	const gateway = new GatewayProcess(certs);
 	await gateway.ready();
 
@@ -205,7 +219,10 @@ async function main(): Promise<void> {
 	const summary = workloads.flatMap((workload) =>
 		workload.clients.map((client) => {
 			const mine = runs.filter((r) => r.workload === workload.name && r.client === client);
-			const against = (other: ClientName): number | undefined => {
+			const ceiling = workload.clients[0] === 'raw' || workload.clients[0] === 'h2-bare' ? workload.clients[0] : undefined;
+			const peer = workload.clients.includes('node-apn') ? 'node-apn' : workload.clients.includes('parse-apn') ? 'parse-apn' : undefined;
+			const against = (other: ClientName | undefined): number | undefined => {
+				if (other === undefined) return undefined;
 				if (!workload.clients.includes(other) || other === client) return undefined;
 				const ratios = mine.map((r) => r.perSecond / runs.find((o) => o.workload === workload.name && o.client === other && o.rep === r.rep)!.perSecond);
 				return median(ratios);
@@ -214,8 +231,9 @@ async function main(): Promise<void> {
 				workload: workload.name,
 				client,
 				perSecond: median(mine.map((r) => r.perSecond)),
-				vsRaw: against('raw'),
-				vsNodeApn: against('node-apn'),
+				vsRaw: against(ceiling),
+				vsNodeApn: against(peer),
+				peakRssVsPeer: peer === undefined || peer === client ? undefined : median(mine.map((r) => r.peakRssBytes)) / median(runs.filter((o) => o.workload === workload.name && o.client === peer).map((o) => o.peakRssBytes)),
 				completedRuns: `${mine.filter((r) => r.completed).length}/${mine.length}`,
 				lostMax: Math.max(...mine.map((r) => r.lost)),
 				duplicatedMax: Math.max(...mine.map((r) => r.duplicated)),
@@ -229,7 +247,7 @@ async function main(): Promise<void> {
 
 	const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
 	const date = new Date().toISOString();
-	const header = ['workload', 'client', 'notif/s', 'vs raw', 'vs node-apn', 'done', 'lost', 'dup', 'errors (expected)', 'reconnects', 'peak RSS'];
+	const header = ['workload', 'client', 'notif/s', 'vs ceiling', 'vs peer', 'done', 'lost', 'dup', 'errors (expected)', 'reconnects', 'peak RSS (vs peer)'];
 	const rows = summary.map((s) => [
 		s.workload,
 		s.client,
@@ -241,12 +259,13 @@ async function main(): Promise<void> {
 		String(s.duplicatedMax),
 		s.errorsExpected === 0 && s.errorsReported === 0 ? '0' : `${s.errorsReported} (${s.errorsExpected})`,
 		String(s.reconnects),
-		mb(s.peakRssBytes),
+		`${mb(s.peakRssBytes)}${s.peakRssVsPeer === undefined ? '' : ` (${s.peakRssVsPeer.toFixed(2)}×)`}`,
 	]);
 	const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 	const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
 	const out: string[] = [];
 	out.push(`apns-worker benchmark — ${date.slice(0, 10)}, ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; gateway in its own process; ${reps} rep(s), clients alternating; medians`);
+	out.push('ceiling: raw TLS (binary) or bare node:http2 with 1,000 streams in flight (HTTP/2); peer: node-apn 1.7.8 (binary) or @parse/node-apn (HTTP/2).');
 	out.push('');
 	out.push(line(header));
 	out.push(line(widths.map((w) => '-'.repeat(w))));

@@ -3,11 +3,12 @@
  * shares an event loop with the client being measured. A fresh gateway (new port, fresh fault counters)
  * is started for every run. Deliveries are counted per token index in a typed array.
  */
-import { startMockGateway, type MockGateway } from '../src/mock/gateway.js';
-import { isRejected, tokenIndex, type Certs, type Faults, type ServerPoll, type ServerRequest } from './common.js';
+import { startMockGateway } from '../src/mock/gateway.js';
+import { startMockApnsHttp2 } from '../src/mock/http2.js';
+import { isRejected, token, tokenIndex, TOPIC, type Certs, type Faults, type ServerPoll, type ServerRequest } from './common.js';
 
 const certs = JSON.parse(process.env['BENCH_CERTS'] ?? 'null') as Certs;
-let gateway: MockGateway | undefined;
+let gateway: { port: number; connections: number; silentDrops: number; errorsSent: number; close(): Promise<void> } | undefined;
 let counts = new Uint8Array(0);
 let n = 0;
 let faults: Faults = {};
@@ -16,7 +17,18 @@ let expected = 0;
 let completeAt: number | undefined;
 let lastProgressAt = Date.now();
 
-async function start(size: number, f: Faults): Promise<number> {
+function accepted(i: number): void {
+	if (i >= n) return;
+	const c = counts[i]!;
+	if (c < 255) counts[i] = c + 1;
+	if (c === 0) {
+		unique++;
+		lastProgressAt = Date.now();
+		if (unique === expected) completeAt = lastProgressAt;
+	}
+}
+
+async function start(size: number, f: Faults, protocol: 'binary' | 'http2'): Promise<number> {
 	await gateway?.close();
 	n = size;
 	faults = f;
@@ -26,7 +38,31 @@ async function start(size: number, f: Faults): Promise<number> {
 	for (let i = 0; i < size; i++) if (!isRejected(i, f)) expected++;
 	completeAt = undefined;
 	lastProgressAt = Date.now();
-	gateway = await startMockGateway({
+	if (protocol === 'http2') {
+		const unregistered = new Map<string, Date>();
+		for (let i = 0; i < size; i++) if (isRejected(i, f)) unregistered.set(token(i), new Date(1_700_000_000_000));
+		const mock = await startMockApnsHttp2({
+			server: certs.server,
+			keys: [{ keyId: certs.p8.keyId, teamId: certs.p8.teamId, publicKey: certs.p8.publicKey }],
+			topics: [TOPIC],
+			faults: { unregistered, ...(f.error500Every === undefined ? {} : { statusEvery: { every: f.error500Every, status: 500 } }) },
+			record: false,
+			onAccepted: (t) => accepted(Number.parseInt(t.slice(56), 16)),
+		});
+		gateway = {
+			port: mock.port,
+			get connections() {
+				return mock.sessions;
+			},
+			silentDrops: 0,
+			get errorsSent() {
+				return mock.answered - mock.acceptedCount;
+			},
+			close: () => mock.close(),
+		};
+		return mock.port;
+	}
+	const binary = await startMockGateway({
 		server: certs.server,
 		ca: certs.ca,
 		record: false,
@@ -36,19 +72,22 @@ async function start(size: number, f: Faults): Promise<number> {
 			...(f.shutdownEvery === undefined ? {} : { shutdownEvery: f.shutdownEvery }),
 			...(f.silentDropEvery === undefined ? {} : { silentDropEvery: f.silentDropEvery }),
 		},
-		onAccepted: (t) => {
-			const i = tokenIndex(t);
-			if (i >= n) return;
-			const c = counts[i]!;
-			if (c < 255) counts[i] = c + 1;
-			if (c === 0) {
-				unique++;
-				lastProgressAt = Date.now();
-				if (unique === expected) completeAt = lastProgressAt;
-			}
-		},
+		onAccepted: (t) => accepted(tokenIndex(t)),
 	});
-	return gateway.port;
+	gateway = {
+		port: binary.port,
+		get connections() {
+			return binary.connections;
+		},
+		get silentDrops() {
+			return binary.silentDrops;
+		},
+		get errorsSent() {
+			return binary.errorsSent.length;
+		},
+		close: () => binary.close(),
+	};
+	return binary.port;
 }
 
 function poll(): Pick<ServerPoll, 'unique' | 'expected' | 'completeAt' | 'lastProgressAt'> & { type: 'progress' } {
@@ -76,14 +115,14 @@ function stats(): ServerPoll {
 		deliveredRejected,
 		connections: gateway?.connections ?? 0,
 		silentDrops: gateway?.silentDrops ?? 0,
-		errorsSent: gateway?.errorsSent.length ?? 0,
+		errorsSent: gateway?.errorsSent ?? 0,
 	};
 }
 
 process.on('message', (request: ServerRequest) => {
 	switch (request.type) {
 		case 'start':
-			void start(request.n, request.faults).then((port) => process.send!({ type: 'started', port }));
+			void start(request.n, request.faults, request.protocol).then((port) => process.send!({ type: 'started', port }));
 			break;
 		case 'poll':
 			process.send!(poll());

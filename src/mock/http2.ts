@@ -41,6 +41,10 @@ export interface MockApnsHttp2Options {
 	/** SETTINGS_MAX_CONCURRENT_STREAMS the server announces. @default 1000 */
 	readonly maxConcurrentStreams?: number;
 	readonly faults?: MockApnsHttp2Faults;
+	/** Keep every accepted notification in `received` and every answer in `answers`. Turn off for big runs. @default true */
+	readonly record?: boolean;
+	/** Called with each accepted token (hex). */
+	readonly onAccepted?: (token: string) => void;
 	/** @default '127.0.0.1' */
 	readonly host?: string;
 	/** @default 0 */
@@ -67,8 +71,11 @@ export interface MockApnsHttp2 {
 	readonly received: readonly MockHttp2Notification[];
 	/** How many times each token was accepted. */
 	readonly counts: ReadonlyMap<string, number>;
-	/** Every answer, in order: status and reason. */
+	/** Every answer, in order: status and reason (when `record` is on). */
 	readonly answers: ReadonlyArray<{ token: string; status: number; reason: string | undefined }>;
+	/** Requests answered, and of those accepted (200). */
+	readonly answered: number;
+	readonly acceptedCount: number;
 	/** Sessions opened. */
 	readonly sessions: number;
 	/** Most streams in flight at once on one session. */
@@ -88,12 +95,16 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 	const counts = new Map<string, number>();
 	const answers: Array<{ token: string; status: number; reason: string | undefined }> = [];
 	const tokensSeen = new Set<string>();
+	const verified = new Map<string, string | { iat: number }>();
 	const transientLeft = new Map<string, number>();
 	const idleDone = new Set<string>();
 	const keys = new Map((options.keys ?? []).map((k) => [k.keyId, { teamId: k.teamId, publicKey: typeof k.publicKey === 'string' ? createPublicKey(k.publicKey) : k.publicKey }]));
 	const topics = new Set(options.topics.flatMap((t) => SUFFIXES.map((s) => `${t}${s}`)));
 	const maxAge = options.maxTokenAgeSeconds ?? 3600;
+	const record = options.record ?? true;
 	let requests = 0;
+	let answered = 0;
+	let acceptedCount = 0;
 	let sessions = 0;
 	let peak = 0;
 	const resetTransient = (f: MockApnsHttp2Faults): void => {
@@ -138,8 +149,8 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		stream.on('error', () => {});
 		stream.on('end', () => {
 			const respond = (status: number, reason?: string, extra: Record<string, unknown> = {}, responseHeaders: Record<string, string> = {}): void => {
-				const path = String(headers[':path'] ?? '');
-				answers.push({ token: path.slice('/3/device/'.length), status, reason });
+				answered++;
+				if (record) answers.push({ token: String(headers[':path'] ?? '').slice('/3/device/'.length), status, reason });
 				const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
 				const send = (): void => {
 					if (stream.destroyed) return;
@@ -163,8 +174,15 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				if (!auth.startsWith('bearer ')) return respond(403, 'MissingProviderToken');
 				const jwt = auth.slice('bearer '.length);
 				tokensSeen.add(jwt);
-				const problem = checkJwt(jwt, keys, maxAge);
-				if (problem !== undefined) return respond(403, problem);
+				// A token string verifies the same way every time; only its age changes. Verifying a signature
+				// per request made the mock the bottleneck of every benchmark.
+				let checked = verified.get(jwt);
+				if (checked === undefined) {
+					checked = checkJwt(jwt, keys);
+					verified.set(jwt, checked);
+				}
+				if (typeof checked === 'string') return respond(403, checked);
+				if (Date.now() / 1000 - checked.iat > maxAge) return respond(403, 'ExpiredProviderToken');
 			}
 			const topic = headers['apns-topic'] as string | undefined;
 			if (topic === undefined) return respond(400, 'MissingTopic');
@@ -199,8 +217,10 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				return respond(every.status, reason, {}, every.retryAfterSeconds === undefined ? {} : { 'retry-after': String(every.retryAfterSeconds) });
 			}
 			counts.set(token, (counts.get(token) ?? 0) + 1);
+			acceptedCount++;
+			options.onAccepted?.(token);
 			const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
-			received.push({
+			if (record) received.push({
 				token,
 				topic,
 				pushType,
@@ -232,6 +252,12 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		get peakConcurrentStreams() {
 			return peak;
 		},
+		get answered() {
+			return answered;
+		},
+		get acceptedCount() {
+			return acceptedCount;
+		},
 		setFaults(next: MockApnsHttp2Faults) {
 			faults = next;
 			resetTransient(next);
@@ -244,8 +270,8 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 	};
 }
 
-/** Pushy's order of checks: parses → kid known → signature → team → age. Returns the reason, or undefined. */
-function checkJwt(jwt: string, keys: ReadonlyMap<string, { teamId: string; publicKey: KeyObject }>, maxAgeSeconds: number): string | undefined {
+/** Pushy's order of checks: parses → kid known → signature → team (the age is checked by the caller). Returns the reason, or the token's iat. */
+function checkJwt(jwt: string, keys: ReadonlyMap<string, { teamId: string; publicKey: KeyObject }>): string | { iat: number } {
 	const parts = jwt.split('.');
 	if (parts.length !== 3) return 'InvalidProviderToken';
 	let header: { alg?: unknown; kid?: unknown };
@@ -260,6 +286,6 @@ function checkJwt(jwt: string, keys: ReadonlyMap<string, { teamId: string; publi
 	if (header.alg !== 'ES256' || key === undefined) return 'InvalidProviderToken';
 	const ok = verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), { key: key.publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.from(parts[2]!, 'base64url'));
 	if (!ok || claims.iss !== key.teamId) return 'InvalidProviderToken';
-	if (typeof claims.iat !== 'number' || Date.now() / 1000 - claims.iat > maxAgeSeconds) return 'ExpiredProviderToken';
-	return undefined;
+	if (typeof claims.iat !== 'number') return 'InvalidProviderToken';
+	return { iat: claims.iat };
 }
