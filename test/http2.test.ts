@@ -219,3 +219,49 @@ test('token auth needs a topic; a token on the binary protocol is refused', () =
 	assert.throws(() => manager({ after() {} } as unknown as TestContext, undefined, { protocol: 'http2', cert: undefined, key: undefined, token: KEY }), /options\.topic/);
 	assert.throws(() => manager({ after() {} } as unknown as TestContext, undefined, { token: KEY }), /options\.token/);
 });
+
+/** A TCP proxy to `port` on 127.0.0.1 whose open connections can go silent: they stay open and pass nothing (a dead peer); new connections pass. */
+async function blackHoleProxy(t: TestContext, port: number): Promise<{ port: number; freeze(): void }> {
+	const net = await import('node:net');
+	const pairs: Array<{ sockets: [import('node:net').Socket, import('node:net').Socket]; frozen: boolean }> = [];
+	const server = net.createServer((client) => {
+		const upstream = net.connect(port, '127.0.0.1');
+		const pair = { sockets: [client, upstream] as [import('node:net').Socket, import('node:net').Socket], frozen: false };
+		pairs.push(pair);
+		for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+			from.on('data', (chunk: Buffer) => {
+				if (!pair.frozen) to.write(chunk);
+			});
+			from.on('error', () => {});
+			from.on('close', () => to.destroy());
+		}
+	});
+	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	t.after(async () => {
+		for (const pair of pairs) for (const socket of pair.sockets) socket.destroy();
+		await new Promise<void>((resolve) => server.close(() => resolve()));
+	});
+	return {
+		port: (server.address() as { port: number }).port,
+		freeze: () => {
+			for (const pair of pairs) pair.frozen = true;
+		},
+	};
+}
+
+test('PING: a session that stops answering is detected and replaced; later notifications go out on a new one', async (t) => {
+	const server = await mock(t);
+	const proxy = await blackHoleProxy(t, server.port);
+	const m = h2(t, { host: '127.0.0.1', port: proxy.port }, { pingIntervalMs: 50, pingTimeoutMs: 200 });
+	const [first, second] = [makeTokens(10, 71), makeTokens(10, 72)];
+	m.sendAps(first, { alert: 'x' });
+	await m.flushMessages();
+	const lost = new Promise<[{ reason: string; error?: Error }]>((resolve) => m.once('disconnected', (info) => resolve([info])));
+	proxy.freeze(); // the session goes idle, its next PING vanishes
+	const [info] = await lost;
+	assert.match(info.error?.message ?? '', /PING unanswered/);
+	m.sendAps(second, { alert: 'y' }); // a new session, through a new (live) proxy connection
+	await m.flushMessages();
+	assert.equal(server.sessions, 2);
+	assert.ok([...first, ...second].every((tk) => server.counts.get(tk) === 1));
+});
