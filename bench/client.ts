@@ -7,7 +7,7 @@ import { sign } from 'node:crypto';
 import http2 from 'node:http2';
 import { createRequire } from 'node:module';
 import tls from 'node:tls';
-import { ApnsManager } from '../src/index.js';
+import { ApnsManager, type ApnsManagerOptions } from '../src/index.js';
 import { frameBytes, writeFrame } from '../src/frame.js';
 import { PAYLOAD, tokens, TOPIC, type ClientMessage, type ClientTask } from './common.js';
 
@@ -58,23 +58,20 @@ async function raw(all: string[]): Promise<{ errors: number; reconnects: number 
 	return { errors: 0, reconnects: 0 };
 }
 
-async function worker(all: string[]): Promise<{ errors: number; reconnects: number }> {
+/** apns-worker on either protocol: queue everything in one call, then flush. */
+async function manager(all: string[], options: ApnsManagerOptions): Promise<{ errors: number; reconnects: number }> {
 	let errors = 0;
-	const manager = new ApnsManager({
-		cert: task.certs.client.cert,
-		key: task.certs.client.key,
-		ca: task.certs.ca,
-		gateway: { host: '127.0.0.1', port: task.port },
-		errorHandler: () => errors++,
-	});
+	const m = new ApnsManager({ ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, errorHandler: () => errors++, ...options });
 	send({ type: 'started', at: Date.now() });
-	manager.sendAps(all, PAYLOAD.aps);
+	m.sendAps(all, PAYLOAD.aps);
 	await finish;
-	await manager.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
-	const reconnects = Math.max(0, manager.stats.connectAttempts - 1);
-	manager.destroy();
+	await m.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
+	const reconnects = Math.max(0, m.stats.connectAttempts - 1);
+	m.destroy();
 	return { errors, reconnects };
 }
+
+const worker = (all: string[]) => manager(all, { cert: task.certs.client.cert, key: task.certs.client.key });
 
 async function nodeApn(all: string[]): Promise<{ errors: number; reconnects: number }> {
 	const apn = requireFromBench('apn') as NodeApn;
@@ -144,25 +141,8 @@ async function h2Bare(all: string[]): Promise<{ errors: number; reconnects: numb
 	return { errors, reconnects: 0 };
 }
 
-async function h2Worker(all: string[]): Promise<{ errors: number; reconnects: number }> {
-	let errors = 0;
-	const manager = new ApnsManager({
-		protocol: 'http2',
-		token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId },
-		topic: TOPIC,
-		ca: task.certs.ca,
-		gateway: { host: '127.0.0.1', port: task.port },
-		retry: { initialDelayMs: 10, maxDelayMs: 100 },
-		errorHandler: () => errors++,
-	});
-	send({ type: 'started', at: Date.now() });
-	manager.sendAps(all, PAYLOAD.aps);
-	await finish;
-	await manager.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
-	const reconnects = Math.max(0, manager.stats.connectAttempts - 1);
-	manager.destroy();
-	return { errors, reconnects };
-}
+const h2Worker = (all: string[]) =>
+	manager(all, { protocol: 'http2', token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId }, topic: TOPIC, retry: { initialDelayMs: 10, maxDelayMs: 100 } });
 
 interface ParseApn {
 	Provider: new (options: object) => { send(note: unknown, tokens: string[]): Promise<{ sent: unknown[]; failed: unknown[] }>; shutdown(): void };
