@@ -4,7 +4,7 @@
  * are retried and only ever surface as events.
  */
 import { EventEmitter } from 'eventemitter3';
-import type { Backend, BackendFactory } from './backends/backend.js';
+import type { Backend, BackendFactory, DisconnectReason } from './backends/backend.js';
 import { createEventedBackend } from './backends/evented.js';
 import { createHttp2Backend } from './backends/http2.js';
 import { ProviderToken } from './provider-token.js';
@@ -12,11 +12,9 @@ import { loadCa, loadCredentials, type CertificateInfo, type LoadedCredentials }
 import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type ConnectionError } from './errors.js';
 import { Feedback, readFeedback } from './feedback.js';
 import { describeStatus, MAX_BINARY_PAYLOAD_BYTES } from './frame.js';
-import type { FailureDetail } from './queue.js';
 import { Message, type Aps, type SendApsOptions } from './message.js';
 import { resolveOptions, type ApnsManagerOptions, type ResolvedOptions } from './options.js';
-import { NotificationQueue, type QueueStats, type ResendReason } from './queue.js';
-import type { DisconnectReason } from './backends/backend.js';
+import { NotificationQueue, type FailureDetail, type QueueStats, type ResendReason } from './queue.js';
 
 /** Every event of {@link ApnsManager} with its arguments. */
 export interface ApnsManagerEvents {

@@ -189,13 +189,6 @@ class Ring {
 		if (this.#size === 0) this.#head = 0;
 	}
 
-	/** Remove the entries from position `from` to the end. */
-	truncate(from: number): void {
-		for (let i = from; i < this.#size; i++) this.#msg[this.#at(i)] = undefined;
-		this.#size = from;
-		if (this.#size === 0) this.#head = 0;
-	}
-
 	/** Position of the newest entry with this ident, or -1. Scans from the newest: errors name recent writes. */
 	lastIndexOfIdent(ident: number): number {
 		for (let i = this.#size - 1; i >= 0; i--) if (this.#ident[this.#at(i)] === ident) return i;
@@ -278,8 +271,6 @@ export class NotificationQueue {
 	readonly #resend = new Ring();
 	readonly #logs = new Set<SentLog>();
 	#retained = 0;
-	/** A log that is never settled: {@link NotificationQueue.takeOne} takes through it. */
-	readonly #detached = new SentLog();
 	readonly #scratch = { tries: 0 } as Cursor;
 	#full = false;
 	/** `idle` was reported and nothing has been pushed since: report a transition once. */
@@ -379,6 +370,25 @@ export class NotificationQueue {
 	 * write or the retention cap is reached.
 	 */
 	take(log: SentLog, cursor: Cursor): boolean {
+		if (!this.#next(cursor)) return false;
+		log.ring.push(cursor.message, cursor.index, cursor.ident, this.#now(), cursor.tries);
+		log.sinceProof++;
+		return true;
+	}
+
+	/**
+	 * Request/response transports (HTTP/2): hand out the next notification without a sent log. It stays
+	 * outstanding until {@link NotificationQueue.settleDelivered}, {@link NotificationQueue.settleFailed} or
+	 * {@link NotificationQueue.requeue} is called for it; the caller keeps the {@link InFlight} it returns.
+	 */
+	takeOne(): InFlight | undefined {
+		const cursor = this.#scratch;
+		if (!this.#next(cursor)) return undefined;
+		return { message: cursor.message, index: cursor.index, ident: cursor.ident, tries: cursor.tries };
+	}
+
+	/** The next notification into `cursor` (re-sends first, then new work), counted as retained from here. */
+	#next(cursor: Cursor): boolean {
 		if (this.#retained >= this.maxRetained) {
 			if (!this.#full && this.unsent > 0) {
 				this.#full = true;
@@ -387,7 +397,6 @@ export class NotificationQueue {
 			}
 			return false;
 		}
-		const now = this.#now();
 		let tries: number;
 		if (this.#resend.size > 0) {
 			cursor.message = this.#resend.message(0);
@@ -406,39 +415,19 @@ export class NotificationQueue {
 			if (range.next === range.message.count) this.#advanceRange();
 		}
 		cursor.tries = Math.min(tries + 1, 255);
-		log.ring.push(cursor.message, cursor.index, cursor.ident, now, cursor.tries);
-		log.sinceProof++;
 		this.#retained++;
 		this.#stats.written++;
 		return true;
 	}
 
-	/**
-	 * Request/response transports (HTTP/2): hand out the next notification without a sent log. It stays
-	 * outstanding until {@link NotificationQueue.settleDelivered}, {@link NotificationQueue.settleFailed} or
-	 * {@link NotificationQueue.requeue} is called for it; the caller keeps the {@link InFlight} it returns.
-	 */
-	takeOne(): InFlight | undefined {
-		const cursor = this.#scratch;
-		if (!this.take(this.#detached, cursor)) return undefined;
-		this.#detached.ring.dropFront(1); // the caller holds it from here; it stays counted as retained
-		return { message: cursor.message, index: cursor.index, ident: cursor.ident, tries: cursor.tries };
-	}
-
 	/** An in-flight notification was accepted. */
 	settleDelivered(): void {
-		this.#retained--;
-		this.#stats.delivered++;
-		this.#stats.confirmed++;
-		this.#listener?.delivered(1, 'confirmed');
-		this.#afterSettle();
+		this.#delivered(1, 'confirmed');
 	}
 
 	/** An in-flight notification was rejected for good. */
 	settleFailed(n: InFlight, status: number, detail?: FailureDetail): void {
-		this.#retained--;
-		this.#stats.failed++;
-		this.#listener?.failed(n.message, n.index, n.ident, status, detail);
+		this.#failed(n.message, n.index, n.ident, status, detail);
 		this.#afterSettle();
 	}
 
@@ -449,10 +438,7 @@ export class NotificationQueue {
 			const n = batch[i]!;
 			this.#resend.unshift(n.message, n.index, n.ident, 0, n.tries);
 		}
-		this.#retained -= batch.length;
-		this.#stats.resent += batch.length;
-		if (reason === 'sessionLost') this.#stats.inDoubt += batch.length;
-		this.#listener?.resent(batch.length, reason);
+		this.#resent(batch.length, reason);
 		this.#afterSettle();
 	}
 
@@ -495,7 +481,7 @@ export class NotificationQueue {
 			// Everything still held was written after the named one (older ones are past grace), and APNs
 			// dropped it all: re-send it all.
 			this.#stats.identsNotFound++;
-			const count = this.#backtrack(log, 0, 'identNotFound');
+			const count = this.#backtrack(log, 'identNotFound');
 			this.#listener?.identNotFound(ident, status, count);
 			this.#close(log);
 			return 'notFound';
@@ -507,15 +493,13 @@ export class NotificationQueue {
 		const tries = ring.tries(0);
 		if (status === STATUS_SHUTDOWN || status === 0) {
 			this.#deliverFront(log, 1, 'confirmed');
-			this.#backtrack(log, 0, status === 0 ? 'error' : 'shutdown');
+			this.#backtrack(log, status === 0 ? 'error' : 'shutdown');
 		} else if (isTemporaryStatus(status) && tries < this.maxAttempts) {
-			this.#backtrack(log, 0, 'temporary');
+			this.#backtrack(log, 'temporary');
 		} else {
 			ring.dropFront(1);
-			this.#retained--;
-			this.#stats.failed++;
-			this.#backtrack(log, 0, 'error');
-			this.#listener?.failed(message, index, ident, status);
+			this.#backtrack(log, 'error');
+			this.#failed(message, index, ident, status);
 		}
 		this.#close(log);
 		return 'found';
@@ -527,7 +511,7 @@ export class NotificationQueue {
 	 */
 	connectionClosed(log: SentLog): void {
 		if (log.settled) return;
-		this.#backtrack(log, 0, 'silentClose');
+		this.#backtrack(log, 'silentClose');
 		this.#close(log);
 	}
 
@@ -559,30 +543,45 @@ export class NotificationQueue {
 	#deliverFront(log: SentLog, n: number, how: 'confirmed' | 'grace'): void {
 		if (n === 0) return;
 		log.ring.dropFront(n);
-		this.#retained -= n;
-		this.#stats.delivered += n;
-		if (how === 'confirmed') {
-			this.#stats.confirmed += n;
-			log.sinceProof = log.ring.size;
+		if (how === 'confirmed') log.sinceProof = log.ring.size;
+		this.#delivered(n, how);
+	}
+
+	/** Move everything `log` holds back to the front of the re-send queue, in order. */
+	#backtrack(log: SentLog, reason: ResendReason): number {
+		const ring = log.ring;
+		const count = ring.size;
+		if (count === 0) return 0;
+		for (let i = count - 1; i >= 0; i--) {
+			this.#resend.unshift(ring.message(i), ring.index(i), ring.ident(i), 0, ring.tries(i));
 		}
-		this.#listener?.delivered(n, how);
+		ring.dropFront(count);
+		this.#resent(count, reason);
+		return count;
+	}
+
+	// The bookkeeping of each way a retained notification leaves: one place each, for every transport.
+
+	#delivered(count: number, how: 'confirmed' | 'grace'): void {
+		this.#retained -= count;
+		this.#stats.delivered += count;
+		if (how === 'confirmed') this.#stats.confirmed += count;
+		this.#listener?.delivered(count, how);
 		this.#afterSettle();
 	}
 
-	/** Move log entries from `from` to the end back to the front of the re-send queue, in order. */
-	#backtrack(log: SentLog, from: number, reason: ResendReason): number {
-		const ring = log.ring;
-		const count = ring.size - from;
-		if (count === 0) return 0;
-		for (let i = ring.size - 1; i >= from; i--) {
-			this.#resend.unshift(ring.message(i), ring.index(i), ring.ident(i), 0, ring.tries(i));
-		}
-		ring.truncate(from);
+	#failed(message: Message, index: number, ident: number, status: number, detail?: FailureDetail): void {
+		this.#retained--;
+		this.#stats.failed++;
+		this.#listener?.failed(message, index, ident, status, detail);
+	}
+
+	/** `count` went back to the re-send queue. A connection or session lost with no answer leaves them in doubt. */
+	#resent(count: number, reason: ResendReason): void {
 		this.#retained -= count;
 		this.#stats.resent += count;
-		if (reason === 'silentClose') this.#stats.inDoubt += count;
+		if (reason === 'silentClose' || reason === 'sessionLost') this.#stats.inDoubt += count;
 		this.#listener?.resent(count, reason);
-		return count;
 	}
 
 	#close(log: SentLog): void {

@@ -36,7 +36,7 @@ import {
 import type { Message } from '../message.js';
 import type { Cursor, SentLog } from '../queue.js';
 import type { Backend, BackendContext, DisconnectReason } from './backend.js';
-import { backoffDelay } from './backoff.js';
+import { Reconnect } from './backoff.js';
 import { coalesced } from './schedule.js';
 
 const SLAB_BYTES = 64 * 1024;
@@ -92,9 +92,7 @@ class EventedBackend implements Backend {
 	/** Connected (or connecting) and idle, ready to take over when the active connection probes. */
 	#spare: Connection | undefined;
 	#ids = 0;
-	/** Consecutive failed connect attempts; drives the backoff. */
-	#failures = 0;
-	#retryTimer: NodeJS.Timeout | undefined;
+	readonly #reconnect: Reconnect;
 	#closing = false;
 	#destroyed = false;
 	#session: Buffer | undefined;
@@ -115,6 +113,7 @@ class EventedBackend implements Backend {
 
 	constructor(context: BackendContext) {
 		this.#ctx = context;
+		this.#reconnect = new Reconnect(context.options.reconnect, () => this.wake());
 		this.#threshold = context.options.confirmEvery;
 		this.#window = Math.min(MIN_WINDOW, this.#threshold);
 	}
@@ -143,7 +142,7 @@ class EventedBackend implements Backend {
 		}
 		const conn = this.#active;
 		if (conn === undefined) {
-			if (queue.canTake && this.#retryTimer === undefined && !this.#closing) this.#connect('active');
+			if (queue.canTake && !this.#reconnect.waiting && !this.#closing) this.#connect('active');
 			return;
 		}
 		if (!conn.ready || conn.finished || conn.log.probing) return;
@@ -258,7 +257,7 @@ class EventedBackend implements Backend {
 		} else {
 			const outcome = this.#ctx.queue.errorFrame(conn.log, data[1]!, data.readUInt32BE(2));
 			conn.reason = outcome === 'probe' ? 'probeAnswered' : 'errorFrame';
-			this.#failures = 0; // the gateway is alive and answering
+			this.#reconnect.succeeded(); // the gateway is alive and answering
 			if (outcome === 'probe' && conn.epoch === this.#epoch) this.#growWindow();
 		}
 		conn.socket.destroy();
@@ -281,9 +280,7 @@ class EventedBackend implements Backend {
 			if (!this.#destroyed && !this.#closing) {
 				const { host, port } = this.#ctx.tls;
 				const reason = conn.error?.message ?? 'closed during the handshake';
-				this.#scheduleRetry((attempt, retryInMs) =>
-					events.connectError(new ConnectionError(`Cannot connect to ${host}:${port}: ${reason}`, { cause: conn.error }), { attempt, retryInMs }),
-				);
+				events.connectError(new ConnectionError(`Cannot connect to ${host}:${port}: ${reason}`, { cause: conn.error }), this.#reconnect.failed());
 			}
 		} else {
 			if (!conn.finished) {
@@ -298,11 +295,9 @@ class EventedBackend implements Backend {
 				if (conn.reason === 'silentClose' && wasActive && upMs < HEALTHY_AFTER_MS) {
 					const { host, port } = this.#ctx.tls;
 					const why = conn.error?.message ?? 'no error frame';
-					this.#scheduleRetry((attempt, retryInMs) =>
-						events.connectError(new ConnectionError(`Connection to ${host}:${port} closed ${Math.round(upMs)} ms after connecting: ${why}`, { cause: conn.error }), {
-							attempt,
-							retryInMs,
-						}),
+					events.connectError(
+						new ConnectionError(`Connection to ${host}:${port} closed ${Math.round(upMs)} ms after connecting: ${why}`, { cause: conn.error }),
+						this.#reconnect.failed(),
 					);
 				}
 			}
@@ -326,21 +321,9 @@ class EventedBackend implements Backend {
 		this.#window = this.#threshold;
 	}
 
-	#scheduleRetry(report: (attempt: number, retryInMs: number) => void): void {
-		this.#failures++;
-		const delay = backoffDelay(this.#failures, this.#ctx.options.reconnect);
-		clearTimeout(this.#retryTimer);
-		this.#retryTimer = setTimeout(() => {
-			this.#retryTimer = undefined;
-			this.wake();
-		}, delay);
-		report(this.#failures, delay);
-	}
-
 	close(): Promise<void> {
 		this.#closing = true;
-		clearTimeout(this.#retryTimer);
-		this.#retryTimer = undefined;
+		this.#reconnect.cancel();
 		if (this.#connections.size === 0) return Promise.resolve();
 		const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve));
 		for (const conn of this.#connections) {
@@ -353,8 +336,7 @@ class EventedBackend implements Backend {
 	destroy(): void {
 		this.#destroyed = true;
 		this.#closing = true;
-		clearTimeout(this.#retryTimer);
-		this.#retryTimer = undefined;
+		this.#reconnect.cancel();
 		for (const conn of this.#connections) {
 			conn.clearTimer();
 			conn.socket.destroy();

@@ -16,7 +16,7 @@ import { connectTls } from '../credentials.js';
 import { ConnectionError } from '../errors.js';
 import type { InFlight } from '../queue.js';
 import type { Backend, BackendContext } from './backend.js';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay, Reconnect } from './backoff.js';
 import { coalesced } from './schedule.js';
 
 const { NGHTTP2_REFUSED_STREAM } = http2.constants;
@@ -77,8 +77,7 @@ class Http2Backend implements Backend {
 	readonly #ctx: BackendContext;
 	readonly #sessions = new Set<Session>();
 	#ids = 0;
-	#failures = 0;
-	#retryTimer: NodeJS.Timeout | undefined;
+	readonly #reconnect: Reconnect;
 	#closing = false;
 	#destroyed = false;
 	#connectAttempts = 0;
@@ -89,6 +88,7 @@ class Http2Backend implements Backend {
 
 	constructor(context: BackendContext) {
 		this.#ctx = context;
+		this.#reconnect = new Reconnect(context.options.reconnect, () => this.wake());
 	}
 
 	get connectAttempts(): number {
@@ -105,7 +105,7 @@ class Http2Backend implements Backend {
 		if (this.#destroyed) return;
 		const { queue, options } = this.#ctx;
 		const live = [...this.#sessions].filter((s) => s.lastStreamId === undefined && !s.session.destroyed);
-		if (queue.canTake && !this.#closing && this.#retryTimer === undefined && live.length < options.connections && !live.some((s) => !s.ready)) {
+		if (queue.canTake && !this.#closing && !this.#reconnect.waiting && live.length < options.connections && !live.some((s) => !s.ready)) {
 			this.#connect();
 		}
 		for (const s of live) {
@@ -133,7 +133,7 @@ class Http2Backend implements Backend {
 		session.once('connect', () => {
 			clearTimeout(timer);
 			s.ready = true;
-			this.#failures = 0;
+			this.#reconnect.succeeded();
 			events.connected({ connection: s.id });
 			this.#startPinging(s);
 			this.wake();
@@ -159,14 +159,8 @@ class Http2Backend implements Backend {
 			if (!this.#destroyed) this.#ctx.queue.requeue(lost, 'sessionLost');
 			if (!s.ready) {
 				if (!this.#destroyed && !this.#closing) {
-					this.#failures++;
-					const retryInMs = backoffDelay(this.#failures, options.reconnect);
-					this.#retryTimer = setTimeout(() => {
-						this.#retryTimer = undefined;
-						this.wake();
-					}, retryInMs);
 					const reason = failure?.message ?? 'closed during the handshake';
-					events.connectError(new ConnectionError(`Cannot connect to ${target.host}:${target.port}: ${reason}`, { cause: failure }), { attempt: this.#failures, retryInMs });
+					events.connectError(new ConnectionError(`Cannot connect to ${target.host}:${target.port}: ${reason}`, { cause: failure }), this.#reconnect.failed());
 				}
 			} else {
 				events.disconnected({
@@ -295,7 +289,7 @@ class Http2Backend implements Backend {
 
 	close(): Promise<void> {
 		this.#closing = true;
-		clearTimeout(this.#retryTimer);
+		this.#reconnect.cancel();
 		if (this.#sessions.size === 0) return Promise.resolve();
 		const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve));
 		for (const s of this.#sessions) s.session.close();
@@ -305,7 +299,7 @@ class Http2Backend implements Backend {
 	destroy(): void {
 		this.#destroyed = true;
 		this.#closing = true;
-		clearTimeout(this.#retryTimer);
+		this.#reconnect.cancel();
 		clearTimeout(this.#delayTimer);
 		this.#delayed = [];
 		for (const s of this.#sessions) {
