@@ -93,7 +93,13 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 * @default 200
 	 */
 	readonly confirmIdleMs?: number | false;
-	/** How many times a notification named by a temporary status (1, 255) is sent before it fails. @default 3 */
+	/**
+	 * Attempts a notification gets when the gateway keeps answering "try again" (binary status 1 or 255;
+	 * HTTP/2 429, 500, 503, ExpiredProviderToken, IdleTimeout) before it is reported failed. Re-sends nobody
+	 * answered (after a backtrack, a lost connection or GOAWAY) don't count. With the default HTTP/2 `retry`
+	 * backoff, 5 attempts span about 15 s.
+	 * @default 5
+	 */
 	readonly maxAttempts?: number;
 	/** First notification ident (1 … 2^32−1); idents wrap to 1. @default 1 */
 	readonly initialIdent?: number;
@@ -132,7 +138,7 @@ export const DEFAULT_OPTIONS = {
 	confirmEvery: 10_000,
 	minConfirmIntervalMs: 50,
 	confirmIdleMs: 200,
-	maxAttempts: 3,
+	maxAttempts: 5,
 	initialIdent: 1,
 	reconnect: { initialDelayMs: 250, maxDelayMs: 30_000, jitter: 0.5 },
 	connections: 1,

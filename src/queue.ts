@@ -29,9 +29,9 @@ export interface QueueOptions {
 	 */
 	readonly maxRetained?: number;
 	/**
-	 * How many times a notification named by a *temporary* status (1 Processing error, 255 Unknown) is
-	 * sent before it is reported failed.
-	 * @default 3
+	 * Attempts a notification gets when it is named by a *temporary* status (1 Processing error, 255
+	 * Unknown) or retried with `requeue(…, 'retry')`, before it is reported failed. See {@link Cursor.tries}.
+	 * @default 5
 	 */
 	readonly maxAttempts?: number;
 	/**
@@ -47,7 +47,7 @@ export interface QueueOptions {
 export const DEFAULT_QUEUE_OPTIONS = {
 	graceMs: 5000,
 	maxRetained: 1_000_000,
-	maxAttempts: 3,
+	maxAttempts: 5,
 	initialIdent: 1,
 } as const;
 
@@ -67,7 +67,7 @@ export interface InFlight {
 	readonly message: Message;
 	readonly index: number;
 	readonly ident: number;
-	/** Sends so far, this one included. */
+	/** Which attempt this is: 1 + the temporary failures answered so far (see {@link Cursor.tries}). */
 	readonly tries: number;
 }
 
@@ -180,6 +180,11 @@ class Ring {
 	tries(i: number): number {
 		return this.#tries[this.#at(i)]!;
 	}
+	/** Count one more answered attempt for entry `i` (capped at 255). */
+	bumpTries(i: number): void {
+		const at = this.#at(i);
+		if (this.#tries[at]! < 255) this.#tries[at]!++;
+	}
 
 	/** Remove the first `n` entries. */
 	dropFront(n: number): void {
@@ -222,7 +227,11 @@ export interface Cursor {
 	message: Message;
 	index: number;
 	ident: number;
-	/** Sends so far, this one included. */
+	/**
+	 * Which attempt this is: 1 + the temporary failures the gateway answered so far (binary status 1 or 255;
+	 * HTTP/2 429, 500, 503, ExpiredProviderToken, IdleTimeout). Re-sends nobody answered (a backtrack, a
+	 * silent close, GOAWAY, a lost session) don't count: they say nothing about this notification.
+	 */
 	tries: number;
 }
 
@@ -410,11 +419,11 @@ export class NotificationQueue {
 			cursor.message = range.message;
 			cursor.index = range.next++;
 			cursor.ident = this.#allocIdent();
-			tries = 0;
+			tries = 1;
 			this.#unsentNew--;
 			if (range.next === range.message.count) this.#advanceRange();
 		}
-		cursor.tries = Math.min(tries + 1, 255);
+		cursor.tries = tries;
 		this.#retained++;
 		this.#stats.written++;
 		return true;
@@ -431,12 +440,16 @@ export class NotificationQueue {
 		this.#afterSettle();
 	}
 
-	/** Put in-flight notifications back at the front of the queue, in the order given, ahead of new work. */
+	/**
+	 * Put in-flight notifications back at the front of the queue, in the order given, ahead of new work.
+	 * `'retry'` means the gateway answered "try again": that counts as an attempt (see {@link Cursor.tries}).
+	 */
 	requeue(batch: readonly InFlight[], reason: ResendReason): void {
 		if (batch.length === 0) return;
+		const answered = reason === 'retry' ? 1 : 0;
 		for (let i = batch.length - 1; i >= 0; i--) {
 			const n = batch[i]!;
-			this.#resend.unshift(n.message, n.index, n.ident, 0, n.tries);
+			this.#resend.unshift(n.message, n.index, n.ident, 0, Math.min(n.tries + answered, 255));
 		}
 		this.#resent(batch.length, reason);
 		this.#afterSettle();
@@ -495,6 +508,7 @@ export class NotificationQueue {
 			this.#deliverFront(log, 1, 'confirmed');
 			this.#backtrack(log, status === 0 ? 'error' : 'shutdown');
 		} else if (isTemporaryStatus(status) && tries < this.maxAttempts) {
+			ring.bumpTries(0);
 			this.#backtrack(log, 'temporary');
 		} else {
 			ring.dropFront(1);

@@ -108,6 +108,44 @@ test('temporary status (1, 255): the named one is retried up to maxAttempts, the
 	assert.equal(queue.outstanding, 0);
 });
 
+test('only answered "try again"s use up attempts: re-sends after a backtrack, a silent close or a lost HTTP/2 stream do not', () => {
+	const { queue, events, take } = setup({ maxAttempts: 2 });
+	const [first, second] = makeTokens(2);
+	queue.push(new Message([first!, second!], { aps: {} }));
+	// `second` is re-sent three times without an answer naming it: once behind a temporary failure of
+	// `first`, then after two silent closes.
+	let log = queue.openLog();
+	let written = take(log);
+	queue.errorFrame(log, 1, written[0]![1]); // first: attempt 1 of 2 answered; second backtracked
+	for (let i = 0; i < 2; i++) {
+		log = queue.openLog();
+		written = take(log);
+		assert.deepEqual(written.map(([t]) => t), [first, second]);
+		queue.connectionClosed(log);
+	}
+	// Both still have one attempt left: `first` used one, `second` none.
+	log = queue.openLog();
+	written = take(log);
+	queue.errorFrame(log, 255, written[1]![1]); // second: attempt 1 answered, re-sent
+	assert.equal(events.failures.length, 0);
+	log = queue.openLog();
+	written = take(log);
+	assert.deepEqual(written.map(([t]) => t), [second]);
+	queue.errorFrame(log, 255, written[0]![1]); // second: attempt 2 answered → fails
+	assert.deepEqual(events.failures.map((f) => f.token), [second]);
+	// HTTP/2: a stream lost with its session, or cut by GOAWAY, is re-queued without using an attempt.
+	queue.push(new Message(first!, { aps: {} }));
+	let n = queue.takeOne()!;
+	assert.equal(n.tries, 1);
+	queue.requeue([n], 'sessionLost');
+	n = queue.takeOne()!;
+	queue.requeue([n], 'goaway');
+	n = queue.takeOne()!;
+	assert.equal(n.tries, 1);
+	queue.requeue([n], 'retry');
+	assert.equal(queue.takeOne()!.tries, 2);
+});
+
 test('ident not found (already past grace): everything still held is re-sent, and it is reported', () => {
 	const { queue, events, take, tick } = setup({ graceMs: 100 });
 	const tokens = makeTokens(6);
