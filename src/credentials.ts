@@ -8,8 +8,15 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
-import forge from 'node-forge';
+import { createRequire } from 'node:module';
+import type Forge from 'node-forge';
 import { CredentialsError } from './errors.js';
+
+// node-forge costs ~8 MB of memory and a few ms to load; token-auth HTTP/2 users never need it.
+let forgeModule: typeof Forge | undefined;
+function forgeLib(): typeof Forge {
+	return (forgeModule ??= createRequire(import.meta.url)('node-forge') as typeof Forge);
+}
 
 /** PEM text, its bytes, or a path to a file holding it. */
 export type PemSource = string | Buffer;
@@ -154,9 +161,9 @@ export function loadCa(ca: PemSource | readonly PemSource[]): string[] {
 
 /** Read the facts APNs cares about from a PEM certificate, with node-forge. */
 export function certificateInfo(certPem: string): CertificateInfo {
-	let cert: forge.pki.Certificate;
+	let cert: Forge.pki.Certificate;
 	try {
-		cert = forge.pki.certificateFromPem(certPem);
+		cert = forgeLib().pki.certificateFromPem(certPem);
 	} catch (error) {
 		throw new CredentialsError(`Cannot read the certificate: ${(error as Error).message}`, { cause: error });
 	}
@@ -197,7 +204,8 @@ function readPem(source: PemSource, name: string, label: string): string {
 
 /** Open a PKCS#12 file: the leaf certificate (with any chain, as PEM) and its private key. */
 function openPkcs12(bytes: Buffer, passphrase: string): { certPem: string; key: KeyObject } {
-	let p12: forge.pkcs12.Pkcs12Pfx;
+	const forge = forgeLib();
+	let p12: Forge.pkcs12.Pkcs12Pfx;
 	try {
 		p12 = forge.pkcs12.pkcs12FromAsn1(forge.asn1.fromDer(bytes.toString('binary')), passphrase);
 	} catch (error) {
@@ -205,7 +213,7 @@ function openPkcs12(bytes: Buffer, passphrase: string): { certPem: string; key: 
 		const hint = /password|mac/i.test(reason) ? ' (wrong passphrase?)' : '';
 		throw new CredentialsError(`Cannot open the PKCS#12 file${hint}: ${reason}`, { cause: error });
 	}
-	const bags = (type: string | undefined): forge.pkcs12.Bag[] => (type === undefined ? [] : (p12.getBags({ bagType: type })[type] ?? []));
+	const bags = (type: string | undefined): Forge.pkcs12.Bag[] => (type === undefined ? [] : (p12.getBags({ bagType: type })[type] ?? []));
 	const { oids } = forge.pki;
 	const keyBags = [...bags(oids['pkcs8ShroudedKeyBag']), ...bags(oids['keyBag'])];
 	const certs = bags(oids['certBag']).flatMap((b) => (b.cert ? [b.cert] : []));

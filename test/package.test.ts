@@ -25,3 +25,22 @@ test('the CLI demo delivers every notification and reports the expected failures
 	assert.equal(report['expectedFailures'], 6);
 	assert.equal(report['feedbackRead'], 5);
 });
+
+test('node-forge (~8 MB) is not loaded for token auth', async () => {
+	// In a fresh process: importing the package and building a token-auth HTTP/2 manager must not load it.
+	// (Certificate and PKCS#12 reading load it on first use: test/credentials.test.ts goes through that path.)
+	const script = `
+		import { createRequire } from 'node:module';
+		import { generateKeyPairSync } from 'node:crypto';
+		import { ApnsManager } from 'apns-worker';
+		const forgeLoaded = () => Object.keys(createRequire(import.meta.url).cache).some((k) => k.includes('node-forge'));
+		const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' });
+		const m = new ApnsManager({ protocol: 'http2', token: { key, keyId: 'KEY1234567', teamId: 'TEAM123456' }, topic: 'com.example.app', gateway: { host: '127.0.0.1', port: 9 } });
+		const loaded = forgeLoaded();
+		m.destroy();
+		console.log(JSON.stringify({ loaded }));
+	`;
+	const cwd = fileURLToPath(new URL('../..', import.meta.url));
+	const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd });
+	assert.deepEqual(JSON.parse(stdout), { loaded: false });
+});
