@@ -148,14 +148,18 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		stream.on('data', (c: Buffer) => chunks.push(c));
 		stream.on('error', () => {});
 		stream.on('end', () => {
+			const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
 			const respond = (status: number, reason?: string, extra: Record<string, unknown> = {}, responseHeaders: Record<string, string> = {}): void => {
 				answered++;
 				if (record) answers.push({ token: String(headers[':path'] ?? '').slice('/3/device/'.length), status, reason });
-				const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
 				const send = (): void => {
 					if (stream.destroyed) return;
-					stream.respond({ ':status': status, 'apns-id': apnsId, ...(reason === undefined ? {} : { 'content-type': 'application/json' }), ...responseHeaders });
-					stream.end(reason === undefined ? undefined : JSON.stringify({ reason, ...extra }));
+					if (reason === undefined) {
+						stream.respond({ ':status': status, 'apns-id': apnsId, ...responseHeaders }, { endStream: true });
+						return;
+					}
+					stream.respond({ ':status': status, 'apns-id': apnsId, 'content-type': 'application/json', ...responseHeaders });
+					stream.end(JSON.stringify({ reason, ...extra }));
 				};
 				if (faults.responseDelayMs) setTimeout(send, faults.responseDelayMs);
 				else send();
@@ -219,7 +223,6 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 			counts.set(token, (counts.get(token) ?? 0) + 1);
 			acceptedCount++;
 			options.onAccepted?.(token);
-			const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
 			if (record) received.push({
 				token,
 				topic,
