@@ -24,7 +24,7 @@ export interface Workload {
 	readonly n: number;
 	readonly faults: Faults;
 	readonly clients: readonly ClientName[];
-	/** Fewer repetitions than the run's default (for workloads a peer takes minutes over). */
+	/** Repetitions when `--reps` is not given (default 3): fewer for workloads a peer takes minutes over, more for noisy ones. */
 	readonly reps?: number;
 }
 
@@ -42,6 +42,11 @@ export function tokens(n: number): string[] {
 
 export function tokenIndex(tokenBytes: Buffer): number {
 	return tokenBytes.readUInt32BE(28);
+}
+
+/** The index carried by a token in hex (any case). */
+export function tokenIndexOf(hex: string): number {
+	return Number.parseInt(hex.slice(56, 64), 16);
 }
 
 export function isRejected(i: number, faults: Faults): boolean {
@@ -75,7 +80,10 @@ export interface ServerPoll {
 	expected: number;
 	completeAt: number | undefined;
 	lastProgressAt: number;
+	/** Tokens that should have been accepted and never were. */
 	lost: number;
+	/** Their indices (the orchestrator subtracts those the client was told failed). */
+	missing: number[];
 	duplicated: number;
 	deliveredRejected: number;
 	connections: number;
@@ -96,5 +104,5 @@ export interface ClientTask {
 /** Client process → orchestrator. */
 export type ClientMessage =
 	| { type: 'started'; at: number }
-	| { type: 'result'; errors: number; reconnects: number; peakRssBytes: number; doneAt: number }
+	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number }
 	| { type: 'memory'; heapBytes: number; externalBytes: number; n: number; peakRssBytes: number };

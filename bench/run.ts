@@ -1,13 +1,14 @@
 /**
  * `npm run bench`: apns-worker side by side with the raw-TLS ceiling and node-apn 1.x, same gateway
  * process, same workloads, same run, clients alternating (A B C A B C …). Prints a table and writes
- * bench/results/latest.json.
+ * bench/results/latest.json (a partial run — --only, --quick or --reps — writes bench/results/partial.json instead,
+ * so the committed full results are never replaced by a subset).
  *
  * Elapsed time is measured the same way for every client: from the moment it starts sending to the
  * moment the gateway has accepted every notification it should accept. (A client that loses some never
  * gets there: its run ends when the gateway has seen no progress for STALL_MS, and counts as incomplete.)
  *
- * Options: --reps N (default 3), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
+ * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -30,8 +31,9 @@ const WORKLOADS: readonly Workload[] = [
 	{ name: '1 invalid per 100 (20k)', n: 20_000, faults: { rejectEvery: 100 }, clients: ['worker', 'node-apn'] },
 	{ name: 'status 10 every 3,000 (20k)', n: 20_000, faults: { shutdownEvery: 3000 }, clients: ['worker', 'node-apn'] },
 	{ name: 'silent drop every 3,000 (20k)', n: 20_000, faults: { silentDropEvery: 3000 }, clients: ['worker', 'node-apn'] },
-	{ name: 'HTTP/2 clean 50k', n: 50_000, faults: {}, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'] },
-	{ name: 'HTTP/2 1% 410 + 1% 500 (50k)', n: 50_000, faults: { rejectEvery: 100, error500Every: 100 }, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'] },
+	// Five reps: on two shared cores a single HTTP/2 run swings by ±15%.
+	{ name: 'HTTP/2 clean 50k', n: 50_000, faults: {}, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'], reps: 5 },
+	{ name: 'HTTP/2 1% 410 + 1% 500 (50k)', n: 50_000, faults: { rejectEvery: 100, error500Every: 100 }, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'], reps: 5 },
 ];
 const MEMORY: Workload = { name: 'memory: 1M queued, gateway unreachable', n: 1_000_000, faults: {}, clients: ['worker', 'node-apn'] };
 
@@ -42,7 +44,10 @@ interface Run {
 	completed: boolean;
 	elapsedMs: number;
 	perSecond: number;
+	/** Never accepted by the gateway and never reported failed to the caller: silently lost. */
 	lost: number;
+	/** Never accepted by the gateway (reported failed or not). */
+	undelivered: number;
 	duplicated: number;
 	deliveredRejected: number;
 	errorsReported: number;
@@ -50,6 +55,8 @@ interface Run {
 	reconnects: number;
 	gatewayConnections: number;
 	peakRssBytes: number;
+	/** RSS with Node and the input tokens only, before the client's library was loaded. */
+	baselineRssBytes: number;
 }
 
 interface MemoryRun {
@@ -137,6 +144,7 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 	const elapsedMs = Math.max(1, (progress.completeAt ?? progress.lastProgressAt) - started.at);
 	let errorsExpected = 0;
 	for (let i = 0; i < workload.n; i++) if (isRejected(i, workload.faults)) errorsExpected++;
+	const reported = new Set(result.failed);
 	return {
 		workload: workload.name,
 		client,
@@ -144,14 +152,16 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		completed,
 		elapsedMs,
 		perSecond: Math.round((progress.unique / elapsedMs) * 1000),
-		lost: stats.lost,
+		lost: stats.missing.filter((i) => !reported.has(i)).length,
+		undelivered: stats.lost,
 		duplicated: stats.duplicated,
 		deliveredRejected: stats.deliveredRejected,
-		errorsReported: result.errors,
+		errorsReported: result.failed.length,
 		errorsExpected,
 		reconnects: result.reconnects,
 		gatewayConnections: stats.connections,
 		peakRssBytes: result.peakRssBytes,
+		baselineRssBytes: result.baselineRssBytes,
 	};
 }
 
@@ -176,6 +186,8 @@ function median(values: number[]): number {
 	return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/** What a client's library added to its process: peak RSS over the RSS of Node plus the inputs. */
+const growth = (r: Run): number => r.peakRssBytes - r.baselineRssBytes;
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 const mb = (bytes: number): string => `${Math.round(bytes / 1048576)} MB`;
 const ratio = (r: number | undefined): string => (r === undefined ? '' : `${r.toFixed(r >= 10 ? 1 : 2)}×`);
@@ -201,7 +213,8 @@ async function main(): Promise<void> {
 
 	const runs: Run[] = [];
 	for (const workload of workloads) {
-		for (let rep = 1; rep <= Math.min(reps, workload.reps ?? reps); rep++) {
+		const count = values.quick ? 1 : values.reps !== undefined ? reps : (workload.reps ?? reps);
+		for (let rep = 1; rep <= count; rep++) {
 			for (const client of workload.clients) {
 				const run = await runOnce(gateway, certs, workload, client, rep);
 				runs.push(run);
@@ -234,6 +247,7 @@ async function main(): Promise<void> {
 				vsRaw: against(ceiling),
 				vsNodeApn: against(peer),
 				peakRssVsPeer: peer === undefined || peer === client ? undefined : median(mine.map((r) => r.peakRssBytes)) / median(runs.filter((o) => o.workload === workload.name && o.client === peer).map((o) => o.peakRssBytes)),
+				rssGrowthVsPeer: peer === undefined || peer === client ? undefined : median(mine.map(growth)) / median(runs.filter((o) => o.workload === workload.name && o.client === peer).map(growth)),
 				completedRuns: `${mine.filter((r) => r.completed).length}/${mine.length}`,
 				lostMax: Math.max(...mine.map((r) => r.lost)),
 				duplicatedMax: Math.max(...mine.map((r) => r.duplicated)),
@@ -241,13 +255,16 @@ async function main(): Promise<void> {
 				errorsExpected: mine[0]!.errorsExpected,
 				reconnects: median(mine.map((r) => r.reconnects)),
 				peakRssBytes: median(mine.map((r) => r.peakRssBytes)),
+				baselineRssBytes: median(mine.map((r) => r.baselineRssBytes)),
+				rssGrowthBytes: median(mine.map(growth)),
+				undeliveredMax: Math.max(...mine.map((r) => r.undelivered)),
 			};
 		}),
 	);
 
 	const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
 	const date = new Date().toISOString();
-	const header = ['workload', 'client', 'notif/s', 'vs ceiling', 'vs peer', 'done', 'lost', 'dup', 'errors (expected)', 'reconnects', 'peak RSS (vs peer)'];
+	const header = ['workload', 'client', 'notif/s', 'vs ceiling', 'vs peer', 'done', 'lost', 'dup', 'errors (expected)', 'reconnects', 'peak RSS (vs peer)', 'RSS growth (vs peer)'];
 	const rows = summary.map((s) => [
 		s.workload,
 		s.client,
@@ -260,12 +277,14 @@ async function main(): Promise<void> {
 		s.errorsExpected === 0 && s.errorsReported === 0 ? '0' : `${s.errorsReported} (${s.errorsExpected})`,
 		String(s.reconnects),
 		`${mb(s.peakRssBytes)}${s.peakRssVsPeer === undefined ? '' : ` (${s.peakRssVsPeer.toFixed(2)}×)`}`,
+		`${mb(s.rssGrowthBytes)}${s.rssGrowthVsPeer === undefined ? '' : ` (${s.rssGrowthVsPeer.toFixed(2)}×)`}`,
 	]);
 	const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
 	const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
 	const out: string[] = [];
-	out.push(`apns-worker benchmark — ${date.slice(0, 10)}, ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; gateway in its own process; ${reps} rep(s), clients alternating; medians`);
+	out.push(`apns-worker benchmark — ${date.slice(0, 10)}, ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; gateway in its own process; clients alternating; medians over the runs counted in 'done'`);
 	out.push('ceiling: raw TLS (binary) or bare node:http2 with 1,000 streams in flight (HTTP/2); peer: node-apn 1.7.8 (binary) or @parse/node-apn (HTTP/2).');
+	out.push('lost: never accepted by the gateway and never reported failed (silently lost). RSS growth: peak RSS minus the RSS of Node plus the input tokens, taken before the client library is loaded.');
 	out.push('');
 	out.push(line(header));
 	out.push(line(widths.map((w) => '-'.repeat(w))));
@@ -276,9 +295,11 @@ async function main(): Promise<void> {
 		for (const m of memory) out.push(`| ${MEMORY.name} | ${m.client} | ${m.heapBytesPerNotification} | ${m.heapAndBuffersBytesPerNotification} | ${mb(m.peakRssBytes)} |`);
 	}
 	process.stdout.write(`${out.join('\n')}\n`);
+	const partial = values.only !== undefined || values.quick || values.reps !== undefined;
+	const file = `bench/results/${partial ? 'partial' : 'latest'}.json`;
 	mkdirSync(here('../../bench/results'), { recursive: true });
-	writeFileSync(here('../../bench/results/latest.json'), `${JSON.stringify({ date, machine, gateway: 'separate process', reps, summary, memory, runs }, null, '\t')}\n`);
-	process.stdout.write(`\nWrote bench/results/latest.json\n`);
+	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, runs }, null, '\t')}\n`);
+	process.stdout.write(`\nWrote ${file}\n`);
 }
 
 await main();

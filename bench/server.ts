@@ -95,13 +95,13 @@ function poll(): Pick<ServerPoll, 'unique' | 'expected' | 'completeAt' | 'lastPr
 }
 
 function stats(): ServerPoll {
-	let lost = 0;
+	const missing: number[] = [];
 	let duplicated = 0;
 	let deliveredRejected = 0;
 	for (let i = 0; i < n; i++) {
 		const c = counts[i]!;
 		if (isRejected(i, faults)) deliveredRejected += c;
-		else if (c === 0) lost++;
+		else if (c === 0) missing.push(i);
 		else duplicated += c - 1;
 	}
 	return {
@@ -110,7 +110,8 @@ function stats(): ServerPoll {
 		expected,
 		completeAt,
 		lastProgressAt,
-		lost,
+		lost: missing.length,
+		missing,
 		duplicated,
 		deliveredRejected,
 		connections: gateway?.connections ?? 0,
@@ -131,7 +132,7 @@ process.on('message', (request: ServerRequest) => {
 			process.send!(stats());
 			break;
 		case 'stop':
-			void gateway?.close().then(() => process.exit(0));
+			void (gateway?.close() ?? Promise.resolve()).then(() => process.exit(0));
 			break;
 	}
 });

@@ -14,6 +14,7 @@
 import http2 from 'node:http2';
 import { connectTls } from '../credentials.js';
 import { ConnectionError } from '../errors.js';
+import type { Message } from '../message.js';
 import type { InFlight } from '../queue.js';
 import type { Backend, BackendContext } from './backend.js';
 import { backoffDelay, Reconnect } from './backoff.js';
@@ -37,6 +38,13 @@ const TOPIC_SUFFIX: Readonly<Record<string, string>> = {
 export function topicFor(base: string, pushType: string): string {
 	const suffix = TOPIC_SUFFIX[pushType];
 	return suffix === undefined || base.endsWith(suffix) ? base : `${base}${suffix}`;
+}
+
+/** Header values a message's notifications share. */
+interface SharedHeaders {
+	readonly priority: string;
+	readonly expiration: string;
+	readonly topic: string | undefined;
 }
 
 class Session {
@@ -85,6 +93,10 @@ class Http2Backend implements Backend {
 	#delayed: Array<{ at: number; n: InFlight }> = [];
 	#delayTimer: NodeJS.Timeout | undefined;
 	#closeWaiters: Array<() => void> = [];
+	/** Weak: a finished message (and its tokens) must not be kept alive by this cache. */
+	readonly #headers = new WeakMap<Message, SharedHeaders>();
+	#jwt = '';
+	#authorization = '';
 
 	constructor(context: BackendContext) {
 		this.#ctx = context;
@@ -192,20 +204,38 @@ class Http2Backend implements Backend {
 		s.pingTimer.unref();
 	}
 
+	/** What every notification of `m` shares, as header values (a broadcast is one message: made once, not per token). */
+	#shared(m: Message): SharedHeaders {
+		let h = this.#headers.get(m);
+		if (h === undefined) {
+			const base = m.topic ?? this.#ctx.topic;
+			h = { priority: String(m.priority), expiration: String(m.expiry), topic: base === undefined ? undefined : topicFor(base, m.pushType) };
+			this.#headers.set(m, h);
+		}
+		return h;
+	}
+
 	#request(s: Session, n: InFlight): void {
-		const { token, topic } = this.#ctx;
+		const { token } = this.#ctx;
 		const m = n.message;
+		const shared = this.#shared(m);
 		const headers: http2.OutgoingHttpHeaders = {
 			':method': 'POST',
 			':path': `/3/device/${m.token(n.index)}`,
 			'apns-push-type': m.pushType,
-			'apns-priority': String(m.priority),
-			'apns-expiration': String(m.expiry),
+			'apns-priority': shared.priority,
+			'apns-expiration': shared.expiration,
 		};
-		const base = m.topic ?? topic;
-		if (base !== undefined) headers['apns-topic'] = topicFor(base, m.pushType);
+		if (shared.topic !== undefined) headers['apns-topic'] = shared.topic;
 		if (m.collapseId !== undefined) headers['apns-collapse-id'] = m.collapseId;
-		if (token !== undefined) headers['authorization'] = `bearer ${token.current()}`;
+		if (token !== undefined) {
+			const jwt = token.current();
+			if (jwt !== this.#jwt) {
+				this.#jwt = jwt;
+				this.#authorization = `bearer ${jwt}`;
+			}
+			headers['authorization'] = this.#authorization;
+		}
 		const stream = s.session.request(headers);
 		s.streams.set(stream, n);
 		s.lastActivity = performance.now();
