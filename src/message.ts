@@ -20,9 +20,10 @@ export const MAX_COLLAPSE_ID_BYTES = 64;
 /** Per-message delivery options. */
 export interface MessageOptions {
 	/**
-	 * When APNs may stop trying to deliver: a `Date`, or UNIX time in **seconds**. `0` or absent means
-	 * "do not store" (one attempt only).
-	 * @default 0
+	 * When APNs may stop trying to deliver: a `Date`, or UNIX time in **seconds**. `0` means "do not
+	 * store" (one attempt only). Absent: over HTTP/2 the `apns-expiration` header is left out, so APNs
+	 * stores the notification under its own policy (up to 30 days); a binary frame must carry a value and
+	 * carries 0.
 	 */
 	readonly expiration?: Date | number | undefined;
 	/**
@@ -75,8 +76,8 @@ export class Message {
 	readonly payload: Readonly<Record<string, unknown>>;
 	/** The payload encoded as compact JSON, UTF-8. Encoded once, shared by every token. */
 	readonly encodedPayload: Buffer;
-	/** Expiration as UNIX seconds; 0 when none. */
-	readonly expiry: number;
+	/** Expiration as UNIX seconds; `undefined` when none was given (see {@link MessageOptions.expiration}). */
+	readonly expiry: number | undefined;
 	/** 1, 5 or 10. */
 	readonly priority: Priority;
 	/** HTTP/2 push type (given or inferred from the payload). */
@@ -181,8 +182,8 @@ function packTokens(tokens: string | readonly string[]): Buffer {
 	return out;
 }
 
-function toExpiry(expiration: unknown): number {
-	if (expiration === undefined || expiration === 0) return 0;
+function toExpiry(expiration: unknown): number | undefined {
+	if (expiration === undefined) return undefined;
 	if (expiration instanceof Date) {
 		const ms = expiration.getTime();
 		if (Number.isNaN(ms) || ms < 0 || ms / 1000 > MAX_U32) throw new InvalidArgumentError('options.expiration', 'a valid Date between 1970 and 2106', expiration);

@@ -39,14 +39,18 @@ test('200: every notification delivered exactly once with the right headers; flu
 	const tokens = makeTokens(2000, 60);
 	m.sendAps(tokens, { alert: 'hi' }, { collapseId: 'c1', expiration: 2_000_000_000 });
 	m.sendAps(tokens[0]!, { contentAvailable: true });
+	m.sendAps(tokens[1]!, { alert: 'once' }, { expiration: 0, collapseId: 'c0' });
 	await m.flushMessages();
-	assert.equal(delivered, 2001);
-	assert.deepEqual([...server.counts.values()].reduce((a, b) => a + b, 0), 2001);
+	assert.equal(delivered, 2002);
+	assert.deepEqual([...server.counts.values()].reduce((a, b) => a + b, 0), 2002);
 	assert.ok(tokens.every((tk) => (server.counts.get(tk) ?? 0) >= 1));
 	const first = server.received.find((r) => r.pushType === 'alert')!;
 	assert.deepEqual([first.topic, first.priority, first.expiration, first.collapseId], [TOPIC, '10', '2000000000', 'c1']);
 	const background = server.received.find((r) => r.pushType === 'background')!;
 	assert.equal(background.priority, '5', 'content-available only: background, priority 5');
+	// No expiration given: no header, so APNs stores it under its own policy; an explicit 0 is sent as 0.
+	assert.equal(background.expiration, undefined);
+	assert.equal(server.received.find((r) => r.collapseId === 'c0')!.expiration, '0');
 	assert.equal(server.tokensSeen.size, 1, 'one JWT shared by every request');
 });
 

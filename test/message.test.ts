@@ -66,8 +66,9 @@ test('priority: 5 or 10, default 10', () => {
 	rejects(() => new Message(TOKEN, { aps: {} }, { priority: 7 as 5 }), 'options.priority', /1, 5 or 10.*got 7/);
 });
 
-test('expiration: a Date or UNIX seconds; 0 when none; milliseconds are caught', () => {
-	assert.equal(new Message(TOKEN, { aps: {} }).expiry, 0);
+test('expiration: a Date or UNIX seconds; none stays none (not 0); milliseconds are caught', () => {
+	assert.equal(new Message(TOKEN, { aps: {} }).expiry, undefined);
+	assert.equal(new Message(TOKEN, { aps: {} }, { expiration: 0 }).expiry, 0);
 	assert.equal(new Message(TOKEN, { aps: {} }, { expiration: new Date('2030-01-01T00:00:00Z') }).expiry, 1_893_456_000);
 	assert.equal(new Message(TOKEN, { aps: {} }, { expiration: 1_893_456_000 }).expiry, 1_893_456_000);
 	rejects(() => new Message(TOKEN, { aps: {} }, { expiration: 1_893_456_000_000 }), 'options.expiration', /milliseconds given\?/);

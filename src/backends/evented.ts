@@ -168,7 +168,7 @@ class EventedBackend implements Backend {
 			const cursor = this.#cursor;
 			while (used + MAX_FRAME_BYTES <= SLAB_BYTES && (!limited || log.sinceProof < every) && queue.take(log, cursor)) {
 				const m = cursor.message;
-				used = writeFrame(slab, used, m.tokenBytes, cursor.index, m.encodedPayload, cursor.ident, m.expiry, m.priority);
+				used = writeFrame(slab, used, m.tokenBytes, cursor.index, m.encodedPayload, cursor.ident, m.expiry ?? 0, m.priority);
 			}
 			if (used === 0) {
 				this.#recycle(slab);

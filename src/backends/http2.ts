@@ -43,7 +43,8 @@ export function topicFor(base: string, pushType: string): string {
 /** Header values a message's notifications share. */
 interface SharedHeaders {
 	readonly priority: string;
-	readonly expiration: string;
+	/** Left out when the message has none: APNs then stores it under its own policy. */
+	readonly expiration: string | undefined;
 	readonly topic: string | undefined;
 }
 
@@ -209,7 +210,7 @@ class Http2Backend implements Backend {
 		let h = this.#headers.get(m);
 		if (h === undefined) {
 			const base = m.topic ?? this.#ctx.topic;
-			h = { priority: String(m.priority), expiration: String(m.expiry), topic: base === undefined ? undefined : topicFor(base, m.pushType) };
+			h = { priority: String(m.priority), expiration: m.expiry === undefined ? undefined : String(m.expiry), topic: base === undefined ? undefined : topicFor(base, m.pushType) };
 			this.#headers.set(m, h);
 		}
 		return h;
@@ -224,8 +225,8 @@ class Http2Backend implements Backend {
 			':path': `/3/device/${m.token(n.index)}`,
 			'apns-push-type': m.pushType,
 			'apns-priority': shared.priority,
-			'apns-expiration': shared.expiration,
 		};
+		if (shared.expiration !== undefined) headers['apns-expiration'] = shared.expiration;
 		if (shared.topic !== undefined) headers['apns-topic'] = shared.topic;
 		if (m.collapseId !== undefined) headers['apns-collapse-id'] = m.collapseId;
 		if (token !== undefined) {
