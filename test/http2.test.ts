@@ -52,6 +52,8 @@ test('200: every notification delivered exactly once with the right headers; flu
 	assert.equal(background.expiration, undefined);
 	assert.equal(server.received.find((r) => r.collapseId === 'c0')!.expiration, '0');
 	assert.equal(server.tokensSeen.size, 1, 'one JWT shared by every request');
+	// Apple's HPACK advice: the per-request path and the token stay out of its dynamic table.
+	assert.deepEqual([...first.neverIndexed].sort(), [':path', 'authorization']);
 });
 
 test('410 Unregistered: a DeliveryError with the reason, and a Feedback record for listeners and getFeedback', async (t) => {

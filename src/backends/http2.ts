@@ -22,6 +22,13 @@ import { coalesced } from './schedule.js';
 
 const { NGHTTP2_REFUSED_STREAM } = http2.constants;
 
+/**
+ * Header fields sent as never-indexed literals. Apple asks for `:path` and `authorization` to stay out of
+ * its small HPACK table: each path is used once, and filling the table with them would evict the fields
+ * every request repeats.
+ */
+const NEVER_INDEXED: readonly string[] = Object.freeze([':path', 'authorization']);
+
 /** Push types whose topic carries a suffix after the bundle ID. */
 const TOPIC_SUFFIX: Readonly<Record<string, string>> = {
 	voip: '.voip',
@@ -220,7 +227,7 @@ class Http2Backend implements Backend {
 		const { token } = this.#ctx;
 		const m = n.message;
 		const shared = this.#shared(m);
-		const headers: http2.OutgoingHttpHeaders = {
+		const headers: http2.OutgoingHttpHeaders & { [key: symbol]: readonly string[] } = {
 			':method': 'POST',
 			':path': `/3/device/${m.token(n.index)}`,
 			'apns-push-type': m.pushType,
@@ -237,6 +244,7 @@ class Http2Backend implements Backend {
 			}
 			headers['authorization'] = this.#authorization;
 		}
+		headers[http2.sensitiveHeaders] = NEVER_INDEXED;
 		const stream = s.session.request(headers);
 		s.streams.set(stream, n);
 		s.lastActivity = performance.now();

@@ -62,6 +62,8 @@ export interface MockHttp2Notification {
 	readonly apnsId: string;
 	readonly payload: string;
 	readonly session: number;
+	/** Header fields the client sent as never-indexed HPACK literals. */
+	readonly neverIndexed: readonly string[];
 }
 
 /** A running mock. */
@@ -233,6 +235,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				apnsId,
 				payload: payload.toString('utf8'),
 				session: session.mockId,
+				neverIndexed: (headers as unknown as Record<symbol, string[] | undefined>)[http2.sensitiveHeaders] ?? [],
 			});
 			return respond(200);
 		});
