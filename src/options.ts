@@ -6,6 +6,7 @@ import type { CertificateCredentials, Environment } from './credentials.js';
 import type { ProviderTokenOptions } from './provider-token.js';
 import type { DeliveryError } from './errors.js';
 import { InvalidArgumentError } from './errors.js';
+import { DEFAULT_QUEUE_OPTIONS } from './queue.js';
 
 /** A host and port. */
 export interface Address {
@@ -133,13 +134,11 @@ export const DEFAULT_OPTIONS = {
 	backend: 'evented',
 	environment: 'production',
 	checkCertificateEnvironment: true,
-	graceMs: 5000,
-	maxRetained: 1_000_000,
+	// graceMs, maxRetained, maxAttempts, initialIdent: the queue's own defaults, kept in one place.
+	...DEFAULT_QUEUE_OPTIONS,
 	confirmEvery: 10_000,
 	minConfirmIntervalMs: 50,
 	confirmIdleMs: 200,
-	maxAttempts: 5,
-	initialIdent: 1,
 	reconnect: { initialDelayMs: 250, maxDelayMs: 30_000, jitter: 0.5 },
 	connections: 1,
 	maxStreamsPerSession: 1000,
