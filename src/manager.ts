@@ -13,7 +13,7 @@ import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type Co
 import { Feedback, readFeedback } from './feedback.js';
 import { describeStatus, MAX_BINARY_PAYLOAD_BYTES } from './frame.js';
 import { Message, type Aps, type SendApsOptions } from './message.js';
-import { resolveOptions, type ApnsManagerOptions, type ResolvedOptions } from './options.js';
+import { MAX_TIMER_MS, resolveOptions, type ApnsManagerOptions, type ResolvedOptions } from './options.js';
 import { NotificationQueue, type FailureDetail, type QueueStats, type ResendReason } from './queue.js';
 
 /** Every event of {@link ApnsManager} with its arguments. */
@@ -22,11 +22,11 @@ export interface ApnsManagerEvents {
 	deliveryError: [error: DeliveryError];
 	/** A feedback record was read by `getFeedback`. */
 	feedback: [feedback: Feedback];
-	/** `count` notifications were settled as delivered: confirmed by the gateway, or past the grace window. */
-	delivered: [info: { count: number; how: 'confirmed' | 'grace' }];
+	/** `count` notifications were settled as delivered, on the gateway's word. */
+	delivered: [info: { count: number }];
 	/** `count` notifications were put back to be sent again, ahead of new work. */
 	resent: [info: { count: number; reason: ResendReason }];
-	/** An error frame named an ident no longer held; what was still held was re-sent. */
+	/** An error frame named an ident its connection never carried; what that connection held was re-sent. */
 	identNotFound: [info: { ident: number; status: number; resent: number }];
 	/** The retention cap was reached; writing pauses until room is made. */
 	retentionFull: [info: { retained: number }];
@@ -34,7 +34,11 @@ export interface ApnsManagerEvents {
 	connected: [info: { connection: number }];
 	/** A gateway connection ended. */
 	disconnected: [info: { connection: number; reason: DisconnectReason; error?: Error }];
-	/** A connect attempt failed; another follows after `retryInMs`. */
+	/**
+	 * A connect attempt failed: the connection could not be made, or it ended before the gateway settled
+	 * any notification on it (refused certificate, GOAWAY at connect, garbage, no answer in time, …).
+	 * Another follows after `retryInMs`.
+	 */
 	connectError: [error: ConnectionError, info: { attempt: number; retryInMs: number }];
 	/** Nothing is queued or awaiting confirmation. */
 	idle: [];
@@ -50,6 +54,14 @@ export interface ManagerStats extends QueueStats {
 	connectAttempts: number;
 	/** Notifications neither delivered nor reported failed yet. */
 	pending: number;
+	/** HTTP/2 410 records dropped from the `getFeedback()` buffer because it held `maxFeedbackRecords`. */
+	feedbackDropped: number;
+}
+
+/** Options of `close()` and `flushMessages()`. */
+export interface DeadlineOptions {
+	/** Give up after this many milliseconds (see each method). */
+	readonly timeoutMs?: number;
 }
 
 const BACKENDS: Readonly<Record<'evented' | 'http2', BackendFactory>> = { evented: createEventedBackend, http2: createHttp2Backend };
@@ -66,8 +78,9 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	readonly #ca: string[] | undefined;
 	readonly #token: ProviderToken | undefined;
 	readonly #topic: string | undefined;
-	/** HTTP/2: 410 answers kept for the next `getFeedback`. */
+	/** HTTP/2: 410 answers kept for the next `getFeedback`, oldest first, at most `maxFeedbackRecords`. */
 	#feedbackRecords: Feedback[] = [];
+	#feedbackDropped = 0;
 	readonly #queue: NotificationQueue;
 	readonly #backend: Backend;
 	readonly #errorHandler: ((error: DeliveryError) => void) | undefined;
@@ -98,7 +111,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			throw new InvalidArgumentError('options.topic', 'the bundle ID (token auth has no certificate to take it from)', undefined);
 		}
 		this.#errorHandler = options.errorHandler;
-		this.#queue = new NotificationQueue({ graceMs: o.graceMs, maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent });
+		this.#queue = new NotificationQueue({ maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent });
 		const backend = options.backend ?? (o.protocol === 'http2' ? 'http2' : 'evented');
 		const factory = typeof backend === 'function' ? backend : BACKENDS[backend];
 		if (factory === undefined) throw new InvalidArgumentError('options.backend', "'evented', 'http2' or a backend factory", backend);
@@ -110,7 +123,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			resent: (count, reason) => this.#emit('resent', { count, reason }),
 			identNotFound: (ident, status, resent) => this.#emit('identNotFound', { ident, status, resent }),
 			retentionFull: (retained) => this.#emit('retentionFull', { retained }),
-			delivered: (count, how) => this.#emit('delivered', { count, how }),
+			delivered: (count) => this.#emit('delivered', { count }),
 			wake: () => this.#backend.wake(),
 			idle: () => this.#onIdle(),
 		});
@@ -127,7 +140,6 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			},
 			wantsConfirmation: () => this.#flushes.size > 0,
 		});
-		this.#queue.startPurging();
 	}
 
 	/** What the client certificate says: topic (bundle ID), environments, validity. Undefined with token auth. */
@@ -137,7 +149,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 
 	/** Counters since construction. */
 	get stats(): ManagerStats {
-		return { ...this.#queue.stats, connectAttempts: this.#backend.connectAttempts, pending: this.#queue.outstanding };
+		return { ...this.#queue.stats, connectAttempts: this.#backend.connectAttempts, pending: this.#queue.outstanding, feedbackDropped: this.#feedbackDropped + Math.max(0, this.#feedbackRecords.length - this.#options.maxFeedbackRecords) };
 	}
 
 	/** Notifications neither delivered nor reported failed yet. */
@@ -179,16 +191,19 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	}
 
 	/**
-	 * Resolve once every notification queued so far is delivered (confirmed, or past the grace window) or
-	 * reported failed. Connections with unconfirmed notifications are probed at once, so this normally takes
-	 * one round trip rather than the grace window.
-	 * @param options.timeoutMs - reject with a {@link TimeoutError} (saying how many are pending) after this long.
+	 * Resolve once every notification queued so far is delivered (on the gateway's word) or reported
+	 * failed. Connections with unconfirmed notifications are probed at once, so this normally takes one
+	 * round trip.
+	 * @param options.timeoutMs - reject with a {@link TimeoutError} (saying how many are pending) after this
+	 * long; nothing is dropped.
+	 * @throws {@link InvalidArgumentError} for bad options; nothing else is touched.
 	 */
-	flushMessages(options: { timeoutMs?: number } = {}): Promise<void> {
-		const { timeoutMs } = options;
-		if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
-			throw new InvalidArgumentError('options.timeoutMs', 'a number of milliseconds >= 0', timeoutMs);
-		}
+	flushMessages(options?: DeadlineOptions): Promise<void> {
+		const timeoutMs = deadline('flushMessages', options);
+		return this.#flush(timeoutMs);
+	}
+
+	#flush(timeoutMs: number | undefined): Promise<void> {
 		if (this.#queue.outstanding === 0) return Promise.resolve();
 		return new Promise<void>((resolve, reject) => {
 			let timer: NodeJS.Timeout | undefined;
@@ -217,19 +232,22 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 
 	/**
 	 * Read the feedback service: call `callback` for each token APNs reports gone, emit `feedback`, and
-	 * resolve with the count. The service forgets what it sends, so persist what you get.
-	 * @throws {@link ConnectionError} (as a rejection) when the service cannot be reached.
+	 * resolve with the count. The service forgets what it sends, so persist what you get. Over HTTP/2 the
+	 * 410 answers kept since the last call are handed over instead.
+	 * @throws {@link InvalidArgumentError} (synchronously) when `callback` is not a function.
+	 * @throws (as a rejection) {@link ConnectionError} when the service cannot be reached, {@link TimeoutError}
+	 * past `feedbackTimeoutMs`, {@link ProtocolError} when it sends something that is not feedback,
+	 * {@link ClosedError} after `close()` or `destroy()`.
 	 */
-	async getFeedback(callback: (feedback: Feedback) => void): Promise<number> {
-		this.#assertOpen();
+	getFeedback(callback: (feedback: Feedback) => void): Promise<number> {
 		if (typeof callback !== 'function') throw new InvalidArgumentError('callback', 'a function', callback);
+		if (this.#state !== 'open') return Promise.reject(this.#closedError());
 		const o = this.#options;
 		if (o.protocol === 'http2') {
 			// HTTP/2 has no feedback service: its 410 answers were kept for this call.
-			const records = this.#feedbackRecords;
-			this.#feedbackRecords = [];
+			const records = this.#takeFeedback();
 			for (const record of records) this.#guard(() => callback(record));
-			return records.length;
+			return Promise.resolve(records.length);
 		}
 		const c = this.#credentials!;
 		return readFeedback(
@@ -242,22 +260,39 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	}
 
 	/**
-	 * Graceful shutdown: stop accepting sends, flush, then close connections. Idempotent.
-	 * @param options.timeoutMs - bound the flush; when it runs out the manager is destroyed and the
-	 * {@link TimeoutError} (with the number dropped) is thrown.
+	 * Graceful shutdown: stop accepting sends, flush, then close connections (a peer that does not let go
+	 * within a moment is cut off; everything on it is settled by then). Idempotent: later calls return the
+	 * first call's promise; after `destroy()` it resolves at once.
+	 * @param options.timeoutMs - bound the whole close; when it runs out the manager is destroyed and the
+	 * promise rejects with a {@link TimeoutError} whose `pending` is the number dropped.
+	 * @throws {@link InvalidArgumentError} (synchronously) for bad options; nothing else is touched.
 	 */
-	close(options: { timeoutMs?: number } = {}): Promise<void> {
-		this.#closing ??= (async () => {
-			this.#state = 'closing';
-			try {
-				await this.flushMessages(options);
-			} catch (error) {
-				this.destroy();
+	close(options?: DeadlineOptions): Promise<void> {
+		const timeoutMs = deadline('close', options);
+		if (this.#closing !== undefined) return this.#closing;
+		if (this.#state === 'closed') return Promise.resolve(); // destroyed: nothing left to close
+		this.#state = 'closing';
+		const graceful = this.#flush(undefined).then(() => this.#backend.close());
+		let timer: NodeJS.Timeout | undefined;
+		const expired =
+			timeoutMs === undefined
+				? undefined
+				: new Promise<never>((_, reject) => {
+						timer = setTimeout(() => {
+							const dropped = this.#queue.outstanding;
+							this.destroy();
+							reject(new TimeoutError(`close timed out after ${timeoutMs} ms; ${dropped} notifications were dropped`, dropped));
+						}, timeoutMs);
+					});
+		// A destroy() meanwhile rejects the flush; close() then settles with destroy's outcome, not its error.
+		const closing = (expired === undefined ? graceful : Promise.race([graceful, expired])).then(
+			() => this.#shutdown(),
+			(error: unknown) => {
+				if (error instanceof ClosedError) return;
 				throw error;
-			}
-			await this.#backend.close();
-			this.#shutdown();
-		})();
+			},
+		);
+		this.#closing = closing.finally(() => clearTimeout(timer));
 		return this.#closing;
 	}
 
@@ -277,12 +312,15 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	#shutdown(): void {
 		if (this.#state === 'closed') return;
 		this.#state = 'closed';
-		this.#queue.stopPurging();
 		this.#emit('closed');
 	}
 
 	#assertOpen(): void {
-		if (this.#state !== 'open') throw new ClosedError(`The manager is ${this.#state}: no more notifications are accepted`);
+		if (this.#state !== 'open') throw this.#closedError();
+	}
+
+	#closedError(): ClosedError {
+		return new ClosedError(`The manager is ${this.#state}: no more notifications are accepted`);
 	}
 
 	#onIdle(): void {
@@ -294,7 +332,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		const token = message.token(index);
 		const error = new DeliveryError({
 			status,
-			description: detail?.reason ?? describeStatus(status),
+			description: detail?.description ?? detail?.reason ?? describeStatus(status),
 			token,
 			message,
 			ident,
@@ -306,9 +344,33 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		if (status === 410) {
 			// The HTTP/2 replacement of the feedback service: the same records, through the same calls.
 			const record = new Feedback(token, detail?.timestamp ?? new Date());
-			this.#feedbackRecords.push(record);
+			this.#keepFeedback(record);
 			this.#emit('feedback', record);
 		}
+	}
+
+	/**
+	 * Keep a 410 record for `getFeedback`. Only the newest `maxFeedbackRecords` count; the array is trimmed
+	 * when it reaches twice that, so a full buffer costs O(1) per record rather than a shift per record.
+	 */
+	#keepFeedback(record: Feedback): void {
+		this.#feedbackRecords.push(record);
+		if (this.#feedbackRecords.length >= 2 * Math.max(1, this.#options.maxFeedbackRecords)) this.#trimFeedback();
+	}
+
+	/** The kept 410 records (the newest `maxFeedbackRecords`), emptying the buffer. */
+	#takeFeedback(): Feedback[] {
+		this.#trimFeedback();
+		const records = this.#feedbackRecords;
+		this.#feedbackRecords = [];
+		return records;
+	}
+
+	#trimFeedback(): void {
+		const excess = this.#feedbackRecords.length - this.#options.maxFeedbackRecords;
+		if (excess <= 0) return;
+		this.#feedbackRecords = this.#feedbackRecords.slice(excess);
+		this.#feedbackDropped += excess;
 	}
 
 	/** Emit, turning a throwing listener into an `error` event so it cannot break the send loop. */
@@ -334,4 +396,16 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	}
 }
 
-
+/** Check the options of `close()`/`flushMessages()`; returns `timeoutMs`. */
+function deadline(method: string, options: DeadlineOptions | undefined): number | undefined {
+	if (options === undefined) return undefined;
+	if (options === null || typeof options !== 'object' || Array.isArray(options)) throw new InvalidArgumentError(`${method}(options)`, 'an object such as { timeoutMs }', options);
+	for (const key of Object.keys(options)) {
+		if (key !== 'timeoutMs') throw new InvalidArgumentError(`${method}(options).${key}`, 'no such option (the only one is timeoutMs)', (options as Record<string, unknown>)[key]);
+	}
+	const { timeoutMs } = options;
+	if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 0 || timeoutMs > MAX_TIMER_MS)) {
+		throw new InvalidArgumentError(`${method}(options).timeoutMs`, `a whole number of milliseconds from 0 to ${MAX_TIMER_MS}`, timeoutMs);
+	}
+	return timeoutMs;
+}

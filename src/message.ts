@@ -107,6 +107,10 @@ export class Message {
 		} catch (error) {
 			throw new InvalidArgumentError('payload', `a JSON-serialisable object (${(error as Error).message})`, payload);
 		}
+		// A toJSON() can turn the object into anything (or nothing): APNs takes a JSON object only.
+		if (typeof json !== 'string' || !json.startsWith('{')) {
+			throw new InvalidArgumentError('payload', 'an object that encodes as a JSON object', json === undefined ? undefined : `JSON ${json.slice(0, 40)}`);
+		}
 		this.payload = payload;
 		this.encodedPayload = Buffer.from(json, 'utf8');
 		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', options);
@@ -133,6 +137,8 @@ export class Message {
 		const extra = options.extra ?? {};
 		if (extra === null || typeof extra !== 'object' || Array.isArray(extra)) throw new InvalidArgumentError('options.extra', 'an object', extra);
 		if (Object.hasOwn(extra, 'aps')) throw new InvalidArgumentError('options.extra', 'custom keys other than "aps"', 'aps');
+		// Spread next to `aps`, a toJSON of extra's would replace the whole payload when it is encoded.
+		if (Object.hasOwn(extra, 'toJSON')) throw new InvalidArgumentError('options.extra', 'custom keys other than "toJSON"', 'toJSON');
 		return new Message(tokens, { ...extra, aps: normaliseAps(aps) }, options);
 	}
 

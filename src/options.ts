@@ -48,6 +48,12 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly maxStreamsPerSession?: number;
 	/** HTTP/2: backoff of retries after 429, 500 and 503 (`retry-after` is honoured when longer). */
 	readonly retry?: ReconnectOptions;
+	/**
+	 * HTTP/2: a request unanswered this long is cancelled and retried (an attempt, backed off like a 503),
+	 * and its session is replaced, in ms.
+	 * @default 10_000
+	 */
+	readonly requestTimeoutMs?: number;
 	/** HTTP/2: PING a session idle this long, in ms. @default 60_000 */
 	readonly pingIntervalMs?: number;
 	/** HTTP/2: a session whose PING is unanswered this long is replaced, in ms. @default 10_000 */
@@ -64,7 +70,13 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 * @default true
 	 */
 	readonly checkCertificateEnvironment?: boolean;
-	/** How long a written notification is kept for backtracking, from its write, in ms. @default 5000 */
+	/**
+	 * Binary: how long the gateway has to answer, in ms. A connection waiting on the gateway — its probe
+	 * written, or its writes not draining — that hears nothing for this long is presumed dead: it is closed
+	 * and what it held is re-sent (counted in doubt). Nothing is ever settled by time alone; this only
+	 * bounds how long an unanswered connection may hold notifications.
+	 * @default 5000
+	 */
 	readonly graceMs?: number;
 	/**
 	 * Hard cap on written-but-unconfirmed notifications; at the cap writing pauses (nothing is dropped) and
@@ -110,6 +122,14 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly connectTimeoutMs?: number;
 	/** End a feedback read when no byte has come for this long, in ms. @default 5000 */
 	readonly feedbackIdleTimeoutMs?: number;
+	/** A feedback read that takes longer than this in all is cut off and rejected, in ms. @default 60_000 */
+	readonly feedbackTimeoutMs?: number;
+	/**
+	 * HTTP/2: 410 answers kept for the next `getFeedback()`. Past this the oldest are dropped (each was
+	 * still reported as a `deliveryError` and a `feedback` event) and counted in `stats.feedbackDropped`.
+	 * @default 100_000
+	 */
+	readonly maxFeedbackRecords?: number;
 	/** Called once for each notification APNs rejects (as is the `deliveryError` event). */
 	readonly errorHandler?: (error: DeliveryError) => void;
 }
@@ -134,8 +154,9 @@ export const DEFAULT_OPTIONS = {
 	backend: 'evented',
 	environment: 'production',
 	checkCertificateEnvironment: true,
-	// graceMs, maxRetained, maxAttempts, initialIdent: the queue's own defaults, kept in one place.
+	// maxRetained, maxAttempts, initialIdent: the queue's own defaults, kept in one place.
 	...DEFAULT_QUEUE_OPTIONS,
+	graceMs: 5000,
 	confirmEvery: 10_000,
 	minConfirmIntervalMs: 50,
 	confirmIdleMs: 200,
@@ -143,10 +164,13 @@ export const DEFAULT_OPTIONS = {
 	connections: 1,
 	maxStreamsPerSession: 1000,
 	retry: { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.5 },
+	requestTimeoutMs: 10_000,
 	pingIntervalMs: 60_000,
 	pingTimeoutMs: 10_000,
 	connectTimeoutMs: 10_000,
 	feedbackIdleTimeoutMs: 5000,
+	feedbackTimeoutMs: 60_000,
+	maxFeedbackRecords: 100_000,
 } as const;
 
 /** Options with every default applied. */
@@ -165,19 +189,30 @@ export interface ResolvedOptions {
 	readonly reconnect: Required<ReconnectOptions>;
 	readonly connectTimeoutMs: number;
 	readonly feedbackIdleTimeoutMs: number;
+	readonly feedbackTimeoutMs: number;
+	readonly maxFeedbackRecords: number;
 	readonly checkCertificateEnvironment: boolean;
 	readonly connections: number;
 	readonly maxStreamsPerSession: number;
 	readonly retry: Required<ReconnectOptions>;
+	readonly requestTimeoutMs: number;
 	readonly pingIntervalMs: number;
 	readonly pingTimeoutMs: number;
 }
+
+/** The longest delay `setTimeout` honours (2^31−1 ms, ~24.8 days); longer ones fire after 1 ms. */
+export const MAX_TIMER_MS = 0x7fff_ffff;
 
 function wholeNumber(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
 	if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
 		throw new InvalidArgumentError(`options.${name}`, `a whole number from ${min} to ${max}`, value);
 	}
 	return value;
+}
+
+/** A duration option: whole milliseconds that a timer can hold. */
+function millis(name: string, value: unknown, min: number): number {
+	return wholeNumber(name, value, min, MAX_TIMER_MS);
 }
 
 function address(name: string, given: Partial<Address> | undefined, fallback: Address): Address {
@@ -190,8 +225,8 @@ function address(name: string, given: Partial<Address> | undefined, fallback: Ad
 
 function backoffPolicy(name: string, defaults: Required<ReconnectOptions>, given: ReconnectOptions | undefined): Required<ReconnectOptions> {
 	const policy = { ...defaults, ...given };
-	wholeNumber(`${name}.initialDelayMs`, policy.initialDelayMs, 1);
-	wholeNumber(`${name}.maxDelayMs`, policy.maxDelayMs, policy.initialDelayMs);
+	millis(`${name}.initialDelayMs`, policy.initialDelayMs, 1);
+	wholeNumber(`${name}.maxDelayMs`, policy.maxDelayMs, policy.initialDelayMs, MAX_TIMER_MS);
 	if (typeof policy.jitter !== 'number' || !(policy.jitter >= 0 && policy.jitter <= 1)) {
 		throw new InvalidArgumentError(`options.${name}.jitter`, 'a number from 0 to 1', policy.jitter);
 	}
@@ -208,7 +243,7 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		throw new InvalidArgumentError('options.environment', "'production' or 'sandbox'", environment);
 	}
 	const confirmIdleMs: unknown = options.confirmIdleMs ?? DEFAULT_OPTIONS.confirmIdleMs;
-	if (confirmIdleMs !== false) wholeNumber('confirmIdleMs', confirmIdleMs, 0);
+	if (confirmIdleMs !== false) millis('confirmIdleMs', confirmIdleMs, 0);
 	const reconnect = backoffPolicy('reconnect', DEFAULT_OPTIONS.reconnect, options.reconnect);
 	const retry = backoffPolicy('retry', DEFAULT_OPTIONS.retry, options.retry);
 	if (options.errorHandler !== undefined && typeof options.errorHandler !== 'function') {
@@ -220,21 +255,24 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		protocol,
 		gateway: address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway),
 		feedback: address('feedback', options.feedback, defaults.feedback),
-		graceMs: wholeNumber('graceMs', options.graceMs ?? DEFAULT_OPTIONS.graceMs, 1),
+		graceMs: millis('graceMs', options.graceMs ?? DEFAULT_OPTIONS.graceMs, 1),
 		maxRetained: wholeNumber('maxRetained', options.maxRetained ?? DEFAULT_OPTIONS.maxRetained, 1),
 		confirmEvery: wholeNumber('confirmEvery', options.confirmEvery ?? DEFAULT_OPTIONS.confirmEvery, 0),
-		minConfirmIntervalMs: wholeNumber('minConfirmIntervalMs', options.minConfirmIntervalMs ?? DEFAULT_OPTIONS.minConfirmIntervalMs, 0),
+		minConfirmIntervalMs: millis('minConfirmIntervalMs', options.minConfirmIntervalMs ?? DEFAULT_OPTIONS.minConfirmIntervalMs, 0),
 		confirmIdleMs: confirmIdleMs as number | false,
 		maxAttempts: wholeNumber('maxAttempts', options.maxAttempts ?? DEFAULT_OPTIONS.maxAttempts, 1, 255),
 		initialIdent: wholeNumber('initialIdent', options.initialIdent ?? DEFAULT_OPTIONS.initialIdent, 1, 0xffff_ffff),
 		reconnect,
-		connectTimeoutMs: wholeNumber('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULT_OPTIONS.connectTimeoutMs, 1),
-		feedbackIdleTimeoutMs: wholeNumber('feedbackIdleTimeoutMs', options.feedbackIdleTimeoutMs ?? DEFAULT_OPTIONS.feedbackIdleTimeoutMs, 1),
+		connectTimeoutMs: millis('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULT_OPTIONS.connectTimeoutMs, 1),
+		feedbackIdleTimeoutMs: millis('feedbackIdleTimeoutMs', options.feedbackIdleTimeoutMs ?? DEFAULT_OPTIONS.feedbackIdleTimeoutMs, 1),
+		feedbackTimeoutMs: millis('feedbackTimeoutMs', options.feedbackTimeoutMs ?? DEFAULT_OPTIONS.feedbackTimeoutMs, 1),
+		maxFeedbackRecords: wholeNumber('maxFeedbackRecords', options.maxFeedbackRecords ?? DEFAULT_OPTIONS.maxFeedbackRecords, 0),
 		checkCertificateEnvironment: options.checkCertificateEnvironment ?? DEFAULT_OPTIONS.checkCertificateEnvironment,
 		connections: wholeNumber('connections', options.connections ?? DEFAULT_OPTIONS.connections, 1, 64),
 		maxStreamsPerSession: wholeNumber('maxStreamsPerSession', options.maxStreamsPerSession ?? DEFAULT_OPTIONS.maxStreamsPerSession, 1),
 		retry,
-		pingIntervalMs: wholeNumber('pingIntervalMs', options.pingIntervalMs ?? DEFAULT_OPTIONS.pingIntervalMs, 1),
-		pingTimeoutMs: wholeNumber('pingTimeoutMs', options.pingTimeoutMs ?? DEFAULT_OPTIONS.pingTimeoutMs, 1),
+		requestTimeoutMs: millis('requestTimeoutMs', options.requestTimeoutMs ?? DEFAULT_OPTIONS.requestTimeoutMs, 1),
+		pingIntervalMs: millis('pingIntervalMs', options.pingIntervalMs ?? DEFAULT_OPTIONS.pingIntervalMs, 1),
+		pingTimeoutMs: millis('pingTimeoutMs', options.pingTimeoutMs ?? DEFAULT_OPTIONS.pingTimeoutMs, 1),
 	};
 }

@@ -1,16 +1,23 @@
 /**
  * The notification queue: new work, re-sends, and what each connection has written but APNs has not yet
- * confirmed. It owns every notification from `push()` until it is delivered (confirmed, or past the
- * grace window) or reported failed, so a notification is never in two places and never in none.
+ * answered for. It owns every notification from `push()` until it is delivered or reported failed, so a
+ * notification is never in two places and never in none.
  *
- * Binary APNs never acknowledges success, so a written notification stays in its connection's
- * {@link SentLog} until one of these settles it:
+ * Nothing is settled without the gateway's word. Binary APNs never acknowledges success, so a written
+ * notification stays in its connection's {@link SentLog} until one of these settles it:
  * - an error frame for a later ident on the same connection (everything before it was processed),
- * - the answer to a known-bad probe written after it (see {@link NotificationQueue.probe}),
- * - `graceMs` passing since it was written (APNs answers errors well within that).
+ * - the answer to a known-bad probe written after it (see {@link NotificationQueue.probe}).
+ * Time alone never settles one: a connection that stops answering is presumed dead by its backend, and
+ * what it held comes back here through {@link NotificationQueue.connectionClosed}.
  * An error frame for ident X settles what came before X, reports X, and puts everything after X back at
- * the front of the queue in its original order. A connection that closes with no error frame puts all
- * it still holds back at the front (at-least-once: those may be delivered twice).
+ * the front of the queue in its original order. A connection that ends with no usable answer puts all it
+ * still holds back at the front, counted *in doubt* (at-least-once: those may be delivered twice).
+ *
+ * Attempts: a notification is reported failed after `maxAttempts` attempts that can be pinned on it — the
+ * gateway answered "try again" for it, or it went unanswered while alone (the only notification on a
+ * connection that ended, or an HTTP/2 stream that was reset or timed out). Re-sends of notifications
+ * lost together with others say nothing about any one of them and are not counted; the backend's
+ * isolation (one notification per connection or stream after an unanswered end) makes the culprit alone.
  */
 import { isTemporaryStatus, STATUS_SHUTDOWN } from './frame.js';
 import type { Message } from './message.js';
@@ -18,19 +25,14 @@ import type { Message } from './message.js';
 /** Options of a {@link NotificationQueue}. */
 export interface QueueOptions {
 	/**
-	 * How long a written notification is kept for backtracking, in milliseconds, counted from its write.
-	 * @default 5000
-	 */
-	readonly graceMs?: number;
-	/**
 	 * Hard cap on written-but-unsettled notifications across all connections. When it is reached the
 	 * queue stops handing out work (nothing is dropped) and emits `retentionFull` until room is made.
 	 * @default 1_000_000
 	 */
 	readonly maxRetained?: number;
 	/**
-	 * Attempts a notification gets when it is named by a *temporary* status (1 Processing error, 255
-	 * Unknown) or retried with `requeue(…, 'retry')`, before it is reported failed. See {@link Cursor.tries}.
+	 * Attempts a notification gets (see the module comment and {@link Cursor.tries}) before it is reported
+	 * failed.
 	 * @default 5
 	 */
 	readonly maxAttempts?: number;
@@ -40,26 +42,41 @@ export interface QueueOptions {
 	 * @default 1
 	 */
 	readonly initialIdent?: number;
-	/** Clock in milliseconds; tests inject one. @default performance.now */
-	readonly now?: () => number;
 }
 
 export const DEFAULT_QUEUE_OPTIONS = {
-	graceMs: 5000,
 	maxRetained: 1_000_000,
 	maxAttempts: 5,
 	initialIdent: 1,
 } as const;
 
-/** Why notifications went back to the front of the queue. */
-export type ResendReason = 'error' | 'shutdown' | 'silentClose' | 'identNotFound' | 'temporary' | 'retry' | 'goaway' | 'sessionLost';
+/**
+ * Why notifications went back to the front of the queue.
+ * - `error`, `shutdown`, `temporary`: after an error frame (binary); `temporary` counts an attempt.
+ * - `retry`: the gateway answered "try again" (HTTP/2 429/500/503, …); counts an attempt.
+ * - `unanswered`: it was alone and got no answer (its connection ended, its stream was reset or timed
+ *   out); counts an attempt, in doubt.
+ * - `refused`: its HTTP/2 stream was refused unprocessed (REFUSED_STREAM, or GOAWAY while alone); counts
+ *   an attempt.
+ * - `goaway`: cut off unprocessed by GOAWAY together with others.
+ * - `silentClose`, `sessionLost`, `identNotFound`: its connection ended without a usable answer while it
+ *   was not alone; in doubt.
+ */
+export type ResendReason = 'error' | 'shutdown' | 'temporary' | 'retry' | 'unanswered' | 'refused' | 'goaway' | 'silentClose' | 'sessionLost' | 'identNotFound';
 
-/** What an HTTP/2 rejection says beyond its status. */
+/** Re-sends that use up an attempt. */
+const COUNTED: ReadonlySet<ResendReason> = new Set<ResendReason>(['retry', 'unanswered', 'refused']);
+/** Re-sends of notifications the gateway may have processed already (possible duplicates). */
+const IN_DOUBT: ReadonlySet<ResendReason> = new Set<ResendReason>(['unanswered', 'silentClose', 'sessionLost', 'identNotFound']);
+
+/** What a rejection or an unanswered failure says beyond its status. */
 export interface FailureDetail {
-	/** APNs reason string, e.g. `BadDeviceToken`. */
+	/** APNs reason string, e.g. `BadDeviceToken`; or ours for a notification that was never answered (`ConnectionLost`, `StreamReset`, `RequestTimeout`). */
 	readonly reason: string;
 	/** For 410: when APNs found the token no longer valid. */
 	readonly timestamp?: Date | undefined;
+	/** A sentence for people, when the reason alone does not say enough. */
+	readonly description?: string | undefined;
 }
 
 /** A notification out of the queue on a request/response transport (HTTP/2), until it is settled. */
@@ -67,22 +84,22 @@ export interface InFlight {
 	readonly message: Message;
 	readonly index: number;
 	readonly ident: number;
-	/** Which attempt this is: 1 + the temporary failures answered so far (see {@link Cursor.tries}). */
+	/** Which attempt this is (see {@link Cursor.tries}). */
 	readonly tries: number;
 }
 
 /** What the queue tells its owner (the manager). Every method is called synchronously. */
 export interface QueueListener {
-	/** A notification was rejected for good. `detail` carries an HTTP/2 reason (and 410 timestamp). */
+	/** A notification failed for good: rejected (`status` is APNs'), or never answered (`status` 0, see `detail`). */
 	failed(message: Message, index: number, ident: number, status: number, detail?: FailureDetail): void;
 	/** `count` notifications went back to the front of the queue. */
 	resent(count: number, reason: ResendReason): void;
-	/** An error frame named an ident this connection no longer holds (already past grace, or never sent). */
+	/** An error frame named an ident its connection never carried; what that connection held was re-sent. */
 	identNotFound(ident: number, status: number, resent: number): void;
 	/** The retention cap was reached; writing pauses until room is made. Once per episode. */
 	retentionFull(retained: number): void;
-	/** `count` notifications were settled as delivered. */
-	delivered(count: number, how: 'confirmed' | 'grace'): void;
+	/** `count` notifications were settled as delivered, on the gateway's word. */
+	delivered(count: number): void;
 	/** New work, or room to write it: the backend should write. */
 	wake(): void;
 	/** Nothing is queued or unsettled any more. */
@@ -98,7 +115,6 @@ class Ring {
 	#msg: Array<Message | undefined>;
 	#index: Uint32Array;
 	#ident: Uint32Array;
-	#time: Float64Array;
 	#tries: Uint8Array;
 
 	constructor(capacity = 1024) {
@@ -107,7 +123,6 @@ class Ring {
 		this.#msg = new Array<Message | undefined>(capacity);
 		this.#index = new Uint32Array(capacity);
 		this.#ident = new Uint32Array(capacity);
-		this.#time = new Float64Array(capacity);
 		this.#tries = new Uint8Array(capacity);
 	}
 
@@ -120,44 +135,40 @@ class Ring {
 		const msg = new Array<Message | undefined>(cap);
 		const index = new Uint32Array(cap);
 		const ident = new Uint32Array(cap);
-		const time = new Float64Array(cap);
 		const tries = new Uint8Array(cap);
 		for (let i = 0; i < this.#size; i++) {
 			const from = (this.#head + i) & this.#mask;
 			msg[i] = this.#msg[from];
 			index[i] = this.#index[from]!;
 			ident[i] = this.#ident[from]!;
-			time[i] = this.#time[from]!;
 			tries[i] = this.#tries[from]!;
 		}
 		this.#msg = msg;
 		this.#index = index;
 		this.#ident = ident;
-		this.#time = time;
 		this.#tries = tries;
 		this.#cap = cap;
 		this.#mask = cap - 1;
 		this.#head = 0;
 	}
 
-	#set(at: number, message: Message, index: number, ident: number, time: number, tries: number): void {
+	#set(at: number, message: Message, index: number, ident: number, tries: number): void {
 		this.#msg[at] = message;
 		this.#index[at] = index;
 		this.#ident[at] = ident;
-		this.#time[at] = time;
 		this.#tries[at] = tries;
 	}
 
-	push(message: Message, index: number, ident: number, time: number, tries: number): void {
+	push(message: Message, index: number, ident: number, tries: number): void {
 		if (this.#size === this.#cap) this.#grow();
-		this.#set((this.#head + this.#size) & this.#mask, message, index, ident, time, tries);
+		this.#set((this.#head + this.#size) & this.#mask, message, index, ident, tries);
 		this.#size++;
 	}
 
-	unshift(message: Message, index: number, ident: number, time: number, tries: number): void {
+	unshift(message: Message, index: number, ident: number, tries: number): void {
 		if (this.#size === this.#cap) this.#grow();
 		this.#head = (this.#head - 1) & this.#mask;
-		this.#set(this.#head, message, index, ident, time, tries);
+		this.#set(this.#head, message, index, ident, tries);
 		this.#size++;
 	}
 
@@ -174,13 +185,10 @@ class Ring {
 	ident(i: number): number {
 		return this.#ident[this.#at(i)]!;
 	}
-	time(i: number): number {
-		return this.#time[this.#at(i)]!;
-	}
 	tries(i: number): number {
 		return this.#tries[this.#at(i)]!;
 	}
-	/** Count one more answered attempt for entry `i` (capped at 255). */
+	/** Count one more attempt for entry `i` (capped at 255). */
 	bumpTries(i: number): void {
 		const at = this.#at(i);
 		if (this.#tries[at]! < 255) this.#tries[at]!++;
@@ -211,6 +219,8 @@ export class SentLog {
 	sinceProof = 0;
 	/** Settled for good: no more writes, answers or closes count. @internal */
 	settled = false;
+	/** Notifications the gateway settled on this connection by its word (delivered, or rejected for good). @internal */
+	answered = 0;
 
 	/** Notifications written on this connection and not yet settled. */
 	get size(): number {
@@ -228,9 +238,10 @@ export interface Cursor {
 	index: number;
 	ident: number;
 	/**
-	 * Which attempt this is: 1 + the temporary failures the gateway answered so far (binary status 1 or 255;
-	 * HTTP/2 429, 500, 503, ExpiredProviderToken, IdleTimeout). Re-sends nobody answered (a backtrack, a
-	 * silent close, GOAWAY, a lost session) don't count: they say nothing about this notification.
+	 * Which attempt this is: 1 + the attempts so far that can be pinned on this notification — the gateway
+	 * answered "try again" (binary status 1 or 255; HTTP/2 429, 500, 503, ExpiredProviderToken,
+	 * IdleTimeout), or it went unanswered while alone (see {@link ResendReason}). Re-sends of notifications
+	 * lost together (a backtrack, a silent close, GOAWAY, a lost session) don't count.
 	 */
 	tries: number;
 }
@@ -239,21 +250,19 @@ export interface Cursor {
 export interface QueueStats {
 	/** Accepted by `push()`. */
 	queued: number;
-	/** Frames written, re-sends included. */
+	/** Frames or requests written, re-sends included. */
 	written: number;
-	/** Settled as delivered: by a later error frame or probe answer (`confirmed`), or by grace. */
+	/** Settled as delivered, on the gateway's word (a later error frame, a probe answer, an HTTP/2 200). */
 	delivered: number;
-	/** Of `delivered`, settled by proof rather than by time. */
-	confirmed: number;
-	/** Reported failed. */
+	/** Reported failed (rejected, or out of attempts). */
 	failed: number;
 	/** Put back at the front of the queue to be written again. */
 	resent: number;
-	/** Of `resent`, after a connection closed with no error frame (these may be delivered twice). */
+	/** Of `resent`, those the gateway may already have processed (these may be delivered twice). */
 	inDoubt: number;
 	/** Probes answered. */
 	probesAnswered: number;
-	/** Error frames that named an ident no longer held. */
+	/** Error frames that named an ident their connection never carried. */
 	identsNotFound: number;
 	/** Times the retention cap was reached. */
 	retentionFull: number;
@@ -266,10 +275,8 @@ interface Range {
 
 /** See the module comment. */
 export class NotificationQueue {
-	readonly graceMs: number;
 	readonly maxRetained: number;
 	readonly maxAttempts: number;
-	readonly #now: () => number;
 	#listener: QueueListener | undefined;
 	#nextIdent: number;
 	/** New work: messages with the index of their next unsent token. */
@@ -284,12 +291,10 @@ export class NotificationQueue {
 	#full = false;
 	/** `idle` was reported and nothing has been pushed since: report a transition once. */
 	#idleReported = true;
-	#purgeTimer: NodeJS.Timeout | undefined;
 	readonly #stats: QueueStats = {
 		queued: 0,
 		written: 0,
 		delivered: 0,
-		confirmed: 0,
 		failed: 0,
 		resent: 0,
 		inDoubt: 0,
@@ -299,32 +304,17 @@ export class NotificationQueue {
 	};
 
 	constructor(options: QueueOptions = {}) {
-		this.graceMs = options.graceMs ?? DEFAULT_QUEUE_OPTIONS.graceMs;
 		this.maxRetained = options.maxRetained ?? DEFAULT_QUEUE_OPTIONS.maxRetained;
 		this.maxAttempts = options.maxAttempts ?? DEFAULT_QUEUE_OPTIONS.maxAttempts;
 		this.#nextIdent = options.initialIdent ?? DEFAULT_QUEUE_OPTIONS.initialIdent;
 		if (!(this.#nextIdent >= 1 && this.#nextIdent <= 0xffff_ffff && Number.isInteger(this.#nextIdent))) {
 			throw new RangeError(`initialIdent must be a whole number from 1 to 4294967295, got ${this.#nextIdent}`);
 		}
-		this.#now = options.now ?? (() => performance.now());
 	}
 
 	/** Connect the owner. One listener per queue. */
 	setListener(listener: QueueListener): void {
 		this.#listener = listener;
-	}
-
-	/** Start purging on its own schedule (a quarter of the grace window, at most every 250 ms). */
-	startPurging(): void {
-		if (this.#purgeTimer !== undefined) return;
-		const every = Math.max(1, Math.min(250, Math.floor(this.graceMs / 4)));
-		this.#purgeTimer = setInterval(() => this.purge(), every);
-		this.#purgeTimer.unref();
-	}
-
-	stopPurging(): void {
-		clearInterval(this.#purgeTimer);
-		this.#purgeTimer = undefined;
 	}
 
 	get stats(): Readonly<QueueStats> {
@@ -380,7 +370,7 @@ export class NotificationQueue {
 	 */
 	take(log: SentLog, cursor: Cursor): boolean {
 		if (!this.#next(cursor)) return false;
-		log.ring.push(cursor.message, cursor.index, cursor.ident, this.#now(), cursor.tries);
+		log.ring.push(cursor.message, cursor.index, cursor.ident, cursor.tries);
 		log.sinceProof++;
 		return true;
 	}
@@ -429,12 +419,17 @@ export class NotificationQueue {
 		return true;
 	}
 
-	/** An in-flight notification was accepted. */
-	settleDelivered(): void {
-		this.#delivered(1, 'confirmed');
+	/** Whether `n` has used up its attempts: the next counted failure reports it instead of re-sending it. */
+	exhausted(n: InFlight): boolean {
+		return n.tries >= this.maxAttempts;
 	}
 
-	/** An in-flight notification was rejected for good. */
+	/** An in-flight notification was accepted. */
+	settleDelivered(): void {
+		this.#delivered(1);
+	}
+
+	/** An in-flight notification failed for good. */
 	settleFailed(n: InFlight, status: number, detail?: FailureDetail): void {
 		this.#failed(n.message, n.index, n.ident, status, detail);
 		this.#afterSettle();
@@ -442,14 +437,14 @@ export class NotificationQueue {
 
 	/**
 	 * Put in-flight notifications back at the front of the queue, in the order given, ahead of new work.
-	 * `'retry'` means the gateway answered "try again": that counts as an attempt (see {@link Cursor.tries}).
+	 * Reasons that count an attempt (see {@link ResendReason}) add one to each.
 	 */
 	requeue(batch: readonly InFlight[], reason: ResendReason): void {
 		if (batch.length === 0) return;
-		const answered = reason === 'retry' ? 1 : 0;
+		const counted = COUNTED.has(reason) ? 1 : 0;
 		for (let i = batch.length - 1; i >= 0; i--) {
 			const n = batch[i]!;
-			this.#resend.unshift(n.message, n.index, n.ident, 0, Math.min(n.tries + answered, 255));
+			this.#resend.unshift(n.message, n.index, n.ident, Math.min(n.tries + counted, 255));
 		}
 		this.#resent(batch.length, reason);
 		this.#afterSettle();
@@ -478,40 +473,43 @@ export class NotificationQueue {
 
 	/**
 	 * The connection of `log` received an error frame. Settles the log; returns what happened so the backend
-	 * can log or count it. The connection is finished afterwards (APNs closes it).
+	 * can tell an answer (`probe`, `found`: the gateway's word on this connection's notifications) from one
+	 * that proves nothing (`notFound`: an ident this connection never carried, handled as
+	 * {@link NotificationQueue.connectionClosed}). The connection is finished afterwards (APNs closes it).
 	 */
 	errorFrame(log: SentLog, status: number, ident: number): 'probe' | 'found' | 'notFound' {
 		if (log.settled) return 'found';
 		const ring = log.ring;
 		if (log.probeIdent !== undefined && ident === log.probeIdent) {
 			this.#stats.probesAnswered++;
-			this.#deliverFront(log, ring.size, 'confirmed');
+			this.#deliverFront(log, ring.size);
 			this.#close(log);
 			return 'probe';
 		}
 		const at = ring.lastIndexOfIdent(ident);
 		if (at < 0) {
-			// Everything still held was written after the named one (older ones are past grace), and APNs
-			// dropped it all: re-send it all.
+			// Nothing is settled by time, so every notification this connection carried is still here: the
+			// gateway named one it was never sent. Its word is worthless; what it processed is unknown.
 			this.#stats.identsNotFound++;
-			const count = this.#backtrack(log, 'identNotFound');
+			const count = this.#unanswered(log, 'identNotFound', `an error frame named ident ${ident}, never sent on this connection`);
 			this.#listener?.identNotFound(ident, status, count);
 			this.#close(log);
 			return 'notFound';
 		}
-		this.#deliverFront(log, at, 'confirmed');
+		this.#deliverFront(log, at);
 		// Now the named notification is at position 0.
 		const message = ring.message(0);
 		const index = ring.index(0);
 		const tries = ring.tries(0);
 		if (status === STATUS_SHUTDOWN || status === 0) {
-			this.#deliverFront(log, 1, 'confirmed');
+			this.#deliverFront(log, 1);
 			this.#backtrack(log, status === 0 ? 'error' : 'shutdown');
 		} else if (isTemporaryStatus(status) && tries < this.maxAttempts) {
 			ring.bumpTries(0);
 			this.#backtrack(log, 'temporary');
 		} else {
 			ring.dropFront(1);
+			log.answered++;
 			this.#backtrack(log, 'error');
 			this.#failed(message, index, ident, status);
 		}
@@ -520,24 +518,16 @@ export class NotificationQueue {
 	}
 
 	/**
-	 * The connection of `log` ended with no error frame. What it still holds may or may not have been
-	 * processed, so it all goes back to the front of the queue (at-least-once).
+	 * The connection of `log` ended with no usable answer. What it still holds may or may not have been
+	 * processed, so it all goes back to the front of the queue, in doubt. A notification that was alone on
+	 * the connection is what the connection died on, or at least the only suspect: that counts as an
+	 * attempt, and one out of attempts is reported failed (`ConnectionLost`) instead of re-sent.
+	 * @param cause - what ended the connection, for the failure's description.
 	 */
-	connectionClosed(log: SentLog): void {
+	connectionClosed(log: SentLog, cause?: string): void {
 		if (log.settled) return;
-		this.#backtrack(log, 'silentClose');
+		this.#unanswered(log, 'silentClose', cause);
 		this.#close(log);
-	}
-
-	/** Settle, by time, whatever has been written more than `graceMs` ago. Runs on its own timer too. */
-	purge(): void {
-		const horizon = this.#now() - this.graceMs;
-		for (const log of this.#logs) {
-			const ring = log.ring;
-			let n = 0;
-			while (n < ring.size && ring.time(n) <= horizon) n++;
-			if (n > 0) this.#deliverFront(log, n, 'grace');
-		}
 	}
 
 	/** Drop everything now (destroy). Returns how many notifications were dropped unsettled. */
@@ -550,15 +540,32 @@ export class NotificationQueue {
 		this.#unsentNew = 0;
 		this.#resend.dropFront(this.#resend.size);
 		this.#retained = 0;
-		this.stopPurging();
 		return dropped;
 	}
 
-	#deliverFront(log: SentLog, n: number, how: 'confirmed' | 'grace'): void {
+	/** See {@link NotificationQueue.connectionClosed}. Returns how many were re-sent. */
+	#unanswered(log: SentLog, reason: ResendReason, cause: string | undefined): number {
+		const ring = log.ring;
+		if (ring.size !== 1) return this.#backtrack(log, reason);
+		if (ring.tries(0) < this.maxAttempts) {
+			ring.bumpTries(0);
+			return this.#backtrack(log, 'unanswered');
+		}
+		const [message, index, ident, tries] = [ring.message(0), ring.index(0), ring.ident(0), ring.tries(0)];
+		ring.dropFront(1);
+		this.#failed(message, index, ident, 0, {
+			reason: 'ConnectionLost',
+			description: `No answer in ${tries} attempts: each time it was alone on its connection, and the connection ended${cause === undefined ? '' : ` (last: ${cause})`}`,
+		});
+		return 0;
+	}
+
+	#deliverFront(log: SentLog, n: number): void {
 		if (n === 0) return;
 		log.ring.dropFront(n);
-		if (how === 'confirmed') log.sinceProof = log.ring.size;
-		this.#delivered(n, how);
+		log.sinceProof = log.ring.size;
+		log.answered += n;
+		this.#delivered(n);
 	}
 
 	/** Move everything `log` holds back to the front of the re-send queue, in order. */
@@ -567,7 +574,7 @@ export class NotificationQueue {
 		const count = ring.size;
 		if (count === 0) return 0;
 		for (let i = count - 1; i >= 0; i--) {
-			this.#resend.unshift(ring.message(i), ring.index(i), ring.ident(i), 0, ring.tries(i));
+			this.#resend.unshift(ring.message(i), ring.index(i), ring.ident(i), ring.tries(i));
 		}
 		ring.dropFront(count);
 		this.#resent(count, reason);
@@ -576,11 +583,10 @@ export class NotificationQueue {
 
 	// The bookkeeping of each way a retained notification leaves: one place each, for every transport.
 
-	#delivered(count: number, how: 'confirmed' | 'grace'): void {
+	#delivered(count: number): void {
 		this.#retained -= count;
 		this.#stats.delivered += count;
-		if (how === 'confirmed') this.#stats.confirmed += count;
-		this.#listener?.delivered(count, how);
+		this.#listener?.delivered(count);
 		this.#afterSettle();
 	}
 
@@ -590,11 +596,10 @@ export class NotificationQueue {
 		this.#listener?.failed(message, index, ident, status, detail);
 	}
 
-	/** `count` went back to the re-send queue. A connection or session lost with no answer leaves them in doubt. */
 	#resent(count: number, reason: ResendReason): void {
 		this.#retained -= count;
 		this.#stats.resent += count;
-		if (reason === 'silentClose' || reason === 'sessionLost') this.#stats.inDoubt += count;
+		if (IN_DOUBT.has(reason)) this.#stats.inDoubt += count;
 		this.#listener?.resent(count, reason);
 	}
 

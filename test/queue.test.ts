@@ -1,6 +1,6 @@
 /**
- * The queue on its own: no sockets, an injected clock. Each test drives take/errorFrame/close the way a
- * backend does and checks where every notification ends up.
+ * The queue on its own: no sockets, no clock (nothing in it depends on time). Each test drives
+ * take/errorFrame/close the way a backend does and checks where every notification ends up.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -8,11 +8,11 @@ import { Message, NotificationQueue, type Cursor, type QueueListener, type Resen
 import { makeTokens } from './support/helpers.js';
 
 interface Recorder extends QueueListener {
-	failures: Array<{ token: string; ident: number; status: number }>;
+	failures: Array<{ token: string; ident: number; status: number; reason?: string }>;
 	resends: Array<{ count: number; reason: ResendReason }>;
 	notFound: Array<{ ident: number; status: number; resent: number }>;
 	full: number[];
-	settled: { confirmed: number; grace: number };
+	settled: number;
 	idles: number;
 }
 
@@ -22,13 +22,13 @@ function recorder(): Recorder {
 		resends: [],
 		notFound: [],
 		full: [],
-		settled: { confirmed: 0, grace: 0 },
+		settled: 0,
 		idles: 0,
-		failed: (message, index, ident, status) => r.failures.push({ token: message.token(index), ident, status }),
+		failed: (message, index, ident, status, detail) => r.failures.push({ token: message.token(index), ident, status, ...(detail === undefined ? {} : { reason: detail.reason }) }),
 		resent: (count, reason) => r.resends.push({ count, reason }),
 		identNotFound: (ident, status, resent) => r.notFound.push({ ident, status, resent }),
 		retentionFull: (retained) => r.full.push(retained),
-		delivered: (count, how) => (r.settled[how] += count),
+		delivered: (count) => (r.settled += count),
 		wake: () => {},
 		idle: () => r.idles++,
 	};
@@ -36,8 +36,7 @@ function recorder(): Recorder {
 }
 
 function setup(options: ConstructorParameters<typeof NotificationQueue>[0] = {}) {
-	let now = 0;
-	const queue = new NotificationQueue({ now: () => now, ...options });
+	const queue = new NotificationQueue(options);
 	const events = recorder();
 	queue.setListener(events);
 	const cursor = { index: 0, ident: 0, tries: 0 } as Cursor;
@@ -47,7 +46,7 @@ function setup(options: ConstructorParameters<typeof NotificationQueue>[0] = {})
 		while (out.length < n && queue.take(log, cursor)) out.push([cursor.message.token(cursor.index), cursor.ident]);
 		return out;
 	};
-	return { queue, events, take, tick: (ms: number) => (now += ms) };
+	return { queue, events, take };
 }
 
 test('idents are 32-bit, wrap past 2^32-1 to 1 (0 is never used), and a re-sent notification keeps its ident', () => {
@@ -72,7 +71,7 @@ test('error frame (status 8): the named one fails once, earlier ones are deliver
 	queue.push(new Message(tokens.slice(6), { aps: {} })); // new work, queued after the writes
 	queue.errorFrame(log, 8, written[2]![1]);
 	assert.deepEqual(events.failures, [{ token: tokens[2], ident: written[2]![1], status: 8 }]);
-	assert.equal(events.settled.confirmed, 2);
+	assert.equal(events.settled, 2);
 	assert.deepEqual(events.resends, [{ count: 3, reason: 'error' }]);
 	const next = take(queue.openLog()).map(([token]) => token);
 	assert.deepEqual(next, [...tokens.slice(3, 6), ...tokens.slice(6)], 're-sends go ahead of new work');
@@ -87,7 +86,7 @@ test('status 10 (shutdown): the named one and all before it were delivered; only
 	const written = take(log);
 	queue.errorFrame(log, 10, written[1]![1]);
 	assert.deepEqual(events.failures, []);
-	assert.equal(events.settled.confirmed, 2);
+	assert.equal(events.settled, 2);
 	assert.deepEqual(events.resends, [{ count: 3, reason: 'shutdown' }]);
 	assert.deepEqual(take(queue.openLog()), written.slice(2));
 });
@@ -146,22 +145,19 @@ test('only answered "try again"s use up attempts: re-sends after a backtrack, a 
 	assert.equal(queue.takeOne()!.tries, 2);
 });
 
-test('ident not found (already past grace): everything still held is re-sent, and it is reported', () => {
-	const { queue, events, take, tick } = setup({ graceMs: 100 });
+test('an error frame naming an ident never sent on the connection: everything held is re-sent in doubt, and it is reported', () => {
+	const { queue, events, take } = setup();
 	const tokens = makeTokens(6);
-	queue.push(new Message(tokens.slice(0, 3), { aps: {} }));
+	queue.push(new Message(tokens, { aps: {} }));
 	const log = queue.openLog();
-	const early = take(log);
-	tick(150);
-	queue.push(new Message(tokens.slice(3), { aps: {} }));
-	const late = take(log);
-	queue.purge(); // the first three are past grace: delivered
-	assert.equal(events.settled.grace, 3);
-	queue.errorFrame(log, 8, early[0]![1]);
-	assert.deepEqual(events.notFound, [{ ident: early[0]![1], status: 8, resent: 3 }]);
+	const written = take(log);
+	assert.equal(queue.errorFrame(log, 8, 0x7fff_ffff), 'notFound');
+	assert.deepEqual(events.notFound, [{ ident: 0x7fff_ffff, status: 8, resent: 6 }]);
 	assert.deepEqual(events.failures, []);
-	assert.deepEqual(take(queue.openLog()), late);
-	assert.equal(queue.stats.identsNotFound, 1);
+	assert.equal(events.settled, 0, "a worthless answer confirms nothing");
+	assert.deepEqual(events.resends, [{ count: 6, reason: 'identNotFound' }]);
+	assert.deepEqual([queue.stats.identsNotFound, queue.stats.inDoubt], [1, 6]);
+	assert.deepEqual(take(queue.openLog()), written);
 });
 
 test('silent close: everything the connection still holds is re-sent and counted as in doubt', () => {
@@ -182,61 +178,72 @@ test('probe answer confirms everything written before it on that connection', ()
 	take(log);
 	const ident = queue.probe(log);
 	assert.equal(queue.errorFrame(log, 2, ident), 'probe');
-	assert.equal(events.settled.confirmed, 4);
+	assert.equal(events.settled, 4);
 	assert.equal(queue.outstanding, 0);
 	assert.equal(events.idles, 1);
 });
 
-test('grace window is by time since the write, not by count', () => {
-	const { queue, events, take, tick } = setup({ graceMs: 5000 });
+test('nothing is settled by time: a written notification stays retained until the gateway answers', () => {
+	const { queue, events, take } = setup();
 	queue.push(new Message(makeTokens(3), { aps: {} }));
 	const log = queue.openLog();
-	take(log, 1);
-	tick(3000);
 	take(log);
-	tick(1999);
-	queue.purge();
-	assert.equal(events.settled.grace, 0, 'nothing is settled before graceMs');
-	tick(1);
-	queue.purge();
-	assert.equal(events.settled.grace, 1, 'the first write is settled at exactly graceMs');
-	tick(2999);
-	queue.purge();
-	assert.equal(events.settled.grace, 1);
-	tick(1);
-	queue.purge();
-	assert.equal(events.settled.grace, 3);
-	assert.equal(queue.retained, 0);
+	assert.deepEqual([queue.retained, queue.outstanding, events.settled], [3, 3, 0]);
+	assert.equal(log.answered, 0);
+	assert.equal(queue.errorFrame(log, 8, queue.probe(log)), 'probe');
+	assert.deepEqual([queue.retained, queue.outstanding, events.settled, log.answered], [0, 0, 3, 3]);
 });
 
-test('purging runs on its own schedule, without any append', async () => {
-	const queue = new NotificationQueue({ graceMs: 20 });
-	const settled = new Promise<number>((resolve) => {
-		queue.setListener({ ...recorder(), delivered: (count, how) => how === 'grace' && resolve(count) });
-	});
-	queue.push(new Message(makeTokens(3), { aps: {} }));
-	const log = queue.openLog();
-	const cursor = {} as Cursor;
-	while (queue.take(log, cursor));
-	queue.startPurging();
-	// The purge timer is unref'd (a library must not hold a process open): keep this test's loop alive.
-	const keepAlive = setInterval(() => {}, 1000);
-	assert.equal(await settled, 3);
-	clearInterval(keepAlive);
-	queue.stopPurging();
+test('a notification alone on a connection that ends unanswered uses an attempt; out of attempts it is reported ConnectionLost', () => {
+	const { queue, events, take } = setup({ maxAttempts: 3 });
+	const [bad, other] = makeTokens(2);
+	queue.push(new Message([bad!, other!], { aps: {} }));
+	// Lost together with another: nothing can be pinned on either, nothing is counted.
+	let log = queue.openLog();
+	take(log);
+	queue.connectionClosed(log, 'reset');
+	assert.deepEqual(events.resends.at(-1), { count: 2, reason: 'silentClose' });
+	// Alone (the backend isolates after unanswered ends): each loss counts.
+	for (let attempt = 1; attempt <= 3; attempt++) {
+		log = queue.openLog();
+		assert.deepEqual(take(log, 1).map(([t]) => t), [bad]);
+		queue.connectionClosed(log, 'reset by peer');
+	}
+	assert.deepEqual(events.resends.slice(-2), [{ count: 1, reason: 'unanswered' }, { count: 1, reason: 'unanswered' }]);
+	assert.deepEqual(events.failures.map((f) => [f.token, f.status, f.reason]), [[bad, 0, 'ConnectionLost']]);
+	assert.equal(queue.stats.inDoubt, 2 + 2, 'every unanswered re-send is in doubt');
+	log = queue.openLog();
+	assert.deepEqual(take(log).map(([t]) => t), [other], 'the other one was never counted against');
+	assert.equal(queue.outstanding, 1);
+});
+
+test('HTTP/2 re-sends: retry, unanswered and refused count an attempt; goaway and sessionLost do not; unanswered and sessionLost are in doubt', () => {
+	const { queue } = setup();
+	queue.push(new Message(makeTokens(1), { aps: {} }));
+	let n = queue.takeOne()!;
+	const tries: number[] = [n.tries];
+	for (const reason of ['goaway', 'sessionLost', 'retry', 'unanswered', 'refused'] as const) {
+		queue.requeue([n], reason);
+		n = queue.takeOne()!;
+		tries.push(n.tries);
+	}
+	assert.deepEqual(tries, [1, 1, 1, 2, 3, 4]);
+	assert.equal(queue.stats.inDoubt, 2);
+	assert.equal(queue.exhausted(n), false);
+	queue.requeue([n], 'retry');
+	assert.equal(queue.exhausted(queue.takeOne()!), true, 'maxAttempts 5 used up');
 });
 
 test('the retention cap pauses taking, reports once per episode, and lifts when room is made', () => {
-	const { queue, events, take, tick } = setup({ maxRetained: 3, graceMs: 10 });
+	const { queue, events, take } = setup({ maxRetained: 3 });
 	queue.push(new Message(makeTokens(5), { aps: {} }));
 	const log = queue.openLog();
 	assert.equal(take(log).length, 3);
 	assert.equal(take(log).length, 0);
 	assert.deepEqual(events.full, [3], 'reported once');
 	assert.equal(queue.unsent, 2, 'nothing was dropped');
-	tick(10);
-	queue.purge();
-	assert.equal(take(log).length, 2);
+	queue.errorFrame(log, 8, queue.probe(log)); // the answer settles the three
+	assert.equal(take(queue.openLog()).length, 2);
 	assert.equal(queue.stats.retentionFull, 1);
 });
 

@@ -21,7 +21,7 @@ export interface BackendEvents {
 }
 
 /** Why a connection ended. */
-export type DisconnectReason = 'errorFrame' | 'probeAnswered' | 'silentClose' | 'goaway' | 'closed' | 'destroyed';
+export type DisconnectReason = 'errorFrame' | 'probeAnswered' | 'silentClose' | 'goaway' | 'protocolError' | 'timeout' | 'closed' | 'destroyed';
 
 /** What a backend is given. */
 export interface BackendContext {

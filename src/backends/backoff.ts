@@ -9,7 +9,9 @@ export function backoffDelay(failures: number, policy: Required<ReconnectOptions
 
 /**
  * Consecutive failed connect attempts and the wait before the next one: every backend counts a failure,
- * waits out {@link backoffDelay}, then tries again.
+ * waits out {@link backoffDelay}, then tries again. A failure is any connection or session that ends
+ * before the gateway settled a notification on it, however it ended (refused, handshake error, GOAWAY at
+ * connect, garbage, a reset, a silent close, no answer in time); only such a settlement resets the count.
  */
 export class Reconnect {
 	readonly #policy: Required<ReconnectOptions>;
@@ -20,6 +22,11 @@ export class Reconnect {
 	constructor(policy: Required<ReconnectOptions>, onDue: () => void) {
 		this.#policy = policy;
 		this.#onDue = onDue;
+	}
+
+	/** Consecutive failed attempts since the last success. */
+	get failures(): number {
+		return this.#failures;
 	}
 
 	/** Waiting out a backoff delay: do not connect now. */
@@ -39,7 +46,7 @@ export class Reconnect {
 		return { attempt: this.#failures, retryInMs };
 	}
 
-	/** The gateway answered: the next failure starts the backoff afresh. */
+	/** The gateway settled a notification (real progress): the next failure starts the backoff afresh. */
 	succeeded(): void {
 		this.#failures = 0;
 	}

@@ -19,7 +19,17 @@
  * connection prove its work before it dies, rather than re-sending the same unproven batch for ever.
  * As in TCP, answers from connections opened before the last silent close do not grow the window: several
  * connections can hold unconfirmed windows at once, and their late answers say nothing about the gateway
- * since the loss.
+ * since the loss. Two unanswered ends in a row (no settlement between them) drop the window to 1, as TCP's
+ * retransmission timeout does: each connection then carries one notification and a probe, so a
+ * notification the gateway chokes on is alone when its connection dies, and the queue counts that against
+ * it (and reports it once it is out of attempts) instead of re-sending it with the others for ever.
+ *
+ * Every wait on the gateway has a deadline: a connection whose probe is written, or whose writes stop
+ * draining, must answer or read within `graceMs`, or it is presumed dead and closed, and what it held is
+ * re-sent in doubt. Nothing is settled by time. At most {@link MAX_AWAITING} connections wait for a probe
+ * answer at once, so a gateway that stops answering costs a handful of connections per `graceMs`, not a
+ * stream of hand-overs. Every connection that ends before the gateway settled anything on it counts as a
+ * failed attempt for the reconnect backoff (see {@link Reconnect}).
  */
 import type tls from 'node:tls';
 import { connectTls } from '../credentials.js';
@@ -37,7 +47,7 @@ import type { Message } from '../message.js';
 import type { Cursor, SentLog } from '../queue.js';
 import type { Backend, BackendContext, DisconnectReason } from './backend.js';
 import { Reconnect } from './backoff.js';
-import { coalesced } from './schedule.js';
+import { CLOSE_LINGER_MS, coalesced } from './schedule.js';
 
 const SLAB_BYTES = 64 * 1024;
 const MAX_FRAME_BYTES = frameBytes(MAX_BINARY_PAYLOAD_BYTES);
@@ -45,10 +55,11 @@ const MAX_FRAME_BYTES = frameBytes(MAX_BINARY_PAYLOAD_BYTES);
 const BUFFERED_LIMIT = 256 * 1024;
 /** Slabs kept for reuse (a slab comes back once the socket has taken its bytes). */
 const SLAB_POOL = 16;
-/** A connection that dies silently sooner than this after connecting counts as a failed attempt. */
-const HEALTHY_AFTER_MS = 1000;
-/** The first, smallest, and additive step of the unconfirmed window. */
+/** The first window, and its additive step. */
 export const MIN_WINDOW = 256;
+/** Connections that may wait for a probe answer at once; the next hand-over waits for one of them. */
+export const MAX_AWAITING = 3;
+
 
 class Connection {
 	readonly id: number;
@@ -57,6 +68,8 @@ class Connection {
 	ready = false;
 	/** No more writes or answers count: an error frame came, or the socket closed. */
 	finished = false;
+	/** Notifications it held when it finished. */
+	heldAtEnd = 0;
 	connectedAt = 0;
 	/** When this connection began writing as the active one. */
 	activeSince = 0;
@@ -65,7 +78,10 @@ class Connection {
 	error: Error | undefined;
 	reason: DisconnectReason | undefined;
 	inbox: Buffer | undefined;
+	/** Connect timeout, then the idle-probe delay. */
 	timer: NodeJS.Timeout | undefined;
+	/** Armed while it waits on the gateway (a probe answer, or a drain): see the module comment. */
+	deadline: NodeJS.Timeout | undefined;
 
 	constructor(id: number, socket: tls.TLSSocket, log: SentLog, epoch: number) {
 		this.id = id;
@@ -77,6 +93,22 @@ class Connection {
 	clearTimer(): void {
 		clearTimeout(this.timer);
 		this.timer = undefined;
+	}
+
+	/** Waiting on the gateway: it must answer or read within `ms`, or the connection is presumed dead. */
+	await(ms: number): void {
+		clearTimeout(this.deadline);
+		this.deadline = setTimeout(() => {
+			if (this.finished) return;
+			this.error = new ConnectionError(`No answer from the gateway within ${ms} ms (graceMs)`);
+			this.reason = 'timeout';
+			this.socket.destroy();
+		}, ms);
+	}
+
+	stopAwaiting(): void {
+		clearTimeout(this.deadline);
+		this.deadline = undefined;
 	}
 }
 
@@ -133,32 +165,43 @@ class EventedBackend implements Backend {
 		if (!this.#destroyed) this.#wake();
 	}
 
+	/** Connections whose probe is written and not yet answered. */
+	#awaiting(): number {
+		let n = 0;
+		for (const c of this.#connections) if (!c.finished && c.log.probing) n++;
+		return n;
+	}
+
 	#pump(): void {
 		if (this.#destroyed) return;
 		const { queue, options } = this.#ctx;
-		if (this.#active === undefined && this.#spare !== undefined && queue.canTake) {
-			this.#active = this.#spare;
-			this.#spare = undefined;
+		if (this.#active === undefined && queue.canTake && this.#awaiting() < MAX_AWAITING) {
+			if (this.#spare !== undefined) {
+				this.#active = this.#spare;
+				this.#spare = undefined;
+			} else if (!this.#closing) {
+				this.#connect('active');
+			}
 		}
 		const conn = this.#active;
-		if (conn === undefined) {
-			if (queue.canTake && !this.#reconnect.waiting && !this.#closing) this.#connect('active');
-			return;
-		}
-		if (!conn.ready || conn.finished || conn.log.probing) return;
+		if (conn === undefined || !conn.ready || conn.finished || conn.log.probing) return;
 		const log = conn.log;
 		const socket = conn.socket;
 		const every = this.#window;
 		// More work than this connection's window holds: have the next connection ready in time.
 		if (every > 0 && this.#spare === undefined && !this.#closing && queue.unsent > every - log.sinceProof) this.#connect('spare');
 		if (conn.activeSince === 0) conn.activeSince = performance.now();
+		// The window bounds a probe's interval in count; on a healthy stream (the window fully open)
+		// minConfirmIntervalMs also bounds it in time from below. Not after a silent close: there a
+		// stretched window would again die unproven every time and never converge. (Applying it during the
+		// initial slow start too was measured: no clear gain, 55% more duplicates after silent drops.)
+		const open = options.confirmEvery > 0 && every >= options.confirmEvery;
 		for (;;) {
-			if (socket.writableLength >= BUFFERED_LIMIT) return; // 'drain' pumps again
-			// The window bounds a probe's interval in count; on a healthy stream (the window fully open)
-			// minConfirmIntervalMs also bounds it in time from below. Not after a silent close: there a
-			// stretched window would again die unproven every time and never converge. (Applying it during the
-			// initial slow start too was measured: no clear gain, 55% more duplicates after silent drops.)
-			const limited = every > 0 && (every < options.confirmEvery || performance.now() - conn.activeSince >= options.minConfirmIntervalMs);
+			if (socket.writableLength >= BUFFERED_LIMIT) {
+				if (conn.deadline === undefined) conn.await(options.graceMs); // 'drain' pumps again
+				return;
+			}
+			const limited = every > 0 && (!open || performance.now() - conn.activeSince >= options.minConfirmIntervalMs);
 			if (limited && log.sinceProof >= every) {
 				this.#probe(conn);
 				return;
@@ -198,21 +241,14 @@ class EventedBackend implements Backend {
 		const frame = Buffer.allocUnsafe(PROBE_FRAME_BYTES);
 		writeProbeFrame(frame, 0, queue.probe(conn.log));
 		conn.socket.write(frame);
-		if (this.#active === conn) {
-			this.#active = this.#spare;
-			this.#spare = undefined;
-		}
-		// A gateway that never answers must not hold the socket forever: by then grace has settled
-		// everything written before the probe, so ending the connection re-sends nothing that was processed.
-		conn.timer = setTimeout(() => {
-			queue.purge();
-			conn.socket.end();
-		}, options.graceMs + 100);
-		conn.timer.unref();
+		conn.await(options.graceMs);
+		if (this.#active === conn) this.#active = undefined; // the next pump hands over, within MAX_AWAITING
 		if (queue.canTake) this.wake();
 	}
 
 	#connect(role: 'active' | 'spare'): void {
+		// Every connect waits out the backoff after a failure, spares included.
+		if (this.#reconnect.waiting) return;
 		const { tls: gateway, options, queue } = this.#ctx;
 		this.#connectAttempts++;
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
@@ -234,6 +270,10 @@ class EventedBackend implements Backend {
 		});
 		socket.on('data', (chunk: Buffer) => this.#onData(conn, chunk));
 		socket.on('drain', () => {
+			if (conn.finished) return;
+			// The gateway is reading: a probing connection gets a fresh deadline for its answer.
+			if (conn.log.probing) conn.await(options.graceMs);
+			else conn.stopAwaiting();
 			if (this.#active === conn) this.#pump();
 		});
 		socket.on('error', (error: Error) => {
@@ -249,59 +289,68 @@ class EventedBackend implements Backend {
 			conn.inbox = data;
 			return;
 		}
+		conn.inbox = undefined;
 		this.#finish(conn);
+		const { queue } = this.#ctx;
+		const log = conn.log;
 		if (data[0] !== COMMAND_ERROR) {
 			conn.error = new ProtocolError(`The gateway sent command ${data[0]}, expected an error response (8)`);
-			conn.reason = 'silentClose';
-			this.#ctx.queue.connectionClosed(conn.log);
+			conn.reason = 'protocolError';
+			queue.connectionClosed(log, conn.error.message);
 		} else {
-			const outcome = this.#ctx.queue.errorFrame(conn.log, data[1]!, data.readUInt32BE(2));
-			conn.reason = outcome === 'probe' ? 'probeAnswered' : 'errorFrame';
-			this.#reconnect.succeeded(); // the gateway is alive and answering
-			if (outcome === 'probe' && conn.epoch === this.#epoch) this.#growWindow();
+			const status = data[1]!;
+			const ident = data.readUInt32BE(2);
+			const outcome = queue.errorFrame(log, status, ident);
+			if (outcome === 'notFound') {
+				conn.error = new ProtocolError(`The gateway's error response (status ${status}) named ident ${ident}, never sent on this connection`);
+				conn.reason = 'protocolError';
+			} else {
+				conn.reason = outcome === 'probe' ? 'probeAnswered' : 'errorFrame';
+			}
+			if (log.answered > 0) {
+				this.#reconnect.succeeded();
+				if (outcome === 'probe' && conn.epoch === this.#epoch) this.#growWindow();
+			}
 		}
 		conn.socket.destroy();
 	}
 
 	#finish(conn: Connection): void {
 		conn.finished = true;
+		conn.heldAtEnd = conn.log.size;
 		conn.clearTimer();
+		conn.stopAwaiting();
 		if (this.#active === conn) this.#active = undefined;
 		if (this.#spare === conn) this.#spare = undefined;
 	}
 
 	#onClose(conn: Connection): void {
 		this.#connections.delete(conn);
-		const wasActive = this.#active === conn;
 		const { queue, events } = this.#ctx;
-		if (!conn.ready) {
+		if (!conn.finished) {
 			this.#finish(conn);
-			queue.connectionClosed(conn.log);
-			if (!this.#destroyed && !this.#closing) {
-				const { host, port } = this.#ctx.tls;
-				const reason = conn.error?.message ?? 'closed during the handshake';
-				events.connectError(new ConnectionError(`Cannot connect to ${host}:${port}: ${reason}`, { cause: conn.error }), this.#reconnect.failed());
+			if (conn.inbox !== undefined) {
+				conn.error ??= new ProtocolError(`The gateway closed the connection inside an error response (${conn.inbox.length} of ${ERROR_RESPONSE_BYTES} bytes)`);
+				conn.reason = 'protocolError';
 			}
-		} else {
-			if (!conn.finished) {
-				this.#finish(conn);
-				conn.reason = this.#destroyed ? 'destroyed' : this.#closing && conn.log.size === 0 ? 'closed' : 'silentClose';
-				if (conn.reason === 'silentClose' && conn.log.size > 0) this.#shrinkWindow();
-				queue.connectionClosed(conn.log);
-				// A gateway that keeps hanging up on fresh connections must not be hammered: a quick silent
-				// close counts as a failed connect attempt. (With TLS 1.3 a refused client certificate looks
-				// like this: the handshake completes on our side, then the server's alert closes it.)
-				const upMs = performance.now() - conn.connectedAt;
-				if (conn.reason === 'silentClose' && wasActive && upMs < HEALTHY_AFTER_MS) {
-					const { host, port } = this.#ctx.tls;
-					const why = conn.error?.message ?? 'no error frame';
-					events.connectError(
-						new ConnectionError(`Connection to ${host}:${port} closed ${Math.round(upMs)} ms after connecting: ${why}`, { cause: conn.error }),
-						this.#reconnect.failed(),
-					);
-				}
-			}
-			events.disconnected({ connection: conn.id, reason: conn.reason ?? 'closed', ...(conn.error === undefined ? {} : { error: conn.error }) });
+			queue.connectionClosed(conn.log, conn.error?.message);
+		}
+		const held = conn.heldAtEnd;
+		// Ended by us: destroyed, or closed with nothing left on it. Everything else that settled nothing is a
+		// failed attempt, however it ended.
+		const ours = this.#destroyed || (this.#closing && held === 0 && conn.error === undefined);
+		if (!ours && conn.log.answered === 0) {
+			if (held > 0) this.#shrinkWindow(this.#reconnect.failures > 0);
+			const { host, port } = this.#ctx.tls;
+			const why = conn.error?.message ?? (conn.ready ? 'the gateway closed it without an answer' : 'closed during the handshake');
+			const error = conn.ready
+				? new ConnectionError(`Connection to ${host}:${port} ended ${Math.round(performance.now() - conn.connectedAt)} ms after connecting, before the gateway answered for any of the ${held} notifications it held: ${why}`, { cause: conn.error })
+				: new ConnectionError(`Cannot connect to ${host}:${port}: ${why}`, { cause: conn.error });
+			events.connectError(error, this.#reconnect.failed());
+		}
+		if (conn.ready) {
+			const reason = this.#destroyed ? 'destroyed' : (conn.reason ?? (ours ? 'closed' : 'silentClose'));
+			events.disconnected({ connection: conn.id, reason, ...(conn.error === undefined ? {} : { error: conn.error }) });
 		}
 		if (this.#connections.size === 0) {
 			for (const resolve of this.#closeWaiters.splice(0)) resolve();
@@ -310,15 +359,20 @@ class EventedBackend implements Backend {
 	}
 
 	#growWindow(): void {
-		const max = this.#ctx.options.confirmEvery;
+		if (this.#window === 0) return; // probing by count is off and no loss has turned it on
+		const max = this.#ctx.options.confirmEvery === 0 ? Infinity : this.#ctx.options.confirmEvery;
 		this.#window = Math.min(max, this.#window < this.#threshold ? this.#window * 2 : this.#window + MIN_WINDOW);
 	}
 
-	#shrinkWindow(): void {
-		if (this.#window === 0) return;
+	/**
+	 * A connection died holding notifications and unanswered: halve the window (the threshold goes there
+	 * too), or, after another unanswered end with no settlement since, drop it to 1 (see the module comment).
+	 */
+	#shrinkWindow(again: boolean): void {
 		this.#epoch++;
-		this.#threshold = Math.max(Math.min(MIN_WINDOW, this.#ctx.options.confirmEvery), this.#window >> 1);
-		this.#window = this.#threshold;
+		const current = this.#window === 0 ? MIN_WINDOW : this.#window;
+		this.#threshold = Math.max(1, current >> 1);
+		this.#window = again ? 1 : this.#threshold;
 	}
 
 	close(): Promise<void> {
@@ -329,6 +383,9 @@ class EventedBackend implements Backend {
 		for (const conn of this.#connections) {
 			if (!conn.ready) conn.socket.destroy();
 			else conn.socket.end();
+			// Everything on it is settled by now (close flushes first): a peer that never finishes the
+			// close handshake must not hold us.
+			setTimeout(() => conn.socket.destroy(), CLOSE_LINGER_MS).unref();
 		}
 		return done;
 	}
@@ -339,6 +396,7 @@ class EventedBackend implements Backend {
 		this.#reconnect.cancel();
 		for (const conn of this.#connections) {
 			conn.clearTimer();
+			conn.stopAwaiting();
 			conn.socket.destroy();
 		}
 	}

@@ -10,17 +10,32 @@
  * on a new session; other rejections failed with APNs' reason. GOAWAY re-queues the streams the server
  * never processed (id > lastStreamId) ahead of new work; a session lost with streams in flight re-queues
  * them too (they may be delivered twice: give them an `apns-collapse-id` to make that harmless).
+ *
+ * Hostile peers cost a bounded, backed-off amount of work. A stream reset (RST_STREAM) or unanswered
+ * within `requestTimeoutMs` is an attempt of its notification, retried with the `retry` backoff and
+ * reported failed (`StreamReset`, `RequestTimeout`) once out of attempts; a session with a timed-out
+ * stream takes no new streams and is replaced. Retries wait in one {@link DueQueue} (O(log n), one timer).
+ * A session that ends before the gateway settled any notification on it is a failed connect attempt
+ * (backoff, `connectError`), however it ended; the next session then sends one stream at a time until the
+ * gateway settles one, so a notification that kills sessions is alone when it does and is counted.
  */
 import http2 from 'node:http2';
 import { connectTls } from '../credentials.js';
 import { ConnectionError } from '../errors.js';
 import type { Message } from '../message.js';
-import type { InFlight } from '../queue.js';
+import type { FailureDetail, InFlight, ResendReason } from '../queue.js';
 import type { Backend, BackendContext } from './backend.js';
 import { backoffDelay, Reconnect } from './backoff.js';
-import { coalesced } from './schedule.js';
+import { CLOSE_LINGER_MS, coalesced, DueQueue } from './schedule.js';
 
-const { NGHTTP2_REFUSED_STREAM } = http2.constants;
+const { NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL } = http2.constants;
+
+/** HTTP/2 error codes (RFC 9113 §7), for reports. */
+const ERROR_CODES: readonly string[] = [
+	'NO_ERROR', 'PROTOCOL_ERROR', 'INTERNAL_ERROR', 'FLOW_CONTROL_ERROR', 'SETTINGS_TIMEOUT', 'STREAM_CLOSED', 'FRAME_SIZE_ERROR',
+	'REFUSED_STREAM', 'CANCEL', 'COMPRESSION_ERROR', 'CONNECT_ERROR', 'ENHANCE_YOUR_CALM', 'INADEQUATE_SECURITY', 'HTTP_1_1_REQUIRED',
+];
+const codeName = (code: number): string => ERROR_CODES[code] ?? `code ${code}`;
 
 /**
  * Header fields sent as never-indexed literals. Apple asks for `:path` and `authorization` to stay out of
@@ -55,32 +70,59 @@ interface SharedHeaders {
 	readonly topic: string | undefined;
 }
 
+/** A request in flight. */
+interface Pending {
+	readonly n: InFlight;
+	readonly sentAt: number;
+	/** Cancelled by us at its deadline. */
+	timedOut: boolean;
+}
+
+/** A re-send waiting out its delay, with why it was re-sent. */
+interface Delayed {
+	readonly n: InFlight;
+	readonly reason: ResendReason;
+}
+
 class Session {
 	readonly id: number;
 	readonly session: http2.ClientHttp2Session;
-	readonly streams = new Map<http2.ClientHttp2Stream, InFlight>();
+	readonly streams = new Map<http2.ClientHttp2Stream, Pending>();
 	ready = false;
 	/** Streams the server allows at once (its SETTINGS, capped). */
 	remoteLimit = 1;
 	/** Token auth: Apple allows one stream until a request on the session succeeded. */
 	authorized: boolean;
+	/** The gateway settled a notification here. Until then, after an unanswered session, one stream at a time. */
+	progress = false;
+	readonly isolated: boolean;
 	/** GOAWAY received: no new streams; those above this id were never processed. */
 	lastStreamId: number | undefined;
+	/** Streams in flight when GOAWAY came: one alone is counted when refused. */
+	inFlightAtGoaway = 0;
 	lastActivity = performance.now();
 	pingTimer: NodeJS.Timeout | undefined;
+	sweepTimer: NodeJS.Timeout | undefined;
 
-	constructor(id: number, session: http2.ClientHttp2Session, tokenAuth: boolean) {
+	constructor(id: number, session: http2.ClientHttp2Session, tokenAuth: boolean, isolated: boolean) {
 		this.id = id;
 		this.session = session;
 		this.authorized = !tokenAuth;
+		this.isolated = isolated;
 	}
 
 	get limit(): number {
-		return this.authorized ? this.remoteLimit : 1;
+		return this.authorized && (this.progress || !this.isolated) ? this.remoteLimit : 1;
 	}
 
+	/** Takes new streams: up, not told to go away, not closing. */
 	get usable(): boolean {
-		return this.ready && this.lastStreamId === undefined && !this.session.closed && !this.session.destroyed;
+		return this.ready && this.live;
+	}
+
+	/** Not going away: counts toward the pool. */
+	get live(): boolean {
+		return this.lastStreamId === undefined && !this.session.closed && !this.session.destroyed;
 	}
 }
 
@@ -97,9 +139,10 @@ class Http2Backend implements Backend {
 	#closing = false;
 	#destroyed = false;
 	#connectAttempts = 0;
-	/** Notifications waiting out a retry delay, with when they are due. */
-	#delayed: Array<{ at: number; n: InFlight }> = [];
-	#delayTimer: NodeJS.Timeout | undefined;
+	/** The last session ended before the gateway settled anything: the next one starts with one stream. */
+	#isolate = false;
+	/** Notifications waiting out a retry delay. */
+	readonly #delayed: DueQueue<Delayed>;
 	#closeWaiters: Array<() => void> = [];
 	/** Weak: a finished message (and its tokens) must not be kept alive by this cache. */
 	readonly #headers = new WeakMap<Message, SharedHeaders>();
@@ -109,6 +152,7 @@ class Http2Backend implements Backend {
 	constructor(context: BackendContext) {
 		this.#ctx = context;
 		this.#reconnect = new Reconnect(context.options.reconnect, () => this.wake());
+		this.#delayed = new DueQueue((due) => this.#requeueDue(due));
 	}
 
 	get connectAttempts(): number {
@@ -124,11 +168,15 @@ class Http2Backend implements Backend {
 	#pump(): void {
 		if (this.#destroyed) return;
 		const { queue, options } = this.#ctx;
-		const live = [...this.#sessions].filter((s) => s.lastStreamId === undefined && !s.session.destroyed);
-		if (queue.canTake && !this.#closing && !this.#reconnect.waiting && live.length < options.connections && !live.some((s) => !s.ready)) {
-			this.#connect();
+		let live = 0;
+		let connecting = false;
+		for (const s of this.#sessions) {
+			if (!s.live) continue;
+			live++;
+			if (!s.ready) connecting = true;
 		}
-		for (const s of live) {
+		if (queue.canTake && !this.#closing && !this.#reconnect.waiting && live < options.connections && !connecting) this.#connect();
+		for (const s of this.#sessions) {
 			if (!s.usable) continue;
 			while (s.streams.size < Math.min(s.limit, options.maxStreamsPerSession)) {
 				const n = queue.takeOne();
@@ -146,24 +194,25 @@ class Http2Backend implements Backend {
 			createConnection: () => connectTls(target, { ALPNProtocols: ['h2'] }),
 			peerMaxConcurrentStreams: 1,
 		});
-		const s = new Session(++this.#ids, session, this.#ctx.token !== undefined);
+		const s = new Session(++this.#ids, session, this.#ctx.token !== undefined, this.#isolate);
 		this.#sessions.add(s);
 		let failure: Error | undefined;
 		const timer = setTimeout(() => session.destroy(new ConnectionError(`Connect to ${target.host}:${target.port} timed out after ${options.connectTimeoutMs} ms`)), options.connectTimeoutMs);
 		session.once('connect', () => {
 			clearTimeout(timer);
 			s.ready = true;
-			this.#reconnect.succeeded();
 			events.connected({ connection: s.id });
-			this.#startPinging(s);
+			this.#startTimers(s);
 			this.wake();
 		});
 		session.on('remoteSettings', (settings: http2.Settings) => {
 			s.remoteLimit = Math.max(1, Math.min(settings.maxConcurrentStreams ?? options.maxStreamsPerSession, options.maxStreamsPerSession));
 			this.wake();
 		});
-		session.on('goaway', (_code: number, lastStreamId: number) => {
+		session.on('goaway', (code: number, lastStreamId: number) => {
 			s.lastStreamId = lastStreamId;
+			s.inFlightAtGoaway = s.streams.size;
+			if (code !== 0) failure ??= new ConnectionError(`GOAWAY ${codeName(code)} (last stream ${lastStreamId})`);
 			this.wake(); // a new session takes over
 		});
 		session.on('error', (error: Error) => {
@@ -172,20 +221,28 @@ class Http2Backend implements Backend {
 		session.on('close', () => {
 			clearTimeout(timer);
 			clearInterval(s.pingTimer);
+			clearInterval(s.sweepTimer);
 			this.#sessions.delete(s);
 			// Streams still open when the session died: the server may or may not have processed them.
 			const lost = [...s.streams.values()];
 			s.streams.clear();
-			if (!this.#destroyed) this.#ctx.queue.requeue(lost, 'sessionLost');
-			if (!s.ready) {
-				if (!this.#destroyed && !this.#closing) {
-					const reason = failure?.message ?? 'closed during the handshake';
-					events.connectError(new ConnectionError(`Cannot connect to ${target.host}:${target.port}: ${reason}`, { cause: failure }), this.#reconnect.failed());
-				}
-			} else {
+			if (!this.#destroyed) {
+				if (lost.length === 1) this.#retryOrFail(lost[0]!.n, 'unanswered', 0, 0, { reason: 'ConnectionLost', description: `No answer: its session ended while it was the only request on it${failure === undefined ? '' : ` (${failure.message})`}` });
+				else this.#ctx.queue.requeue(lost.map((p) => p.n), 'sessionLost');
+			}
+			const ours = this.#destroyed || (this.#closing && lost.length === 0 && failure === undefined);
+			if (!ours && !s.progress) {
+				this.#isolate = true;
+				const why = failure?.message ?? (s.lastStreamId !== undefined ? `GOAWAY (last stream ${s.lastStreamId})` : s.ready ? 'the server closed it' : 'closed during the handshake');
+				const error = s.ready
+					? new ConnectionError(`Session to ${target.host}:${target.port} ended before the gateway answered any of its requests (${lost.length} lost in flight): ${why}`, { cause: failure })
+					: new ConnectionError(`Cannot connect to ${target.host}:${target.port}: ${why}`, { cause: failure });
+				events.connectError(error, this.#reconnect.failed());
+			}
+			if (s.ready) {
 				events.disconnected({
 					connection: s.id,
-					reason: this.#destroyed ? 'destroyed' : this.#closing ? 'closed' : s.lastStreamId !== undefined ? 'goaway' : 'silentClose',
+					reason: this.#destroyed ? 'destroyed' : this.#closing && ours ? 'closed' : s.lastStreamId !== undefined ? 'goaway' : 'silentClose',
 					...(failure === undefined ? {} : { error: failure }),
 				});
 			}
@@ -194,8 +251,9 @@ class Http2Backend implements Backend {
 		});
 	}
 
-	#startPinging(s: Session): void {
-		const { pingIntervalMs, pingTimeoutMs } = this.#ctx.options;
+	/** PING an idle session (a dead peer is found and replaced), and cancel requests past their deadline. */
+	#startTimers(s: Session): void {
+		const { pingIntervalMs, pingTimeoutMs, requestTimeoutMs } = this.#ctx.options;
 		s.pingTimer = setInterval(() => {
 			if (performance.now() - s.lastActivity < pingIntervalMs || s.session.destroyed) return;
 			let answered = false;
@@ -210,6 +268,25 @@ class Http2Backend implements Backend {
 			if (!sent) clearTimeout(deadline);
 		}, Math.max(10, Math.floor(pingIntervalMs / 2)));
 		s.pingTimer.unref();
+		// One sweep per session rather than a timer per request. Streams are kept in the order sent, so the
+		// sweep stops at the first one still within its deadline.
+		s.sweepTimer = setInterval(() => {
+			const horizon = performance.now() - requestTimeoutMs;
+			let expired = false;
+			for (const [stream, p] of s.streams) {
+				if (p.sentAt > horizon) break;
+				if (p.timedOut) continue;
+				p.timedOut = true;
+				expired = true;
+				stream.close(NGHTTP2_CANCEL);
+			}
+			if (expired && !s.session.closed) {
+				// A server that leaves requests unanswered is not sent more: finish what is there, then go.
+				s.session.close();
+				this.wake();
+			}
+		}, Math.max(10, Math.min(1000, Math.floor(requestTimeoutMs / 4))));
+		s.sweepTimer.unref();
 	}
 
 	/** What every notification of `m` shares, as header values (a broadcast is one message: made once, not per token). */
@@ -246,8 +323,9 @@ class Http2Backend implements Backend {
 		}
 		headers[http2.sensitiveHeaders] = NEVER_INDEXED;
 		const stream = s.session.request(headers);
-		s.streams.set(stream, n);
-		s.lastActivity = performance.now();
+		const pending: Pending = { n, sentAt: performance.now(), timedOut: false };
+		s.streams.set(stream, pending);
+		s.lastActivity = pending.sentAt;
 		let status = 0;
 		let retryAfter: number | undefined;
 		const chunks: Buffer[] = [];
@@ -259,24 +337,41 @@ class Http2Backend implements Backend {
 		stream.on('data', (chunk: Buffer) => chunks.push(chunk));
 		stream.on('error', () => {}); // 'close' decides
 		stream.on('close', () => {
-			if (!s.streams.delete(stream)) return; // the session's close handled it
+			if (!s.streams.has(stream)) return; // the session's close handled it
+			// Cut off with its session: the session's close re-queues all of them together.
+			if (status === 0 && s.session.destroyed && !pending.timedOut) return;
+			s.streams.delete(stream);
 			s.lastActivity = performance.now();
-			if (status === 0) {
-				// No response: refused, or cut off by GOAWAY above lastStreamId — never processed.
-				const unprocessed = stream.rstCode === NGHTTP2_REFUSED_STREAM || (s.lastStreamId !== undefined && (stream.id === undefined || stream.id > s.lastStreamId));
-				this.#ctx.queue.requeue([n], unprocessed ? 'goaway' : 'sessionLost');
-			} else {
-				this.#answer(s, n, status, chunks, retryAfter);
-			}
+			if (status === 0) this.#unanswered(s, stream, pending);
+			else this.#answer(s, n, status, chunks, retryAfter);
 			this.wake();
 		});
 		stream.end(m.encodedPayload);
+	}
+
+	/** A stream closed without a response: refused, reset, cut off by GOAWAY, or cancelled at its deadline. */
+	#unanswered(s: Session, stream: http2.ClientHttp2Stream, p: Pending): void {
+		const { options, queue } = this.#ctx;
+		const n = p.n;
+		const delay = backoffDelay(n.tries, options.retry);
+		if (p.timedOut) {
+			this.#retryOrFail(n, 'unanswered', delay, 0, { reason: 'RequestTimeout', description: `No answer within ${options.requestTimeoutMs} ms (requestTimeoutMs), ${n.tries} times` });
+		} else if (s.lastStreamId !== undefined && (stream.id === undefined || stream.id > s.lastStreamId)) {
+			// GOAWAY: never processed. Alone, it was the only candidate for why the server went away.
+			if (s.inFlightAtGoaway <= 1) this.#retryOrFail(n, 'refused', delay, 0, { reason: 'ConnectionLost', description: `Refused by GOAWAY ${n.tries} times, each time the only request on its session` });
+			else queue.requeue([n], 'goaway');
+		} else {
+			const code = stream.rstCode ?? NGHTTP2_CANCEL;
+			const reason: ResendReason = code === NGHTTP2_REFUSED_STREAM ? 'refused' : 'unanswered';
+			this.#retryOrFail(n, reason, delay, 0, { reason: 'StreamReset', description: `The server reset its stream (${codeName(code)}) ${n.tries} times` });
+		}
 	}
 
 	#answer(s: Session, n: InFlight, status: number, chunks: Buffer[], retryAfter: number | undefined): void {
 		const { queue, options, token } = this.#ctx;
 		if (status === 200) {
 			s.authorized = true;
+			this.#progress(s);
 			queue.settleDelivered();
 			return;
 		}
@@ -289,41 +384,53 @@ class Http2Backend implements Backend {
 		} catch {
 			// No JSON body: keep the status as the reason.
 		}
-		if (reason === 'ExpiredProviderToken' && token !== undefined && n.tries < options.maxAttempts) {
-			token.expired(); // a new token, unless one was made within 20 minutes
-			this.#retryLater(n, backoffDelay(n.tries, options.retry));
-		} else if (reason === 'IdleTimeout' && n.tries < options.maxAttempts) {
+		const detail: FailureDetail = { reason, timestamp };
+		if (reason === 'ExpiredProviderToken' && token !== undefined) {
+			if (!queue.exhausted(n)) token.expired(); // a new token, unless one was made within 20 minutes
+			this.#retryOrFail(n, 'retry', backoffDelay(n.tries, options.retry), status, detail);
+		} else if (reason === 'IdleTimeout' && !queue.exhausted(n)) {
 			s.lastStreamId ??= 0; // take no new streams here; a new session takes over
 			s.session.close();
 			queue.requeue([n], 'retry');
-		} else if ((status === 429 || status === 500 || status === 503) && n.tries < options.maxAttempts) {
-			this.#retryLater(n, Math.max(backoffDelay(n.tries, options.retry), retryAfter ?? 0));
+		} else if (status === 429 || status === 500 || status === 503) {
+			// retry-after is honoured up to the longest retry delay: a server asking for years would park it for good.
+			const asked = Math.min(retryAfter ?? 0, options.retry.maxDelayMs);
+			this.#retryOrFail(n, 'retry', Math.max(backoffDelay(n.tries, options.retry), asked), status, detail);
 		} else {
-			queue.settleFailed(n, status, { reason, timestamp });
+			this.#progress(s);
+			queue.settleFailed(n, status, detail);
 		}
 	}
 
-	/** Re-queue `n` after `delayMs`; it stays outstanding meanwhile. */
-	#retryLater(n: InFlight, delayMs: number): void {
-		this.#delayed.push({ at: performance.now() + delayMs, n });
-		this.#armDelay();
+	/** The gateway settled a notification on `s`: it works, and so does the gateway. */
+	#progress(s: Session): void {
+		if (s.progress) return;
+		s.progress = true;
+		this.#isolate = false;
+		this.#reconnect.succeeded();
 	}
 
-	#armDelay(): void {
-		clearTimeout(this.#delayTimer);
-		this.#delayTimer = undefined;
-		if (this.#delayed.length === 0 || this.#destroyed) return;
-		const next = Math.min(...this.#delayed.map((d) => d.at));
-		this.#delayTimer = setTimeout(() => {
-			const now = performance.now();
-			const due = this.#delayed.filter((d) => d.at <= now);
-			this.#delayed = this.#delayed.filter((d) => d.at > now);
+	/** An attempt of `n` ended without delivery: re-send it after `delayMs`, or report it once out of attempts. */
+	#retryOrFail(n: InFlight, reason: ResendReason, delayMs: number, status: number, detail: FailureDetail): void {
+		if (this.#ctx.queue.exhausted(n)) this.#ctx.queue.settleFailed(n, status, detail);
+		else this.#delayed.add({ n, reason }, delayMs);
+	}
+
+	/** Due re-sends go back in due order, ahead of new work; one batch per run of the same reason. */
+	#requeueDue(due: Delayed[]): void {
+		if (this.#destroyed) return;
+		let end = due.length;
+		// requeue() puts a batch at the very front, so the last run goes first.
+		while (end > 0) {
+			const reason = due[end - 1]!.reason;
+			let start = end - 1;
+			while (start > 0 && due[start - 1]!.reason === reason) start--;
 			this.#ctx.queue.requeue(
-				due.map((d) => d.n),
-				'retry',
+				due.slice(start, end).map((d) => d.n),
+				reason,
 			);
-			this.#armDelay();
-		}, Math.max(0, next - performance.now()));
+			end = start;
+		}
 	}
 
 	close(): Promise<void> {
@@ -331,7 +438,11 @@ class Http2Backend implements Backend {
 		this.#reconnect.cancel();
 		if (this.#sessions.size === 0) return Promise.resolve();
 		const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve));
-		for (const s of this.#sessions) s.session.close();
+		for (const s of this.#sessions) {
+			s.session.close();
+			// Everything is settled by now (close flushes first): a peer that never lets go must not hold us.
+			setTimeout(() => s.session.destroy(), CLOSE_LINGER_MS).unref();
+		}
 		return done;
 	}
 
@@ -339,10 +450,10 @@ class Http2Backend implements Backend {
 		this.#destroyed = true;
 		this.#closing = true;
 		this.#reconnect.cancel();
-		clearTimeout(this.#delayTimer);
-		this.#delayed = [];
+		this.#delayed.clear();
 		for (const s of this.#sessions) {
 			clearInterval(s.pingTimer);
+			clearInterval(s.sweepTimer);
 			s.session.destroy();
 		}
 	}
