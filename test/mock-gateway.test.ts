@@ -26,7 +26,14 @@ const token = Buffer.alloc(32, 0xab);
 const payload = Buffer.from('{"aps":{"alert":"raw"}}');
 
 test('parses commands 0, 1 and 2 and records each', async (t) => {
-	const gw = await gateway(t);
+	let accepted = 0;
+	let allAccepted!: () => void;
+	const threeAccepted = new Promise<void>((resolve) => (allAccepted = resolve));
+	const gw = await gateway(t, {}, {
+		onAccepted: () => {
+			if (++accepted === 3) allAccepted();
+		},
+	});
 	const socket = await rawClient(gw.port);
 	const simple = Buffer.concat([Buffer.from([0, 0, 32]), token, Buffer.from([0, payload.length]), payload]);
 	const enhancedHead = Buffer.alloc(9);
@@ -40,8 +47,9 @@ test('parses commands 0, 1 and 2 and records each', async (t) => {
 	const all = Buffer.concat([simple, enhanced, frame]);
 	for (let o = 0; o < all.length; o += 13) socket.write(all.subarray(o, o + 13));
 	const closed = answer(socket);
-	while (gw.acceptedCount < 3) await new Promise((resolve) => setTimeout(resolve, 10));
+	await threeAccepted; // the mock calls onAccepted for each notification it accepts
 	socket.end();
+	assert.equal(gw.acceptedCount, 3);
 	assert.equal((await closed).length, 0, 'accepted notifications get no answer');
 	assert.deepEqual(
 		gw.received.map((r) => [r.command, r.ident, r.expiry, r.priority, r.token, r.payload]),

@@ -4,7 +4,7 @@
  */
 import type { TestContext } from 'node:test';
 import { ApnsManager, type ApnsManagerOptions } from '../../src/index.js';
-import { makeTestCertificates, startMockGateway, startMockFeedback, type MockGateway, type MockGatewayFaults, type TestCertificates } from '../../src/testing.js';
+import { makeTestCertificates, startMockGateway, startMockFeedback, type MockGateway, type MockGatewayFaults, type MockGatewayOptions, type TestCertificates } from '../../src/testing.js';
 import type { MockFeedback, MockFeedbackOptions } from '../../src/mock/feedback.js';
 
 let cached: TestCertificates | undefined;
@@ -20,9 +20,9 @@ export function makeTokens(n: number, seed = 0): string[] {
 	return out;
 }
 
-export async function gateway(t: TestContext, faults: MockGatewayFaults = {}): Promise<MockGateway> {
+export async function gateway(t: TestContext, faults: MockGatewayFaults = {}, options: Omit<MockGatewayOptions, 'server' | 'ca' | 'faults'> = {}): Promise<MockGateway> {
 	const c = certs();
-	const gw = await startMockGateway({ server: c.server, ca: c.ca.cert, faults });
+	const gw = await startMockGateway({ ...options, server: c.server, ca: c.ca.cert, faults });
 	t.after(() => gw.close());
 	return gw;
 }
