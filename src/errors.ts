@@ -84,9 +84,9 @@ export class ConnectionError extends ApnsError {
 	}
 }
 
-/** `flushMessages({ timeoutMs })` ran out of time. */
+/** `flushMessages({ timeoutMs })` or a feedback read ran out of time. */
 export class TimeoutError extends ApnsError {
-	/** How many notifications were still neither delivered nor reported failed. */
+	/** How many notifications were still neither delivered nor reported failed (0 for a feedback read). */
 	readonly pending: number;
 
 	constructor(message: string, pending: number) {

@@ -3,6 +3,7 @@
  * command-2 notification frames, the 6-byte error response, and feedback tuples.
  * Every integer is unsigned big-endian.
  */
+import { ProtocolError } from './errors.js';
 import { TOKEN_BYTES } from './message.js';
 
 export const COMMAND_SIMPLE = 0;
@@ -246,24 +247,40 @@ export function encodeFeedbackTuple(when: Date, token: Buffer): Buffer {
 
 /**
  * Reassembles feedback tuples from a byte stream however it is chunked: a tuple is taken out only once
- * all of its `6 + N` bytes are buffered.
+ * all of its `6 + N` bytes are buffered. A token length other than {@link TOKEN_BYTES} breaks the stream:
+ * it is refused as soon as the 6-byte header is in, so a hostile length never makes it buffer the body.
  */
 export class FeedbackDecoder {
 	#pending: Buffer = EMPTY;
+	/** Tuples returned so far. */
+	#decoded = 0;
+	#error: ProtocolError | undefined;
 
-	/** Feed a chunk; returns the tuples it completed. */
-	push(chunk: Buffer): Array<{ when: Date; token: Buffer }> {
+	/**
+	 * Feed a chunk. Returns the tuples it completed, and `error` once a tuple header with a bad token length
+	 * has been seen: the tuples before that header are still returned (hand them over), nothing after it is.
+	 * A broken decoder stays broken: later pushes return no tuples and the same error.
+	 */
+	push(chunk: Buffer): { tuples: Array<{ when: Date; token: Buffer }>; error: ProtocolError | undefined } {
+		if (this.#error !== undefined) return { tuples: [], error: this.#error };
 		const buf = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
-		const out: Array<{ when: Date; token: Buffer }> = [];
+		const tuples: Array<{ when: Date; token: Buffer }> = [];
 		let o = 0;
 		while (buf.length - o >= 6) {
 			const length = buf.readUInt16BE(o + 4);
+			if (length !== TOKEN_BYTES) {
+				this.#decoded += tuples.length;
+				this.#error = new ProtocolError(`A feedback tuple declares a token of ${length} bytes, not ${TOKEN_BYTES} (after ${this.#decoded} tuples were handed over)`);
+				this.#pending = EMPTY;
+				return { tuples, error: this.#error };
+			}
 			if (buf.length - o < 6 + length) break;
-			out.push({ when: new Date(buf.readUInt32BE(o) * 1000), token: Buffer.from(buf.subarray(o + 6, o + 6 + length)) });
+			tuples.push({ when: new Date(buf.readUInt32BE(o) * 1000), token: Buffer.from(buf.subarray(o + 6, o + 6 + length)) });
 			o += 6 + length;
 		}
+		this.#decoded += tuples.length;
 		this.#pending = o === buf.length ? EMPTY : Buffer.from(buf.subarray(o));
-		return out;
+		return { tuples, error: undefined };
 	}
 
 	/** Bytes of an incomplete tuple still buffered (non-zero at EOF means the stream was cut mid-tuple). */

@@ -10,6 +10,7 @@ import {
 	writeFrame,
 	writeProbeFrame,
 } from '../src/frame.js';
+import { ProtocolError } from '../src/errors.js';
 
 const token = Buffer.from('0123456789abcdef'.repeat(4), 'hex');
 const payload = Buffer.from('{"aps":{"alert":"hi"}}');
@@ -98,11 +99,37 @@ test('feedback tuples are reassembled however the bytes are chunked', () => {
 	for (const size of [1, 5, 37, 38, 39, bytes.length]) {
 		const decoder = new FeedbackDecoder();
 		const got: Array<{ when: Date; token: Buffer }> = [];
-		for (let o = 0; o < bytes.length; o += size) got.push(...decoder.push(bytes.subarray(o, o + size)));
+		for (let o = 0; o < bytes.length; o += size) {
+			const { tuples: completed, error } = decoder.push(bytes.subarray(o, o + size));
+			assert.equal(error, undefined);
+			got.push(...completed);
+		}
 		assert.deepEqual(got, tuples, `chunks of ${size}`);
 		assert.equal(decoder.pendingBytes, 0);
 	}
 	const cut = new FeedbackDecoder();
 	cut.push(bytes.subarray(0, 50));
 	assert.equal(cut.pendingBytes, 12);
+});
+
+test('a feedback token length other than 32 breaks the stream as soon as the 6-byte header is in', () => {
+	const good = encodeFeedbackTuple(new Date(1_700_000_000_000), Buffer.alloc(32, 7));
+	for (const length of [0, 1, 31, 33, 1000]) {
+		const bad = encodeFeedbackTuple(new Date(1_700_000_000_000), Buffer.alloc(length, 9));
+		const decoder = new FeedbackDecoder();
+		// Two good tuples and only the bad one's header: it must not wait for the rest of the bad tuple.
+		const { tuples, error } = decoder.push(Buffer.concat([good, good, bad.subarray(0, 6)]));
+		assert.equal(tuples.length, 2, `length ${length}`);
+		assert.ok(error instanceof ProtocolError);
+		assert.match(error.message, new RegExp(`token of ${length} bytes, not 32 \\(after 2 tuples were handed over\\)`));
+		assert.equal(decoder.pendingBytes, 0);
+		// Broken stays broken: nothing more comes out, the same error does.
+		assert.deepEqual(decoder.push(good), { tuples: [], error });
+	}
+	// Split across pushes: the tuples of earlier pushes count.
+	const split = new FeedbackDecoder();
+	assert.equal(split.push(Buffer.concat([good, good.subarray(0, 20)])).tuples.length, 1);
+	const late = split.push(Buffer.concat([good.subarray(20), Buffer.from([0, 0, 0, 0, 0, 1])]));
+	assert.equal(late.tuples.length, 1);
+	assert.match(late.error?.message ?? '', /token of 1 bytes, not 32 \(after 2 tuples/);
 });

@@ -1,6 +1,7 @@
 /**
  * A mock feedback service on 127.0.0.1: real TLS with client-certificate verification. On each connection
- * it sends the tuples it holds, forgets them (as APNs does), and closes.
+ * it sends the tuples it holds, forgets them (as APNs does), and closes. Options make it misbehave the way a
+ * hostile or broken service would: hang, ignore the client's FIN, trickle, send malformed tuples.
  */
 import { encodeFeedbackTuple } from '../frame.js';
 import { startMockTlsServer, type MockTlsServerOptions } from './tls-server.js';
@@ -16,10 +17,26 @@ export interface MockFeedbackTuple {
 export interface MockFeedbackOptions extends MockTlsServerOptions {
 	/** Tuples to serve to the next connection. */
 	readonly tuples?: readonly MockFeedbackTuple[];
-	/** Send the bytes in writes of this size (1 splits every tuple across many reads). @default all at once */
+	/**
+	 * Tuples sent as given after `tuples`, also to the next connection only: the token may have any length
+	 * from 0 to 65535 bytes (its length goes out as a u16), to send tuples the protocol does not allow.
+	 */
+	readonly rawTuples?: ReadonlyArray<{ readonly when: Date; readonly token: Buffer }>;
+	/** Send the bytes in writes of this size (1 splits every tuple across many reads). @default all at once; 1 with `trickleMs` */
 	readonly chunkBytes?: number;
+	/**
+	 * Wait this long, in ms, between writes (a service that trickles; never idle, never done). Alone it sends
+	 * one byte every `trickleMs`. @default no wait: the next write goes out on the next turn of the event loop
+	 */
+	readonly trickleMs?: number;
 	/** Send the tuples but never close the connection (a stuck service). @default false */
 	readonly hang?: boolean;
+	/**
+	 * Send the tuples, then never end or close this side, and ignore the client's FIN (the socket is
+	 * half-open: it does not answer with its own). A client that ends and waits for the close waits for ever.
+	 * @default false
+	 */
+	readonly ignoreFin?: boolean;
 }
 
 /** A running mock feedback service. */
@@ -35,21 +52,33 @@ export interface MockFeedback {
 
 export async function startMockFeedback(options: MockFeedbackOptions): Promise<MockFeedback> {
 	let tuples: MockFeedbackTuple[] = [...(options.tuples ?? [])];
+	let raw = [...(options.rawTuples ?? [])];
 	const server = await startMockTlsServer(options, (socket) => {
-		const bytes = Buffer.concat(tuples.map((t) => encodeFeedbackTuple(t.when, Buffer.from(t.token, 'hex'))));
+		// Without this, Node answers the client's FIN with ours.
+		if (options.ignoreFin) socket.allowHalfOpen = true;
+		const bytes = Buffer.concat([
+			...tuples.map((t) => encodeFeedbackTuple(t.when, Buffer.from(t.token, 'hex'))),
+			...raw.map((t) => encodeFeedbackTuple(t.when, t.token)),
+		]);
 		tuples = [];
-		const chunk = options.chunkBytes ?? Math.max(1, bytes.length);
+		raw = [];
+		const chunk = options.chunkBytes ?? (options.trickleMs === undefined ? Math.max(1, bytes.length) : 1);
 		let offset = 0;
+		let timer: NodeJS.Timeout | undefined;
+		socket.once('close', () => clearTimeout(timer));
 		const writeNext = (): void => {
 			if (socket.destroyed) return;
 			if (offset >= bytes.length) {
-				if (!options.hang) socket.end();
+				if (!options.hang && !options.ignoreFin) socket.end();
 				return;
 			}
 			const part = bytes.subarray(offset, offset + chunk);
 			offset += part.length;
-			// One write per turn of the event loop, so the client sees separate reads.
-			socket.write(part, () => setImmediate(writeNext));
+			// One write per turn of the event loop (or per trickleMs), so the client sees separate reads.
+			socket.write(part, () => {
+				if (options.trickleMs === undefined) setImmediate(writeNext);
+				else timer = setTimeout(writeNext, options.trickleMs);
+			});
 		};
 		writeNext();
 	});
