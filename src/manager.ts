@@ -251,7 +251,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		}
 		const c = this.#credentials!;
 		return readFeedback(
-			{ host: o.feedback.host, port: o.feedback.port, cert: c.cert, key: c.key, ca: c.ca, idleTimeoutMs: o.feedbackIdleTimeoutMs, connectTimeoutMs: o.connectTimeoutMs },
+			{ host: o.feedback.host, port: o.feedback.port, cert: c.cert, key: c.key, ca: c.ca, idleTimeoutMs: o.feedbackIdleTimeoutMs, connectTimeoutMs: o.connectTimeoutMs, timeoutMs: o.feedbackTimeoutMs },
 			(feedback) => {
 				this.#guard(() => callback(feedback));
 				this.#emit('feedback', feedback);

@@ -6,6 +6,7 @@ import type { CertificateCredentials, Environment } from './credentials.js';
 import type { ProviderTokenOptions } from './provider-token.js';
 import type { DeliveryError } from './errors.js';
 import { InvalidArgumentError } from './errors.js';
+import { DEFAULT_FEEDBACK_TIMEOUT_MS } from './feedback.js';
 import { DEFAULT_QUEUE_OPTIONS } from './queue.js';
 
 /** A host and port. */
@@ -169,7 +170,7 @@ export const DEFAULT_OPTIONS = {
 	pingTimeoutMs: 10_000,
 	connectTimeoutMs: 10_000,
 	feedbackIdleTimeoutMs: 5000,
-	feedbackTimeoutMs: 60_000,
+	feedbackTimeoutMs: DEFAULT_FEEDBACK_TIMEOUT_MS,
 	maxFeedbackRecords: 100_000,
 } as const;
 

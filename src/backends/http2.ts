@@ -87,6 +87,12 @@ interface Delayed {
 class Session {
 	readonly id: number;
 	readonly session: http2.ClientHttp2Session;
+	/** Its TLS socket: after a graceful close Node waits for the peer to close it, which a hostile peer never does. */
+	socket: import('node:tls').TLSSocket | undefined;
+	/** Counted as a failed attempt already (it went away unanswered). */
+	failed = false;
+	/** Destroys it if it is still there when it should long be gone. */
+	lingerTimer: NodeJS.Timeout | undefined;
 	readonly streams = new Map<http2.ClientHttp2Stream, Pending>();
 	ready = false;
 	/** Streams the server allows at once (its SETTINGS, capped). */
@@ -190,11 +196,13 @@ class Http2Backend implements Backend {
 		const { tls: target, options, events } = this.#ctx;
 		this.#connectAttempts++;
 		const authority = `https://${target.host}:${target.port}`;
+		let socket: import('node:tls').TLSSocket | undefined;
 		const session = http2.connect(authority, {
-			createConnection: () => connectTls(target, { ALPNProtocols: ['h2'] }),
+			createConnection: () => (socket = connectTls(target, { ALPNProtocols: ['h2'] })),
 			peerMaxConcurrentStreams: 1,
 		});
 		const s = new Session(++this.#ids, session, this.#ctx.token !== undefined, this.#isolate);
+		s.socket = socket;
 		this.#sessions.add(s);
 		let failure: Error | undefined;
 		const timer = setTimeout(() => session.destroy(new ConnectionError(`Connect to ${target.host}:${target.port} timed out after ${options.connectTimeoutMs} ms`)), options.connectTimeoutMs);
@@ -212,7 +220,10 @@ class Http2Backend implements Backend {
 		session.on('goaway', (code: number, lastStreamId: number) => {
 			s.lastStreamId = lastStreamId;
 			s.inFlightAtGoaway = s.streams.size;
-			if (code !== 0) failure ??= new ConnectionError(`GOAWAY ${codeName(code)} (last stream ${lastStreamId})`);
+			failure ??= new ConnectionError(`GOAWAY ${codeName(code)} (last stream ${lastStreamId})`);
+			// Counted now, not at 'close': the peer decides when that comes, and the next session must wait.
+			this.#failedUnanswered(s, failure);
+			this.#retire(s, options.requestTimeoutMs + CLOSE_LINGER_MS);
 			this.wake(); // a new session takes over
 		});
 		session.on('error', (error: Error) => {
@@ -222,6 +233,7 @@ class Http2Backend implements Backend {
 			clearTimeout(timer);
 			clearInterval(s.pingTimer);
 			clearInterval(s.sweepTimer);
+			clearTimeout(s.lingerTimer);
 			this.#sessions.delete(s);
 			// Streams still open when the session died: the server may or may not have processed them.
 			const lost = [...s.streams.values()];
@@ -231,14 +243,7 @@ class Http2Backend implements Backend {
 				else this.#ctx.queue.requeue(lost.map((p) => p.n), 'sessionLost');
 			}
 			const ours = this.#destroyed || (this.#closing && lost.length === 0 && failure === undefined);
-			if (!ours && !s.progress) {
-				this.#isolate = true;
-				const why = failure?.message ?? (s.lastStreamId !== undefined ? `GOAWAY (last stream ${s.lastStreamId})` : s.ready ? 'the server closed it' : 'closed during the handshake');
-				const error = s.ready
-					? new ConnectionError(`Session to ${target.host}:${target.port} ended before the gateway answered any of its requests (${lost.length} lost in flight): ${why}`, { cause: failure })
-					: new ConnectionError(`Cannot connect to ${target.host}:${target.port}: ${why}`, { cause: failure });
-				events.connectError(error, this.#reconnect.failed());
-			}
+			if (!ours) this.#failedUnanswered(s, failure, lost.length);
 			if (s.ready) {
 				events.disconnected({
 					connection: s.id,
@@ -282,7 +287,9 @@ class Http2Backend implements Backend {
 			}
 			if (expired && !s.session.closed) {
 				// A server that leaves requests unanswered is not sent more: finish what is there, then go.
+				this.#failedUnanswered(s, new ConnectionError(`A request went unanswered for ${requestTimeoutMs} ms (requestTimeoutMs): the session is replaced`));
 				s.session.close();
+				this.#retire(s, requestTimeoutMs + CLOSE_LINGER_MS);
 				this.wake();
 			}
 		}, Math.max(10, Math.min(1000, Math.floor(requestTimeoutMs / 4))));
@@ -391,6 +398,7 @@ class Http2Backend implements Backend {
 		} else if (reason === 'IdleTimeout' && !queue.exhausted(n)) {
 			s.lastStreamId ??= 0; // take no new streams here; a new session takes over
 			s.session.close();
+			this.#retire(s, options.requestTimeoutMs + CLOSE_LINGER_MS);
 			queue.requeue([n], 'retry');
 		} else if (status === 429 || status === 500 || status === 503) {
 			// retry-after is honoured up to the longest retry delay: a server asking for years would park it for good.
@@ -400,6 +408,36 @@ class Http2Backend implements Backend {
 			this.#progress(s);
 			queue.settleFailed(n, status, detail);
 		}
+	}
+
+	/**
+	 * `s` went away (or is going) before the gateway settled anything on it: a failed connect attempt,
+	 * counted once, reported with why, and the next session starts isolated.
+	 */
+	#failedUnanswered(s: Session, failure: Error | undefined, lost = s.streams.size): void {
+		if (s.progress || s.failed || this.#destroyed || this.#closing) return;
+		s.failed = true;
+		this.#isolate = true;
+		const { host, port } = this.#ctx.tls;
+		const why = failure?.message ?? (s.ready ? 'the server closed it' : 'closed during the handshake');
+		const error = s.ready
+			? new ConnectionError(`Session to ${host}:${port} ended before the gateway answered any of its requests (${lost} in flight): ${why}`, { cause: failure })
+			: new ConnectionError(`Cannot connect to ${host}:${port}: ${why}`, { cause: failure });
+		this.#ctx.events.connectError(error, this.#reconnect.failed());
+	}
+
+	/**
+	 * `s` takes no new streams and is on its way out; it must be gone within `lingerMs` (its last requests
+	 * have their own deadlines). Node closes a session gracefully by ending the socket and waiting for the
+	 * peer to close it, which a hostile peer never does: then the socket is destroyed.
+	 */
+	#retire(s: Session, lingerMs: number): void {
+		if (s.lingerTimer !== undefined) return;
+		s.lingerTimer = setTimeout(() => {
+			s.session.destroy();
+			s.socket?.destroy();
+		}, lingerMs);
+		s.lingerTimer.unref();
 	}
 
 	/** The gateway settled a notification on `s`: it works, and so does the gateway. */
@@ -441,7 +479,9 @@ class Http2Backend implements Backend {
 		for (const s of this.#sessions) {
 			s.session.close();
 			// Everything is settled by now (close flushes first): a peer that never lets go must not hold us.
-			setTimeout(() => s.session.destroy(), CLOSE_LINGER_MS).unref();
+			clearTimeout(s.lingerTimer);
+			s.lingerTimer = undefined;
+			this.#retire(s, CLOSE_LINGER_MS);
 		}
 		return done;
 	}
@@ -454,7 +494,9 @@ class Http2Backend implements Backend {
 		for (const s of this.#sessions) {
 			clearInterval(s.pingTimer);
 			clearInterval(s.sweepTimer);
+			clearTimeout(s.lingerTimer);
 			s.session.destroy();
+			s.socket?.destroy();
 		}
 	}
 }
