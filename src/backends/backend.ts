@@ -20,6 +20,12 @@ export interface BackendEvents {
 	connectError(error: ConnectionError, info: { attempt: number; retryInMs: number }): void;
 }
 
+/**
+ * How a connection the peer closed without a word is reported. Under TLS 1.3 a server that refuses the
+ * client certificate does exactly this right after the handshake (no alert reaches the client), so say so.
+ */
+export const CLOSED_UNANSWERED = 'the gateway closed it without answering (under TLS 1.3 a refused client certificate looks like this)';
+
 /** Why a connection ended. */
 export type DisconnectReason = 'errorFrame' | 'probeAnswered' | 'silentClose' | 'goaway' | 'protocolError' | 'timeout' | 'closed' | 'destroyed';
 

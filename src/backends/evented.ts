@@ -45,7 +45,7 @@ import {
 } from '../frame.js';
 import type { Message } from '../message.js';
 import type { Cursor, SentLog } from '../queue.js';
-import type { Backend, BackendContext, DisconnectReason } from './backend.js';
+import { CLOSED_UNANSWERED, type Backend, type BackendContext, type DisconnectReason } from './backend.js';
 import { Reconnect } from './backoff.js';
 import { CLOSE_LINGER_MS, coalesced } from './schedule.js';
 
@@ -342,7 +342,7 @@ class EventedBackend implements Backend {
 		if (!ours && conn.log.answered === 0) {
 			if (held > 0) this.#shrinkWindow(this.#reconnect.failures > 0);
 			const { host, port } = this.#ctx.tls;
-			const why = conn.error?.message ?? (conn.ready ? 'the gateway closed it without an answer' : 'closed during the handshake');
+			const why = conn.error?.message ?? (conn.ready ? CLOSED_UNANSWERED : 'closed during the handshake');
 			const error = conn.ready
 				? new ConnectionError(`Connection to ${host}:${port} ended ${Math.round(performance.now() - conn.connectedAt)} ms after connecting, before the gateway answered for any of the ${held} notifications it held: ${why}`, { cause: conn.error })
 				: new ConnectionError(`Cannot connect to ${host}:${port}: ${why}`, { cause: conn.error });

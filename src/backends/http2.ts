@@ -24,7 +24,7 @@ import { connectTls } from '../credentials.js';
 import { ConnectionError } from '../errors.js';
 import type { Message } from '../message.js';
 import type { FailureDetail, InFlight, ResendReason } from '../queue.js';
-import type { Backend, BackendContext } from './backend.js';
+import { CLOSED_UNANSWERED, type Backend, type BackendContext } from './backend.js';
 import { backoffDelay, Reconnect } from './backoff.js';
 import { CLOSE_LINGER_MS, coalesced, DueQueue } from './schedule.js';
 
@@ -419,7 +419,7 @@ class Http2Backend implements Backend {
 		s.failed = true;
 		this.#isolate = true;
 		const { host, port } = this.#ctx.tls;
-		const why = failure?.message ?? (s.ready ? 'the server closed it' : 'closed during the handshake');
+		const why = failure?.message ?? (s.ready ? CLOSED_UNANSWERED : 'closed during the handshake');
 		const error = s.ready
 			? new ConnectionError(`Session to ${host}:${port} ended before the gateway answered any of its requests (${lost} in flight): ${why}`, { cause: failure })
 			: new ConnectionError(`Cannot connect to ${host}:${port}: ${why}`, { cause: failure });
