@@ -271,3 +271,22 @@ test('PING: a session that stops answering is detected and replaced; later notif
 	assert.equal(server.sessions, 2);
 	assert.ok([...first, ...second].every((tk) => server.counts.get(tk) === 1));
 });
+
+test('410 records kept for getFeedback are bounded by maxFeedbackRecords: the newest are kept, the rest counted dropped, every one still reported', async (t) => {
+	const tokens = makeTokens(50, 73);
+	const server = await mock(t, { unregistered: tokens });
+	const m = h2(t, server, { maxFeedbackRecords: 10 });
+	let events = 0;
+	let errors = 0;
+	m.on('feedback', () => events++);
+	m.on('deliveryError', () => errors++);
+	for (const token of tokens) m.sendAps(token, { alert: 'x' }); // one at a time: answers arrive in this order
+	await m.flushMessages();
+	assert.deepEqual([events, errors], [50, 50], 'each 410 is reported as an error and a feedback event');
+	assert.equal(m.stats.feedbackDropped, 40);
+	const kept: string[] = [];
+	assert.equal(await m.getFeedback((f) => kept.push(f.token)), 10);
+	assert.equal(new Set(kept).size, 10);
+	assert.equal(m.stats.feedbackDropped, 40);
+	assert.equal(await m.getFeedback(() => {}), 0);
+});

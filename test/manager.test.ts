@@ -247,3 +247,51 @@ test('minConfirmIntervalMs keeps probe reconnects apart on a healthy stream; con
 	assert.ok(counted.stats.probesAnswered >= Math.floor(20_000 / 256), `${counted.stats.probesAnswered} probes`);
 	assert.equal(gw.acceptedCount, 40_000);
 });
+
+test('bad arguments to close, flushMessages and getFeedback throw at the call, name the argument, and touch nothing', async (t) => {
+	const gw = await gateway(t);
+	const m = manager(t, gw);
+	let closed = 0;
+	m.on('closed', () => closed++);
+	const tokens = makeTokens(1000, 32);
+	m.sendAps(tokens, { alert: 'kept' });
+	const bad: Array<[() => unknown, string]> = [
+		[() => m.close(null as never), 'close(options)'],
+		[() => m.close({ timeoutMs: 'soon' } as never), 'close(options).timeoutMs'],
+		[() => m.close({ timeoutMs: -5 }), 'close(options).timeoutMs'],
+		[() => m.close({ timeoutMs: 1.5 }), 'close(options).timeoutMs'],
+		[() => m.close({ timeout: 5 } as never), 'close(options).timeout'],
+		[() => m.flushMessages(null as never), 'flushMessages(options)'],
+		[() => m.flushMessages({ timeoutMs: Number.NaN }), 'flushMessages(options).timeoutMs'],
+		[() => m.getFeedback('callback' as never), 'callback'],
+	];
+	for (const [call, argument] of bad) assert.throws(call, (e: unknown) => e instanceof InvalidArgumentError && e.argument === argument, argument);
+	assert.equal(m.pending, 1000, 'nothing was dropped');
+	assert.equal(closed, 0, 'the manager is still open');
+	m.sendAps(makeTokens(1, 33), { alert: 'still accepted' });
+	await m.close();
+	assert.deepEqual(account(gw, [...tokens, ...makeTokens(1, 33)]), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+});
+
+test('a payload that does not encode as a JSON object is refused at the call (toJSON)', async (t) => {
+	const m = manager(t, undefined);
+	const [token] = makeTokens(1, 34);
+	assert.throws(() => m.sendAps(token!, { alert: 'x' }, { extra: { toJSON: () => undefined } }), (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'options.extra');
+	assert.throws(() => m.sendAps(token!, { alert: 'x' }, { extra: { toJSON: () => 'text' } }), (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'options.extra');
+	assert.throws(() => new Message(token!, { aps: {}, toJSON: () => 'text' }), (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'payload' && /JSON object/.test(e.message));
+	assert.throws(() => new Message(token!, { aps: {}, toJSON: () => undefined }), (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'payload');
+	assert.equal(m.pending, 0);
+});
+
+test('close() after destroy() resolves and emits closed no second time', async (t) => {
+	const port = await closedPort();
+	const m = manager(t, { host: '127.0.0.1', port });
+	let closed = 0;
+	m.on('closed', () => closed++);
+	m.sendAps(makeTokens(3, 35), { alert: 'x' });
+	m.destroy();
+	await m.close();
+	await m.close({ timeoutMs: 10 });
+	assert.equal(closed, 1);
+	assert.equal(m.pending, 0);
+});

@@ -259,3 +259,37 @@ test('outstanding counts every notification until it is delivered or failed', ()
 	assert.equal(queue.clear(), 1);
 	assert.equal(queue.outstanding, 0);
 });
+
+test('DueQueue: hands items over in due order, in batches, with one timer; clear drops the rest', async () => {
+	const { DueQueue } = await import('../src/backends/schedule.js');
+	const batches: number[][] = [];
+	let done!: () => void;
+	const finished = new Promise<void>((resolve) => (done = resolve));
+	const total = 20_000;
+	let seen = 0;
+	// The clock stands still while the items are added, so item i falls due exactly delay(i) after the others' base.
+	let frozen: number | undefined = performance.now();
+	const q = new DueQueue<number>(
+		(items) => {
+			batches.push(items);
+			seen += items.length;
+			if (seen === total) done();
+		},
+		() => frozen ?? performance.now(),
+	);
+	const delay = (i: number): number => ((i * 7919) % total) / 1000; // scrambled, up to 20 ms
+	for (let i = 0; i < total; i++) q.add(i, delay(i));
+	frozen = undefined;
+	assert.equal(q.size, total);
+	await finished;
+	const flat = batches.flat();
+	assert.equal(new Set(flat).size, total, 'each item exactly once');
+	for (let i = 1; i < flat.length; i++) assert.ok(delay(flat[i - 1]!) <= delay(flat[i]!), `item ${flat[i]} handed over after an item due later`);
+	assert.ok(batches.length < total, `${batches.length} batches for ${total} items`);
+	assert.equal(q.size, 0);
+	q.add(1, 60_000);
+	q.add(2, 2 ** 40); // longer than a timer can hold: clamped, never a 1 ms busy loop
+	assert.equal(q.size, 2);
+	q.clear();
+	assert.equal(q.size, 0);
+});

@@ -27,14 +27,17 @@ export function coalesced(run: () => void): () => void {
  */
 export class DueQueue<T> {
 	readonly #onDue: (items: T[]) => void;
+	readonly #now: () => number;
 	#at: number[] = [];
 	#items: T[] = [];
 	#timer: NodeJS.Timeout | undefined;
 	/** When the armed timer fires (Infinity when none is armed). */
 	#armedFor = Infinity;
 
-	constructor(onDue: (items: T[]) => void) {
+	/** @param now - the clock, in ms (tests inject one). */
+	constructor(onDue: (items: T[]) => void, now: () => number = () => performance.now()) {
 		this.#onDue = onDue;
+		this.#now = now;
 	}
 
 	get size(): number {
@@ -43,7 +46,7 @@ export class DueQueue<T> {
 
 	/** Hand `item` to `onDue` after `delayMs` (clamped to what a timer can hold). */
 	add(item: T, delayMs: number): void {
-		const at = performance.now() + Math.min(Math.max(0, delayMs), MAX_TIMER_MS);
+		const at = this.#now() + Math.min(Math.max(0, delayMs), MAX_TIMER_MS);
 		let i = this.#items.length;
 		this.#at.push(at);
 		this.#items.push(item);
@@ -72,13 +75,13 @@ export class DueQueue<T> {
 		if (this.#items.length === 0) return;
 		const at = this.#at[0]!;
 		this.#armedFor = at;
-		this.#timer = setTimeout(() => this.#fire(), Math.max(0, at - performance.now()));
+		this.#timer = setTimeout(() => this.#fire(), Math.max(0, at - this.#now()));
 	}
 
 	#fire(): void {
 		this.#timer = undefined;
 		this.#armedFor = Infinity;
-		const now = performance.now();
+		const now = this.#now();
 		const due: T[] = [];
 		while (this.#items.length > 0 && this.#at[0]! <= now) due.push(this.#pop());
 		this.#arm();
