@@ -3,7 +3,8 @@
  * Tokens carry their index in their last four bytes, so the gateway process counts deliveries in a typed
  * array instead of a map of strings.
  */
-import type { PemPair } from '../src/mock/certs.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { makeTestCertificates, type PemPair } from '../src/mock/certs.js';
 
 export type ClientName = 'raw' | 'worker' | 'node-apn' | 'h2-bare' | 'h2-worker' | 'parse-apn' | 'apns2';
 
@@ -59,6 +60,18 @@ export interface Certs {
 	readonly client: PemPair;
 	/** HTTP/2 token auth: a P-256 key (PKCS#8 PEM), its public half, and its IDs. */
 	readonly p8: { readonly key: string; readonly publicKey: string; readonly keyId: string; readonly teamId: string };
+}
+
+/** Certificates made now (a CA, the mock's server certificate, a client certificate) and a P-256 signing key. */
+export function makeCerts(): Certs {
+	const made = makeTestCertificates();
+	const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+	return {
+		ca: made.ca.cert,
+		server: made.server,
+		client: made.client,
+		p8: { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), publicKey: p8.publicKey.export({ type: 'spki', format: 'pem' }).toString(), keyId: 'BENCHKEY01', teamId: 'BENCHTEAM1' },
+	};
 }
 
 /** Orchestrator → gateway process. */

@@ -11,14 +11,12 @@
  * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { makeTestCertificates } from '../src/mock/certs.js';
-import { isRejected, type Certs, type ClientMessage, type ClientName, type ClientTask, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
+import { isRejected, makeCerts, type Certs, type ClientMessage, type ClientName, type ClientTask, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
 
 const STALL_MS = 5000;
 /** A run ends after this long even while it still progresses (node-apn 1.x needs far longer for 1M). */
@@ -196,17 +194,10 @@ async function main(): Promise<void> {
 	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false } } });
 	const reps = Number(values.reps ?? (values.quick ? 1 : 3));
 	const workloads = WORKLOADS.filter((w) => (values.only === undefined || w.name.includes(values.only)) && !(values.quick && w.n >= 1_000_000));
-	const made = makeTestCertificates();
-	const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-	const certs: Certs = {
-		ca: made.ca.cert,
-		server: made.server,
-		client: made.client,
-		p8: { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), publicKey: p8.publicKey.export({ type: 'spki', format: 'pem' }).toString(), keyId: 'BENCHKEY01', teamId: 'BENCHTEAM1' },
-	};
+	const certs = makeCerts();
 	// Peers that take no CA option trust the mock's CA through Node's extra CA file.
 	const caFile = join(mkdtempSync(join(os.tmpdir(), 'apns-bench-')), 'ca.pem');
-	writeFileSync(caFile, made.ca.cert);
+	writeFileSync(caFile, certs.ca);
 	process.env['NODE_EXTRA_CA_CERTS'] = caFile;
 	const gateway = new GatewayProcess(certs);
 	await gateway.ready();

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import tls from 'node:tls';
 import { encodeErrorResponse, frameBytes, writeFrame } from '../src/frame.js';
+import type { MockGatewayFaults } from '../src/testing.js';
 import { certs, gateway } from './support/helpers.js';
 
 async function rawClient(port: number, pair = certs().client): Promise<tls.TLSSocket> {
@@ -89,4 +90,85 @@ test('a client without a certificate from the trusted CA is not let in', async (
 	socket.on('error', () => {});
 	await new Promise((resolve) => socket.once('close', resolve));
 	assert.equal(gw.connections, 0);
+});
+
+/** One command-2 frame for `tk` with ident `ident`. */
+function frameFor(tk: Buffer, ident: number): Buffer {
+	const out = Buffer.alloc(frameBytes(payload.length));
+	writeFrame(out, 0, tk, 0, payload, ident, 0, 10);
+	return out;
+}
+
+test('hostile answers to the first data of a connection: garbage, wrong command, truncated error, unknown ident; nothing recorded', async (t) => {
+	const cases: Array<[MockGatewayFaults, Buffer]> = [
+		[{ garbage: true }, Buffer.from([0xde, 0xad, 0xbe, 0xef, 0xfe, 0xed])],
+		[{ wrongCommand: true }, Buffer.from([9, 8, 0, 0, 0, 41])],
+		[{ truncatedError: true }, Buffer.from([8, 8, 0])],
+		[{ errorUnknownIdent: true }, encodeErrorResponse(8, 0x7fffffff)],
+	];
+	for (const [faults, expected] of cases) {
+		const gw = await gateway(t, faults);
+		for (let i = 0; i < 2; i++) {
+			const socket = await rawClient(gw.port);
+			const closed = answer(socket);
+			socket.write(Buffer.concat([frameFor(token, 41), frameFor(token, 42)]));
+			assert.deepEqual(await closed, expected, `${JSON.stringify(faults)}, connection ${i + 1}`);
+		}
+		assert.deepEqual([gw.acceptedCount, gw.garbledAnswers, gw.connections], [0, 2, 2]);
+		assert.equal(gw.errorsSent.length, faults.errorUnknownIdent ? 2 : 0, 'only the well-formed one is an error response');
+	}
+});
+
+test('dropOnToken: the connection is destroyed at that token with no answer; what came before it is accepted, nothing after', async (t) => {
+	const [before, drop, after] = [Buffer.alloc(32, 1), Buffer.alloc(32, 2), Buffer.alloc(32, 3)];
+	const gw = await gateway(t, { dropOnToken: drop.toString('hex') });
+	const socket = await rawClient(gw.port);
+	const closed = answer(socket);
+	socket.on('error', () => {});
+	socket.write(Buffer.concat([frameFor(before, 1), frameFor(drop, 2), frameFor(after, 3)]));
+	assert.equal((await closed).length, 0);
+	assert.deepEqual(gw.received.map((r) => r.ident), [1]);
+	assert.deepEqual([gw.silentDrops, gw.framesReceived, gw.errorsSent.length], [1, 2, 0]);
+});
+
+/** Until `done()`: waits on I/O without timers (tests with mocked timers use this too). */
+async function until(done: () => boolean): Promise<void> {
+	while (!done()) await new Promise((resolve) => setImmediate(resolve));
+}
+
+test('neverRead: the handshake completes and nothing is ever read', async (t) => {
+	const gw = await gateway(t, { neverRead: true });
+	const silent = await rawClient(gw.port);
+	silent.on('error', () => {});
+	await new Promise((resolve) => silent.write(frameFor(token, 1), resolve));
+	await until(() => gw.connections === 1); // (TLS 1.3: the client can be up before the server's side is)
+	// A second connection, reading normally, proves the mock has been through its I/O since that write.
+	gw.setFaults({});
+	const normal = await rawClient(gw.port);
+	normal.write(frameFor(Buffer.alloc(32, 9), 2));
+	await until(() => gw.acceptedCount === 1);
+	assert.deepEqual(gw.received.map((r) => r.ident), [2]);
+	assert.deepEqual([gw.framesReceived, gw.connections, gw.connectionsAccepted], [1, 2, 2]);
+	assert.equal(gw.bytesReceived, frameFor(token, 2).length, 'not a byte from the paused connection');
+	silent.destroy();
+	normal.destroy();
+});
+
+test('stallReadMs: after the first chunk a connection is not read for that long, then it is read normally', async (t) => {
+	t.mock.timers.enable({ apis: ['setTimeout'] });
+	const gw = await gateway(t, { stallReadMs: 10_000 });
+	const socket = await rawClient(gw.port);
+	socket.write(frameFor(token, 1));
+	await until(() => gw.acceptedCount === 1);
+	await new Promise((resolve) => socket.write(frameFor(token, 2), resolve));
+	// Another connection's first chunk is read at once: the mock has been through its I/O since the write above.
+	const other = await rawClient(gw.port);
+	other.write(frameFor(token, 3));
+	await until(() => gw.acceptedCount === 2);
+	assert.deepEqual(gw.received.map((r) => r.ident), [1, 3], 'the stalled connection is not read');
+	t.mock.timers.tick(10_000);
+	await until(() => gw.acceptedCount === 3);
+	assert.deepEqual(gw.received.map((r) => r.ident), [1, 3, 2], 'read again after the stall');
+	socket.destroy();
+	other.destroy();
 });

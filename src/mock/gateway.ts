@@ -21,6 +21,37 @@ export interface MockGatewayFaults {
 	readonly errorDelayMs?: number | readonly [number, number];
 	/** Pause reading for this long after every chunk, in ms, to push back on the client. */
 	readonly readPauseMs?: number;
+	/**
+	 * Hostile: answer the first data of every connection with 6 bytes of non-protocol garbage
+	 * (`de ad be ef fe ed`) instead of processing it, then close. Nothing is recorded.
+	 */
+	readonly garbage?: boolean;
+	/**
+	 * Hostile: answer the first data of every connection with an error-response-sized frame whose command
+	 * byte is 9, not 8 (status 8, naming the first ident of that data), then close. Nothing is recorded.
+	 */
+	readonly wrongCommand?: boolean;
+	/**
+	 * Hostile: answer the first data of every connection with only the first 3 bytes of an error response
+	 * (command 8, status 8, the top byte of the first ident), then close. Nothing is recorded.
+	 */
+	readonly truncatedError?: boolean;
+	/**
+	 * Hostile: answer the first data of every connection with a well-formed error response, status 8,
+	 * naming ident 0x7fffffff (never sent by a client that counts from 1), then close. Nothing is recorded;
+	 * the answer is listed in `errorsSent`.
+	 */
+	readonly errorUnknownIdent?: boolean;
+	/**
+	 * Hostile: when this token (hex) arrives, destroy the connection with no error frame. Notifications
+	 * before it on that connection are processed as usual; it and everything after it are not. Counted in
+	 * `silentDrops`. Applies on every connection, so a client that re-sends it is dropped every time.
+	 */
+	readonly dropOnToken?: string;
+	/** Hostile: complete the TLS handshake, then never read a byte (the socket stays paused for good). */
+	readonly neverRead?: boolean;
+	/** Hostile: on each new connection, process the first chunk, then stop reading for this long, in ms, then read normally. */
+	readonly stallReadMs?: number;
 }
 
 /** Options of {@link startMockGateway}. */
@@ -35,6 +66,8 @@ export interface MockGatewayOptions extends MockTlsServerOptions {
 	readonly countTokens?: boolean;
 	/** Called with each accepted token (a view valid only during the call). */
 	readonly onAccepted?: (token: Buffer) => void;
+	/** Called with the token of every notification frame parsed, whatever becomes of it (a view valid only during the call). */
+	readonly onFrame?: (token: Buffer) => void;
 }
 
 /** A notification the mock accepted. */
@@ -70,8 +103,16 @@ export interface MockGateway {
 	readonly errorsSent: readonly SentError[];
 	/** Connections whose handshake completed. */
 	readonly connections: number;
-	/** Connections dropped silently by `silentDropEvery`. */
+	/** TCP connections accepted, including those whose TLS handshake failed. */
+	readonly connectionsAccepted: number;
+	/** Notification frames parsed (probes included), whatever became of them: accepted, rejected or dropped. */
+	readonly framesReceived: number;
+	/** Bytes the mock read from clients after their handshakes (what `neverRead` and `stallReadMs` hold back is not counted until read). */
+	readonly bytesReceived: number;
+	/** Connections dropped silently by `silentDropEvery` or `dropOnToken`. */
 	readonly silentDrops: number;
+	/** Answers sent by `garbage`, `wrongCommand`, `truncatedError` and `errorUnknownIdent`. */
+	readonly garbledAnswers: number;
 	/** Change the faults from now on. */
 	setFaults(faults: MockGatewayFaults): void;
 	/** Stop listening (connects are refused) for `ms`, then listen on the same port again. */
@@ -89,10 +130,30 @@ function toRejectMap(faults: MockGatewayFaults): Map<string, number> {
 	return out;
 }
 
+/** Ident named by `errorUnknownIdent`: a client counting from 1 never gets this far in a test. */
+const UNKNOWN_IDENT = 0x7fffffff;
+const GARBAGE = Buffer.from([0xde, 0xad, 0xbe, 0xef, 0xfe, 0xed]);
+
+/**
+ * What `garbage`, `wrongCommand` and `truncatedError` send in place of processing a connection's first data
+ * (checked in this order), or undefined when none is on. `ident` is the first notification's ident in that data, or 0.
+ */
+function garbledAnswer(faults: MockGatewayFaults, ident: number): Buffer | undefined {
+	if (faults.garbage) return GARBAGE;
+	if (faults.wrongCommand) {
+		const frame = encodeErrorResponse(8, ident);
+		frame[0] = 9;
+		return frame;
+	}
+	if (faults.truncatedError) return encodeErrorResponse(8, ident).subarray(0, 3);
+	return undefined;
+}
+
 /** Start a mock gateway. Resolves once it listens. */
 export async function startMockGateway(options: MockGatewayOptions): Promise<MockGateway> {
 	let faults: MockGatewayFaults = options.faults ?? {};
 	let rejects = toRejectMap(faults);
+	let dropToken = faults.dropOnToken === undefined ? undefined : Buffer.from(faults.dropOnToken, 'hex');
 	const record = options.record ?? true;
 	const countTokens = options.countTokens ?? true;
 	const onAccepted = options.onAccepted;
@@ -102,7 +163,10 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 	const timers = new Set<NodeJS.Timeout>();
 	let accepted = 0;
 	let seen = 0;
+	let frames = 0;
+	let bytes = 0;
 	let silentDrops = 0;
+	let garbled = 0;
 
 	const later = (ms: number, fn: () => void): void => {
 		const timer = setTimeout(() => {
@@ -116,27 +180,53 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 		if (typeof d === 'number') return d;
 		return d[0] + Math.random() * (d[1] - d[0]);
 	};
+	const pauseFor = (socket: NodeJS.ReadableStream, ms: number): void => {
+		socket.pause();
+		later(ms, () => socket.resume());
+	};
 
 	const server = await startMockTlsServer(options, (socket, id) => {
+		if (faults.neverRead) {
+			// Paused with no reader: TLS stops pulling from TCP once its buffer is full, and the client's writes back up.
+			socket.pause();
+			return;
+		}
 		let pending: Buffer | undefined;
+		let first = true;
 		/** After an error decision, everything else on this connection is discarded. */
 		let dead = false;
-		const fail = (status: number, ident: number): void => {
+		const answerAndClose = (answer: Buffer): void => {
 			dead = true;
-			errorsSent.push({ status, ident, connection: id });
-			const frame = encodeErrorResponse(status, ident);
 			const delay = errorDelay();
-			if (delay > 0) later(delay, () => socket.end(frame));
-			else socket.end(frame);
+			if (delay > 0) later(delay, () => socket.end(answer));
+			else socket.end(answer);
+		};
+		const fail = (status: number, ident: number): void => {
+			errorsSent.push({ status, ident, connection: id });
+			answerAndClose(encodeErrorResponse(status, ident));
 		};
 		socket.on('data', (chunk: Buffer) => {
 			if (dead) return;
+			bytes += chunk.length;
 			const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+			const stall = first ? (faults.stallReadMs ?? 0) : 0;
+			if (first) {
+				first = false;
+				const answer = garbledAnswer(faults, parseNotification(buf, 0)?.notification.ident ?? 0);
+				if (answer !== undefined || faults.errorUnknownIdent) {
+					garbled++;
+					if (answer !== undefined) answerAndClose(answer);
+					else fail(8, UNKNOWN_IDENT);
+					return;
+				}
+			}
 			let offset = 0;
 			while (!dead) {
 				const parsed = parseNotification(buf, offset);
 				if (parsed === undefined) break;
+				frames++;
 				const n = parsed.notification;
+				options.onFrame?.(n.token);
 				if (parsed.end < 0) {
 					fail(n.status, 0);
 					break;
@@ -147,7 +237,7 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 					break;
 				}
 				seen++;
-				if (faults.silentDropEvery !== undefined && seen % faults.silentDropEvery === 0) {
+				if ((faults.silentDropEvery !== undefined && seen % faults.silentDropEvery === 0) || (dropToken !== undefined && n.token.equals(dropToken))) {
 					dead = true;
 					silentDrops++;
 					socket.destroy();
@@ -172,10 +262,9 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 				}
 			}
 			pending = dead || offset === buf.length ? undefined : buf.subarray(offset);
-			if (!dead && faults.readPauseMs !== undefined && faults.readPauseMs > 0) {
-				socket.pause();
-				later(faults.readPauseMs, () => socket.resume());
-			}
+			if (dead) return;
+			if (stall > 0) pauseFor(socket, stall);
+			else if (faults.readPauseMs !== undefined && faults.readPauseMs > 0) pauseFor(socket, faults.readPauseMs);
 		});
 	});
 
@@ -193,12 +282,25 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 		get connections() {
 			return server.connections;
 		},
+		get connectionsAccepted() {
+			return server.connectionsAccepted;
+		},
+		get framesReceived() {
+			return frames;
+		},
+		get bytesReceived() {
+			return bytes;
+		},
 		get silentDrops() {
 			return silentDrops;
+		},
+		get garbledAnswers() {
+			return garbled;
 		},
 		setFaults(next: MockGatewayFaults) {
 			faults = next;
 			rejects = toRejectMap(next);
+			dropToken = next.dropOnToken === undefined ? undefined : Buffer.from(next.dropOnToken, 'hex');
 		},
 		async refuseFor(ms: number) {
 			server.stopListening();

@@ -15,12 +15,44 @@ export interface MockApnsHttp2Faults {
 	readonly unregistered?: ReadonlyMap<string, Date> | readonly string[];
 	/** Answer 400 BadDeviceToken for these tokens. */
 	readonly badTokens?: readonly string[];
-	/** Answer every N-th request with this status (429 TooManyRequests, 500 InternalServerError, 503 ServiceUnavailable). */
+	/**
+	 * Answer every N-th request with this status (429 TooManyRequests, 500 InternalServerError, 503
+	 * ServiceUnavailable); `every: 1` is a total outage. `retryAfterSeconds`, when given, is sent as the
+	 * `retry-after` header as it is, whatever the number (e.g. 99999999, far beyond a 32-bit timer).
+	 */
 	readonly statusEvery?: { readonly every: number; readonly status: 429 | 500 | 503; readonly retryAfterSeconds?: number };
 	/** Answer these tokens' first `times` requests with this status, then accept (a passing fault). */
 	readonly transient?: { readonly tokens: readonly string[]; readonly status: 429 | 500 | 503; readonly times: number };
-	/** Send GOAWAY after this many streams on a session (the session processes those, refuses the rest). */
+	/**
+	 * Send GOAWAY (NO_ERROR) on a session when its N-th stream arrives, naming that stream's id as
+	 * lastStreamId. As RFC 9113 §6.8 has it, the session then finishes the streams up to that id, refuses
+	 * every stream above it without processing it (RST_STREAM REFUSED_STREAM, counted in `resets`), and
+	 * closes once the streams it kept are done.
+	 */
 	readonly goawayAfter?: number;
+	/**
+	 * Hostile, with `goawayAfter`: behave as this mock did before it was fixed — send the GOAWAY a tick
+	 * late, keep processing and answering streams above the lastStreamId it announced, and never close the
+	 * session. A client sees those streams refused by its own HTTP/2 stack and re-sends them, so the mock
+	 * records them twice. Only for reproducing what clients did against that behaviour.
+	 */
+	readonly goawayKeepsProcessing?: boolean;
+	/**
+	 * Hostile: send GOAWAY (NO_ERROR, lastStreamId 0) as soon as a session opens, process no stream
+	 * (any that arrives is refused with RST_STREAM REFUSED_STREAM), and close the session.
+	 */
+	readonly goawayOnConnect?: boolean;
+	/**
+	 * Hostile: reset every stream (or only these tokens' streams) with RST_STREAM and this error code
+	 * instead of answering. Nothing is accepted or recorded; counted in `resets`.
+	 */
+	readonly resetStreams?: { readonly code: 'REFUSED_STREAM' | 'INTERNAL_ERROR' | 'CANCEL'; readonly tokens?: readonly string[] };
+	/**
+	 * Hostile: never answer (every stream when `true`, or only these tokens' streams). The stream stays
+	 * open until the client gives up or the mock closes; PINGs are still answered (node:http2 does that
+	 * itself), so the session looks alive.
+	 */
+	readonly neverAnswer?: boolean | readonly string[];
 	/** Answer 400 IdleTimeout to the first request for each of these tokens (then accept it). */
 	readonly idleTimeoutTokens?: readonly string[];
 	/** Delay each response this long, in ms. */
@@ -32,6 +64,18 @@ export interface MockApnsHttp2Options {
 	readonly server: PemPair;
 	/** CA that client certificates must be signed by (certificate auth). Without it, token auth only. */
 	readonly ca?: string;
+	/**
+	 * With `ca`: refuse a client without a certificate signed by it in the TLS handshake itself
+	 * (requestCert and rejectUnauthorized), instead of answering its requests 403. Token-auth clients
+	 * without a certificate are refused too. With TLS 1.3 the client's side of the handshake completes
+	 * before the server has checked its certificate, so a refused client sees its session `'connect'`,
+	 * then the close (Node's server destroys the socket: no alert, no session error, its streams end with
+	 * no answer). Start the mock with a `ca` that did not sign the client certificate to test how a client
+	 * copes with a server that refuses its certificate; `connectionsAccepted` counts those connections,
+	 * `sessions` does not.
+	 * @default false
+	 */
+	readonly requireClientCert?: boolean;
 	/** Token auth: the keys the mock trusts, by key ID, with their team. */
 	readonly keys?: ReadonlyArray<{ readonly keyId: string; readonly teamId: string; readonly publicKey: string | KeyObject }>;
 	/** Topics (bundle IDs) that may be pushed to; suffixed push types are derived. */
@@ -45,6 +89,8 @@ export interface MockApnsHttp2Options {
 	readonly record?: boolean;
 	/** Called with each accepted token (hex). */
 	readonly onAccepted?: (token: string) => void;
+	/** Called with the token (hex, as in the path) of every request that names one, whatever becomes of it. */
+	readonly onRequest?: (token: string) => void;
 	/** @default '127.0.0.1' */
 	readonly host?: string;
 	/** @default 0 */
@@ -62,6 +108,8 @@ export interface MockHttp2Notification {
 	readonly apnsId: string;
 	readonly payload: string;
 	readonly session: number;
+	/** HTTP/2 stream id it came on. */
+	readonly stream: number;
 	/** Header fields the client sent as never-indexed HPACK literals. */
 	readonly neverIndexed: readonly string[];
 }
@@ -78,14 +126,43 @@ export interface MockApnsHttp2 {
 	/** Requests answered, and of those accepted (200). */
 	readonly answered: number;
 	readonly acceptedCount: number;
-	/** Sessions opened. */
+	/** Sessions opened (TLS handshake and HTTP/2 preface done). */
 	readonly sessions: number;
+	/** TCP connections accepted, including those whose TLS handshake failed. */
+	readonly connectionsAccepted: number;
+	/** Streams (requests) the mock saw, whatever became of them: answered, reset, refused after a GOAWAY, or never answered. */
+	readonly requests: number;
+	/** RST_STREAM frames the mock sent: `resetStreams`, and REFUSED_STREAM for streams above a GOAWAY's lastStreamId. */
+	readonly resets: number;
+	/** GOAWAY frames the mock sent (`goawayAfter`, `goawayOnConnect`), in order, with the session and lastStreamId each named. */
+	readonly goaways: ReadonlyArray<{ readonly session: number; readonly lastStreamId: number }>;
 	/** Most streams in flight at once on one session. */
 	readonly peakConcurrentStreams: number;
 	/** JWTs seen, distinct. */
 	readonly tokensSeen: ReadonlySet<string>;
 	setFaults(faults: MockApnsHttp2Faults): void;
 	close(): Promise<void>;
+}
+
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM } = http2.constants;
+const RESET_CODES = { REFUSED_STREAM: NGHTTP2_REFUSED_STREAM, INTERNAL_ERROR: NGHTTP2_INTERNAL_ERROR, CANCEL: NGHTTP2_CANCEL } as const;
+
+/** What the mock keeps per session. */
+interface SessionState {
+	readonly id: number;
+	/** Streams counted towards `goawayAfter`. */
+	streams: number;
+	open: number;
+	/**
+	 * Set once the mock decided to GOAWAY: streams above it are refused, never processed. Every stream
+	 * still open then is at or below it, so the session closes when `open` drops to 0.
+	 */
+	lastStreamId: number | undefined;
+}
+
+/** Whether a fault given as `true` or a token list applies to `token`. */
+function appliesTo(given: boolean | readonly string[] | undefined, token: string): boolean {
+	return given === true || (Array.isArray(given) && given.includes(token));
 }
 
 const PUSH_TYPES = new Set(['alert', 'background', 'location', 'voip', 'complication', 'fileprovider', 'mdm', 'liveactivity', 'pushtotalk', 'widgets', 'controls']);
@@ -104,7 +181,12 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 	const topics = new Set(options.topics.flatMap((t) => SUFFIXES.map((s) => `${t}${s}`)));
 	const maxAge = options.maxTokenAgeSeconds ?? 3600;
 	const record = options.record ?? true;
+	/** Requests that passed validation: what `statusEvery` counts. */
+	let validated = 0;
 	let requests = 0;
+	let resets = 0;
+	let connectionsAccepted = 0;
+	const goaways: Array<{ session: number; lastStreamId: number }> = [];
 	let answered = 0;
 	let acceptedCount = 0;
 	let sessions = 0;
@@ -115,40 +197,68 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 	};
 	resetTransient(faults);
 
+	const requireClientCert = options.requireClientCert === true && options.ca !== undefined;
 	const server = http2.createSecureServer({
 		cert: options.server.cert,
 		key: options.server.key,
-		...(options.ca === undefined ? {} : { ca: [options.ca], requestCert: true, rejectUnauthorized: false }),
+		...(options.ca === undefined ? {} : { ca: [options.ca], requestCert: true, rejectUnauthorized: requireClientCert }),
 		settings: { maxConcurrentStreams: options.maxConcurrentStreams ?? 1000 },
 	});
 	const liveSessions = new Set<http2.ServerHttp2Session>();
+	const states = new WeakMap<http2.ServerHttp2Session, SessionState>();
 	// Every TCP connection, handshake finished or not (see mock/tls-server.ts).
 	const sockets = new Set<Socket>();
 	server.on('connection', (socket: Socket) => {
+		connectionsAccepted++;
 		sockets.add(socket);
 		socket.on('close', () => sockets.delete(socket));
 	});
+	server.on('tlsClientError', () => {
+		// A refused client certificate (requireClientCert): the client sees the close.
+	});
+	const goaway = (session: http2.ServerHttp2Session, state: SessionState, lastStreamId: number): void => {
+		state.lastStreamId = lastStreamId;
+		goaways.push({ session: state.id, lastStreamId });
+		session.goaway(NGHTTP2_NO_ERROR, lastStreamId);
+	};
 	server.on('session', (session: http2.ServerHttp2Session) => {
-		const id = ++sessions;
+		const state: SessionState = { id: ++sessions, streams: 0, open: 0, lastStreamId: undefined };
+		states.set(session, state);
 		liveSessions.add(session);
 		session.on('close', () => liveSessions.delete(session));
 		session.on('error', () => {});
-		let streams = 0;
-		let open = 0;
-		(session as unknown as { mockId: number }).mockId = id;
-		session.on('stream', (stream: http2.ServerHttp2Stream) => {
-			streams++;
-			open++;
-			peak = Math.max(peak, open);
-			stream.on('close', () => open--);
-			if (faults.goawayAfter !== undefined && streams === faults.goawayAfter) setImmediate(() => session.goaway(0, stream.id));
-		});
+		if (faults.goawayOnConnect) {
+			goaway(session, state, 0);
+			session.close();
+		}
 	});
 	server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
-		const session = stream.session as http2.ServerHttp2Session & { mockId: number };
+		const session = stream.session as http2.ServerHttp2Session;
+		const state = states.get(session)!;
+		// A stream the server received always has its id (only a client's pending streams lack one).
+		const id = stream.id ?? 0;
+		requests++;
+		stream.on('error', () => {});
+		if (state.lastStreamId !== undefined && id > state.lastStreamId && !faults.goawayKeepsProcessing) {
+			// Above the lastStreamId announced: never processed, so the client may safely send it again elsewhere.
+			resets++;
+			stream.close(NGHTTP2_REFUSED_STREAM);
+			return;
+		}
+		state.streams++;
+		state.open++;
+		peak = Math.max(peak, state.open);
+		stream.on('close', () => {
+			state.open--;
+			if (state.open === 0 && state.lastStreamId !== undefined && !faults.goawayKeepsProcessing) session.close();
+		});
+		if (faults.goawayAfter !== undefined && state.streams === faults.goawayAfter && state.lastStreamId === undefined) {
+			// The old behaviour decided a tick late and refused nothing above lastStreamId.
+			if (faults.goawayKeepsProcessing) setImmediate(() => goaway(session, state, id));
+			else goaway(session, state, id);
+		}
 		const chunks: Buffer[] = [];
 		stream.on('data', (c: Buffer) => chunks.push(c));
-		stream.on('error', () => {});
 		stream.on('end', () => {
 			const apnsId = typeof headers['apns-id'] === 'string' ? headers['apns-id'] : randomUUID();
 			const respond = (status: number, reason?: string, extra: Record<string, unknown> = {}, responseHeaders: Record<string, string> = {}): void => {
@@ -171,8 +281,17 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 			const path = String(headers[':path'] ?? '');
 			if (!path.startsWith('/3/device/')) return respond(404, 'BadPath');
 			const token = path.slice('/3/device/'.length);
+			options.onRequest?.(token);
 			if (token.length === 0) return respond(400, 'MissingDeviceToken');
 			if (!/^[0-9a-f]{64}$/.test(token)) return respond(400, 'BadDeviceToken');
+			// Transport faults come before authentication: they stand for a server that fails, not one that answers.
+			const reset = faults.resetStreams;
+			if (reset !== undefined && (reset.tokens === undefined || reset.tokens.includes(token))) {
+				resets++;
+				stream.close(RESET_CODES[reset.code]);
+				return;
+			}
+			if (appliesTo(faults.neverAnswer, token)) return;
 			// Authentication: a client certificate, or a valid provider token.
 			const tls = session.socket as unknown as { authorized?: boolean };
 			if (!(options.ca !== undefined && tls.authorized === true)) {
@@ -203,7 +322,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 			if (payload.length === 0) return respond(400, 'PayloadEmpty');
 			if (payload.length > (pushType === 'voip' ? 5120 : 4096)) return respond(413, 'PayloadTooLarge');
 			// Faults.
-			requests++;
+			validated++;
 			const unregistered = faults.unregistered;
 			const goneAt = unregistered instanceof Map ? unregistered.get(token) : (unregistered as readonly string[] | undefined)?.includes(token) ? new Date() : undefined;
 			if (goneAt !== undefined) return respond(410, 'Unregistered', { timestamp: goneAt.getTime() });
@@ -218,7 +337,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				return respond(faults.transient.status, faults.transient.status === 429 ? 'TooManyRequests' : faults.transient.status === 500 ? 'InternalServerError' : 'ServiceUnavailable');
 			}
 			const every = faults.statusEvery;
-			if (every !== undefined && requests % every.every === 0) {
+			if (every !== undefined && validated % every.every === 0) {
 				const reason = every.status === 429 ? 'TooManyRequests' : every.status === 500 ? 'InternalServerError' : 'ServiceUnavailable';
 				return respond(every.status, reason, {}, every.retryAfterSeconds === undefined ? {} : { 'retry-after': String(every.retryAfterSeconds) });
 			}
@@ -234,7 +353,8 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				collapseId,
 				apnsId,
 				payload: payload.toString('utf8'),
-				session: session.mockId,
+				session: state.id,
+				stream: id,
 				neverIndexed: (headers as unknown as Record<symbol, string[] | undefined>)[http2.sensitiveHeaders] ?? [],
 			});
 			return respond(200);
@@ -255,6 +375,16 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		get sessions() {
 			return sessions;
 		},
+		get connectionsAccepted() {
+			return connectionsAccepted;
+		},
+		get requests() {
+			return requests;
+		},
+		get resets() {
+			return resets;
+		},
+		goaways,
 		get peakConcurrentStreams() {
 			return peak;
 		},

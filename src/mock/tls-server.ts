@@ -24,6 +24,8 @@ export interface MockTlsServer {
 	readonly port: number;
 	/** Connections whose handshake (client certificate included) completed. */
 	readonly connections: number;
+	/** TCP connections accepted, including those whose handshake failed. */
+	readonly connectionsAccepted: number;
 	/** Stop accepting connections (they are refused); open ones are left alone. */
 	stopListening(): void;
 	/** Listen on the same port again. */
@@ -37,6 +39,7 @@ export async function startMockTlsServer(options: MockTlsServerOptions, onConnec
 	// for ever on one still in its handshake.
 	const sockets = new Set<Socket>();
 	let connections = 0;
+	let accepted = 0;
 	const server = tls.createServer({
 		cert: options.server.cert,
 		key: options.server.key,
@@ -48,6 +51,7 @@ export async function startMockTlsServer(options: MockTlsServerOptions, onConnec
 		// A client whose certificate is refused never becomes a connection.
 	});
 	server.on('connection', (socket: Socket) => {
+		accepted++;
 		sockets.add(socket);
 		socket.on('close', () => sockets.delete(socket));
 	});
@@ -71,6 +75,9 @@ export async function startMockTlsServer(options: MockTlsServerOptions, onConnec
 		port,
 		get connections() {
 			return connections;
+		},
+		get connectionsAccepted() {
+			return accepted;
 		},
 		stopListening() {
 			if (server.listening) server.close();
