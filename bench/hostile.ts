@@ -544,7 +544,8 @@ async function child(task: Task): Promise<void> {
 		figures.connectErrorSample ??= e.message;
 	});
 	manager.on('disconnected', (info) => bump(figures.disconnected, info.reason));
-	manager.on('delivered', (info) => bump(figures.delivered, info.how, info.count));
+	// Older versions said how ('confirmed' or 'grace'); now every delivery is confirmed.
+	manager.on('delivered', (info) => bump(figures.delivered, (info as { how?: string }).how ?? 'confirmed', info.count));
 	manager.on('resent', (info) => bump(figures.resent, info.reason, info.count));
 	manager.on('identNotFound', () => figures.identNotFound++);
 	manager.on('error', () => figures.errorEvents++);
