@@ -261,39 +261,42 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 
 	/**
 	 * Graceful shutdown: stop accepting sends, flush, then close connections (a peer that does not let go
-	 * within a moment is cut off; everything on it is settled by then). Idempotent: later calls return the
-	 * first call's promise; after `destroy()` it resolves at once.
-	 * @param options.timeoutMs - bound the whole close; when it runs out the manager is destroyed and the
+	 * within a moment is cut off; everything on it is settled by then). Idempotent: later calls return a
+	 * promise of the same close (one with its own `timeoutMs` also bounds it); after `destroy()` it
+	 * resolves at once.
+	 * @param options.timeoutMs - bound the close; when it runs out the manager is destroyed and the
 	 * promise rejects with a {@link TimeoutError} whose `pending` is the number dropped.
 	 * @throws {@link InvalidArgumentError} (synchronously) for bad options; nothing else is touched.
 	 */
 	close(options?: DeadlineOptions): Promise<void> {
 		const timeoutMs = deadline('close', options);
-		if (this.#closing !== undefined) return this.#closing;
-		if (this.#state === 'closed') return Promise.resolve(); // destroyed: nothing left to close
-		this.#state = 'closing';
-		const graceful = this.#flush(undefined).then(() => this.#backend.close());
+		if (this.#closing === undefined) {
+			if (this.#state === 'closed') return Promise.resolve(); // destroyed: nothing left to close
+			this.#state = 'closing';
+			// A destroy() meanwhile rejects the flush: the close is then over, by destroy's hand.
+			this.#closing = this.#flush(undefined)
+				.then(() => this.#backend.close())
+				.then(
+					() => this.#shutdown(),
+					(error: unknown) => {
+						if (!(error instanceof ClosedError)) throw error;
+					},
+				);
+		}
+		return timeoutMs === undefined ? this.#closing : this.#bounded(this.#closing, timeoutMs);
+	}
+
+	/** `closing`, or a {@link TimeoutError} after `timeoutMs`, when the manager is destroyed. */
+	#bounded(closing: Promise<void>, timeoutMs: number): Promise<void> {
 		let timer: NodeJS.Timeout | undefined;
-		const expired =
-			timeoutMs === undefined
-				? undefined
-				: new Promise<never>((_, reject) => {
-						timer = setTimeout(() => {
-							const dropped = this.#queue.outstanding;
-							this.destroy();
-							reject(new TimeoutError(`close timed out after ${timeoutMs} ms; ${dropped} notifications were dropped`, dropped));
-						}, timeoutMs);
-					});
-		// A destroy() meanwhile rejects the flush; close() then settles with destroy's outcome, not its error.
-		const closing = (expired === undefined ? graceful : Promise.race([graceful, expired])).then(
-			() => this.#shutdown(),
-			(error: unknown) => {
-				if (error instanceof ClosedError) return;
-				throw error;
-			},
-		);
-		this.#closing = closing.finally(() => clearTimeout(timer));
-		return this.#closing;
+		const expired = new Promise<never>((_, reject) => {
+			timer = setTimeout(() => {
+				const dropped = this.#queue.outstanding;
+				this.destroy();
+				reject(new TimeoutError(`close timed out after ${timeoutMs} ms; ${dropped} notifications were dropped`, dropped));
+			}, timeoutMs);
+		});
+		return Promise.race([closing, expired]).finally(() => clearTimeout(timer));
 	}
 
 	/** Abrupt shutdown: drop queued and unconfirmed notifications and close sockets now. Idempotent. */

@@ -47,7 +47,11 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly connections?: number;
 	/** HTTP/2: never more streams in flight per session than this, whatever the server allows. @default 1000 */
 	readonly maxStreamsPerSession?: number;
-	/** HTTP/2: backoff of retries after 429, 500 and 503 (`retry-after` is honoured when longer). */
+	/**
+	 * HTTP/2: backoff of retries after 429, 500 and 503, a reset stream, a request past `requestTimeoutMs`,
+	 * or a session lost with only that request on it (`retry-after` is honoured when longer, up to
+	 * `maxDelayMs`).
+	 */
 	readonly retry?: ReconnectOptions;
 	/**
 	 * HTTP/2: a request unanswered this long is cancelled and retried (an attempt, backed off like a 503),
@@ -88,7 +92,9 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	/**
 	 * Write a known-bad probe after this many notifications on one connection, so that its answer confirms
 	 * them all. This bounds how many may be sent twice if the connection dies silently, at the cost of one
-	 * reconnect per `confirmEvery` notifications (the next connection is opened at once). 0 turns it off.
+	 * reconnect per `confirmEvery` notifications (the next connection is opened at once). 0: probe only when
+	 * idle — except after a connection is lost unanswered, when counted windows (from 1) apply until the
+	 * gateway answers again.
 	 * @default 10_000
 	 */
 	readonly confirmEvery?: number;
@@ -108,10 +114,13 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 */
 	readonly confirmIdleMs?: number | false;
 	/**
-	 * Attempts a notification gets when the gateway keeps answering "try again" (binary status 1 or 255;
-	 * HTTP/2 429, 500, 503, ExpiredProviderToken, IdleTimeout) before it is reported failed. Re-sends nobody
-	 * answered (after a backtrack, a lost connection or GOAWAY) don't count. With the default HTTP/2 `retry`
-	 * backoff (1, 2, 4, 8 s, less up to half for jitter), 5 attempts span 7.5–15 s.
+	 * Attempts a notification gets before it is reported failed. An attempt counts when it can be pinned on
+	 * that notification: the gateway answered "try again" (binary status 1 or 255; HTTP/2 429, 500, 503,
+	 * ExpiredProviderToken, IdleTimeout), or it went unanswered while alone — its HTTP/2 stream was reset
+	 * or timed out, or it was the only notification on a connection or session that ended (reported then
+	 * with status 0 and reason `StreamReset`, `RequestTimeout` or `ConnectionLost`). Re-sends of
+	 * notifications lost together (a backtrack, a lost connection, GOAWAY) don't count. With the default
+	 * HTTP/2 `retry` backoff (1, 2, 4, 8 s, less up to half for jitter), 5 attempts span 7.5–15 s.
 	 * @default 5
 	 */
 	readonly maxAttempts?: number;
@@ -119,6 +128,13 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly initialIdent?: number;
 	/** Reconnection backoff. */
 	readonly reconnect?: ReconnectOptions;
+	/**
+	 * The connection-rate ceiling: new connections (binary probe hand-overs, spares, reconnects; HTTP/2
+	 * sessions) average at most this many a second, in bursts of up to three times as many. APNs treats
+	 * rapid connect/disconnect as abuse. 0 turns the ceiling off.
+	 * @default 20
+	 */
+	readonly maxConnectsPerSecond?: number;
 	/** Give up a TLS connect attempt after this long, in ms. @default 10_000 */
 	readonly connectTimeoutMs?: number;
 	/** End a feedback read when no byte has come for this long, in ms. @default 5000 */
@@ -162,6 +178,7 @@ export const DEFAULT_OPTIONS = {
 	minConfirmIntervalMs: 50,
 	confirmIdleMs: 200,
 	reconnect: { initialDelayMs: 250, maxDelayMs: 30_000, jitter: 0.5 },
+	maxConnectsPerSecond: 20,
 	connections: 1,
 	maxStreamsPerSession: 1000,
 	retry: { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.5 },
@@ -188,6 +205,7 @@ export interface ResolvedOptions {
 	readonly maxAttempts: number;
 	readonly initialIdent: number;
 	readonly reconnect: Required<ReconnectOptions>;
+	readonly maxConnectsPerSecond: number;
 	readonly connectTimeoutMs: number;
 	readonly feedbackIdleTimeoutMs: number;
 	readonly feedbackTimeoutMs: number;
@@ -264,6 +282,7 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		maxAttempts: wholeNumber('maxAttempts', options.maxAttempts ?? DEFAULT_OPTIONS.maxAttempts, 1, 255),
 		initialIdent: wholeNumber('initialIdent', options.initialIdent ?? DEFAULT_OPTIONS.initialIdent, 1, 0xffff_ffff),
 		reconnect,
+		maxConnectsPerSecond: wholeNumber('maxConnectsPerSecond', options.maxConnectsPerSecond ?? DEFAULT_OPTIONS.maxConnectsPerSecond, 0, 10_000),
 		connectTimeoutMs: millis('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULT_OPTIONS.connectTimeoutMs, 1),
 		feedbackIdleTimeoutMs: millis('feedbackIdleTimeoutMs', options.feedbackIdleTimeoutMs ?? DEFAULT_OPTIONS.feedbackIdleTimeoutMs, 1),
 		feedbackTimeoutMs: millis('feedbackTimeoutMs', options.feedbackTimeoutMs ?? DEFAULT_OPTIONS.feedbackTimeoutMs, 1),

@@ -20,6 +20,10 @@
  * isolation (one notification per connection or stream after an unanswered end) makes the culprit alone.
  */
 import { isTemporaryStatus, STATUS_SHUTDOWN } from './frame.js';
+
+/** What an empty-token probe draws (binary statuses 2 and 5). */
+const STATUS_MISSING_TOKEN = 2;
+const STATUS_INVALID_TOKEN_SIZE = 5;
 import type { Message } from './message.js';
 
 /** Options of a {@link NotificationQueue}. */
@@ -266,6 +270,8 @@ export interface QueueStats {
 	identsNotFound: number;
 	/** Times the retention cap was reached. */
 	retentionFull: number;
+	/** Dropped unsettled by `destroy()` (or a `close()` that ran out of time). queued = delivered + failed + dropped + pending. */
+	dropped: number;
 }
 
 interface Range {
@@ -301,6 +307,7 @@ export class NotificationQueue {
 		probesAnswered: 0,
 		identsNotFound: 0,
 		retentionFull: 0,
+		dropped: 0,
 	};
 
 	constructor(options: QueueOptions = {}) {
@@ -480,7 +487,10 @@ export class NotificationQueue {
 	errorFrame(log: SentLog, status: number, ident: number): 'probe' | 'found' | 'notFound' {
 		if (log.settled) return 'found';
 		const ring = log.ring;
-		if (log.probeIdent !== undefined && ident === log.probeIdent) {
+		// Gateways have answered the empty-token probe with ident 0 (Pushy 0.4 saw it: they could not read the
+		// ident). Only the probe can draw a missing or bad token size; ident 0 is never used for anything else.
+		const probeAnswer = ident === log.probeIdent || (ident === 0 && (status === STATUS_MISSING_TOKEN || status === STATUS_INVALID_TOKEN_SIZE));
+		if (log.probeIdent !== undefined && probeAnswer) {
 			this.#stats.probesAnswered++;
 			this.#deliverFront(log, ring.size);
 			this.#close(log);
@@ -533,6 +543,7 @@ export class NotificationQueue {
 	/** Drop everything now (destroy). Returns how many notifications were dropped unsettled. */
 	clear(): number {
 		const dropped = this.outstanding;
+		this.#stats.dropped += dropped;
 		for (const log of this.#logs) log.settled = true;
 		this.#logs.clear();
 		this.#ranges = [];

@@ -282,6 +282,23 @@ describe('HTTP/2: a hostile gateway', () => {
 		assert.ok(server.connectionsAccepted <= tokens.length * 2 + 2, `${server.connectionsAccepted} connections`);
 	});
 
+	test('a request that kills its session whenever it arrives, on sessions that answered others (cert auth, many in flight): isolated, reported ConnectionLost; the rest delivered; duplicates ≤ in doubt', async (t) => {
+		const tokens = makeTokens(500, 417);
+		const bad = tokens[250]!;
+		const server = await api(t, { killSessionOnToken: bad });
+		const m = manager(t, server, { protocol: 'http2', ...FAST, retry: { initialDelayMs: 5, maxDelayMs: 40 } });
+		const w = watch(m);
+		m.sendAps(tokens, { alert: 'x' });
+		await m.flushMessages();
+		assert.deepEqual([...w.failures.keys()], [bad]);
+		allUnanswered(w.failures, 'ConnectionLost', /only request on it/);
+		const r = tally(tokens, server.counts, w.failures);
+		assert.deepEqual([r.accepted, r.lost], [499, 0]);
+		assert.ok(r.duplicated <= m.stats.inDoubt, `${r.duplicated} duplicated, ${m.stats.inDoubt} in doubt`);
+		assert.ok(server.sessions <= 20, `${server.sessions} sessions`);
+		t.diagnostic(`sessions ${server.sessions}, in doubt ${m.stats.inDoubt}, duplicated ${r.duplicated}`);
+	});
+
 	test('GOAWAY mid-run: close() resolves, nothing lost or duplicated', async (t) => {
 		const server = await api(t, { goawayAfter: 100 }, { maxConcurrentStreams: 50 });
 		const m = h2(t, server);

@@ -295,3 +295,17 @@ test('close() after destroy() resolves and emits closed no second time', async (
 	assert.equal(closed, 1);
 	assert.equal(m.pending, 0);
 });
+
+test('a later close({ timeoutMs }) bounds a close already under way; destroy() keeps the counts whole', async (t) => {
+	const port = await closedPort();
+	const m = manager(t, { host: '127.0.0.1', port });
+	let closed = 0;
+	m.on('closed', () => closed++);
+	m.sendAps(makeTokens(7, 36), { alert: 'x' });
+	const first = m.close(); // no deadline: would wait for the gateway for ever
+	await assert.rejects(m.close({ timeoutMs: 100 }), (e: unknown) => e instanceof TimeoutError && e.pending === 7);
+	await first; // over, by destroy's hand
+	assert.equal(closed, 1);
+	const s = m.stats;
+	assert.deepEqual([s.queued, s.delivered + s.failed + s.dropped + s.pending, s.dropped], [7, 7, 7]);
+});

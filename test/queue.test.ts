@@ -293,3 +293,43 @@ test('DueQueue: hands items over in due order, in batches, with one timer; clear
 	q.clear();
 	assert.equal(q.size, 0);
 });
+
+test('a probe answered with ident 0 and status 2 or 5 (the gateway could not read its ident) is still the probe answer', () => {
+	for (const status of [2, 5]) {
+		const { queue, events, take } = setup();
+		queue.push(new Message(makeTokens(3), { aps: {} }));
+		const log = queue.openLog();
+		take(log);
+		queue.probe(log);
+		assert.equal(queue.errorFrame(log, status, 0), 'probe');
+		assert.deepEqual([events.settled, queue.outstanding], [3, 0]);
+	}
+	// Without a probe written, ident 0 proves nothing.
+	const { queue, take } = setup();
+	queue.push(new Message(makeTokens(2), { aps: {} }));
+	const log = queue.openLog();
+	take(log);
+	assert.equal(queue.errorFrame(log, 2, 0), 'notFound');
+});
+
+test('ConnectRate: a burst of 3× the rate, then nothing until a token is due; 0 turns it off', async () => {
+	const { ConnectRate } = await import('../src/backends/backoff.js');
+	let due = 0;
+	const rate = new ConnectRate(20, () => due++);
+	let allowed = 0;
+	for (let i = 0; i < 100; i++) if (rate.take()) allowed++;
+	assert.equal(allowed, 60, 'the burst');
+	await new Promise<void>((resolve) => {
+		const poll = setInterval(() => {
+			if (due > 0) {
+				clearInterval(poll);
+				resolve();
+			}
+		}, 5);
+	});
+	assert.equal(due, 1, 'one wake-up, however many were refused');
+	assert.equal(rate.take(), true, 'a token is there when the wake-up comes');
+	rate.cancel();
+	const off = new ConnectRate(0, () => assert.fail('never due'));
+	for (let i = 0; i < 1000; i++) assert.equal(off.take(), true);
+});

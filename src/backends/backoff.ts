@@ -12,11 +12,17 @@ export function backoffDelay(failures: number, policy: Required<ReconnectOptions
  * waits out {@link backoffDelay}, then tries again. A failure is any connection or session that ends
  * before the gateway settled a notification on it, however it ended (refused, handshake error, GOAWAY at
  * connect, garbage, a reset, a silent close, no answer in time); only such a settlement resets the count.
+ * The first failure right after a settlement is retried at once (a working gateway dropped one
+ * connection: a gateway that drops every few thousand notifications must not cost a backoff each time);
+ * the next one in a row waits `initialDelayMs`, and so on. {@link ConnectRate} bounds how often that can
+ * happen.
  */
 export class Reconnect {
 	readonly #policy: Required<ReconnectOptions>;
 	readonly #onDue: () => void;
 	#failures = 0;
+	/** The gateway settled something since the last failure (or ever, before the first). */
+	#worked = false;
 	#timer: NodeJS.Timeout | undefined;
 
 	constructor(policy: Required<ReconnectOptions>, onDue: () => void) {
@@ -37,7 +43,8 @@ export class Reconnect {
 	/** An attempt failed: count it and call `onDue` after the backoff. Returns what to report. */
 	failed(): { attempt: number; retryInMs: number } {
 		this.#failures++;
-		const retryInMs = backoffDelay(this.#failures, this.#policy);
+		const backedOff = this.#worked ? this.#failures - 1 : this.#failures;
+		const retryInMs = backedOff === 0 ? 0 : backoffDelay(backedOff, this.#policy);
 		clearTimeout(this.#timer);
 		this.#timer = setTimeout(() => {
 			this.#timer = undefined;
@@ -49,6 +56,54 @@ export class Reconnect {
 	/** The gateway settled a notification (real progress): the next failure starts the backoff afresh. */
 	succeeded(): void {
 		this.#failures = 0;
+		this.#worked = true;
+	}
+
+	/** Stop waiting (close, destroy). */
+	cancel(): void {
+		clearTimeout(this.#timer);
+		this.#timer = undefined;
+	}
+}
+
+/**
+ * The connection-rate ceiling every backend respects: a token bucket of `burst` connects, refilled at
+ * `perSecond`. Probe hand-overs, spares, reconnects after a drop: whatever asks for a connection waits
+ * here once the bucket is empty, so no gateway, friendly or not, sees more than `perSecond` connects a
+ * second over time. 0 turns it off.
+ */
+export class ConnectRate {
+	readonly #perSecond: number;
+	readonly #burst: number;
+	readonly #onDue: () => void;
+	#tokens: number;
+	#at = performance.now();
+	#timer: NodeJS.Timeout | undefined;
+
+	constructor(perSecond: number, onDue: () => void) {
+		this.#perSecond = perSecond;
+		this.#burst = Math.max(1, 3 * perSecond);
+		this.#tokens = this.#burst;
+		this.#onDue = onDue;
+	}
+
+	/** Take a connect if the ceiling allows one now; otherwise `onDue` is called once one is allowed. */
+	take(): boolean {
+		if (this.#perSecond === 0) return true;
+		const now = performance.now();
+		this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) * this.#perSecond) / 1000);
+		this.#at = now;
+		if (this.#tokens >= 1) {
+			this.#tokens--;
+			return true;
+		}
+		if (this.#timer === undefined) {
+			this.#timer = setTimeout(() => {
+				this.#timer = undefined;
+				this.#onDue();
+			}, Math.ceil(((1 - this.#tokens) * 1000) / this.#perSecond));
+		}
+		return false;
 	}
 
 	/** Stop waiting (close, destroy). */

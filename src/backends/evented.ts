@@ -46,7 +46,7 @@ import {
 import type { Message } from '../message.js';
 import type { Cursor, SentLog } from '../queue.js';
 import { CLOSED_UNANSWERED, type Backend, type BackendContext, type DisconnectReason } from './backend.js';
-import { Reconnect } from './backoff.js';
+import { ConnectRate, Reconnect } from './backoff.js';
 import { CLOSE_LINGER_MS, coalesced } from './schedule.js';
 
 const SLAB_BYTES = 64 * 1024;
@@ -125,6 +125,7 @@ class EventedBackend implements Backend {
 	#spare: Connection | undefined;
 	#ids = 0;
 	readonly #reconnect: Reconnect;
+	readonly #rate: ConnectRate;
 	#closing = false;
 	#destroyed = false;
 	#session: Buffer | undefined;
@@ -135,6 +136,8 @@ class EventedBackend implements Backend {
 	#threshold: number;
 	/** Incremented by every shrink; only connections opened since may grow the window. */
 	#epoch = 0;
+	/** A connection died holding notifications, unanswered, and nothing has been settled since. */
+	#lostSinceSettled = false;
 	readonly #cursor: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
 	#closeWaiters: Array<() => void> = [];
 	/** Reusable slabs: allocating 64 KiB per write was a large share of the garbage at a million a second. */
@@ -146,6 +149,7 @@ class EventedBackend implements Backend {
 	constructor(context: BackendContext) {
 		this.#ctx = context;
 		this.#reconnect = new Reconnect(context.options.reconnect, () => this.wake());
+		this.#rate = new ConnectRate(context.options.maxConnectsPerSecond, () => this.wake());
 		this.#threshold = context.options.confirmEvery;
 		this.#window = Math.min(MIN_WINDOW, this.#threshold);
 	}
@@ -247,8 +251,8 @@ class EventedBackend implements Backend {
 	}
 
 	#connect(role: 'active' | 'spare'): void {
-		// Every connect waits out the backoff after a failure, spares included.
-		if (this.#reconnect.waiting) return;
+		// Every connect waits out the backoff after a failure and respects the rate ceiling, spares included.
+		if (this.#reconnect.waiting || !this.#rate.take()) return;
 		const { tls: gateway, options, queue } = this.#ctx;
 		this.#connectAttempts++;
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
@@ -309,6 +313,7 @@ class EventedBackend implements Backend {
 			}
 			if (log.answered > 0) {
 				this.#reconnect.succeeded();
+				this.#lostSinceSettled = false;
 				if (outcome === 'probe' && conn.epoch === this.#epoch) this.#growWindow();
 			}
 		}
@@ -336,11 +341,11 @@ class EventedBackend implements Backend {
 			queue.connectionClosed(conn.log, conn.error?.message);
 		}
 		const held = conn.heldAtEnd;
-		// Ended by us: destroyed, or closed with nothing left on it. Everything else that settled nothing is a
-		// failed attempt, however it ended.
-		const ours = this.#destroyed || (this.#closing && held === 0 && conn.error === undefined);
+		// Ended by us: destroyed, or closing (everything is settled by then). Everything else that settled
+		// nothing is a failed attempt, however it ended.
+		const ours = this.#destroyed || this.#closing;
 		if (!ours && conn.log.answered === 0) {
-			if (held > 0) this.#shrinkWindow(this.#reconnect.failures > 0);
+			if (held > 0) this.#shrinkWindow();
 			const { host, port } = this.#ctx.tls;
 			const why = conn.error?.message ?? (conn.ready ? CLOSED_UNANSWERED : 'closed during the handshake');
 			const error = conn.ready
@@ -360,24 +365,28 @@ class EventedBackend implements Backend {
 
 	#growWindow(): void {
 		if (this.#window === 0) return; // probing by count is off and no loss has turned it on
-		const max = this.#ctx.options.confirmEvery === 0 ? Infinity : this.#ctx.options.confirmEvery;
-		this.#window = Math.min(max, this.#window < this.#threshold ? this.#window * 2 : this.#window + MIN_WINDOW);
+		const max = this.#ctx.options.confirmEvery;
+		// confirmEvery 0 (probe only when idle): counted windows last only until the gateway answers again.
+		if (max === 0) this.#window = this.#window * 2 >= MIN_WINDOW ? 0 : this.#window * 2;
+		else this.#window = Math.min(max, this.#window < this.#threshold ? this.#window * 2 : this.#window + MIN_WINDOW);
 	}
 
 	/**
 	 * A connection died holding notifications and unanswered: halve the window (the threshold goes there
-	 * too), or, after another unanswered end with no settlement since, drop it to 1 (see the module comment).
+	 * too), or, after another such loss with no settlement since, drop it to 1 (see the module comment).
 	 */
-	#shrinkWindow(again: boolean): void {
+	#shrinkWindow(): void {
 		this.#epoch++;
 		const current = this.#window === 0 ? MIN_WINDOW : this.#window;
 		this.#threshold = Math.max(1, current >> 1);
-		this.#window = again ? 1 : this.#threshold;
+		this.#window = this.#lostSinceSettled ? 1 : this.#threshold;
+		this.#lostSinceSettled = true;
 	}
 
 	close(): Promise<void> {
 		this.#closing = true;
 		this.#reconnect.cancel();
+		this.#rate.cancel();
 		if (this.#connections.size === 0) return Promise.resolve();
 		const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve));
 		for (const conn of this.#connections) {
@@ -394,6 +403,7 @@ class EventedBackend implements Backend {
 		this.#destroyed = true;
 		this.#closing = true;
 		this.#reconnect.cancel();
+		this.#rate.cancel();
 		for (const conn of this.#connections) {
 			conn.clearTimer();
 			conn.stopAwaiting();

@@ -16,8 +16,10 @@
  * reported failed (`StreamReset`, `RequestTimeout`) once out of attempts; a session with a timed-out
  * stream takes no new streams and is replaced. Retries wait in one {@link DueQueue} (O(log n), one timer).
  * A session that ends before the gateway settled any notification on it is a failed connect attempt
- * (backoff, `connectError`), however it ended; the next session then sends one stream at a time until the
- * gateway settles one, so a notification that kills sessions is alone when it does and is counted.
+ * (backoff, `connectError`), however it ended. A session lost with requests in flight, whatever it did
+ * before, halves the streams every session may carry (to 1 after another loss with no settlement between,
+ * and after an unanswered session), growing back by one per settled notification, as the binary window
+ * does: a notification that kills sessions is soon alone when it does, and that is counted against it.
  */
 import http2 from 'node:http2';
 import { connectTls } from '../credentials.js';
@@ -25,7 +27,7 @@ import { ConnectionError } from '../errors.js';
 import type { Message } from '../message.js';
 import type { FailureDetail, InFlight, ResendReason } from '../queue.js';
 import { CLOSED_UNANSWERED, type Backend, type BackendContext } from './backend.js';
-import { backoffDelay, Reconnect } from './backoff.js';
+import { backoffDelay, ConnectRate, Reconnect } from './backoff.js';
 import { CLOSE_LINGER_MS, coalesced, DueQueue } from './schedule.js';
 
 const { NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL } = http2.constants;
@@ -43,6 +45,9 @@ const codeName = (code: number): string => ERROR_CODES[code] ?? `code ${code}`;
  * every request repeats.
  */
 const NEVER_INDEXED: readonly string[] = Object.freeze([':path', 'authorization']);
+
+/** Client stream ids are odd and below 2^31: a session is replaced well before it runs out of them. */
+const MAX_REQUESTS_PER_SESSION = 2 ** 30 - 1024;
 
 /** Push types whose topic carries a suffix after the bundle ID. */
 const TOPIC_SUFFIX: Readonly<Record<string, string>> = {
@@ -99,9 +104,10 @@ class Session {
 	remoteLimit = 1;
 	/** Token auth: Apple allows one stream until a request on the session succeeded. */
 	authorized: boolean;
-	/** The gateway settled a notification here. Until then, after an unanswered session, one stream at a time. */
+	/** The gateway settled a notification here. */
 	progress = false;
-	readonly isolated: boolean;
+	/** Requests made (stream ids are finite). */
+	requests = 0;
 	/** GOAWAY received: no new streams; those above this id were never processed. */
 	lastStreamId: number | undefined;
 	/** Streams in flight when GOAWAY came: one alone is counted when refused. */
@@ -110,15 +116,14 @@ class Session {
 	pingTimer: NodeJS.Timeout | undefined;
 	sweepTimer: NodeJS.Timeout | undefined;
 
-	constructor(id: number, session: http2.ClientHttp2Session, tokenAuth: boolean, isolated: boolean) {
+	constructor(id: number, session: http2.ClientHttp2Session, tokenAuth: boolean) {
 		this.id = id;
 		this.session = session;
 		this.authorized = !tokenAuth;
-		this.isolated = isolated;
 	}
 
 	get limit(): number {
-		return this.authorized && (this.progress || !this.isolated) ? this.remoteLimit : 1;
+		return this.authorized ? this.remoteLimit : 1;
 	}
 
 	/** Takes new streams: up, not told to go away, not closing. */
@@ -142,11 +147,14 @@ class Http2Backend implements Backend {
 	readonly #sessions = new Set<Session>();
 	#ids = 0;
 	readonly #reconnect: Reconnect;
+	readonly #rate: ConnectRate;
 	#closing = false;
 	#destroyed = false;
 	#connectAttempts = 0;
-	/** The last session ended before the gateway settled anything: the next one starts with one stream. */
-	#isolate = false;
+	/** Streams a session may carry after losses (see the module comment); Infinity when none is recent. */
+	#cap = Infinity;
+	/** A session was lost or went unanswered and nothing has been settled since. */
+	#lostSinceSettled = false;
 	/** Notifications waiting out a retry delay. */
 	readonly #delayed: DueQueue<Delayed>;
 	#closeWaiters: Array<() => void> = [];
@@ -158,6 +166,7 @@ class Http2Backend implements Backend {
 	constructor(context: BackendContext) {
 		this.#ctx = context;
 		this.#reconnect = new Reconnect(context.options.reconnect, () => this.wake());
+		this.#rate = new ConnectRate(context.options.maxConnectsPerSecond, () => this.wake());
 		this.#delayed = new DueQueue((due) => this.#requeueDue(due));
 	}
 
@@ -184,7 +193,7 @@ class Http2Backend implements Backend {
 		if (queue.canTake && !this.#closing && !this.#reconnect.waiting && live < options.connections && !connecting) this.#connect();
 		for (const s of this.#sessions) {
 			if (!s.usable) continue;
-			while (s.streams.size < Math.min(s.limit, options.maxStreamsPerSession)) {
+			while (s.streams.size < Math.min(s.limit, options.maxStreamsPerSession, this.#cap)) {
 				const n = queue.takeOne();
 				if (n === undefined) return;
 				this.#request(s, n);
@@ -201,7 +210,7 @@ class Http2Backend implements Backend {
 			createConnection: () => (socket = connectTls(target, { ALPNProtocols: ['h2'] })),
 			peerMaxConcurrentStreams: 1,
 		});
-		const s = new Session(++this.#ids, session, this.#ctx.token !== undefined, this.#isolate);
+		const s = new Session(++this.#ids, session, this.#ctx.token !== undefined);
 		s.socket = socket;
 		this.#sessions.add(s);
 		let failure: Error | undefined;
@@ -235,15 +244,24 @@ class Http2Backend implements Backend {
 			clearInterval(s.sweepTimer);
 			clearTimeout(s.lingerTimer);
 			this.#sessions.delete(s);
-			// Streams still open when the session died: the server may or may not have processed them.
-			const lost = [...s.streams.values()];
+			// Streams still open when the session died: those above a GOAWAY's lastStreamId were never
+			// processed; the others may or may not have been.
+			const lost: InFlight[] = [];
+			const refused: InFlight[] = [];
+			for (const [stream, p] of s.streams) (s.lastStreamId !== undefined && stream.id !== undefined && stream.id > s.lastStreamId ? refused : lost).push(p.n);
 			s.streams.clear();
+			const ours = this.#destroyed || (this.#closing && lost.length + refused.length === 0 && failure === undefined);
 			if (!this.#destroyed) {
-				if (lost.length === 1) this.#retryOrFail(lost[0]!.n, 'unanswered', 0, 0, { reason: 'ConnectionLost', description: `No answer: its session ended while it was the only request on it${failure === undefined ? '' : ` (${failure.message})`}` });
-				else this.#ctx.queue.requeue(lost.map((p) => p.n), 'sessionLost');
+				this.#ctx.queue.requeue(refused, 'goaway');
+				if (lost.length === 1) {
+					const n = lost[0]!;
+					this.#retryOrFail(n, 'unanswered', backoffDelay(n.tries, options.retry), 0, { reason: 'ConnectionLost', description: `No answer in ${n.tries} attempts: each time its session ended while it was the only request on it${failure === undefined ? '' : ` (last: ${failure.message})`}` });
+				} else {
+					this.#ctx.queue.requeue(lost, 'sessionLost');
+				}
+				if (!ours && lost.length > 0) this.#shrink(lost.length);
 			}
-			const ours = this.#destroyed || (this.#closing && lost.length === 0 && failure === undefined);
-			if (!ours) this.#failedUnanswered(s, failure, lost.length);
+			if (!ours) this.#failedUnanswered(s, failure, lost.length + refused.length);
 			if (s.ready) {
 				events.disconnected({
 					connection: s.id,
@@ -330,6 +348,10 @@ class Http2Backend implements Backend {
 		}
 		headers[http2.sensitiveHeaders] = NEVER_INDEXED;
 		const stream = s.session.request(headers);
+		if (++s.requests >= MAX_REQUESTS_PER_SESSION) {
+			s.session.close(); // takes no more; a new session takes over
+			this.#retire(s, this.#ctx.options.requestTimeoutMs + CLOSE_LINGER_MS);
+		}
 		const pending: Pending = { n, sentAt: performance.now(), timedOut: false };
 		s.streams.set(stream, pending);
 		s.lastActivity = pending.sentAt;
@@ -344,7 +366,7 @@ class Http2Backend implements Backend {
 		stream.on('data', (chunk: Buffer) => chunks.push(chunk));
 		stream.on('error', () => {}); // 'close' decides
 		stream.on('close', () => {
-			if (!s.streams.has(stream)) return; // the session's close handled it
+			if (this.#destroyed || !s.streams.has(stream)) return; // dropped, or the session's close handled it
 			// Cut off with its session: the session's close re-queues all of them together.
 			if (status === 0 && s.session.destroyed && !pending.timedOut) return;
 			s.streams.delete(stream);
@@ -378,7 +400,7 @@ class Http2Backend implements Backend {
 		const { queue, options, token } = this.#ctx;
 		if (status === 200) {
 			s.authorized = true;
-			this.#progress(s);
+			this.#settled(s);
 			queue.settleDelivered();
 			return;
 		}
@@ -396,16 +418,15 @@ class Http2Backend implements Backend {
 			if (!queue.exhausted(n)) token.expired(); // a new token, unless one was made within 20 minutes
 			this.#retryOrFail(n, 'retry', backoffDelay(n.tries, options.retry), status, detail);
 		} else if (reason === 'IdleTimeout' && !queue.exhausted(n)) {
-			s.lastStreamId ??= 0; // take no new streams here; a new session takes over
-			s.session.close();
+			s.session.close(); // takes no new streams; a new session takes over
 			this.#retire(s, options.requestTimeoutMs + CLOSE_LINGER_MS);
-			queue.requeue([n], 'retry');
+			this.#retryOrFail(n, 'retry', 0, status, detail);
 		} else if (status === 429 || status === 500 || status === 503) {
 			// retry-after is honoured up to the longest retry delay: a server asking for years would park it for good.
 			const asked = Math.min(retryAfter ?? 0, options.retry.maxDelayMs);
 			this.#retryOrFail(n, 'retry', Math.max(backoffDelay(n.tries, options.retry), asked), status, detail);
 		} else {
-			this.#progress(s);
+			this.#settled(s);
 			queue.settleFailed(n, status, detail);
 		}
 	}
@@ -417,7 +438,8 @@ class Http2Backend implements Backend {
 	#failedUnanswered(s: Session, failure: Error | undefined, lost = s.streams.size): void {
 		if (s.progress || s.failed || this.#destroyed || this.#closing) return;
 		s.failed = true;
-		this.#isolate = true;
+		this.#cap = 1;
+		this.#lostSinceSettled = true;
 		const { host, port } = this.#ctx.tls;
 		const why = failure?.message ?? (s.ready ? CLOSED_UNANSWERED : 'closed during the handshake');
 		const error = s.ready
@@ -441,15 +463,23 @@ class Http2Backend implements Backend {
 	}
 
 	/** The gateway settled a notification on `s`: it works, and so does the gateway. */
-	#progress(s: Session): void {
+	#settled(s: Session): void {
+		this.#lostSinceSettled = false;
+		if (this.#cap !== Infinity && ++this.#cap >= this.#ctx.options.maxStreamsPerSession) this.#cap = Infinity;
 		if (s.progress) return;
 		s.progress = true;
-		this.#isolate = false;
 		this.#reconnect.succeeded();
+	}
+
+	/** A session was lost with `inFlight` requests on it: halve the stream cap, or 1 if nothing settled since the last loss. */
+	#shrink(inFlight: number): void {
+		this.#cap = this.#lostSinceSettled ? 1 : Math.max(1, Math.floor(Math.min(this.#cap, inFlight) / 2));
+		this.#lostSinceSettled = true;
 	}
 
 	/** An attempt of `n` ended without delivery: re-send it after `delayMs`, or report it once out of attempts. */
 	#retryOrFail(n: InFlight, reason: ResendReason, delayMs: number, status: number, detail: FailureDetail): void {
+		if (this.#destroyed) return; // dropped with everything else
 		if (this.#ctx.queue.exhausted(n)) this.#ctx.queue.settleFailed(n, status, detail);
 		else this.#delayed.add({ n, reason }, delayMs);
 	}
@@ -474,6 +504,7 @@ class Http2Backend implements Backend {
 	close(): Promise<void> {
 		this.#closing = true;
 		this.#reconnect.cancel();
+		this.#rate.cancel();
 		if (this.#sessions.size === 0) return Promise.resolve();
 		const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve));
 		for (const s of this.#sessions) {
@@ -490,6 +521,7 @@ class Http2Backend implements Backend {
 		this.#destroyed = true;
 		this.#closing = true;
 		this.#reconnect.cancel();
+		this.#rate.cancel();
 		this.#delayed.clear();
 		for (const s of this.#sessions) {
 			clearInterval(s.pingTimer);

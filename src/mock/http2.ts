@@ -53,6 +53,12 @@ export interface MockApnsHttp2Faults {
 	 * itself), so the session looks alive.
 	 */
 	readonly neverAnswer?: boolean | readonly string[];
+	/**
+	 * Hostile: when a request for this token (hex) arrives, drop its connection (the TCP socket is
+	 * destroyed: no RST_STREAM, no GOAWAY, nothing answered; the session's other requests in flight are cut
+	 * off with it). Applies to every session, so a client that re-sends it loses a session every time.
+	 */
+	readonly killSessionOnToken?: string;
 	/** Answer 400 IdleTimeout to the first request for each of these tokens (then accept it). */
 	readonly idleTimeoutTokens?: readonly string[];
 	/** Delay each response this long, in ms. */
@@ -292,6 +298,12 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				return;
 			}
 			if (appliesTo(faults.neverAnswer, token)) return;
+			if (faults.killSessionOnToken === token) {
+				// Node hides a session's socket behind a proxy that refuses destroy(): find the TCP socket by port.
+				const port = session.socket.remotePort;
+				for (const socket of sockets) if (socket.remotePort === port) socket.destroy();
+				return;
+			}
 			// Authentication: a client certificate, or a valid provider token.
 			const tls = session.socket as unknown as { authorized?: boolean };
 			if (!(options.ca !== undefined && tls.authorized === true)) {
