@@ -19,7 +19,7 @@
  * connection prove its work before it dies, rather than re-sending the same unproven batch for ever.
  * As in TCP, answers from connections opened before the last silent close do not grow the window: several
  * connections can hold unconfirmed windows at once, and their late answers say nothing about the gateway
- * since the loss. Two unanswered ends in a row (no settlement between them) drop the window to 1, as TCP's
+ * since the loss; halving stops at {@link MIN_WINDOW}. Two unanswered ends in a row (no settlement between them) drop the window to 1, as TCP's
  * retransmission timeout does: each connection then carries one notification and a probe, so a
  * notification the gateway chokes on is alone when its connection dies, and the queue counts that against
  * it (and reports it once it is out of attempts) instead of re-sending it with the others for ever.
@@ -378,7 +378,7 @@ class EventedBackend implements Backend {
 	#shrinkWindow(): void {
 		this.#epoch++;
 		const current = this.#window === 0 ? MIN_WINDOW : this.#window;
-		this.#threshold = Math.max(1, current >> 1);
+		this.#threshold = Math.max(Math.min(MIN_WINDOW, current), current >> 1);
 		this.#window = this.#lostSinceSettled ? 1 : this.#threshold;
 		this.#lostSinceSettled = true;
 	}
