@@ -129,9 +129,11 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	/** Reconnection backoff. */
 	readonly reconnect?: ReconnectOptions;
 	/**
-	 * The connection-rate ceiling: new connections (binary probe hand-overs, spares, reconnects; HTTP/2
-	 * sessions) average at most this many a second, in bursts of up to three times as many. APNs treats
-	 * rapid connect/disconnect as abuse. 0 turns the ceiling off.
+	 * The connection-rate ceiling: connections we choose to open — binary probe hand-overs and spares, and
+	 * HTTP/2 sessions — average at most this many a second, in bursts of up to three times as many. APNs
+	 * treats rapid connect/disconnect as abuse. (A binary reconnect after the gateway rejected a
+	 * notification and closed is the protocol's own and is not throttled; one after an unanswered end waits
+	 * out the `reconnect` backoff.) 0 turns the ceiling off.
 	 * @default 20
 	 */
 	readonly maxConnectsPerSecond?: number;

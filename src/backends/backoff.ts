@@ -14,8 +14,8 @@ export function backoffDelay(failures: number, policy: Required<ReconnectOptions
  * connect, garbage, a reset, a silent close, no answer in time); only such a settlement resets the count.
  * The first failure right after a settlement is retried at once (a working gateway dropped one
  * connection: a gateway that drops every few thousand notifications must not cost a backoff each time);
- * the next one in a row waits `initialDelayMs`, and so on. {@link ConnectRate} bounds how often that can
- * happen.
+ * the next one in a row waits `initialDelayMs`, and so on. So an immediate reconnect costs the gateway at
+ * least one settled notification.
  */
 export class Reconnect {
 	readonly #policy: Required<ReconnectOptions>;
@@ -67,10 +67,10 @@ export class Reconnect {
 }
 
 /**
- * The connection-rate ceiling every backend respects: a token bucket of `burst` connects, refilled at
- * `perSecond`. Probe hand-overs, spares, reconnects after a drop: whatever asks for a connection waits
- * here once the bucket is empty, so no gateway, friendly or not, sees more than `perSecond` connects a
- * second over time. 0 turns it off.
+ * The connection-rate ceiling for connections a backend chooses to open (binary probe hand-overs and
+ * spares, HTTP/2 sessions): a token bucket of 3 × `perSecond` connects, refilled at `perSecond`. Once it
+ * is empty they wait here, so a gateway that answers fast sees no more than `perSecond` of them a second
+ * over time. 0 turns it off.
  */
 export class ConnectRate {
 	readonly #perSecond: number;

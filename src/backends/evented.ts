@@ -251,8 +251,11 @@ class EventedBackend implements Backend {
 	}
 
 	#connect(role: 'active' | 'spare'): void {
-		// Every connect waits out the backoff after a failure and respects the rate ceiling, spares included.
-		if (this.#reconnect.waiting || !this.#rate.take()) return;
+		// Every connect waits out the backoff after a failure. Hand-overs — connections we open while the last
+		// one still lives, awaiting its probe answer — also respect the rate ceiling. (A reconnect after the
+		// gateway answered and closed is the protocol's: bounded by those answers, not throttled.)
+		if (this.#reconnect.waiting) return;
+		if ((role === 'spare' || this.#awaiting() > 0) && !this.#rate.take()) return;
 		const { tls: gateway, options, queue } = this.#ctx;
 		this.#connectAttempts++;
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });

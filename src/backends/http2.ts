@@ -190,7 +190,8 @@ class Http2Backend implements Backend {
 			live++;
 			if (!s.ready) connecting = true;
 		}
-		if (queue.canTake && !this.#closing && !this.#reconnect.waiting && live < options.connections && !connecting) this.#connect();
+		// take() last: it spends a token of the connection-rate ceiling.
+		if (queue.canTake && !this.#closing && !this.#reconnect.waiting && live < options.connections && !connecting && this.#rate.take()) this.#connect();
 		for (const s of this.#sessions) {
 			if (!s.usable) continue;
 			while (s.streams.size < Math.min(s.limit, options.maxStreamsPerSession, this.#cap)) {

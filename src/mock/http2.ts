@@ -271,7 +271,8 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				answered++;
 				if (record) answers.push({ token: String(headers[':path'] ?? '').slice('/3/device/'.length), status, reason });
 				const send = (): void => {
-					if (stream.destroyed) return;
+					// The client may be gone by now (destroyed, its session cut): nothing to answer.
+					if (stream.destroyed || stream.closed || stream.session === undefined || stream.session.destroyed) return;
 					if (reason === undefined) {
 						stream.respond({ ':status': status, 'apns-id': apnsId, ...responseHeaders }, { endStream: true });
 						return;
