@@ -129,11 +129,12 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	/** Reconnection backoff. */
 	readonly reconnect?: ReconnectOptions;
 	/**
-	 * The connection-rate ceiling: connections we choose to open — binary probe hand-overs and spares, and
-	 * HTTP/2 sessions — average at most this many a second, in bursts of up to three times as many. APNs
-	 * treats rapid connect/disconnect as abuse. (A binary reconnect after the gateway rejected a
-	 * notification and closed is the protocol's own and is not throttled; one after an unanswered end waits
-	 * out the `reconnect` backoff.) 0 turns the ceiling off.
+	 * The connection-rate ceiling: connections we choose to open — binary probes (each hands over to a new
+	 * connection) and HTTP/2 sessions — average at most this many a second, in bursts of up to three times
+	 * as many. Over it, a healthy binary stream writes on past its window; a shrunk one waits. APNs treats
+	 * rapid connect/disconnect as abuse. (A binary reconnect after the gateway rejected a notification and
+	 * closed is the protocol's own and is not throttled; one after an unanswered end waits out the
+	 * `reconnect` backoff.) 0 turns the ceiling off.
 	 * @default 20
 	 */
 	readonly maxConnectsPerSecond?: number;

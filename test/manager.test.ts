@@ -241,7 +241,7 @@ test('minConfirmIntervalMs keeps probe reconnects apart on a healthy stream; con
 	floored.sendAps(tokens, { alert: 'x' });
 	await floored.flushMessages();
 	assert.equal(floored.stats.probesAnswered, 1, 'only the flush probes: the interval never elapsed');
-	const counted = manager(t, gw, { confirmEvery: 256, minConfirmIntervalMs: 0 });
+	const counted = manager(t, gw, { confirmEvery: 256, minConfirmIntervalMs: 0, maxConnectsPerSecond: 0 }); // counting alone, no ceiling
 	counted.sendAps(tokens, { alert: 'y' });
 	await counted.flushMessages();
 	assert.ok(counted.stats.probesAnswered >= Math.floor(20_000 / 256), `${counted.stats.probesAnswered} probes`);
@@ -308,4 +308,20 @@ test('a later close({ timeoutMs }) bounds a close already under way; destroy() k
 	assert.equal(closed, 1);
 	const s = m.stats;
 	assert.deepEqual([s.queued, s.delivered + s.failed + s.dropped + s.pending, s.dropped], [7, 7, 7]);
+});
+
+test('the connection-rate ceiling: probes (each a hand-over to a new connection) stay within maxConnectsPerSecond; a healthy stream writes on meanwhile', async (t) => {
+	const gw = await gateway(t);
+	const tokens = makeTokens(2000, 37);
+	// A window of 10 with no time floor would probe — and reconnect — 200 times; the ceiling allows a burst of 3.
+	const m = manager(t, gw, { confirmEvery: 10, minConfirmIntervalMs: 0, maxConnectsPerSecond: 1 });
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.deepEqual(account(gw, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+	assert.ok(gw.connectionsAccepted <= 5, `${gw.connectionsAccepted} connections`);
+	const open = manager(t, gw, { confirmEvery: 10, minConfirmIntervalMs: 0, maxConnectsPerSecond: 0 });
+	const before = gw.connectionsAccepted;
+	open.sendAps(tokens, { alert: 'y' });
+	await open.flushMessages();
+	assert.ok(gw.connectionsAccepted - before >= 100, `without a ceiling: ${gw.connectionsAccepted - before} connections`);
 });

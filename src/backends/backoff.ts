@@ -67,8 +67,8 @@ export class Reconnect {
 }
 
 /**
- * The connection-rate ceiling for connections a backend chooses to open (binary probe hand-overs and
- * spares, HTTP/2 sessions): a token bucket of 3 × `perSecond` connects, refilled at `perSecond`. Once it
+ * The connection-rate ceiling for connections a backend chooses to open (binary probes, each a hand-over
+ * to a new connection; HTTP/2 sessions): a token bucket of 3 × `perSecond` connects, refilled at `perSecond`. Once it
  * is empty they wait here, so a gateway that answers fast sees no more than `perSecond` of them a second
  * over time. 0 turns it off.
  */

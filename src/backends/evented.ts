@@ -205,10 +205,13 @@ class EventedBackend implements Backend {
 				if (conn.deadline === undefined) conn.await(options.graceMs); // 'drain' pumps again
 				return;
 			}
-			const limited = every > 0 && (!open || performance.now() - conn.activeSince >= options.minConfirmIntervalMs);
+			let limited = every > 0 && (!open || performance.now() - conn.activeSince >= options.minConfirmIntervalMs);
 			if (limited && log.sinceProof >= every) {
-				this.#probe(conn);
-				return;
+				if (this.#probe(conn)) return;
+				// Over the connection-rate ceiling. A healthy stream writes on, as under minConfirmIntervalMs; a
+				// shrunk window waits (stretched, it would die unproven again): the ceiling wakes us.
+				if (!open) return;
+				limited = false;
 			}
 			const slab = this.#slabs.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES);
 			let used = 0;
@@ -238,8 +241,13 @@ class EventedBackend implements Backend {
 		}
 	}
 
-	/** Write the known-bad probe; the connection writes nothing more and the next one takes over. */
-	#probe(conn: Connection): void {
+	/**
+	 * Write the known-bad probe; the connection writes nothing more and the next one takes over. A probe
+	 * is a hand-over, so it takes a token of the connection-rate ceiling: none left, no probe (false), and
+	 * the ceiling wakes the backend when one is due.
+	 */
+	#probe(conn: Connection): boolean {
+		if (!this.#rate.take()) return false;
 		const { queue, options } = this.#ctx;
 		conn.clearTimer();
 		const frame = Buffer.allocUnsafe(PROBE_FRAME_BYTES);
@@ -248,14 +256,13 @@ class EventedBackend implements Backend {
 		conn.await(options.graceMs);
 		if (this.#active === conn) this.#active = undefined; // the next pump hands over, within MAX_AWAITING
 		if (queue.canTake) this.wake();
+		return true;
 	}
 
 	#connect(role: 'active' | 'spare'): void {
-		// Every connect waits out the backoff after a failure. Hand-overs — connections we open while the last
-		// one still lives, awaiting its probe answer — also respect the rate ceiling. (A reconnect after the
-		// gateway answered and closed is the protocol's: bounded by those answers, not throttled.)
+		// Every connect waits out the backoff after a failure. (Hand-overs are throttled where they are
+		// decided, at the probe; a reconnect after the gateway rejected one and closed is the protocol's own.)
 		if (this.#reconnect.waiting) return;
-		if ((role === 'spare' || this.#awaiting() > 0) && !this.#rate.take()) return;
 		const { tls: gateway, options, queue } = this.#ctx;
 		this.#connectAttempts++;
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
