@@ -290,3 +290,42 @@ test('410 records kept for getFeedback are bounded by maxFeedbackRecords: the ne
 	assert.equal(m.stats.feedbackDropped, 40);
 	assert.equal(await m.getFeedback(() => {}), 0);
 });
+
+test('destroy() with answers half-way (headers in, stream still open): nothing settles afterwards, the counts stay whole, nothing is emitted after closed', async (t) => {
+	const http2 = await import('node:http2');
+	const c = certs();
+	// Answers 200 but never ends the stream: the client holds a status for requests not yet finished.
+	const server = http2.createSecureServer({ cert: c.server.cert, key: c.server.key });
+	let headersSent = 0;
+	let answered!: () => void;
+	const allAnswered = new Promise<void>((resolve) => (answered = resolve));
+	const open = new Set<import('node:http2').ServerHttp2Stream>();
+	server.on('stream', (stream) => {
+		stream.on('error', () => {});
+		open.add(stream);
+		stream.respond({ ':status': 200 });
+		if (++headersSent === 20) answered();
+	});
+	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	t.after(() => new Promise<void>((resolve) => {
+		for (const stream of open) stream.close();
+		server.close(() => resolve());
+	}));
+	// Certificate auth: with a token, the first request goes alone until it is answered in full.
+	const m = h2(t, { host: '127.0.0.1', port: (server.address() as { port: number }).port }, { token: undefined, cert: c.client.cert, key: c.client.key });
+	const tokens = makeTokens(20, 74);
+	for (const token of tokens) m.sendAps(token, { alert: 'x' });
+	let closed = false;
+	const late: string[] = [];
+	m.on('closed', () => (closed = true));
+	for (const event of ['delivered', 'deliveryError', 'resent'] as const) m.on(event, () => closed && late.push(event));
+	await allAnswered;
+	await new Promise((resolve) => setTimeout(resolve, 50)); // let the headers reach the client
+	m.destroy();
+	await new Promise((resolve) => setImmediate(resolve));
+	await new Promise((resolve) => setImmediate(resolve));
+	const s = m.stats;
+	assert.deepEqual(late, []);
+	assert.equal(s.pending, 0);
+	assert.deepEqual([s.queued, s.delivered, s.dropped], [20, 0, 20], 'dropped by destroy, never delivered afterwards');
+});

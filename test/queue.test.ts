@@ -333,3 +333,20 @@ test('ConnectRate: a burst of 3× the rate, then nothing until a token is due; 0
 	const off = new ConnectRate(0, () => assert.fail('never due'));
 	for (let i = 0; i < 1000; i++) assert.equal(off.take(), true);
 });
+
+test('Reconnect: after a settlement the first failure retries at once, the next ones back off; without one, backoff from the first', async () => {
+	const { Reconnect } = await import('../src/backends/backoff.js');
+	const policy = { initialDelayMs: 100, maxDelayMs: 1000, jitter: 0.5 };
+	const fresh = new Reconnect(policy, () => {});
+	const first = fresh.failed().retryInMs;
+	assert.ok(first >= 50 && first <= 100, `never worked: ${first} ms`);
+	fresh.cancel();
+	const worked = new Reconnect(policy, () => {});
+	worked.succeeded();
+	assert.deepEqual(worked.failed(), { attempt: 1, retryInMs: 0 });
+	const second = worked.failed();
+	assert.ok(second.attempt === 2 && second.retryInMs >= 50 && second.retryInMs <= 100, `second: ${second.retryInMs} ms`);
+	const third = worked.failed().retryInMs;
+	assert.ok(third >= 100 && third <= 200, `third: ${third} ms`);
+	worked.cancel();
+});
