@@ -69,7 +69,7 @@ async function raw(all: string[]): Promise<Seen> {
 async function manager(all: string[], options: ApnsManagerOptions): Promise<Seen> {
 	const { ApnsManager } = await import('../src/index.js');
 	const failed: number[] = [];
-	const m = new ApnsManager({ ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, errorHandler: (e: DeliveryError) => failed.push(tokenIndexOf(e.token)), ...options });
+	const m = new ApnsManager({ protocol: 'binary', ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, errorHandler: (e: DeliveryError) => failed.push(tokenIndexOf(e.token)), ...options });
 	send({ type: 'started', at: Date.now() });
 	m.sendAps(all, PAYLOAD.aps);
 	await finish;
@@ -213,7 +213,7 @@ async function memory(): Promise<void> {
 	let keep: unknown;
 	if (task.client === 'worker') {
 		const { ApnsManager } = await import('../src/index.js');
-		const manager = new ApnsManager({ cert: task.certs.client.cert, key: task.certs.client.key, ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+		const manager = new ApnsManager({ protocol: 'binary', cert: task.certs.client.cert, key: task.certs.client.key, ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
 		manager.on('connectError', () => {});
 		queue = (list) => manager.sendAps(list, PAYLOAD.aps);
 		keep = manager;

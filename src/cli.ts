@@ -44,6 +44,7 @@ function credentialOptions(values: Record<string, unknown>): ApnsManagerOptions 
 	const passphrase = get('passphrase');
 	const ca = get('ca');
 	return {
+		protocol: 'binary',
 		...(cert === undefined ? {} : { cert }),
 		...(key === undefined ? {} : { key }),
 		...(pfx === undefined ? {} : { pfx }),
@@ -84,6 +85,7 @@ async function demo(args: string[]): Promise<void> {
 	const feedbackService = await startMockFeedback({ server: certs.server, ca: certs.ca.cert, tuples: gone });
 	let failed = 0;
 	const manager = new ApnsManager({
+		protocol: 'binary',
 		cert: certs.client.cert,
 		key: certs.client.key,
 		ca: certs.ca.cert,

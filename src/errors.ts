@@ -64,8 +64,10 @@ export class DeliveryError extends ApnsError {
 	readonly notification: Message;
 	/** The 32-bit identifier the notification was sent with. */
 	readonly ident: number;
+	/** HTTP/2: the request's `apns-id` (the message's `id`, or the generated one). Undefined on the binary protocol. */
+	readonly apnsId: string | undefined;
 
-	constructor(init: { status: number; description: string; token: string; message: Message; ident: number; reason?: string | undefined; timestamp?: Date | undefined }) {
+	constructor(init: { status: number; description: string; token: string; message: Message; ident: number; reason?: string | undefined; timestamp?: Date | undefined; apnsId?: string | undefined }) {
 		super('APNS_DELIVERY', `APNs rejected the notification to ${init.token}: ${init.description} (status ${init.status})`);
 		this.status = init.status;
 		this.description = init.description;
@@ -74,6 +76,7 @@ export class DeliveryError extends ApnsError {
 		this.token = init.token;
 		this.notification = init.message;
 		this.ident = init.ident;
+		this.apnsId = init.apnsId;
 	}
 }
 

@@ -13,8 +13,15 @@ import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type Co
 import { Feedback, readFeedback } from './feedback.js';
 import { describeStatus, MAX_BINARY_PAYLOAD_BYTES } from './frame.js';
 import { Message, type Aps, type SendApsOptions } from './message.js';
-import { MAX_TIMER_MS, resolveOptions, type ApnsManagerOptions, type ResolvedOptions } from './options.js';
+import { MAX_TIMER_MS, resolveOptions, type ApnsManagerOptions, type Logger, type ResolvedOptions } from './options.js';
 import { NotificationQueue, type FailureDetail, type QueueStats, type ResendReason } from './queue.js';
+import { RateGate } from './rate-limit.js';
+import { ApnsIds, Receipt } from './receipt.js';
+
+/** A token as logs show it: enough to find it, not enough to use it. */
+export function shortToken(token: string): string {
+	return `${token.slice(0, 8)}…`;
+}
 
 /** Every event of {@link ApnsManager} with its arguments. */
 export interface ApnsManagerEvents {
@@ -84,6 +91,14 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	readonly #queue: NotificationQueue;
 	readonly #backend: Backend;
 	readonly #errorHandler: ((error: DeliveryError) => void) | undefined;
+	readonly #logger: Logger | undefined;
+	/** HTTP/2: generates each request's apns-id. */
+	readonly #apnsIds: ApnsIds | undefined;
+	readonly #gate: RateGate | undefined;
+	/** A rejection went unheard (no errorHandler, no listener) and the process was warned: once. */
+	#warnedUnheard = false;
+	/** `onPendingBelow` waiters. */
+	#pendingWaiters: Array<{ limit: number; resolve: () => void }> = [];
 	/** Pending `flushMessages` calls: settled on idle, or rejected by `destroy`. */
 	readonly #flushes = new Set<{ resolve: () => void; reject: (error: Error) => void }>();
 	#state: 'open' | 'closing' | 'closed' = 'open';
@@ -111,7 +126,13 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			throw new InvalidArgumentError('options.topic', 'the bundle ID (token auth has no certificate to take it from)', undefined);
 		}
 		this.#errorHandler = options.errorHandler;
+		this.#logger = options.logger;
+		this.#apnsIds = o.protocol === 'http2' ? new ApnsIds() : undefined;
 		this.#queue = new NotificationQueue({ maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent });
+		if (o.rateLimit !== undefined) {
+			this.#gate = new RateGate(o.rateLimit, () => this.#backend.wake());
+			this.#queue.setRateGate(this.#gate);
+		}
 		const backend = options.backend ?? (o.protocol === 'http2' ? 'http2' : 'evented');
 		const factory = typeof backend === 'function' ? backend : BACKENDS[backend];
 		if (factory === undefined) throw new InvalidArgumentError('options.backend', "'evented', 'http2' or a backend factory", backend);
@@ -119,11 +140,26 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			throw new InvalidArgumentError('options.backend', `the ${o.protocol} protocol's backend`, backend);
 		}
 		this.#queue.setListener({
-			failed: (message, index, ident, status, detail) => this.#reportFailure(message, index, ident, status, detail),
-			resent: (count, reason) => this.#emit('resent', { count, reason }),
-			identNotFound: (ident, status, resent) => this.#emit('identNotFound', { ident, status, resent }),
-			retentionFull: (retained) => this.#emit('retentionFull', { retained }),
-			delivered: (count) => this.#emit('delivered', { count }),
+			failed: (message, index, ident, status, detail) => {
+				this.#reportFailure(message, index, ident, status, detail);
+				this.#pendingChanged();
+			},
+			resent: (count, reason) => {
+				this.#logger?.debug({ event: 'resent', count, reason }, `${count} notifications put back to be sent again (${reason})`);
+				this.#emit('resent', { count, reason });
+			},
+			identNotFound: (ident, status, resent) => {
+				this.#logger?.warn({ event: 'identNotFound', ident, status, count: resent }, `the gateway named ident ${ident}, never sent on that connection; ${resent} re-sent`);
+				this.#emit('identNotFound', { ident, status, resent });
+			},
+			retentionFull: (retained) => {
+				this.#logger?.warn({ event: 'retentionFull', count: retained }, `${retained} notifications await the gateway's word: writing paused (maxRetained)`);
+				this.#emit('retentionFull', { retained });
+			},
+			delivered: (count) => {
+				this.#emit('delivered', { count });
+				this.#pendingChanged();
+			},
 			wake: () => this.#backend.wake(),
 			idle: () => this.#onIdle(),
 		});
@@ -133,10 +169,23 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca },
 			token: this.#token,
 			topic: this.#topic,
+			apnsIds: this.#apnsIds,
 			events: {
-				connected: (info) => this.#emit('connected', info),
-				disconnected: (info) => this.#emit('disconnected', info),
-				connectError: (error, info) => this.#emit('connectError', error, info),
+				connected: (info) => {
+					this.#logger?.info({ event: 'connected', connection: info.connection, gateway: `${o.gateway.host}:${o.gateway.port}` }, 'connected to the gateway');
+					this.#emit('connected', info);
+				},
+				disconnected: (info) => {
+					const fields = { event: 'disconnected', connection: info.connection, reason: info.reason, ...(info.error === undefined ? {} : { err: info.error.message }) };
+					// The protocol's own endings (an answered probe, an error frame, our close) are routine.
+					if (info.reason === 'probeAnswered' || info.reason === 'errorFrame' || info.reason === 'closed' || info.reason === 'destroyed') this.#logger?.debug(fields, 'connection ended');
+					else this.#logger?.warn(fields, `connection lost (${info.reason})`);
+					this.#emit('disconnected', info);
+				},
+				connectError: (error, info) => {
+					this.#logger?.warn({ event: 'connectError', attempt: info.attempt, retryInMs: info.retryInMs, err: error.message }, `connect attempt ${info.attempt} failed; next in ${info.retryInMs} ms`);
+					this.#emit('connectError', error, info);
+				},
 			},
 			wantsConfirmation: () => this.#flushes.size > 0,
 		});
@@ -162,32 +211,65 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	 * @param tokens - device token(s), 64 hex characters each.
 	 * @param aps - Apple's keys; camelCase `contentAvailable`, `mutableContent`, `threadId` are translated.
 	 * @param options - `expiration`, `priority` (5 or 10) and `extra` top-level payload keys.
+	 * @returns a {@link Receipt}: ignore it (fire-and-forget), or `await receipt.settled` for what became of
+	 * each token.
 	 * @throws {@link InvalidArgumentError} naming the bad argument; nothing is queued then.
 	 * @throws {@link ClosedError} after `close()` or `destroy()`.
 	 */
-	sendAps(tokens: string | readonly string[], aps: Aps, options?: SendApsOptions): void {
+	sendAps(tokens: string | readonly string[], aps: Aps, options?: SendApsOptions): Receipt {
 		this.#assertOpen();
-		this.#enqueue(Message.fromAps(tokens, aps, options), 'aps');
+		return this.#enqueue(Message.fromAps(tokens, aps, options), 'aps');
 	}
 
 	/**
-	 * Queue a prepared {@link Message}. Returns at once.
-	 * @throws {@link InvalidArgumentError} when it is not a Message or its payload is too large.
+	 * Queue a prepared {@link Message}. Returns at once. Sending the same Message again makes another send
+	 * with its own receipt.
+	 * @returns a {@link Receipt} (see {@link ApnsManager.sendAps}).
+	 * @throws {@link InvalidArgumentError} when it is not a Message, its payload is too large, or it uses a
+	 * feature the protocol lacks.
 	 * @throws {@link ClosedError} after `close()` or `destroy()`.
 	 */
-	send(message: Message): void {
+	send(message: Message): Receipt {
 		this.#assertOpen();
 		if (!(message instanceof Message)) throw new InvalidArgumentError('message', 'a Message', message);
-		this.#enqueue(message, 'message');
+		return this.#enqueue(message, 'message');
 	}
 
-	#enqueue(message: Message, argument: string): void {
+	#enqueue(message: Message, argument: string): Receipt {
 		const size = message.encodedPayload.length;
 		const http2 = this.#options.protocol === 'http2';
 		const limit = !http2 ? MAX_BINARY_PAYLOAD_BYTES : message.pushType === 'voip' ? MAX_HTTP2_VOIP_PAYLOAD_BYTES : MAX_HTTP2_PAYLOAD_BYTES;
 		if (size > limit) throw new InvalidArgumentError(argument, `a payload of at most ${limit} bytes once encoded`, `${size} bytes`);
-		if (!http2 && message.priority === 1) throw new InvalidArgumentError('options.priority', '5 or 10 on the binary protocol', 1);
-		this.#queue.push(message);
+		if (!http2) {
+			// Silently dropping what the binary frame cannot carry would send something else than was asked.
+			if (message.priority === 1) throw new InvalidArgumentError('options.priority', '5 or 10 on the binary protocol', 1);
+			for (const [name, value] of [['collapseId', message.collapseId], ['topic', message.topic], ['id', message.id], ['pushType', message.explicitPushType ? message.pushType : undefined]] as const) {
+				if (value !== undefined) throw new InvalidArgumentError(`options.${name}`, "protocol 'http2' (the binary protocol has no such field)", value);
+			}
+		}
+		return new Receipt(this.#queue.push(message), this.#apnsIds);
+	}
+
+	/**
+	 * Resolve once fewer than `limit` notifications are pending (p-queue's `onSizeLessThan`): a producer of
+	 * millions awaits this between batches and memory stays flat. Resolves at once when already below;
+	 * never rejects (after `destroy()` nothing is pending).
+	 * @throws {@link InvalidArgumentError} (synchronously) unless `limit` is a whole number >= 1.
+	 */
+	onPendingBelow(limit: number): Promise<void> {
+		if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1) throw new InvalidArgumentError('limit', 'a whole number >= 1', limit);
+		if (this.#queue.outstanding < limit) return Promise.resolve();
+		return new Promise<void>((resolve) => this.#pendingWaiters.push({ limit, resolve }));
+	}
+
+	/** Fewer may be pending now: release the `onPendingBelow` waiters whose limit is passed. */
+	#pendingChanged(): void {
+		if (this.#pendingWaiters.length === 0) return;
+		const pending = this.#queue.outstanding;
+		const still = this.#pendingWaiters.filter((w) => pending >= w.limit);
+		if (still.length === this.#pendingWaiters.length) return;
+		for (const w of this.#pendingWaiters) if (pending < w.limit) w.resolve();
+		this.#pendingWaiters = still;
 	}
 
 	/**
@@ -302,8 +384,10 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	/** Abrupt shutdown: drop queued and unconfirmed notifications and close sockets now. Idempotent. */
 	destroy(): void {
 		if (this.#state === 'closed') return;
-		this.#backend.destroy();
-		const dropped = this.#queue.clear();
+		this.#gate?.close();
+		const dropped = this.#queue.clear(this.#backend.destroy());
+		if (dropped > 0) this.#logger?.warn({ event: 'dropped', count: dropped }, `destroyed with ${dropped} notifications unsettled`);
+		this.#pendingChanged();
 		for (const flush of [...this.#flushes]) flush.reject(new ClosedError(`The manager was destroyed with ${dropped} notifications pending`));
 		this.#shutdown();
 	}
@@ -315,6 +399,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	#shutdown(): void {
 		if (this.#state === 'closed') return;
 		this.#state = 'closed';
+		this.#gate?.close();
+		this.#logger?.info({ event: 'closed' }, 'manager closed');
 		this.#emit('closed');
 	}
 
@@ -341,8 +427,15 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			ident,
 			reason: detail?.reason,
 			timestamp: detail?.timestamp,
+			apnsId: this.#apnsIds?.of(message, index),
 		});
+		this.#logger?.[status === 410 ? 'info' : 'warn']({ event: 'deliveryError', token: shortToken(token), status, reason: error.reason ?? error.description, apnsId: error.apnsId }, `notification rejected: ${error.description}`);
 		if (this.#errorHandler !== undefined) this.#guard(() => this.#errorHandler!(error));
+		else if (this.listenerCount('deliveryError') === 0 && message.call?.done === undefined && !this.#warnedUnheard) {
+			// A rejection nobody hears of is a silent loss: say so once.
+			this.#warnedUnheard = true;
+			process.emitWarning(`apns-worker: APNs rejected a notification (${error.description}, status ${status}) and nothing is listening: pass an errorHandler or listen to 'deliveryError' (or await receipts). Further rejections are not warned about.`, { type: 'ApnsWorkerWarning', code: 'APNS_UNHANDLED_REJECTION' });
+		}
 		this.#emit('deliveryError', error);
 		if (status === 410) {
 			// The HTTP/2 replacement of the feedback service: the same records, through the same calls.

@@ -41,6 +41,34 @@ export interface MessageOptions {
 	readonly collapseId?: string | undefined;
 	/** HTTP/2 `apns-topic` (bundle ID) for this message; defaults to the manager's topic. Push-type suffixes are added. */
 	readonly topic?: string | undefined;
+	/**
+	 * HTTP/2 `apns-id`: a UUID naming the notification, reported back in receipts and errors. Only for a
+	 * message to one token (an apns-id names one notification). Absent: one is generated per token.
+	 */
+	readonly id?: string | undefined;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** How one token of a message ended, as a receipt lists it. */
+export interface TokenFailure {
+	readonly index: number;
+	readonly status: number;
+	readonly reason: string;
+	readonly timestamp?: Date | undefined;
+}
+
+/**
+ * The delivery state of one sent message (one `send`/`sendAps` call), kept on the message itself so a
+ * caller who never looks at the receipt pays three fields. @internal
+ */
+export interface CallState {
+	failed: TokenFailure[];
+	/** Token indexes dropped unsettled by `destroy()`. */
+	dropped: number[];
+	/** Set once someone waits on the receipt. */
+	resolve: (() => void) | undefined;
+	done: Promise<void> | undefined;
 }
 
 /** The `aps` dictionary. Known keys may be given in camelCase; other keys are passed through unchanged. */
@@ -84,6 +112,16 @@ export class Message {
 	readonly pushType: PushType;
 	readonly collapseId: string | undefined;
 	readonly topic: string | undefined;
+	/** The `apns-id` given, if any (see {@link MessageOptions.id}). */
+	readonly id: string | undefined;
+	/** Whether `pushType` was given rather than inferred (a binary send refuses it). @internal */
+	readonly explicitPushType: boolean;
+	/** Number of the first token in the manager's sequence, for generated apns-ids; set when queued. @internal */
+	ordinal = -1;
+	/** Tokens not yet delivered, failed or dropped. @internal */
+	open = 0;
+	/** Failures, drops and waiters of this send; made on the first failure, drop or wait. @internal */
+	call: CallState | undefined;
 	/** How many device tokens this message is addressed to. */
 	readonly count: number;
 	/** The tokens in binary, {@link TOKEN_BYTES} bytes each, back to back. */
@@ -125,6 +163,25 @@ export class Message {
 			throw new InvalidArgumentError('options.topic', 'a bundle ID', options.topic);
 		}
 		this.topic = options.topic;
+		this.explicitPushType = options.pushType !== undefined;
+		if (options.id !== undefined && (typeof options.id !== 'string' || !UUID.test(options.id))) {
+			throw new InvalidArgumentError('options.id', 'a UUID such as 123e4567-e89b-12d3-a456-4266554400a0', options.id);
+		}
+		if (options.id !== undefined && this.count !== 1) throw new InvalidArgumentError('options.id', 'a message to one token (an apns-id names one notification)', `${this.count} tokens`);
+		this.id = options.id?.toLowerCase();
+	}
+
+	/**
+	 * This message as a new send: the same payload and tokens, fresh delivery state. Sending one Message
+	 * twice makes two sends, each with its own receipt. @internal
+	 */
+	forAnotherSend(): Message {
+		const copy = Object.create(Message.prototype) as Message;
+		Object.assign(copy, this);
+		(copy as { ordinal: number }).ordinal = -1;
+		copy.open = 0;
+		copy.call = undefined;
+		return copy;
 	}
 
 	/**

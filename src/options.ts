@@ -29,8 +29,9 @@ export interface ReconnectOptions {
 export interface ApnsManagerOptions extends CertificateCredentials {
 	/**
 	 * Wire protocol: `'http2'` (Apple's current provider API) or `'binary'` (the legacy gateway protocol,
-	 * retired by Apple in March 2021, still spoken by compatible gateways and the bundled mock).
-	 * @default 'binary'
+	 * retired by Apple in March 2021, still spoken by compatible gateways and the bundled mock). Options
+	 * that belong to the other protocol are refused.
+	 * @default 'http2'
 	 */
 	readonly protocol?: 'binary' | 'http2';
 	/**
@@ -150,8 +151,124 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 * @default 100_000
 	 */
 	readonly maxFeedbackRecords?: number;
-	/** Called once for each notification APNs rejects (as is the `deliveryError` event). */
+	/**
+	 * Called once for each notification APNs rejects (as is the `deliveryError` event). With neither this
+	 * nor a `deliveryError` listener, the first rejection raises a process warning (once per manager).
+	 */
 	readonly errorHandler?: (error: DeliveryError) => void;
+	/**
+	 * Where to log: any pino-compatible logger (`debug`, `info`, `warn`, `error`, each taking an object
+	 * first and a message second), e.g. `pino()` or `pino().child({ app })`. Connection lifecycle, backoff,
+	 * GOAWAY and failures are logged with stable fields (see the README); tokens are shortened, secrets
+	 * never logged. Absent: nothing is logged.
+	 */
+	readonly logger?: Logger;
+	/**
+	 * Send at most `limit` notifications in any `intervalMs` window, per manager (re-sends included), to stay
+	 * under a throttle such as APNs' per-device or per-topic limits. Absent: as fast as the gateway takes
+	 * them.
+	 */
+	readonly rateLimit?: RateLimit;
+}
+
+/** A pino-compatible logger: each method takes an object of fields first, then a message. */
+export interface Logger {
+	debug(fields: object, message?: string): void;
+	info(fields: object, message?: string): void;
+	warn(fields: object, message?: string): void;
+	error(fields: object, message?: string): void;
+}
+
+/** See {@link ApnsManagerOptions.rateLimit}. */
+export interface RateLimit {
+	/** Notifications per interval. */
+	readonly limit: number;
+	/** The interval, in ms. @default 1000 */
+	readonly intervalMs?: number;
+}
+
+/**
+ * Every option and the protocol it belongs to (`both`, or the only one it means something on). An
+ * option of the other protocol is refused rather than ignored: it would silently do nothing.
+ */
+const OPTION_PROTOCOL: Readonly<Record<keyof ApnsManagerOptions, 'both' | 'binary' | 'http2'>> = {
+	protocol: 'both',
+	backend: 'both',
+	environment: 'both',
+	gateway: 'both',
+	checkCertificateEnvironment: 'both',
+	cert: 'both',
+	key: 'both',
+	pfx: 'both',
+	passphrase: 'both',
+	ca: 'both',
+	maxRetained: 'both',
+	maxAttempts: 'both',
+	reconnect: 'both',
+	maxConnectsPerSecond: 'both',
+	connectTimeoutMs: 'both',
+	errorHandler: 'both',
+	logger: 'both',
+	rateLimit: 'both',
+	token: 'http2',
+	topic: 'http2',
+	connections: 'http2',
+	maxStreamsPerSession: 'http2',
+	retry: 'http2',
+	requestTimeoutMs: 'http2',
+	pingIntervalMs: 'http2',
+	pingTimeoutMs: 'http2',
+	maxFeedbackRecords: 'http2',
+	feedback: 'binary',
+	graceMs: 'binary',
+	confirmEvery: 'binary',
+	minConfirmIntervalMs: 'binary',
+	confirmIdleMs: 'binary',
+	feedbackIdleTimeoutMs: 'binary',
+	feedbackTimeoutMs: 'binary',
+	initialIdent: 'binary',
+};
+
+/** Refuse option keys that do not exist (naming the closest one) or belong to the other protocol. */
+function checkKeys(options: object, protocol: 'binary' | 'http2'): void {
+	const known = Object.keys(OPTION_PROTOCOL);
+	for (const key of Object.keys(options)) {
+		const scope = (OPTION_PROTOCOL as Record<string, string | undefined>)[key];
+		if (scope === undefined) {
+			const near = closest(key, known);
+			throw new InvalidArgumentError(`options.${key}`, near === undefined ? 'a known option (see ApnsManagerOptions)' : `a known option — did you mean ${near}?`, 'an unknown option');
+		}
+		const value = (options as Record<string, unknown>)[key];
+		if (scope !== 'both' && scope !== protocol && value !== undefined) {
+			throw new InvalidArgumentError(`options.${key}`, `protocol '${scope}' (it does nothing on '${protocol}')`, value);
+		}
+	}
+}
+
+/** The known name nearest to `name` (Levenshtein distance ≤ 1/3 of its length, at least 2), if any. */
+export function closest(name: string, known: readonly string[]): string | undefined {
+	let best: string | undefined;
+	let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
+	for (const candidate of known) {
+		const d = distance(name.toLowerCase(), candidate.toLowerCase());
+		if (d < bestDistance) {
+			best = candidate;
+			bestDistance = d;
+		}
+	}
+	return best;
+}
+
+function distance(a: string, b: string): number {
+	let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+	for (let i = 1; i <= a.length; i++) {
+		const row = [i];
+		for (let j = 1; j <= b.length; j++) {
+			row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+		}
+		previous = row;
+	}
+	return previous[b.length]!;
 }
 
 /** The default addresses of each environment (binary gateway and feedback, and the HTTP/2 API). */
@@ -170,8 +287,7 @@ export const ENVIRONMENTS: Readonly<Record<Environment, { gateway: Address; feed
 
 /** Defaults of every optional setting. */
 export const DEFAULT_OPTIONS = {
-	protocol: 'binary',
-	backend: 'evented',
+	protocol: 'http2',
 	environment: 'production',
 	checkCertificateEnvironment: true,
 	// maxRetained, maxAttempts, initialIdent: the queue's own defaults, kept in one place.
@@ -192,6 +308,7 @@ export const DEFAULT_OPTIONS = {
 	feedbackIdleTimeoutMs: 5000,
 	feedbackTimeoutMs: DEFAULT_FEEDBACK_TIMEOUT_MS,
 	maxFeedbackRecords: 100_000,
+	rateLimitIntervalMs: 1000,
 } as const;
 
 /** Options with every default applied. */
@@ -220,6 +337,7 @@ export interface ResolvedOptions {
 	readonly requestTimeoutMs: number;
 	readonly pingIntervalMs: number;
 	readonly pingTimeoutMs: number;
+	readonly rateLimit: Required<RateLimit> | undefined;
 }
 
 /** The longest delay `setTimeout` honours (2^31−1 ms, ~24.8 days); longer ones fire after 1 ms. */
@@ -245,6 +363,18 @@ function address(name: string, given: Partial<Address> | undefined, fallback: Ad
 	return { host, port: wholeNumber(`${name}.port`, given.port ?? fallback.port, 1, 65_535) };
 }
 
+function rateLimit(given: RateLimit | undefined): Required<RateLimit> | undefined {
+	if (given === undefined) return undefined;
+	if (given === null || typeof given !== 'object') throw new InvalidArgumentError('options.rateLimit', 'an object { limit, intervalMs }', given);
+	for (const key of Object.keys(given)) {
+		if (key !== 'limit' && key !== 'intervalMs') throw new InvalidArgumentError(`options.rateLimit.${key}`, 'limit or intervalMs', 'an unknown option');
+	}
+	return {
+		limit: wholeNumber('rateLimit.limit', given.limit, 1, 1_000_000_000),
+		intervalMs: millis('rateLimit.intervalMs', given.intervalMs ?? DEFAULT_OPTIONS.rateLimitIntervalMs, 1),
+	};
+}
+
 function backoffPolicy(name: string, defaults: Required<ReconnectOptions>, given: ReconnectOptions | undefined): Required<ReconnectOptions> {
 	const policy = { ...defaults, ...given };
 	millis(`${name}.initialDelayMs`, policy.initialDelayMs, 1);
@@ -260,6 +390,7 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 	if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object', options);
 	const protocol: unknown = options.protocol ?? DEFAULT_OPTIONS.protocol;
 	if (protocol !== 'binary' && protocol !== 'http2') throw new InvalidArgumentError('options.protocol', "'binary' or 'http2'", protocol);
+	checkKeys(options, protocol);
 	const environment: unknown = options.environment ?? DEFAULT_OPTIONS.environment;
 	if (environment !== 'production' && environment !== 'sandbox') {
 		throw new InvalidArgumentError('options.environment', "'production' or 'sandbox'", environment);
@@ -270,6 +401,13 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 	const retry = backoffPolicy('retry', DEFAULT_OPTIONS.retry, options.retry);
 	if (options.errorHandler !== undefined && typeof options.errorHandler !== 'function') {
 		throw new InvalidArgumentError('options.errorHandler', 'a function', options.errorHandler);
+	}
+	if (options.logger !== undefined) {
+		const logger: unknown = options.logger;
+		if (logger === null || typeof logger !== 'object' && typeof logger !== 'function') throw new InvalidArgumentError('options.logger', 'a pino-compatible logger', logger);
+		for (const level of ['debug', 'info', 'warn', 'error'] as const) {
+			if (typeof (logger as Record<string, unknown>)[level] !== 'function') throw new InvalidArgumentError(`options.logger.${level}`, 'a function (a pino-compatible logger)', (logger as Record<string, unknown>)[level]);
+		}
 	}
 	const defaults = ENVIRONMENTS[environment];
 	return {
@@ -297,5 +435,6 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		requestTimeoutMs: millis('requestTimeoutMs', options.requestTimeoutMs ?? DEFAULT_OPTIONS.requestTimeoutMs, 1),
 		pingIntervalMs: millis('pingIntervalMs', options.pingIntervalMs ?? DEFAULT_OPTIONS.pingIntervalMs, 1),
 		pingTimeoutMs: millis('pingTimeoutMs', options.pingTimeoutMs ?? DEFAULT_OPTIONS.pingTimeoutMs, 1),
+		rateLimit: rateLimit(options.rateLimit),
 	};
 }

@@ -19,7 +19,9 @@
  * lost together with others say nothing about any one of them and are not counted; the backend's
  * isolation (one notification per connection or stream after an unanswered end) makes the culprit alone.
  */
-import { isTemporaryStatus, STATUS_SHUTDOWN } from './frame.js';
+import { describeStatus, isTemporaryStatus, STATUS_SHUTDOWN } from './frame.js';
+import type { RateGate } from './rate-limit.js';
+import { tokenDelivered, tokenDropped, tokenFailed } from './receipt.js';
 
 /** What an empty-token probe draws (binary statuses 2 and 5). */
 const STATUS_MISSING_TOKEN = 2;
@@ -285,6 +287,8 @@ export class NotificationQueue {
 	readonly maxAttempts: number;
 	#listener: QueueListener | undefined;
 	#nextIdent: number;
+	/** Number of the next token queued, counting from 0 (see `Message.ordinal`). */
+	#ordinal = 0;
 	/** New work: messages with the index of their next unsent token. */
 	#ranges: Range[] = [];
 	#rangeHead = 0;
@@ -295,6 +299,7 @@ export class NotificationQueue {
 	#retained = 0;
 	readonly #scratch = { tries: 0 } as Cursor;
 	#full = false;
+	#gate: RateGate | undefined;
 	/** `idle` was reported and nothing has been pushed since: report a transition once. */
 	#idleReported = true;
 	readonly #stats: QueueStats = {
@@ -345,16 +350,37 @@ export class NotificationQueue {
 
 	/** Whether {@link NotificationQueue.take} would hand out something now. */
 	get canTake(): boolean {
-		return this.unsent > 0 && this.#retained < this.maxRetained;
+		return this.unsent > 0 && this.#retained < this.maxRetained && this.#admitted();
 	}
 
-	/** Append a message: each of its tokens becomes a notification, in order. */
-	push(message: Message): void {
+	/** Limit how fast notifications are handed out (the `rateLimit` option). */
+	setRateGate(gate: RateGate): void {
+		this.#gate = gate;
+	}
+
+	/** The rate gate lets one through now; if not, it is asked for more and wakes the backend then. */
+	#admitted(): boolean {
+		const gate = this.#gate;
+		if (gate === undefined || gate.open) return true;
+		gate.want(this.unsent);
+		return false;
+	}
+
+	/**
+	 * Append a message: each of its tokens becomes a notification, in order. Returns the message as queued:
+	 * `message` itself, or a copy when it was queued before (each send keeps its own delivery state).
+	 */
+	push(message: Message): Message {
+		if (message.ordinal >= 0) message = message.forAnotherSend();
+		message.ordinal = this.#ordinal;
+		this.#ordinal += message.count;
+		message.open = message.count;
 		this.#ranges.push({ message, next: 0 });
 		this.#unsentNew += message.count;
 		this.#stats.queued += message.count;
 		this.#idleReported = false;
 		this.#listener?.wake();
+		return message;
 	}
 
 	/** A log for a new connection. */
@@ -403,6 +429,7 @@ export class NotificationQueue {
 			}
 			return false;
 		}
+		if (this.unsent === 0 || !this.#admitted()) return false;
 		let tries: number;
 		if (this.#resend.size > 0) {
 			cursor.message = this.#resend.message(0);
@@ -421,6 +448,7 @@ export class NotificationQueue {
 			if (range.next === range.message.count) this.#advanceRange();
 		}
 		cursor.tries = tries;
+		this.#gate?.take();
 		this.#retained++;
 		this.#stats.written++;
 		return true;
@@ -432,7 +460,8 @@ export class NotificationQueue {
 	}
 
 	/** An in-flight notification was accepted. */
-	settleDelivered(): void {
+	settleDelivered(n: InFlight): void {
+		tokenDelivered(n.message);
 		this.#delivered(1);
 	}
 
@@ -540,10 +569,20 @@ export class NotificationQueue {
 		this.#close(log);
 	}
 
-	/** Drop everything now (destroy). Returns how many notifications were dropped unsettled. */
-	clear(): number {
+	/**
+	 * Drop everything now (destroy), with `inFlight`: what the backend held outside the queue. Each dropped
+	 * token is settled as dropped for its receipt. Returns how many notifications were dropped unsettled.
+	 */
+	clear(inFlight: Iterable<InFlight> = []): number {
 		const dropped = this.outstanding;
 		this.#stats.dropped += dropped;
+		for (const n of inFlight) tokenDropped(n.message, n.index);
+		for (let r = this.#rangeHead; r < this.#ranges.length; r++) {
+			const range = this.#ranges[r]!;
+			for (let i = range.next; i < range.message.count; i++) tokenDropped(range.message, i);
+		}
+		const rings = [this.#resend, ...[...this.#logs].map((log) => log.ring)];
+		for (const ring of rings) for (let i = 0; i < ring.size; i++) tokenDropped(ring.message(i), ring.index(i));
 		for (const log of this.#logs) log.settled = true;
 		this.#logs.clear();
 		this.#ranges = [];
@@ -573,6 +612,7 @@ export class NotificationQueue {
 
 	#deliverFront(log: SentLog, n: number): void {
 		if (n === 0) return;
+		for (let i = 0; i < n; i++) tokenDelivered(log.ring.message(i));
 		log.ring.dropFront(n);
 		log.sinceProof = log.ring.size;
 		log.answered += n;
@@ -604,6 +644,7 @@ export class NotificationQueue {
 	#failed(message: Message, index: number, ident: number, status: number, detail?: FailureDetail): void {
 		this.#retained--;
 		this.#stats.failed++;
+		tokenFailed(message, index, status, detail?.reason ?? describeStatus(status), detail?.timestamp);
 		this.#listener?.failed(message, index, ident, status, detail);
 	}
 

@@ -32,7 +32,7 @@ test('bad input throws at the call, names the argument, and leaves the queue unt
 
 test('options are checked at construction, naming the option', () => {
 	const c = certs();
-	const base = { cert: c.client.cert, key: c.client.key };
+	const base = { protocol: 'binary', cert: c.client.cert, key: c.client.key };
 	const bad: Array<[object, string]> = [
 		[{ graceMs: -1 }, 'options.graceMs'],
 		[{ protocol: 'spdy' }, 'options.protocol'],

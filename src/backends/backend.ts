@@ -7,8 +7,9 @@
 import type { TlsTarget } from '../credentials.js';
 import type { ConnectionError } from '../errors.js';
 import type { ProviderToken } from '../provider-token.js';
+import type { ApnsIds } from '../receipt.js';
 import type { ResolvedOptions } from '../options.js';
-import type { NotificationQueue } from '../queue.js';
+import type { InFlight, NotificationQueue } from '../queue.js';
 
 /** TLS material and address of the gateway. */
 export type GatewayTls = TlsTarget;
@@ -39,6 +40,8 @@ export interface BackendContext {
 	readonly token?: ProviderToken | undefined;
 	/** HTTP/2: the default `apns-topic` (bundle ID). */
 	readonly topic?: string | undefined;
+	/** HTTP/2: the `apns-id` of each notification. */
+	readonly apnsIds?: ApnsIds | undefined;
 	/** True while someone waits for everything to be settled (`flushMessages`, `close`): probe without delay. */
 	wantsConfirmation(): boolean;
 }
@@ -49,8 +52,11 @@ export interface Backend {
 	wake(): void;
 	/** Close connections once nothing is left to settle on them; stop reconnecting. */
 	close(): Promise<void>;
-	/** Drop every connection now. */
-	destroy(): void;
+	/**
+	 * Drop every connection now. Returns the notifications it held outside the queue (HTTP/2 requests in
+	 * flight or waiting to be retried), so that the queue can settle them as dropped.
+	 */
+	destroy(): Iterable<InFlight>;
 	/** Connect attempts made so far (successful or not). */
 	readonly connectAttempts: number;
 }

@@ -44,7 +44,7 @@ import {
 	writeProbeFrame,
 } from '../frame.js';
 import type { Message } from '../message.js';
-import type { Cursor, SentLog } from '../queue.js';
+import type { Cursor, InFlight, SentLog } from '../queue.js';
 import { CLOSED_UNANSWERED, type Backend, type BackendContext, type DisconnectReason } from './backend.js';
 import { ConnectRate, Reconnect } from './backoff.js';
 import { CLOSE_LINGER_MS, coalesced } from './schedule.js';
@@ -409,7 +409,7 @@ class EventedBackend implements Backend {
 		return done;
 	}
 
-	destroy(): void {
+	destroy(): InFlight[] {
 		this.#destroyed = true;
 		this.#closing = true;
 		this.#reconnect.cancel();
@@ -419,5 +419,6 @@ class EventedBackend implements Backend {
 			conn.stopAwaiting();
 			conn.socket.destroy();
 		}
+		return []; // everything written is in the queue's sent logs
 	}
 }

@@ -336,6 +336,7 @@ class Http2Backend implements Backend {
 			'apns-push-type': m.pushType,
 			'apns-priority': shared.priority,
 		};
+		if (this.#ctx.apnsIds !== undefined) headers['apns-id'] = this.#ctx.apnsIds.of(m, n.index);
 		if (shared.expiration !== undefined) headers['apns-expiration'] = shared.expiration;
 		if (shared.topic !== undefined) headers['apns-topic'] = shared.topic;
 		if (m.collapseId !== undefined) headers['apns-collapse-id'] = m.collapseId;
@@ -402,7 +403,7 @@ class Http2Backend implements Backend {
 		if (status === 200) {
 			s.authorized = true;
 			this.#settled(s);
-			queue.settleDelivered();
+			queue.settleDelivered(n);
 			return;
 		}
 		let reason = `HTTP ${status}`;
@@ -518,18 +519,20 @@ class Http2Backend implements Backend {
 		return done;
 	}
 
-	destroy(): void {
+	destroy(): InFlight[] {
 		this.#destroyed = true;
 		this.#closing = true;
 		this.#reconnect.cancel();
 		this.#rate.cancel();
-		this.#delayed.clear();
+		const held = this.#delayed.clear().map((d) => d.n);
 		for (const s of this.#sessions) {
+			for (const p of s.streams.values()) held.push(p.n);
 			clearInterval(s.pingTimer);
 			clearInterval(s.sweepTimer);
 			clearTimeout(s.lingerTimer);
 			s.session.destroy();
 			s.socket?.destroy();
 		}
+		return held;
 	}
 }

@@ -60,12 +60,15 @@ export class DueQueue<T> {
 	}
 
 	/** Drop everything without handing it over. */
-	clear(): void {
+	/** Remove everything without running it; returns what was waiting. */
+	clear(): T[] {
 		clearTimeout(this.#timer);
 		this.#timer = undefined;
 		this.#armedFor = Infinity;
+		const items = this.#items;
 		this.#at = [];
 		this.#items = [];
+		return items;
 	}
 
 	#arm(): void {

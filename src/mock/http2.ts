@@ -330,6 +330,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 			const priority = headers['apns-priority'] as string | undefined;
 			if (priority !== undefined && !['1', '5', '10'].includes(priority)) return respond(400, 'BadPriority');
 			if (pushType === 'background' && priority === '10') return respond(400, 'BadPriority');
+			if (headers['apns-id'] !== undefined && !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(apnsId)) return respond(400, 'BadMessageId');
 			const collapseId = headers['apns-collapse-id'] as string | undefined;
 			if (collapseId !== undefined && Buffer.byteLength(collapseId) > 64) return respond(400, 'BadCollapseId');
 			if (payload.length === 0) return respond(400, 'PayloadEmpty');

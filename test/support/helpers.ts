@@ -38,6 +38,7 @@ export async function feedbackService(t: TestContext, options: Omit<MockFeedback
 export function manager(t: TestContext, gw: { host: string; port: number } | undefined, options: Partial<ApnsManagerOptions> = {}): ApnsManager {
 	const c = certs();
 	const m = new ApnsManager({
+		protocol: 'binary', // the mocks these tests start are binary unless they say otherwise
 		cert: c.client.cert,
 		key: c.client.key,
 		ca: c.ca.cert,
