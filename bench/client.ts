@@ -56,7 +56,7 @@ async function raw(all: string[]): Promise<Seen> {
 		let o = 0;
 		for (let k = 0; k < count; k++, i++) {
 			token.write(all[i]!, 'hex');
-			o = writeFrame(chunk, o, token, 0, payload, i + 1, 0, 10);
+			o = writeFrame(chunk, o, token, 0, payload, 0, payload.length, i + 1, 0, 10);
 		}
 		if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve));
 	}

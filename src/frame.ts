@@ -58,27 +58,31 @@ export function frameBytes(payloadBytes: number): number {
 
 /**
  * Write one command-2 frame with all five items at `offset` of `out` (which must have room for
- * {@link frameBytes}). Returns the offset after the frame.
+ * {@link frameBytes}): the token is the 32 bytes at `tokenAt` of `tokens`, the payload `payloadLength`
+ * bytes at `payloadAt` of `payload` (offsets, so a message's bytes are copied without a view per frame).
+ * Returns the offset after the frame.
  */
 export function writeFrame(
 	out: Buffer,
 	offset: number,
 	tokens: Buffer,
-	tokenIndex: number,
+	tokenAt: number,
 	payload: Buffer,
+	payloadAt: number,
+	payloadLength: number,
 	ident: number,
 	expiry: number,
 	priority: number,
 ): number {
 	let o = offset;
 	out[o++] = COMMAND_FRAME;
-	o = out.writeUInt32BE(FRAME_OVERHEAD - 5 + payload.length, o);
+	o = out.writeUInt32BE(FRAME_OVERHEAD - 5 + payloadLength, o);
 	out[o++] = ITEM_TOKEN;
 	o = out.writeUInt16BE(TOKEN_BYTES, o);
-	o += tokens.copy(out, o, tokenIndex * TOKEN_BYTES, (tokenIndex + 1) * TOKEN_BYTES);
+	o += tokens.copy(out, o, tokenAt, tokenAt + TOKEN_BYTES);
 	out[o++] = ITEM_PAYLOAD;
-	o = out.writeUInt16BE(payload.length, o);
-	o += payload.copy(out, o);
+	o = out.writeUInt16BE(payloadLength, o);
+	o += payload.copy(out, o, payloadAt, payloadAt + payloadLength);
 	out[o++] = ITEM_IDENT;
 	o = out.writeUInt16BE(4, o);
 	o = out.writeUInt32BE(ident, o);

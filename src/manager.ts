@@ -236,7 +236,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	}
 
 	#enqueue(message: Message, argument: string): Receipt {
-		const size = message.encodedPayload.length;
+		const size = message.payloadLength;
 		const http2 = this.#options.protocol === 'http2';
 		const limit = !http2 ? MAX_BINARY_PAYLOAD_BYTES : message.pushType === 'voip' ? MAX_HTTP2_VOIP_PAYLOAD_BYTES : MAX_HTTP2_PAYLOAD_BYTES;
 		if (size > limit) throw new InvalidArgumentError(argument, `a payload of at most ${limit} bytes once encoded`, `${size} bytes`);

@@ -276,10 +276,6 @@ export interface QueueStats {
 	dropped: number;
 }
 
-interface Range {
-	message: Message;
-	next: number;
-}
 
 /** See the module comment. */
 export class NotificationQueue {
@@ -290,7 +286,10 @@ export class NotificationQueue {
 	/** Number of the next token queued, counting from 0 (see `Message.ordinal`). */
 	#ordinal = 0;
 	/** New work: messages with the index of their next unsent token. */
-	#ranges: Range[] = [];
+	/** New work: messages in order; only the first one (at `#rangeHead`) may be partly handed out. */
+	#ranges: Array<Message | undefined> = [];
+	/** Index of the next token to hand out of the message at `#rangeHead`. */
+	#headNext = 0;
 	#rangeHead = 0;
 	#unsentNew = 0;
 	/** Re-sends, ahead of new work. */
@@ -375,7 +374,7 @@ export class NotificationQueue {
 		message.ordinal = this.#ordinal;
 		this.#ordinal += message.count;
 		message.open = message.count;
-		this.#ranges.push({ message, next: 0 });
+		this.#ranges.push(message);
 		this.#unsentNew += message.count;
 		this.#stats.queued += message.count;
 		this.#idleReported = false;
@@ -440,12 +439,12 @@ export class NotificationQueue {
 		} else {
 			const range = this.#ranges[this.#rangeHead];
 			if (range === undefined) return false;
-			cursor.message = range.message;
-			cursor.index = range.next++;
+			cursor.message = range;
+			cursor.index = this.#headNext++;
 			cursor.ident = this.#allocIdent();
 			tries = 1;
 			this.#unsentNew--;
-			if (range.next === range.message.count) this.#advanceRange();
+			if (this.#headNext === range.count) this.#advanceRange();
 		}
 		cursor.tries = tries;
 		this.#gate?.take();
@@ -487,7 +486,8 @@ export class NotificationQueue {
 	}
 
 	#advanceRange(): void {
-		this.#ranges[this.#rangeHead] = undefined as unknown as Range;
+		this.#ranges[this.#rangeHead] = undefined;
+		this.#headNext = 0;
 		this.#rangeHead++;
 		if (this.#rangeHead === this.#ranges.length) {
 			this.#ranges = [];
@@ -579,7 +579,7 @@ export class NotificationQueue {
 		for (const n of inFlight) tokenDropped(n.message, n.index);
 		for (let r = this.#rangeHead; r < this.#ranges.length; r++) {
 			const range = this.#ranges[r]!;
-			for (let i = range.next; i < range.message.count; i++) tokenDropped(range.message, i);
+			for (let i = r === this.#rangeHead ? this.#headNext : 0; i < range.count; i++) tokenDropped(range, i);
 		}
 		const rings = [this.#resend, ...[...this.#logs].map((log) => log.ring)];
 		for (const ring of rings) for (let i = 0; i < ring.size; i++) tokenDropped(ring.message(i), ring.index(i));
@@ -587,6 +587,7 @@ export class NotificationQueue {
 		this.#logs.clear();
 		this.#ranges = [];
 		this.#rangeHead = 0;
+		this.#headNext = 0;
 		this.#unsentNew = 0;
 		this.#resend.dropFront(this.#resend.size);
 		this.#retained = 0;

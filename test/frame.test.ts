@@ -17,7 +17,7 @@ const payload = Buffer.from('{"aps":{"alert":"hi"}}');
 
 test('command 2 frame: all five items, 61 + payload bytes, big-endian', () => {
 	const out = Buffer.alloc(frameBytes(payload.length));
-	const end = writeFrame(out, 0, token, 0, payload, 0xdeadbeef, 1_893_456_000, 5);
+	const end = writeFrame(out, 0, token, 0, payload, 0, payload.length, 0xdeadbeef, 1_893_456_000, 5);
 	// 5 header + (3+32) token + (3+L) payload + (3+4) ident + (3+4) expiry + (3+1) priority = 61 + L.
 	// (shared/docs/apns-protocol.md §A.4 adds this up to 58 + L, which is three bytes short.)
 	assert.equal(end, 61 + payload.length);
@@ -40,8 +40,8 @@ test('command 2 frame: all five items, 61 + payload bytes, big-endian', () => {
 
 test('parser: reads back command 2 exactly, and waits for more bytes on a partial frame', () => {
 	const out = Buffer.alloc(frameBytes(payload.length) * 2);
-	let end = writeFrame(out, 0, token, 0, payload, 7, 0, 10);
-	end = writeFrame(out, end, token, 0, payload, 8, 99, 5);
+	let end = writeFrame(out, 0, token, 0, payload, 0, payload.length, 7, 0, 10);
+	end = writeFrame(out, end, token, 0, payload, 0, payload.length, 8, 99, 5);
 	const first = parseNotification(out, 0)!;
 	assert.equal(first.notification.status, 0);
 	assert.equal(first.notification.ident, 7);
@@ -69,14 +69,14 @@ test('parser: commands 0 and 1', () => {
 test('parser: status codes for bad frames', () => {
 	const big = Buffer.alloc(2049, 0x61);
 	const out = Buffer.alloc(frameBytes(big.length));
-	writeFrame(out, 0, token, 0, big, 1, 0, 10);
+	writeFrame(out, 0, token, 0, big, 0, big.length, 1, 0, 10);
 	assert.equal(parseNotification(out, 0)!.notification.status, 7, 'payload over 2048 bytes');
 	const shortToken = Buffer.alloc(frameBytes(2));
-	writeFrame(shortToken, 0, Buffer.alloc(32), 0, Buffer.from('{}'), 1, 0, 10);
+	writeFrame(shortToken, 0, Buffer.alloc(32), 0, Buffer.from('{}'), 0, 2, 1, 0, 10);
 	shortToken.writeUInt16BE(31, 6); // claim a 31-byte token: the item boundaries shift and the frame is unreadable
 	assert.notEqual(parseNotification(shortToken, 0)!.notification.status, 0);
 	const badPriority = Buffer.alloc(frameBytes(2));
-	writeFrame(badPriority, 0, token, 0, Buffer.from('{}'), 1, 0, 7);
+	writeFrame(badPriority, 0, token, 0, Buffer.from('{}'), 0, 2, 1, 0, 7);
 	assert.equal(parseNotification(badPriority, 0)!.notification.status, 128);
 	const unknown = parseNotification(Buffer.from([9, 0, 0]), 0)!;
 	assert.deepEqual([unknown.notification.status, unknown.end], [128, -1]);

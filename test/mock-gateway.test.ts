@@ -43,7 +43,7 @@ test('parses commands 0, 1 and 2 and records each', async (t) => {
 	enhancedHead.writeUInt32BE(123, 5);
 	const enhanced = Buffer.concat([enhancedHead, Buffer.from([0, 32]), token, Buffer.from([0, payload.length]), payload]);
 	const frame = Buffer.alloc(frameBytes(payload.length));
-	writeFrame(frame, 0, token, 0, payload, 78, 0, 5);
+	writeFrame(frame, 0, token, 0, payload, 0, payload.length, 78, 0, 5);
 	// Split across writes at awkward places: the mock must reassemble.
 	const all = Buffer.concat([simple, enhanced, frame]);
 	for (let o = 0; o < all.length; o += 13) socket.write(all.subarray(o, o + 13));
@@ -67,9 +67,9 @@ test('a malformed frame gets an error response and the connection is closed; the
 	const socket = await rawClient(gw.port);
 	const closed = answer(socket);
 	const bad = Buffer.alloc(frameBytes(2100));
-	writeFrame(bad, 0, token, 0, Buffer.alloc(2100, 0x20), 9, 0, 10);
+	writeFrame(bad, 0, token, 0, Buffer.alloc(2100, 0x20), 0, 2100, 9, 0, 10);
 	const good = Buffer.alloc(frameBytes(payload.length));
-	writeFrame(good, 0, token, 0, payload, 10, 0, 10);
+	writeFrame(good, 0, token, 0, payload, 0, payload.length, 10, 0, 10);
 	socket.write(Buffer.concat([bad, good]));
 	assert.deepEqual(await closed, encodeErrorResponse(7, 9));
 	assert.equal(gw.acceptedCount, 0);
@@ -95,7 +95,7 @@ test('a client without a certificate from the trusted CA is not let in', async (
 /** One command-2 frame for `tk` with ident `ident`. */
 function frameFor(tk: Buffer, ident: number): Buffer {
 	const out = Buffer.alloc(frameBytes(payload.length));
-	writeFrame(out, 0, tk, 0, payload, ident, 0, 10);
+	writeFrame(out, 0, tk, 0, payload, 0, payload.length, ident, 0, 10);
 	return out;
 }
 

@@ -43,7 +43,7 @@ import {
 	writeFrame,
 	writeProbeFrame,
 } from '../frame.js';
-import type { Message } from '../message.js';
+import { TOKEN_BYTES, type Message } from '../message.js';
 import type { Cursor, InFlight, SentLog } from '../queue.js';
 import { CLOSED_UNANSWERED, type Backend, type BackendContext, type DisconnectReason } from './backend.js';
 import { ConnectRate, Reconnect } from './backoff.js';
@@ -218,7 +218,7 @@ class EventedBackend implements Backend {
 			const cursor = this.#cursor;
 			while (used + MAX_FRAME_BYTES <= SLAB_BYTES && (!limited || log.sinceProof < every) && queue.take(log, cursor)) {
 				const m = cursor.message;
-				used = writeFrame(slab, used, m.tokenBytes, cursor.index, m.encodedPayload, cursor.ident, m.expiry ?? 0, m.priority);
+				used = writeFrame(slab, used, m.chunk, m.start + cursor.index * TOKEN_BYTES, m.chunk, m.payloadStart, m.payloadLength, cursor.ident, m.expiry ?? 0, m.priority);
 			}
 			if (used === 0) {
 				this.#recycle(slab);
