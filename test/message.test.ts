@@ -76,3 +76,29 @@ test('expiration: a Date or UNIX seconds; none stays none (not 0); milliseconds 
 	rejects(() => new Message(TOKEN, { aps: {} }, { expiration: -5 }), 'options.expiration', /UNIX seconds >= 0/);
 	rejects(() => new Message(TOKEN, { aps: {} }, { expiration: 1.5 }), 'options.expiration', /whole number/);
 });
+
+test('compact storage: 5,000 messages share arena chunks without overlap; a refused one leaves nothing behind; a large one has its own buffer', () => {
+	const token = (i: number) => `${'c0'.repeat(28)}${i.toString(16).padStart(8, '0')}`;
+	const messages: Message[] = [];
+	for (let i = 0; i < 5000; i++) {
+		if (i % 1000 === 500) assert.throws(() => new Message([token(i), 'zz'.repeat(32)], { aps: { alert: 'refused' } }), InvalidArgumentError);
+		messages.push(Message.fromAps(token(i), { alert: `n${i} ${'é'.repeat(i % 7)}` }, { extra: { i } }));
+	}
+	messages.forEach((m, i) => {
+		assert.equal(m.token(0), token(i));
+		assert.deepEqual(m.payload, { i, aps: { alert: `n${i} ${'é'.repeat(i % 7)}` } });
+		assert.equal(m.encodedPayload.length, m.payloadLength);
+		assert.equal(m.tokenBytes.toString('hex'), token(i));
+	});
+	assert.ok(new Set(messages.map((m) => m.chunk)).size < 100, 'shared chunks, not a buffer each');
+	// Packed back to back (8-byte aligned), the refused ones included: a refusal takes no room.
+	for (let i = 1; i < messages.length; i++) {
+		const [a, b] = [messages[i - 1]!, messages[i]!];
+		if (a.chunk === b.chunk) assert.equal(b.start, (a.start + 32 + a.payloadLength + 7) & ~7, `message ${i}`);
+	}
+	const big = Message.fromAps(Array.from({ length: 3000 }, (_, i) => token(i)), { alert: 'broadcast' });
+	assert.equal(big.tokenBytes.length, 3000 * 32);
+	assert.equal(big.token(2999), token(2999));
+	assert.notEqual(big.chunk, messages.at(-1)!.chunk);
+	assert.deepEqual(big.payload, { aps: { alert: 'broadcast' } });
+});
