@@ -239,12 +239,14 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		}
 	});
 	server.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
-		const session = stream.session as http2.ServerHttp2Session;
-		const state = states.get(session)!;
+		const session = stream.session as http2.ServerHttp2Session | undefined;
+		const state = session === undefined ? undefined : states.get(session);
 		// A stream the server received always has its id (only a client's pending streams lack one).
 		const id = stream.id ?? 0;
 		requests++;
 		stream.on('error', () => {});
+		// Its connection was cut (killSessionOnToken) in the same read that brought this stream: nobody to answer.
+		if (session === undefined || state === undefined) return;
 		if (state.lastStreamId !== undefined && id > state.lastStreamId && !faults.goawayKeepsProcessing) {
 			// Above the lastStreamId announced: never processed, so the client may safely send it again elsewhere.
 			resets++;
