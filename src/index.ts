@@ -13,7 +13,7 @@ export { Feedback } from './feedback.js';
 export { ApnsError, ClosedError, ConnectionError, CredentialsError, DeliveryError, InvalidArgumentError, ProtocolError, TimeoutError } from './errors.js';
 export type { ApnsErrorCode } from './errors.js';
 export { DEFAULT_OPTIONS, ENVIRONMENTS } from './options.js';
-export type { Address, ApnsManagerOptions, ReconnectOptions } from './options.js';
+export type { Address, ApnsManagerOptions, ProxyOptions, ReconnectOptions } from './options.js';
 export { NotificationQueue, DEFAULT_QUEUE_OPTIONS } from './queue.js';
 export type { Cursor, FailureDetail, InFlight, QueueListener, QueueOptions, QueueStats, ResendReason, SentLog } from './queue.js';
 export type { Backend, BackendContext, BackendEvents, BackendFactory, DisconnectReason, GatewayTls } from './backends/backend.js';

@@ -57,9 +57,10 @@ function authority(host: string, port: number): string {
 }
 
 /**
- * Open a tunnel to `host:port` through `proxy`. The stream emits `'connect'` once the proxy has answered
- * 2xx, and is destroyed with a {@link ConnectionError} when the proxy cannot be reached, refuses, answers
- * something that is not HTTP, or closes first.
+ * Open a tunnel to `host:port` through `proxy`: a stream that carries bytes once the proxy has answered
+ * 2xx (what is written before is held until then), and is destroyed with a {@link ConnectionError} when
+ * the proxy cannot be reached, refuses, answers something that is not HTTP, or the tunnel closes before a
+ * byte came back.
  */
 export function openTunnel(proxy: ResolvedProxy, host: string, port: number): Duplex {
 	return new Tunnel(proxy, host, port);
@@ -99,19 +100,19 @@ class Tunnel extends Duplex {
 		});
 		// An open tunnel that ends before the gateway sent a byte never carried a TLS handshake: say so
 		// (TLS alone would only say the socket disconnected).
-		const closedEmpty = `the tunnel through the proxy ${proxy} to ${this.#target} closed before a byte came back (the proxy, or the server behind it, hung up)`;
+		const closedEmpty = `The tunnel through the proxy ${proxy} to ${this.#target} closed before a byte came back (the proxy, or the server behind it, hung up)`;
 		socket.on('end', () => {
 			if (this.#answer !== undefined) return; // 'close' follows
 			if (this.#received) this.push(null);
 			else this.#fail(closedEmpty);
 		});
 		socket.on('error', (error: Error) => {
-			if (this.#answer !== undefined) this.#fail(`cannot reach the proxy ${proxy} (${error.message})`, error);
+			if (this.#answer !== undefined) this.#fail(`Cannot reach the proxy ${proxy} (${error.message})`, error);
 			else if (!this.#received) this.#fail(`${closedEmpty}: ${error.message}`, error);
 			else this.destroy(error);
 		});
 		socket.on('close', () => {
-			if (this.#answer !== undefined) this.#fail(`the proxy ${proxy} closed the connection before answering CONNECT ${this.#target}`);
+			if (this.#answer !== undefined) this.#fail(`The proxy ${proxy} closed the connection before answering CONNECT ${this.#target}`);
 			else if (!this.#received) this.#fail(closedEmpty);
 			else this.destroy();
 		});
@@ -122,24 +123,25 @@ class Tunnel extends Duplex {
 		const answer = Buffer.concat([this.#answer!, chunk]);
 		this.#answer = answer;
 		const end = answer.indexOf('\r\n\r\n');
-		if (!answer.subarray(0, 5).equals(Buffer.from('HTTP/').subarray(0, Math.min(5, answer.length)))) {
-			this.#fail(`the proxy ${this.#proxy} answered CONNECT ${this.#target} with something that is not HTTP: ${shown(answer)}`);
+		const prefix = Math.min(5, answer.length);
+		if (answer.toString('latin1', 0, prefix) !== 'HTTP/'.slice(0, prefix)) {
+			this.#fail(`The proxy ${this.#proxy} answered CONNECT ${this.#target} with something that is not HTTP: ${shown(answer)}`);
 			return;
 		}
 		if (end < 0) {
-			if (answer.length > MAX_ANSWER_BYTES) this.#fail(`the proxy ${this.#proxy} answered CONNECT ${this.#target} with over ${MAX_ANSWER_BYTES} bytes of headers`);
+			if (answer.length > MAX_ANSWER_BYTES) this.#fail(`The proxy ${this.#proxy} answered CONNECT ${this.#target} with over ${MAX_ANSWER_BYTES} bytes of headers`);
 			return;
 		}
 		const statusLine = answer.toString('latin1', 0, answer.indexOf('\r\n'));
 		const status = /^HTTP\/\d(?:\.\d)? (\d{3})(?: |$)/.exec(statusLine)?.[1];
 		if (status === undefined) {
-			this.#fail(`the proxy ${this.#proxy} answered CONNECT ${this.#target} with something that is not HTTP: ${shown(answer)}`);
+			this.#fail(`The proxy ${this.#proxy} answered CONNECT ${this.#target} with something that is not HTTP: ${shown(answer)}`);
 			return;
 		}
 		if (status[0] !== '2') {
 			const hint =
 				status === '407' ? (this.#proxy.authenticated ? ' (it did not accept the credentials in proxy.auth)' : ' (it wants credentials: give proxy.auth)') : '';
-			this.#fail(`the proxy ${this.#proxy} refused CONNECT ${this.#target}: ${shown(Buffer.from(statusLine, 'latin1'))}${hint}`);
+			this.#fail(`The proxy ${this.#proxy} refused CONNECT ${this.#target}: ${shown(Buffer.from(statusLine, 'latin1'))}${hint}`);
 			return;
 		}
 		this.#answer = undefined;
@@ -154,9 +156,8 @@ class Tunnel extends Duplex {
 		if (this.#endWhenOpen) this.#socket.end();
 	}
 
-	#fail(why: string, cause?: Error): void {
-		if (this.destroyed) return;
-		this.destroy(new ConnectionError(why.charAt(0).toUpperCase() + why.slice(1), cause === undefined ? undefined : { cause }));
+	#fail(message: string, cause?: Error): void {
+		if (!this.destroyed) this.destroy(new ConnectionError(message, cause === undefined ? undefined : { cause }));
 	}
 
 	#send(chunks: Buffer[], callback: (error?: Error | null) => void): void {
