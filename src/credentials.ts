@@ -11,6 +11,7 @@ import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type Forge from 'node-forge';
 import { CredentialsError } from './errors.js';
+import { openTunnel, type ResolvedProxy } from './proxy.js';
 
 // node-forge costs ~8 MB of memory and a few ms to load; token-auth HTTP/2 users never need it.
 let forgeModule: typeof Forge | undefined;
@@ -76,12 +77,18 @@ export interface TlsTarget {
 	readonly cert?: string | undefined;
 	readonly key?: string | undefined;
 	readonly ca: string[] | undefined;
+	/** Reach `host:port` through this HTTP proxy (a CONNECT tunnel); TLS still checks `host`'s certificate. */
+	readonly proxy?: ResolvedProxy | undefined;
 }
 
 /** One TLS context per target: parsing the key and certificates again on every reconnect is wasted work. */
 const contexts = new WeakMap<TlsTarget, tls.SecureContext>();
 
-/** Open a TLS connection to `target` with its client certificate (SNI only for host names, not IPs). */
+/**
+ * Open a TLS connection to `target` with its client certificate (SNI only for host names, not IPs),
+ * through its proxy if it has one: the socket is the same either way, and a proxy that fails makes it emit
+ * `'error'` and `'close'` as a failed connect does.
+ */
 export function connectTls(target: TlsTarget, extra: tls.ConnectionOptions = {}): tls.TLSSocket {
 	let secureContext = contexts.get(target);
 	if (secureContext === undefined) {
@@ -95,6 +102,8 @@ export function connectTls(target: TlsTarget, extra: tls.ConnectionOptions = {})
 	return tls.connect({
 		host: target.host,
 		port: target.port,
+		// TLS over the tunnel starts once the proxy has answered; `host` is still what the certificate must name.
+		...(target.proxy === undefined ? {} : { socket: openTunnel(target.proxy, target.host, target.port) }),
 		secureContext,
 		...(isIP(target.host) === 0 ? { servername: target.host } : {}),
 		...extra,

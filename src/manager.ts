@@ -166,7 +166,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		this.#backend = factory({
 			queue: this.#queue,
 			options: o,
-			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca },
+			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca, proxy: o.proxy.gateway },
 			token: this.#token,
 			topic: this.#topic,
 			apnsIds: this.#apnsIds,
@@ -333,7 +333,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		}
 		const c = this.#credentials!;
 		return readFeedback(
-			{ host: o.feedback.host, port: o.feedback.port, cert: c.cert, key: c.key, ca: c.ca, idleTimeoutMs: o.feedbackIdleTimeoutMs, connectTimeoutMs: o.connectTimeoutMs, timeoutMs: o.feedbackTimeoutMs },
+			{ host: o.feedback.host, port: o.feedback.port, cert: c.cert, key: c.key, ca: c.ca, proxy: o.proxy.feedback, idleTimeoutMs: o.feedbackIdleTimeoutMs, connectTimeoutMs: o.connectTimeoutMs, timeoutMs: o.feedbackTimeoutMs },
 			(feedback) => {
 				this.#guard(() => callback(feedback));
 				this.#emit('feedback', feedback);

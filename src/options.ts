@@ -7,12 +7,22 @@ import type { ProviderTokenOptions } from './provider-token.js';
 import type { DeliveryError } from './errors.js';
 import { InvalidArgumentError } from './errors.js';
 import { DEFAULT_FEEDBACK_TIMEOUT_MS } from './feedback.js';
+import { resolveProxies, type ResolvedProxies } from './proxy.js';
 import { DEFAULT_QUEUE_OPTIONS } from './queue.js';
 
 /** A host and port. */
 export interface Address {
 	readonly host: string;
 	readonly port: number;
+}
+
+/** An HTTP proxy that connections go through, by CONNECT (RFC 9110 §9.3.6). */
+export interface ProxyOptions {
+	/** The proxy's host name or IP address. */
+	readonly host: string;
+	readonly port: number;
+	/** Credentials sent as `Proxy-Authorization: Basic` (never printed, never in an error). */
+	readonly auth?: { readonly username: string; readonly password: string };
 }
 
 /** Reconnection policy: capped exponential backoff with jitter. */
@@ -70,6 +80,14 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly gateway?: Partial<Address>;
 	/** Feedback service address; defaults to the environment's. */
 	readonly feedback?: Partial<Address>;
+	/**
+	 * Reach the gateway and the feedback service through an HTTP proxy (CONNECT tunnel; TLS and the
+	 * certificate check stay end to end with the gateway). `'env'`: the proxy in HTTPS_PROXY (else
+	 * ALL_PROXY; lower-case names first), an `http://[user:password@]host[:port]` URL, unless NO_PROXY
+	 * names the gateway (or the feedback service: each is looked up on its own); read at construction.
+	 * @default no proxy
+	 */
+	readonly proxy?: ProxyOptions | 'env';
 	/**
 	 * Check at construction that the certificate carries Apple's extension for `environment`. Turn off only
 	 * for a compatible gateway that issues its own certificates.
@@ -210,6 +228,7 @@ const OPTION_PROTOCOL: Readonly<Record<keyof ApnsManagerOptions, 'both' | 'binar
 	errorHandler: 'both',
 	logger: 'both',
 	rateLimit: 'both',
+	proxy: 'both',
 	token: 'http2',
 	topic: 'http2',
 	connections: 'http2',
@@ -317,6 +336,8 @@ export interface ResolvedOptions {
 	readonly environment: Environment;
 	readonly gateway: Address;
 	readonly feedback: Address;
+	/** The proxy of each connection, if any. */
+	readonly proxy: ResolvedProxies;
 	readonly graceMs: number;
 	readonly maxRetained: number;
 	readonly confirmEvery: number;
@@ -410,11 +431,14 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		}
 	}
 	const defaults = ENVIRONMENTS[environment];
+	const gateway = address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway);
+	const feedback = address('feedback', options.feedback, defaults.feedback);
 	return {
 		environment,
 		protocol,
-		gateway: address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway),
-		feedback: address('feedback', options.feedback, defaults.feedback),
+		gateway,
+		feedback,
+		proxy: resolveProxies(options.proxy, { gateway, feedback }),
 		graceMs: millis('graceMs', options.graceMs ?? DEFAULT_OPTIONS.graceMs, 1),
 		maxRetained: wholeNumber('maxRetained', options.maxRetained ?? DEFAULT_OPTIONS.maxRetained, 1),
 		confirmEvery: wholeNumber('confirmEvery', options.confirmEvery ?? DEFAULT_OPTIONS.confirmEvery, 0),

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { makePkcs12, startMockApnsHttp2, type MockApnsHttp2Faults } from '../src/testing.js';
+import { makePkcs12, startMockApnsHttp2, startMockProxy, type MockApnsHttp2Faults } from '../src/testing.js';
 import { parseProxy, UsageError } from '../src/cli/args.js';
 import * as demoCommand from '../src/cli/demo.js';
 import * as feedbackCommand from '../src/cli/feedback.js';
@@ -224,7 +224,7 @@ test('send: each usage error exits 2 with one line naming the flag and a hint, b
 		['--p8 with --protocol binary', [...base, '--alert', 'x', '--protocol', 'binary'], /^apns-worker send: --p8 is an HTTP\/2 feature: not with --protocol binary$/],
 		['--collapse-id with --protocol binary', ['--cert', files.cert, '--key', files.key, '--token', good[0]!, '--alert', 'x', '--protocol', 'binary', '--collapse-id', 'c'], /^apns-worker send: --collapse-id is an HTTP\/2 feature/],
 		['--priority 1 with --protocol binary', ['--cert', files.cert, '--key', files.key, '--token', good[0]!, '--alert', 'x', '--protocol', 'binary', '--priority', '1'], /^apns-worker send: --priority 1 is HTTP\/2 only/],
-		['bad --proxy', [...base, '--alert', 'x', '--proxy', 'socks5://u:s3cret-proxy-pw@127.0.0.1:1080'], /^apns-worker send: --proxy must be an http:\/\/ URL/],
+		['bad --proxy', [...base, '--alert', 'x', '--proxy', 'socks5://u:s3cret-proxy-pw@127.0.0.1:1080'], /^apns-worker send: --proxy must be http:\/\/\[user:password@\]host\[:port\] \(an HTTP CONNECT proxy; https:\/\/ and SOCKS are not supported\)/],
 		['unreadable --ca', [...base, '--alert', 'x', '--ca', join(dir, 'none.pem')], /^apns-worker send: --ca: cannot read .*none\.pem: no such file$/],
 		['--ca not PEM', [...base, '--alert', 'x', '--ca', files.p12], /^apns-worker send: --ca: .*client\.p12 is not a PEM file/],
 	];
@@ -329,7 +329,10 @@ test('--proxy: the URL becomes { host, port, auth }; no error repeats the passwo
 	assert.deepEqual(parseProxy('http://proxy.internal:3128'), { host: 'proxy.internal', port: 3128 });
 	assert.deepEqual(parseProxy('http://me:s3cret-proxy-pw%40x@127.0.0.1:8080'), { host: '127.0.0.1', port: 8080, auth: { username: 'me', password: 's3cret-proxy-pw@x' } });
 	assert.deepEqual(parseProxy('http://[::1]:8080/'), { host: '::1', port: 8080 });
-	for (const bad of ['me:s3cret-proxy-pw@127.0.0.1:8080', 'https://me:s3cret-proxy-pw@127.0.0.1:8080', 'http://me:s3cret-proxy-pw@127.0.0.1', 'http://me:s3cret-proxy-pw@127.0.0.1:8080/path', 'http://me:s3cret-proxy-pw%zz@127.0.0.1:8080']) {
+	// The library's reading of proxy URLs, as for HTTPS_PROXY: the scheme may be left out, the port defaults to 80.
+	assert.deepEqual(parseProxy('me:pw@127.0.0.1:8080'), { host: '127.0.0.1', port: 8080, auth: { username: 'me', password: 'pw' } });
+	assert.deepEqual(parseProxy('http://127.0.0.1'), { host: '127.0.0.1', port: 80 });
+	for (const bad of ['https://me:s3cret-proxy-pw@127.0.0.1:8080', 'socks5://me:s3cret-proxy-pw@127.0.0.1:1080', 'http://me:s3cret-proxy-pw@127.0.0.1:8080/path', 'http://me:s3cret-proxy-pw%zz@127.0.0.1:8080']) {
 		assert.throws(
 			() => parseProxy(bad),
 			(error: unknown) => error instanceof UsageError && error.message.startsWith('--proxy') && !error.message.includes('s3cret-proxy-pw'),
@@ -338,14 +341,20 @@ test('--proxy: the URL becomes { host, port, auth }; no error repeats the passwo
 	}
 });
 
-test('send --proxy: until the library has a proxy option, a usage error that says so (the password never shown)', async (t) => {
-	// Passed to the manager as `proxy`; this build refuses the unknown option. Once the proxy option is
-	// merged, this test is to be replaced by one that sends through a CONNECT proxy on 127.0.0.1.
+test('send --proxy: through an HTTP CONNECT proxy on 127.0.0.1 with credentials; the password never shown', async (t) => {
 	const server = await mock(t);
-	const run = await cli(['send', ...p8Flags(server), '--token', makeTokens(1, 0x39)[0]!, '--alert', 'x', '--proxy', 'http://me:s3cret-proxy-pw@127.0.0.1:3128']);
-	assert.equal(run.code, 2);
-	assert.match(run.stderr, /^apns-worker send: --proxy: this version of the apns-worker library cannot use a proxy\n/);
-	assert.equal(server.requests, 0);
+	const proxy = await startMockProxy({ auth: { username: 'me', password: 's3cret-proxy-pw' } });
+	t.after(() => proxy.close());
+	const tokens = makeTokens(20, 0x39);
+	const run = await cli(['send', ...p8Flags(server), ...tokens.flatMap((tk) => ['--token', tk]), '--alert', 'via proxy', '--json', '--proxy', `http://me:s3cret-proxy-pw@127.0.0.1:${proxy.port}`]);
+	assert.equal(run.code, 0, run.stderr);
+	assert.equal(JSON.parse(run.stdout).delivered, 20);
+	assert.deepEqual(proxy.tunnels, [`127.0.0.1:${server.port}`]);
+	assert.equal(server.acceptedCount, 20);
+	const wrong = await cli(['send', ...p8Flags(server), '--token', tokens[0]!, '--alert', 'x', '--timeout', '2', '--proxy', `http://me:wrong-pw@127.0.0.1:${proxy.port}`]);
+	assert.equal(wrong.code, 1, 'nothing delivered: reported, not a usage error');
+	assert.match(wrong.stderr, /407/);
+	assert.ok(!wrong.stderr.includes('wrong-pw') && !wrong.stdout.includes('wrong-pw'));
 });
 
 test('progress line: at most 10 redraws a second, sent / delivered / failed / rate, cleared before other output', (t) => {

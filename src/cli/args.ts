@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { proxyFromUrl, type ProxyOptions } from '../index.js';
 
 /** Something wrong with the command line or the files it names. `main` prints it with a hint and exits 2. */
 export class UsageError extends Error {
@@ -99,34 +100,15 @@ export function readPemFile(flag: string, path: string): string {
 	return text;
 }
 
-/** A proxy for the gateway connection, as the manager's `proxy` option takes it. */
-export interface ProxyOption {
-	readonly host: string;
-	readonly port: number;
-	readonly auth?: { readonly username: string; readonly password: string };
-}
-
 /**
- * `--proxy http://[user:pass@]host:port` → `{ host, port, auth? }` (an HTTP CONNECT proxy; the
- * user name and password percent-decoded). Errors never repeat the value: it may hold a password.
+ * `--proxy http://[user:pass@]host:port` → the manager's `proxy` option (the library's own parser, so the
+ * flag and `HTTPS_PROXY` read URLs the same way). Errors never repeat the value: it may hold a password.
  */
-export function parseProxy(value: string): ProxyOption {
-	let url: URL;
+export function parseProxy(value: string): ProxyOptions {
 	try {
-		url = new URL(value);
-	} catch {
-		throw new UsageError('--proxy must be a URL such as http://host:3128 or http://user:password@host:3128');
-	}
-	if (url.protocol !== 'http:') throw new UsageError('--proxy must be an http:// URL (an HTTP CONNECT proxy)');
-	if (url.pathname !== '/' || url.search !== '' || url.hash !== '') throw new UsageError('--proxy must be http://[user:password@]host:port, with no path');
-	if (url.port === '') throw new UsageError('--proxy must name the port: http://host:PORT');
-	const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
-	const port = Number(url.port);
-	if (url.username === '' && url.password === '') return { host, port };
-	try {
-		return { host, port, auth: { username: decodeURIComponent(url.username), password: decodeURIComponent(url.password) } };
-	} catch {
-		throw new UsageError('--proxy: the user name or password is not valid percent-encoding');
+		return proxyFromUrl(value);
+	} catch (error) {
+		throw new UsageError(`--proxy must be http://[user:password@]host[:port] (an HTTP CONNECT proxy; https:// and SOCKS are not supported)`, { cause: error });
 	}
 }
 

@@ -16,7 +16,7 @@ import {
 	type MessageOptions,
 	type Priority,
 } from '../index.js';
-import { hostPort, oneOf, parseFlags, parseProxy, readFlagFile, readPemFile, UsageError, wholeNumber, type FlagValues, type ProxyOption } from './args.js';
+import { hostPort, oneOf, parseFlags, parseProxy, readFlagFile, readPemFile, UsageError, wholeNumber, type FlagValues } from './args.js';
 import { CERTIFICATE_FLAGS, certificateOptions, PASSPHRASE_VARIABLE } from './credentials.js';
 import { ProgressLine } from './progress.js';
 import { tokensFromFlags, tokensFromStream, type TokenSource } from './tokens.js';
@@ -100,8 +100,8 @@ export const BATCH = 10_000;
 /** Tokens handed to the manager and not yet settled: reading waits below this (32 bytes each, packed). */
 export const MAX_PENDING = 100_000;
 
-/** The manager options `send` builds (`proxy` is passed on for a library that knows it). */
-type SendOptions = ApnsManagerOptions & { proxy?: ProxyOption };
+/** The manager options `send` builds. */
+type SendOptions = ApnsManagerOptions;
 
 /** One failed token, as printed and as listed in the JSON object. */
 interface Failure {
@@ -264,8 +264,6 @@ const FLAG_OF: Readonly<Record<string, string>> = {
 /** The library refused an option: a usage error (exit 2) naming the flag when it can. */
 function asUsageError(error: unknown): unknown {
 	if (error instanceof InvalidArgumentError) {
-		// Until the library has a proxy option it refuses the key as unknown.
-		if (error.argument === 'options.proxy' && error.message.includes('known option')) return new UsageError('--proxy: this version of the apns-worker library cannot use a proxy', { cause: error });
 		const flag = FLAG_OF[error.argument] ?? (error.argument.startsWith('options.proxy') ? '--proxy' : undefined);
 		return new UsageError(flag === undefined ? error.message : `${flag}: ${error.message}`, { cause: error });
 	}
