@@ -352,6 +352,11 @@ export class NotificationQueue {
 		return this.unsent > 0 && this.#retained < this.maxRetained && this.#admitted();
 	}
 
+	/** Work waits only for the rate gate: not out of work, nor at the retention cap. */
+	get rateLimited(): boolean {
+		return this.#gate !== undefined && !this.#gate.open && this.unsent > 0 && this.#retained < this.maxRetained;
+	}
+
 	/** Limit how fast notifications are handed out (the `rateLimit` option). */
 	setRateGate(gate: RateGate): void {
 		this.#gate = gate;

@@ -174,6 +174,27 @@ test('rateLimit: at most `limit` notifications go out in any interval (p-queue, 
 	assert.throws(() => h2(t, server, { rateLimit: { limit: 5, per: 1000 } as never }), (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'options.rateLimit.per');
 });
 
+test('rateLimit on the binary protocol: a window held back by the limit is not a reason to probe (no reconnect per window)', async (t) => {
+	const gw = await gateway(t);
+	const m = manager(t, gw, { rateLimit: { limit: 10, intervalMs: 1000 } });
+	let connections = 0;
+	m.on('connected', () => connections++);
+	t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+	t.after(() => t.mock.timers.reset());
+	const tokens = makeTokens(50, 92);
+	const receipt = m.sendAps(tokens, { alert: 'paced' });
+	const flushed = m.flushMessages(); // a waiting flush must not make every window probe either
+	for (let window = 1; window <= 5; window++) {
+		while (gw.acceptedCount < 10 * window) await new Promise((resolve) => setImmediate(resolve));
+		for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+		assert.equal(m.stats.written, 10 * window, `window ${window}`);
+		t.mock.timers.tick(1000);
+	}
+	await flushed;
+	assert.equal((await receipt.settled).sent.length, 50);
+	assert.ok(connections <= 2, `${connections} connections: one, and the probe's hand-over at the end`);
+});
+
 test('logger: lifecycle, failures and re-sends logged with stable fields; tokens shortened; no secret in any line', async (t) => {
 	const tokens = makeTokens(10, 89);
 	const server = await mock(t, { badTokens: [tokens[4]!], transient: { tokens: [tokens[6]!], status: 503, times: 1 } });

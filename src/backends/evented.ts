@@ -226,8 +226,9 @@ class EventedBackend implements Backend {
 			}
 			socket.write(used === SLAB_BYTES ? slab : slab.subarray(0, used), () => this.#recycle(slab));
 		}
-		// Out of work, or at the retention cap: settle what this connection holds.
-		if (log.size === 0) return;
+		// Out of work, or at the retention cap: settle what this connection holds. Not when the rate limit
+		// holds the work back: the next grant writes on here (a probe per window would be a reconnect each).
+		if (log.size === 0 || queue.rateLimited) return;
 		if (queue.unsent > 0 || this.#ctx.wantsConfirmation() || options.confirmIdleMs === 0) {
 			this.#probe(conn);
 		} else if (options.confirmIdleMs !== false) {
