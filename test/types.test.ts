@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ApnsManager, ConnectionError, DeliveryError, Feedback } from '../src/index.js';
+import type { ApnsManager, ConnectionError, DeliveryError, Feedback, SendResult } from '../src/index.js';
 
 function typeChecks(m: ApnsManager): void {
 	m.on('deliveryError', (e: DeliveryError) => e.status satisfies number);
@@ -18,6 +18,11 @@ function typeChecks(m: ApnsManager): void {
 	m.on('deliveryError', (e: string) => e);
 	// @ts-expect-error: priority is 5 or 10
 	m.sendAps('00', {}, { priority: 7 });
+	// Receipts: not a promise (no floating promise in fire-and-forget code); settled is one.
+	const receipt = m.sendAps('00', { alert: 'x' });
+	// @ts-expect-error: a receipt has no then
+	void receipt.then;
+	void receipt.settled.then((r: SendResult) => [r.sent[0]?.apnsId satisfies string | undefined, r.failed[0]?.reason satisfies string | undefined, r.dropped satisfies string[]]);
 }
 
 test('typed events compile (see the file: the checks run in tsc)', () => {
