@@ -4,16 +4,23 @@
  * has everything (or has stalled), what it saw: the tokens it was told failed, reconnects, peak RSS, and
  * the RSS of the process before any client library was loaded (Node plus the input tokens), so that what
  * each library adds can be told apart from what every process here pays anyway.
+ *
+ * Burst workloads differ (see {@link BurstMeter}): no input list is built; one call per notification,
+ * each with a payload of its own, in one synchronous loop; the baseline is taken right before that loop,
+ * and the heap right after it ('handedOver'), so what is measured is what the client library keeps.
  */
 import { sign } from 'node:crypto';
 import { createRequire } from 'node:module';
-import type { ApnsManagerOptions, DeliveryError } from '../src/index.js';
-import { PAYLOAD, tokenIndexOf, tokens, TOPIC, type ClientMessage, type ClientTask } from './common.js';
+import type { ApnsManager, ApnsManagerOptions, DeliveryError } from '../src/index.js';
+import { burstAps, burstPayload, PAYLOAD, token, tokenIndexOf, tokens, TOPIC, type BurstMeasure, type ClientMessage, type ClientName, type ClientTask } from './common.js';
 
 const task = JSON.parse(process.env['BENCH_TASK'] ?? 'null') as ClientTask;
 const send = (message: ClientMessage): void => void process.send!(message);
+/** Send the last message, then exit once it is written: a large one (200k failed tokens) is lost to an exit right after send(). */
+const sendAndExit = (message: ClientMessage): void => void process.send!(message, () => process.exit(0));
 const finish = new Promise<void>((resolve) => process.once('message', () => resolve()));
 const peakRss = (): number => process.resourceUsage().maxRSS * 1024;
+const started = (): void => send({ type: 'started', at: Date.now() });
 
 // node-apn 1.x is a dependency of bench/ only, so it is resolved from there.
 const requireFromBench = createRequire(new URL('../../bench/package.json', import.meta.url));
@@ -40,7 +47,7 @@ async function raw(all: string[]): Promise<Seen> {
 	// validation, no retention, no error handling.
 	const { default: tls } = await import('node:tls');
 	const { frameBytes, writeFrame } = await import('../src/frame.js');
-	send({ type: 'started', at: Date.now() });
+	started();
 	const socket = tls.connect({ host: '127.0.0.1', port: task.port, cert: task.certs.client.cert, key: task.certs.client.key, ca: task.certs.ca });
 	await new Promise<void>((resolve, reject) => {
 		socket.once('secureConnect', resolve);
@@ -65,13 +72,12 @@ async function raw(all: string[]): Promise<Seen> {
 	return { failed: [], reconnects: 0 };
 }
 
-/** apns-worker on either protocol: queue everything in one call, then flush. */
-async function manager(all: string[], options: ApnsManagerOptions): Promise<Seen> {
+/** apns-worker on either protocol: `handOver` queues everything (and says 'started'), then flush. */
+async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) => void): Promise<Seen> {
 	const { ApnsManager } = await import('../src/index.js');
 	const failed: number[] = [];
 	const m = new ApnsManager({ protocol: 'binary', ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, errorHandler: (e: DeliveryError) => failed.push(tokenIndexOf(e.token)), ...options });
-	send({ type: 'started', at: Date.now() });
-	m.sendAps(all, PAYLOAD.aps);
+	handOver(m);
 	await finish;
 	await m.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
 	const reconnects = Math.max(0, m.stats.connectAttempts - 1);
@@ -79,7 +85,13 @@ async function manager(all: string[], options: ApnsManagerOptions): Promise<Seen
 	return { failed, reconnects };
 }
 
-const worker = (all: string[]) => manager(all, { cert: task.certs.client.cert, key: task.certs.client.key });
+/** Everything in one call: one message, one payload, all the tokens. */
+const broadcast = (all: string[]) => (m: ApnsManager) => {
+	started();
+	m.sendAps(all, PAYLOAD.aps);
+};
+
+const worker = (all: string[]) => manager({ cert: task.certs.client.cert, key: task.certs.client.key }, broadcast(all));
 
 async function nodeApn(all: string[]): Promise<Seen> {
 	const apn = requireFromBench('apn') as NodeApn;
@@ -101,7 +113,7 @@ async function nodeApn(all: string[]): Promise<Seen> {
 	note.alert = PAYLOAD.aps.alert;
 	note.badge = PAYLOAD.aps.badge;
 	note.sound = PAYLOAD.aps.sound;
-	send({ type: 'started', at: Date.now() });
+	started();
 	connection.pushNotification(note, all);
 	await finish;
 	await new Promise((resolve) => setTimeout(resolve, 1000)); // late transmissionError events
@@ -115,21 +127,23 @@ const jwt = (): string => {
 	return `${head}.${sign('sha256', Buffer.from(head), { key: p8.key, dsaEncoding: 'ieee-p1363' }).toString('base64url')}`;
 };
 
-async function h2Bare(all: string[]): Promise<Seen> {
-	// The HTTP/2 ceiling: one session, 1,000 streams in flight, no retries, no bookkeeping.
+/**
+ * The HTTP/2 ceiling: one session, 1,000 streams in flight, no retries, no bookkeeping. `handOver` says
+ * 'started' (and, in a burst, stores the inputs); notification i goes to `deviceOf(i)` with `bodyOf(i)`.
+ */
+async function h2Bare(n: number, deviceOf: (i: number) => string, bodyOf: (i: number) => Buffer, handOver: () => void): Promise<Seen> {
 	const { default: http2 } = await import('node:http2');
-	send({ type: 'started', at: Date.now() });
+	handOver();
 	const session = http2.connect(`https://127.0.0.1:${task.port}`, { ca: task.certs.ca });
 	const authorization = `bearer ${jwt()}`;
-	const body = Buffer.from(JSON.stringify(PAYLOAD));
 	let next = 0;
 	let open = 0;
 	const failed: number[] = [];
 	await new Promise<void>((resolve) => {
 		const launch = (): void => {
-			while (open < 1000 && next < all.length) {
+			while (open < 1000 && next < n) {
 				const i = next++;
-				const stream = session.request({ ':method': 'POST', ':path': `/3/device/${all[i]}`, 'apns-topic': TOPIC, 'apns-push-type': 'alert', authorization });
+				const stream = session.request({ ':method': 'POST', ':path': `/3/device/${deviceOf(i)}`, 'apns-topic': TOPIC, 'apns-push-type': 'alert', authorization });
 				open++;
 				stream.on('response', (h) => {
 					if (h[':status'] !== 200) failed.push(i);
@@ -137,11 +151,11 @@ async function h2Bare(all: string[]): Promise<Seen> {
 				stream.on('error', () => {});
 				stream.on('close', () => {
 					open--;
-					if (next < all.length) launch();
+					if (next < n) launch();
 					else if (open === 0) resolve();
 				});
 				stream.resume();
-				stream.end(body);
+				stream.end(bodyOf(i));
 			}
 		};
 		launch();
@@ -151,24 +165,33 @@ async function h2Bare(all: string[]): Promise<Seen> {
 	return { failed, reconnects: 0 };
 }
 
-const h2Worker = (all: string[]) =>
-	manager(all, { protocol: 'http2', token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId }, topic: TOPIC, retry: { initialDelayMs: 10, maxDelayMs: 100 } });
+const h2BareClean = (all: string[]): Promise<Seen> => {
+	const body = Buffer.from(JSON.stringify(PAYLOAD));
+	return h2Bare(all.length, (i) => all[i]!, () => body, started);
+};
+
+const H2_WORKER: ApnsManagerOptions = { protocol: 'http2', token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId }, topic: TOPIC, retry: { initialDelayMs: 10, maxDelayMs: 100 } };
+const h2Worker = (all: string[]) => manager(H2_WORKER, broadcast(all));
 
 interface ParseApn {
-	Provider: new (options: object) => { send(note: unknown, tokens: string[]): Promise<{ sent: unknown[]; failed: Array<{ device: string }> }>; shutdown(): void };
-	Notification: new (payload?: object) => { topic: string; alert: unknown; badge: unknown; sound: unknown };
+	Provider: new (options: object) => { send(note: unknown, tokens: string | string[]): Promise<{ sent: unknown[]; failed: Array<{ device: string }> }>; shutdown(): void };
+	Notification: new (payload?: object) => { topic: string; alert: unknown; badge: unknown; sound: unknown; payload: object };
+}
+
+function parseApnProvider(): { apn: ParseApn; provider: InstanceType<ParseApn['Provider']> } {
+	const apn = requireFromBench('@parse/node-apn') as ParseApn;
+	return { apn, provider: new apn.Provider({ token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId }, address: '127.0.0.1', port: task.port, production: true, ca: [task.certs.ca] }) };
 }
 
 async function parseApn(all: string[]): Promise<Seen> {
-	const apn = requireFromBench('@parse/node-apn') as ParseApn;
-	const provider = new apn.Provider({ token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId }, address: '127.0.0.1', port: task.port, production: true, ca: [task.certs.ca] });
+	const { apn, provider } = parseApnProvider();
 	const note = new apn.Notification();
 	note.topic = TOPIC;
 	note.alert = PAYLOAD.aps.alert;
 	note.badge = PAYLOAD.aps.badge;
 	note.sound = PAYLOAD.aps.sound;
 	const failed: number[] = [];
-	send({ type: 'started', at: Date.now() });
+	started();
 	// In batches of 1,000: handed everything at once it fails (ENHANCE_YOUR_CALM).
 	for (let i = 0; i < all.length; i += 1000) {
 		const result = await provider.send(note, all.slice(i, i + 1000));
@@ -188,7 +211,7 @@ async function apns2(all: string[]): Promise<Seen> {
 	const client = new ApnsClient({ team: p8.teamId, keyId: p8.keyId, signingKey: p8.key, defaultTopic: TOPIC });
 	// apns2 always dials port 443; point its pool (same options as its own) at the mock's port instead.
 	client.client = new Pool(`https://127.0.0.1:${task.port}`, { connections: 32, pipelining: 1, allowH2: true, maxConcurrentStreams: 100 });
-	send({ type: 'started', at: Date.now() });
+	started();
 	const results = await client.sendMany(all.map((t) => new Notification(t, { alert: PAYLOAD.aps.alert, badge: PAYLOAD.aps.badge, sound: PAYLOAD.aps.sound })));
 	const failed: number[] = [];
 	results.forEach((r, i) => {
@@ -238,16 +261,204 @@ async function memory(): Promise<void> {
 	process.exit(0);
 }
 
+/**
+ * Burst measurements, taken in the client's own process. The inputs are never built up front: the loop
+ * makes each token and payload as it hands it over, so what is still referenced after the loop is what
+ * the client (library) keeps, and the caller's temporaries are garbage that the forced GCs remove.
+ */
+class BurstMeter {
+	readonly n = task.workload.n;
+	readonly #gc: () => void;
+	#peak = 0;
+	#peakHeapUsed = 0;
+	#peakHeapTotal = 0;
+	#timer: NodeJS.Timeout | undefined;
+	#baseline: NodeJS.MemoryUsage | undefined;
+	#kernelPeakAtBaseline = 0;
+	#after: NodeJS.MemoryUsage | undefined;
+	#heapUsedRaw = 0;
+	#loopMs = 0;
+	#pauseMs = 0;
+
+	constructor() {
+		const gc = (globalThis as { gc?: () => void }).gc;
+		if (gc === undefined) throw new Error('run with --expose-gc');
+		this.#gc = gc;
+	}
+
+	#settle(): NodeJS.MemoryUsage {
+		// Twice: the second collects what the first one's weak callbacks and finalizers let go.
+		this.#gc();
+		this.#gc();
+		return process.memoryUsage();
+	}
+
+	#sample(m: NodeJS.MemoryUsage): void {
+		if (m.rss > this.#peak) this.#peak = m.rss;
+		if (m.heapUsed > this.#peakHeapUsed) this.#peakHeapUsed = m.heapUsed;
+		if (m.heapTotal > this.#peakHeapTotal) this.#peakHeapTotal = m.heapTotal;
+	}
+
+	/**
+	 * Baseline, 'started', then `one(i)` for every notification in one synchronous loop, then the heap:
+	 * nothing has been written or answered yet (the event loop has not turned since the loop began).
+	 */
+	handOver(one: (i: number) => void): void {
+		const before = this.#settle();
+		this.#baseline = before;
+		this.#kernelPeakAtBaseline = peakRss();
+		this.#sample(before);
+		// The heap too, to tell how much of the peak is garbage the GC let build up (memoryUsage() costs microseconds).
+		this.#timer = setInterval(() => this.#sample(process.memoryUsage()), 25);
+		this.#timer.unref();
+		const start = performance.now();
+		started();
+		for (let i = 0; i < this.n; i++) one(i);
+		this.#loopMs = performance.now() - start;
+		const raw = process.memoryUsage();
+		this.#heapUsedRaw = raw.heapUsed;
+		this.#sample(raw);
+		const pause = performance.now();
+		this.#after = this.#settle();
+		this.#pauseMs = performance.now() - pause;
+		// Now, not only at the end: a client that never hands back its result (killed) still has its heap figures.
+		send({ type: 'handedOver', measure: this.#measure(false) });
+	}
+
+	/** Stop sampling; what was measured. */
+	result(): BurstMeasure {
+		clearInterval(this.#timer);
+		this.#sample(process.memoryUsage());
+		return this.#measure(true);
+	}
+
+	#measure(final: boolean): BurstMeasure {
+		const pick = (m: NodeJS.MemoryUsage | undefined) => ({ rss: m?.rss ?? 0, heapUsed: m?.heapUsed ?? 0, arrayBuffers: m?.arrayBuffers ?? 0, external: m?.external ?? 0 });
+		return {
+			n: this.n,
+			final,
+			baseline: pick(this.#baseline),
+			heapUsedRaw: this.#heapUsedRaw,
+			after: pick(this.#after),
+			sampledPeakRss: this.#peak,
+			sampledPeakHeapUsed: this.#peakHeapUsed,
+			sampledPeakHeapTotal: this.#peakHeapTotal,
+			kernelPeakRss: peakRss(),
+			kernelPeakRssAtBaseline: this.#kernelPeakAtBaseline,
+			loopMs: Math.round(this.#loopMs),
+			pauseMs: Math.round(this.#pauseMs),
+		};
+	}
+}
+
+const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms).unref());
+
+/** apns-worker: one `sendAps` per notification, one token each, its own payload. */
+const h2WorkerBurst = (meter: BurstMeter): Promise<Seen> =>
+	manager(H2_WORKER, (m) => meter.handOver((i) => m.sendAps(token(i), burstAps(i), { extra: { burst: i } })));
+
+/** @parse/node-apn: one `provider.send(note, token)` per notification, none awaited in the loop, then all awaited. */
+async function parseApnBurst(meter: BurstMeter): Promise<Seen> {
+	const { apn, provider } = parseApnProvider();
+	const failed: number[] = [];
+	let settled = 0;
+	let allSettled = (): void => {};
+	const done = new Promise<void>((resolve) => (allSettled = resolve));
+	// One shared handler, no closure per send: the caller's own cost per send is the promise then() makes.
+	const onResult = (result: { failed: Array<{ device: string }> }): void => {
+		for (const f of result.failed) failed.push(tokenIndexOf(f.device));
+		if (++settled === meter.n) allSettled();
+	};
+	meter.handOver((i) => {
+		const note = new apn.Notification();
+		const aps = burstAps(i);
+		note.topic = TOPIC;
+		note.alert = aps.alert;
+		note.badge = aps.badge;
+		note.sound = aps.sound;
+		note.payload = { burst: i };
+		void provider.send(note, token(i)).then(onResult);
+	});
+	await finish;
+	// Reports still due (its requests time out after 5 s); one that never comes leaves its notification lost.
+	await Promise.race([done, delay(30_000)]);
+	provider.shutdown();
+	return { failed, reconnects: 0 };
+}
+
+const CHUNK_BYTES = 1 << 20;
+
+/**
+ * The least a client can keep for a burst, as the ceiling keeps it: each token's 32 bytes and each
+ * payload's JSON bytes back to back in 1 MiB chunks, and where each payload is (6 bytes). Off the JS heap.
+ */
+class Arena {
+	readonly #tokens: Buffer;
+	readonly #at: Uint32Array;
+	readonly #length: Uint16Array;
+	readonly #chunks = [Buffer.allocUnsafe(CHUNK_BYTES)];
+	#used = 0;
+
+	constructor(n: number) {
+		this.#tokens = Buffer.allocUnsafe(n * 32);
+		this.#at = new Uint32Array(n);
+		this.#length = new Uint16Array(n);
+	}
+
+	add(i: number, device: string, json: string): void {
+		this.#tokens.write(device, i * 32, 32, 'hex');
+		if (CHUNK_BYTES - this.#used < 3 * json.length) {
+			this.#chunks.push(Buffer.allocUnsafe(CHUNK_BYTES));
+			this.#used = 0;
+		}
+		const length = this.#chunks[this.#chunks.length - 1]!.write(json, this.#used);
+		this.#at[i] = (this.#chunks.length - 1) * CHUNK_BYTES + this.#used;
+		this.#length[i] = length;
+		this.#used += length;
+	}
+
+	device(i: number): string {
+		return this.#tokens.toString('hex', i * 32, i * 32 + 32);
+	}
+
+	body(i: number): Buffer {
+		const at = this.#at[i]!;
+		const offset = at % CHUNK_BYTES;
+		return this.#chunks[Math.floor(at / CHUNK_BYTES)]!.subarray(offset, offset + this.#length[i]!);
+	}
+}
+
+/** The ceiling: the hand-over loop stores the inputs in an {@link Arena} (made in the loop, so it is measured), then streams them. */
+const h2BareBurst = (meter: BurstMeter): Promise<Seen> => {
+	let arena: Arena | undefined;
+	return h2Bare(
+		meter.n,
+		(i) => arena!.device(i),
+		(i) => arena!.body(i),
+		() => meter.handOver((i) => (arena ??= new Arena(meter.n)).add(i, token(i), JSON.stringify(burstPayload(i)))),
+	);
+};
+
+async function burst(): Promise<void> {
+	const meter = new BurstMeter();
+	const clients: Partial<Record<ClientName, (meter: BurstMeter) => Promise<Seen>>> = { 'h2-bare': h2BareBurst, 'h2-worker': h2WorkerBurst, 'parse-apn': parseApnBurst };
+	const run = clients[task.client];
+	if (run === undefined) throw new Error(`${task.client}: no burst client`);
+	const { failed, reconnects } = await run(meter);
+	const measure = meter.result();
+	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes: measure.baseline.rss, doneAt: Date.now(), burst: measure });
+}
+
 async function main(): Promise<void> {
 	if (task.memory) return memory();
+	if (task.workload.burst) return burst();
 	const all = tokens(task.workload.n);
 	// Node, the inputs and nothing else: every client starts from here and loads its library after.
 	const baselineRssBytes = process.memoryUsage().rss;
-	const clients = { raw, worker, 'node-apn': nodeApn, 'h2-bare': h2Bare, 'h2-worker': h2Worker, 'parse-apn': parseApn, apns2 } as const;
+	const clients = { raw, worker, 'node-apn': nodeApn, 'h2-bare': h2BareClean, 'h2-worker': h2Worker, 'parse-apn': parseApn, apns2 } as const;
 	const run = clients[task.client];
 	const { failed, reconnects } = await run(all);
-	send({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now() });
-	setImmediate(() => process.exit(0));
+	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now() });
 }
 
 void main();

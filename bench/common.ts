@@ -27,9 +27,24 @@ export interface Workload {
 	readonly clients: readonly ClientName[];
 	/** Repetitions when `--reps` is not given (default 3): fewer for workloads a peer takes minutes over, more for noisy ones. */
 	readonly reps?: number;
+	/**
+	 * Burst: every notification has a payload of its own ({@link burstPayload}), and all are handed to the
+	 * client in one synchronous loop, one token per call; the client measures its heap and RSS around it.
+	 */
+	readonly burst?: boolean;
 }
 
 export const PAYLOAD = { aps: { alert: 'Benchmark notification', badge: 1, sound: 'default' } };
+
+/** The burst workload's `aps` for notification i: an alert text of its own. */
+export function burstAps(i: number): { alert: string; badge: number; sound: string } {
+	return { alert: `Burst notification ${i}`, badge: 1, sound: 'default' };
+}
+
+/** The burst workload's whole payload for notification i: its `aps` and a custom key (as `sendAps` lays it out, extra keys first). */
+export function burstPayload(i: number): { burst: number; aps: ReturnType<typeof burstAps> } {
+	return { burst: i, aps: burstAps(i) };
+}
 
 export function token(i: number): string {
 	return `${'be'.repeat(28)}${i.toString(16).padStart(8, '0')}`;
@@ -114,8 +129,36 @@ export interface ClientTask {
 	readonly memory: boolean;
 }
 
+/**
+ * What a burst client measured in its own process. Baseline: after two full GCs, library loaded and client
+ * made, right before the hand-over loop. After: right after the loop, before the event loop turned (so no
+ * answer has freed anything yet), again after two full GCs, so only what is still referenced counts.
+ */
+export interface BurstMeasure {
+	readonly n: number;
+	/** False: taken right after the hand-over loop, so the peaks are only those so far. */
+	readonly final: boolean;
+	readonly baseline: { readonly rss: number; readonly heapUsed: number; readonly arrayBuffers: number; readonly external: number };
+	/** heapUsed right after the loop, before any GC was forced: live heap plus the loop's garbage not yet collected. */
+	readonly heapUsedRaw: number;
+	readonly after: { readonly rss: number; readonly heapUsed: number; readonly arrayBuffers: number; readonly external: number };
+	/** Highest RSS sampled (every 25 ms, after the loop, and at the end). */
+	readonly sampledPeakRss: number;
+	/** Highest heapUsed and heapTotal in the same samples: how far garbage built up between collections. */
+	readonly sampledPeakHeapUsed: number;
+	readonly sampledPeakHeapTotal: number;
+	/** The kernel's high-water mark of RSS at the end (ru_maxrss), and at the baseline (should equal about the baseline RSS). */
+	readonly kernelPeakRss: number;
+	readonly kernelPeakRssAtBaseline: number;
+	/** How long the hand-over loop took. */
+	readonly loopMs: number;
+	/** Time spent measuring after the loop (the forced GCs): taken out of the elapsed time. */
+	readonly pauseMs: number;
+}
+
 /** Client process → orchestrator. */
 export type ClientMessage =
 	| { type: 'started'; at: number }
-	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number }
+	| { type: 'handedOver'; measure: BurstMeasure }
+	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure }
 	| { type: 'memory'; heapBytes: number; externalBytes: number; n: number; peakRssBytes: number };

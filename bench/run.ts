@@ -8,19 +8,30 @@
  * moment the gateway has accepted every notification it should accept. (A client that loses some never
  * gets there: its run ends when the gateway has seen no progress for STALL_MS, and counts as incomplete.)
  *
+ * The burst workload (issue 9, outcome 8) hands 200,000 notifications with a payload each to the client in
+ * one synchronous loop; the client measures, in its own process, the heap it holds right after the loop
+ * (after forced GCs: live objects only) and its peak RSS over the run, both over a baseline taken right
+ * before the loop (see BurstMeter in client.ts). Its rows get a table of their own.
+ *
  * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { isRejected, makeCerts, type Certs, type ClientMessage, type ClientName, type ClientTask, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
+import { isRejected, makeCerts, type BurstMeasure, type Certs, type ClientMessage, type ClientName, type ClientTask, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
 
 const STALL_MS = 5000;
 /** A run ends after this long even while it still progresses (node-apn 1.x needs far longer for 1M). */
 const HARD_LIMIT_MS = 60_000;
+/**
+ * Then the client has this long to hand back what it saw, or it is killed (and what it never reported
+ * counts as lost): @parse/node-apn winding down 200k cancelled streams has spun for minutes inside
+ * nghttp2 (nghttp2_session_add_rst_stream, once per pending reset, per write).
+ */
+const RESULT_LIMIT_MS = 60_000;
 
 const WORKLOADS: readonly Workload[] = [
 	{ name: 'clean 100k', n: 100_000, faults: {}, clients: ['raw', 'worker', 'node-apn'] },
@@ -32,6 +43,8 @@ const WORKLOADS: readonly Workload[] = [
 	// Five reps: on two shared cores a single HTTP/2 run swings by ±15%.
 	{ name: 'HTTP/2 clean 50k', n: 50_000, faults: {}, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'], reps: 5 },
 	{ name: 'HTTP/2 1% 410 + 1% 500 (50k)', n: 50_000, faults: { rejectEvery: 100, error500Every: 100 }, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'], reps: 5 },
+	// Issue 9, outcome 8: bounded memory when everything is handed over at once, every payload distinct.
+	{ name: 'HTTP/2 burst: 200k distinct payloads at once', n: 200_000, faults: {}, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn'], burst: true },
 ];
 const MEMORY: Workload = { name: 'memory: 1M queued, gateway unreachable', n: 1_000_000, faults: {}, clients: ['worker', 'node-apn'] };
 
@@ -44,6 +57,8 @@ interface Run {
 	perSecond: number;
 	/** Never accepted by the gateway and never reported failed to the caller: silently lost. */
 	lost: number;
+	/** The client ended without handing back a result (killed at RESULT_LIMIT_MS, or crashed): how. */
+	ended?: string;
 	/** Never accepted by the gateway (reported failed or not). */
 	undelivered: number;
 	duplicated: number;
@@ -53,8 +68,47 @@ interface Run {
 	reconnects: number;
 	gatewayConnections: number;
 	peakRssBytes: number;
-	/** RSS with Node and the input tokens only, before the client's library was loaded. */
+	/** RSS with Node and the input tokens only, before the client's library was loaded (burst: right before the hand-over loop). */
 	baselineRssBytes: number;
+	burst?: BurstRun;
+}
+
+/** A burst run's memory, per queued notification and over the baseline taken right before the hand-over loop. */
+interface BurstRun {
+	/** Live JS heap right after the hand-over loop (after forced GCs), over the baseline, per notification. */
+	heapBytesPerNotification: number;
+	/** The same plus ArrayBuffer memory (Buffers: encoded payloads, token bytes, typed arrays). */
+	heapAndBuffersBytesPerNotification: number;
+	/** heapUsed right after the loop before any forced GC (live heap plus the loop's uncollected garbage), per notification. */
+	heapRawBytesPerNotification: number;
+	/** Peak RSS over the run minus the baseline RSS: the kernel's high-water mark when it rose after the baseline, else the highest sample. */
+	peakRssGrowthBytes: number;
+	/** The highest RSS sampled every 25 ms, minus the baseline. */
+	sampledPeakRssGrowthBytes: number;
+	/** The highest heapUsed sampled, minus the baseline: live queue plus the garbage the GC let build up. */
+	peakHeapGrowthBytes: number;
+	loopMs: number;
+	/** Measuring after the loop (forced GCs): left out of elapsedMs. */
+	pauseMs: number;
+	measure: BurstMeasure;
+}
+
+function burstRun(m: BurstMeasure): BurstRun {
+	const perNotification = (bytes: number): number => Math.round((bytes / m.n) * 10) / 10;
+	const kernelRose = m.kernelPeakRss > m.kernelPeakRssAtBaseline;
+	// Not final (the client was killed): its samples stop at the hand-over; only the kernel's peak at the kill counts.
+	const sampled = (bytes: number): number => (m.final ? bytes : Number.NaN);
+	return {
+		heapBytesPerNotification: perNotification(m.after.heapUsed - m.baseline.heapUsed),
+		heapAndBuffersBytesPerNotification: perNotification(m.after.heapUsed + m.after.arrayBuffers - m.baseline.heapUsed - m.baseline.arrayBuffers),
+		heapRawBytesPerNotification: perNotification(m.heapUsedRaw - m.baseline.heapUsed),
+		peakRssGrowthBytes: (Number.isNaN(m.kernelPeakRss) ? sampled(m.sampledPeakRss) : Math.max(m.sampledPeakRss, kernelRose ? m.kernelPeakRss : 0)) - m.baseline.rss,
+		sampledPeakRssGrowthBytes: sampled(m.sampledPeakRss - m.baseline.rss),
+		peakHeapGrowthBytes: sampled(m.sampledPeakHeapUsed - m.baseline.heapUsed),
+		loopMs: m.loopMs,
+		pauseMs: m.pauseMs,
+		measure: m,
+	};
 }
 
 interface MemoryRun {
@@ -100,21 +154,30 @@ class GatewayProcess {
 	}
 }
 
-function startClient(task: ClientTask): { child: ChildProcess; next: () => Promise<ClientMessage> } {
+/** What a client process says, or that it ended without saying it (a crash must not hang the run). */
+type FromClient = ClientMessage | { type: 'exit'; code: number | null; signal: NodeJS.Signals | null };
+
+function startClient(task: ClientTask): { child: ChildProcess; next: () => Promise<FromClient> } {
 	const child = fork(here('./client.js'), {
 		env: { ...process.env, BENCH_TASK: JSON.stringify(task), DEBUG: '' },
-		execArgv: task.memory ? ['--expose-gc'] : [],
+		execArgv: task.memory || task.workload.burst === true ? ['--expose-gc'] : [],
 		stdio: 'inherit',
 	});
-	const inbox: ClientMessage[] = [];
-	const waiters: Array<(m: ClientMessage) => void> = [];
+	const inbox: FromClient[] = [];
+	const waiters: Array<(m: FromClient) => void> = [];
+	let ended: FromClient | undefined;
 	child.on('message', (m: ClientMessage) => {
 		const w = waiters.shift();
 		if (w) w(m);
 		else inbox.push(m);
 	});
-	const next = (): Promise<ClientMessage> => {
-		const m = inbox.shift();
+	// 'close' comes after the IPC channel is drained: every message the client sent has arrived by then.
+	child.once('close', (code, signal) => {
+		ended = { type: 'exit', code, signal };
+		for (const w of waiters.splice(0)) w(ended);
+	});
+	const next = (): Promise<FromClient> => {
+		const m = inbox.shift() ?? ended;
 		return m ? Promise.resolve(m) : new Promise((resolve) => waiters.push(resolve));
 	};
 	return { child, next };
@@ -125,7 +188,10 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 	const { child, next } = startClient({ client, workload, port, certs, memory: false });
 	const exited = new Promise((resolve) => child.once('exit', resolve));
 	const started = await next();
-	if (started.type !== 'started') throw new Error(`${client}: expected 'started', got ${started.type}`);
+	if (started.type !== 'started') throw new Error(`${client}: expected 'started', got ${JSON.stringify(started)}`);
+	// A burst client says what its heap holds right after the hand-over loop, before it may get stuck.
+	const handedOver = workload.burst === true ? await next() : undefined;
+	if (handedOver !== undefined && handedOver.type !== 'handedOver') throw new Error(`${client}: expected 'handedOver', got ${JSON.stringify(handedOver)}`);
 	let progress: ServerProgress;
 	for (;;) {
 		await new Promise((resolve) => setTimeout(resolve, 20));
@@ -134,12 +200,24 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		if (progress.completeAt !== undefined || now - progress.lastProgressAt > STALL_MS || now - started.at > HARD_LIMIT_MS) break;
 	}
 	child.send('finish');
-	const result = await next();
+	let peakAtKill = Number.NaN;
+	const deadline = setTimeout(() => {
+		peakAtKill = peakRssOf(child.pid);
+		child.kill('SIGKILL');
+	}, RESULT_LIMIT_MS);
+	const answer = await next();
+	clearTimeout(deadline);
 	await exited;
-	if (result.type !== 'result') throw new Error(`${client}: expected 'result', got ${result.type}`);
+	// No result: nothing it was told failed is known, so everything the gateway never accepted is lost.
+	const result = answer.type === 'result' ? answer : { type: 'result' as const, failed: [], reconnects: 0, peakRssBytes: 0, baselineRssBytes: 0, doneAt: Date.now(), burst: undefined };
+	const ended = answer.type === 'exit' ? (answer.signal === 'SIGKILL' ? `killed: no result ${RESULT_LIMIT_MS / 1000} s after the run ended` : `ended without a result (code ${answer.code}, signal ${answer.signal})`) : undefined;
+	if (answer.type !== 'result' && answer.type !== 'exit') throw new Error(`${client}: expected 'result', got ${JSON.stringify(answer)}`);
 	const stats = await gateway.request<ServerPoll>({ type: 'stats' });
-	const completed = progress.completeAt !== undefined;
-	const elapsedMs = Math.max(1, (progress.completeAt ?? progress.lastProgressAt) - started.at);
+	const completed = progress.completeAt !== undefined && ended === undefined;
+	// Killed: the heap after the loop as it said then, and its peak RSS as the kernel had it at the kill.
+	const measure = result.burst ?? (handedOver?.type === 'handedOver' ? { ...handedOver.measure, kernelPeakRss: peakAtKill } : undefined);
+	const burst = measure === undefined ? undefined : burstRun(measure);
+	const elapsedMs = Math.max(1, (progress.completeAt ?? progress.lastProgressAt) - started.at - (burst?.pauseMs ?? 0));
 	let errorsExpected = 0;
 	for (let i = 0; i < workload.n; i++) if (isRejected(i, workload.faults)) errorsExpected++;
 	const reported = new Set(result.failed);
@@ -151,6 +229,7 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		elapsedMs,
 		perSecond: Math.round((progress.unique / elapsedMs) * 1000),
 		lost: stats.missing.filter((i) => !reported.has(i)).length,
+		...(ended === undefined ? {} : { ended }),
 		undelivered: stats.lost,
 		duplicated: stats.duplicated,
 		deliveredRejected: stats.deliveredRejected,
@@ -160,6 +239,7 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		gatewayConnections: stats.connections,
 		peakRssBytes: result.peakRssBytes,
 		baselineRssBytes: result.baselineRssBytes,
+		...(burst === undefined ? {} : { burst }),
 	};
 }
 
@@ -168,7 +248,7 @@ async function runMemory(certs: Certs, client: ClientName): Promise<MemoryRun> {
 	const { child, next } = startClient({ client, workload: MEMORY, port: 9, certs, memory: true });
 	const m = await next();
 	child.kill();
-	if (m.type !== 'memory') throw new Error(`${client}: expected 'memory', got ${m.type}`);
+	if (m.type !== 'memory') throw new Error(`${client}: expected 'memory', got ${JSON.stringify(m)}`);
 	return {
 		client,
 		n: m.n,
@@ -178,7 +258,22 @@ async function runMemory(certs: Certs, client: ClientName): Promise<MemoryRun> {
 	};
 }
 
+/** The kernel's RSS high-water mark of a live process (Linux), or NaN: for a client about to be killed. */
+function peakRssOf(pid: number | undefined): number {
+	try {
+		const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+		return hwm === null ? Number.NaN : Number(hwm[1]) * 1024;
+	} catch {
+		return Number.NaN;
+	}
+}
+
+/** The runs that handed back a result (a killed or crashed client measured nothing). */
+const measured = (runs: Run[]): Run[] => runs.filter((r) => r.ended === undefined);
+
+/** NaN for no values. */
 function median(values: number[]): number {
+	if (values.length === 0) return Number.NaN;
 	const sorted = [...values].sort((a, b) => a - b);
 	const mid = sorted.length >> 1;
 	return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
@@ -187,8 +282,86 @@ function median(values: number[]): number {
 /** What a client's library added to its process: peak RSS over the RSS of Node plus the inputs. */
 const growth = (r: Run): number => r.peakRssBytes - r.baselineRssBytes;
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
-const mb = (bytes: number): string => `${Math.round(bytes / 1048576)} MB`;
-const ratio = (r: number | undefined): string => (r === undefined ? '' : `${r.toFixed(r >= 10 ? 1 : 2)}×`);
+const mb = (bytes: number): string => (Number.isNaN(bytes) ? '—' : `${Math.round(bytes / 1048576)} MB`);
+const ratio = (r: number | undefined): string => (r === undefined ? '' : Number.isFinite(r) ? `${r.toFixed(r >= 10 ? 1 : 2)}×` : '—');
+
+/** Medians of the burst figures of a client's runs. */
+type BurstSummary = Omit<BurstRun, 'pauseMs' | 'measure'> & { peakRssGrowthVsPeer: number | undefined };
+
+/** Medians of a client's burst runs; peak RSS growth against the peer's median. */
+function burstSummary(mine: Run[], peer: Run[] | undefined): BurstSummary {
+	// A killed client's figures come from what it said after the loop and the kernel's peak at the kill.
+	const of = (runs: Run[], pick: (b: BurstRun) => number): number => median(runs.flatMap((r) => (r.burst === undefined ? [] : [pick(r.burst)])).filter((v) => !Number.isNaN(v)));
+	const growthOf = (b: BurstRun): number => b.peakRssGrowthBytes;
+	return {
+		heapBytesPerNotification: of(mine, (b) => b.heapBytesPerNotification),
+		heapAndBuffersBytesPerNotification: of(mine, (b) => b.heapAndBuffersBytesPerNotification),
+		heapRawBytesPerNotification: of(mine, (b) => b.heapRawBytesPerNotification),
+		peakRssGrowthBytes: of(mine, growthOf),
+		sampledPeakRssGrowthBytes: of(mine, (b) => b.sampledPeakRssGrowthBytes),
+		peakHeapGrowthBytes: of(mine, (b) => b.peakHeapGrowthBytes),
+		peakRssGrowthVsPeer: peer === undefined || peer.length === 0 ? undefined : of(mine, growthOf) / of(peer, growthOf),
+		loopMs: of(mine, (b) => b.loopMs),
+	};
+}
+
+/** What every table shows first for a client in a workload: throughput and what became of the notifications. */
+interface DeliveryRow {
+	workload: string;
+	client: ClientName;
+	perSecond: number;
+	vsRaw: number | undefined;
+	vsNodeApn: number | undefined;
+	completedRuns: string;
+	lostMax: number;
+	duplicatedMax: number;
+	errorsReported: number;
+	errorsExpected: number;
+}
+
+const DELIVERY_HEADER = ['workload', 'client', 'notif/s', 'vs ceiling', 'vs peer', 'done', 'lost', 'dup', 'errors (expected)'];
+
+function deliveryCells(s: DeliveryRow): string[] {
+	return [
+		s.workload,
+		s.client,
+		fmt(s.perSecond),
+		ratio(s.vsRaw),
+		ratio(s.vsNodeApn),
+		s.completedRuns,
+		String(s.lostMax),
+		String(s.duplicatedMax),
+		s.errorsExpected === 0 && s.errorsReported === 0 ? '0' : `${s.errorsReported} (${s.errorsExpected})`,
+	];
+}
+
+/** A Markdown table, its columns padded to their widest cell. */
+function table(header: string[], rows: string[][]): string[] {
+	const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+	const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+	return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
+}
+
+/** The burst rows: throughput and losses as in the main table, then memory per queued notification and peak RSS growth. */
+function burstTable(rows: Array<DeliveryRow & { burst: BurstSummary }>): string[] {
+	const header = [...DELIVERY_HEADER, 'heap B/notif', 'heap+buffers B/notif', 'peak RSS growth (vs peer)', 'hand-over loop'];
+	const cells = rows.map((s) => [
+		...deliveryCells(s),
+		Number.isNaN(s.burst.heapBytesPerNotification) ? '—' : String(s.burst.heapBytesPerNotification),
+		Number.isNaN(s.burst.heapAndBuffersBytesPerNotification) ? '—' : String(s.burst.heapAndBuffersBytesPerNotification),
+		`${mb(s.burst.peakRssGrowthBytes)}${s.burst.peakRssGrowthVsPeer === undefined || Number.isNaN(s.burst.peakRssGrowthVsPeer) ? '' : ` (${s.burst.peakRssGrowthVsPeer.toFixed(2)}×)`}`,
+		Number.isNaN(s.burst.loopMs) ? '—' : `${fmt(s.burst.loopMs)} ms`,
+	]);
+	return [
+		'burst: each notification its own payload, all handed to the client in one synchronous loop (one call per notification). Baseline: right before the loop',
+		'(library loaded, client made, after GC). heap: live JS heap right after the loop (after forced GCs, before any answer), over the baseline, per notification;',
+		'+buffers adds ArrayBuffer memory. peak RSS growth: the highest RSS over the run minus the baseline. notif/s leaves out the measuring pause.',
+		`A client with no result ${RESULT_LIMIT_MS / 1000} s after the run ended is killed: its heap is what it said after the loop, its peak RSS the kernel's at the kill,`,
+		'and whatever the gateway never accepted counts as lost (it was neither delivered nor reported failed by then).',
+		'',
+		...table(header, cells),
+	];
+}
 
 async function main(): Promise<void> {
 	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false } } });
@@ -209,7 +382,8 @@ async function main(): Promise<void> {
 			for (const client of workload.clients) {
 				const run = await runOnce(gateway, certs, workload, client, rep);
 				runs.push(run);
-				process.stderr.write(`  ${workload.name} | ${client} #${rep}: ${fmt(run.perSecond)}/s${run.completed ? '' : ' (incomplete)'}, lost ${run.lost}, dup ${run.duplicated}\n`);
+				const memory = run.burst === undefined ? '' : `, heap ${run.burst.heapBytesPerNotification} B/notif, peak RSS +${mb(run.burst.peakRssGrowthBytes)}`;
+				process.stderr.write(`  ${workload.name} | ${client} #${rep}: ${fmt(run.perSecond)}/s${run.completed ? '' : ' (incomplete)'}${run.ended === undefined ? '' : ` (${run.ended})`}, lost ${run.lost}, dup ${run.duplicated}${memory}\n`);
 			}
 		}
 	}
@@ -237,53 +411,42 @@ async function main(): Promise<void> {
 				perSecond: median(mine.map((r) => r.perSecond)),
 				vsRaw: against(ceiling),
 				vsNodeApn: against(peer),
-				peakRssVsPeer: peer === undefined || peer === client ? undefined : median(mine.map((r) => r.peakRssBytes)) / median(runs.filter((o) => o.workload === workload.name && o.client === peer).map((o) => o.peakRssBytes)),
-				rssGrowthVsPeer: peer === undefined || peer === client ? undefined : median(mine.map(growth)) / median(runs.filter((o) => o.workload === workload.name && o.client === peer).map(growth)),
-				completedRuns: `${mine.filter((r) => r.completed).length}/${mine.length}`,
+				peakRssVsPeer: peer === undefined || peer === client ? undefined : median(measured(mine).map((r) => r.peakRssBytes)) / median(measured(runs.filter((o) => o.workload === workload.name && o.client === peer)).map((o) => o.peakRssBytes)),
+				rssGrowthVsPeer: peer === undefined || peer === client ? undefined : median(measured(mine).map(growth)) / median(measured(runs.filter((o) => o.workload === workload.name && o.client === peer)).map(growth)),
+				completedRuns: `${mine.filter((r) => r.completed).length}/${mine.length}${mine.some((r) => r.ended !== undefined) ? ` (${mine.filter((r) => r.ended !== undefined).length} without a result)` : ''}`,
 				lostMax: Math.max(...mine.map((r) => r.lost)),
 				duplicatedMax: Math.max(...mine.map((r) => r.duplicated)),
 				errorsReported: median(mine.map((r) => r.errorsReported)),
 				errorsExpected: mine[0]!.errorsExpected,
 				reconnects: median(mine.map((r) => r.reconnects)),
-				peakRssBytes: median(mine.map((r) => r.peakRssBytes)),
-				baselineRssBytes: median(mine.map((r) => r.baselineRssBytes)),
-				rssGrowthBytes: median(mine.map(growth)),
+				peakRssBytes: median(measured(mine).map((r) => r.peakRssBytes)),
+				baselineRssBytes: median(measured(mine).map((r) => r.baselineRssBytes)),
+				rssGrowthBytes: median(measured(mine).map(growth)),
 				undeliveredMax: Math.max(...mine.map((r) => r.undelivered)),
+				...(workload.burst === true ? { burst: burstSummary(mine, peer === undefined || peer === client ? undefined : runs.filter((o) => o.workload === workload.name && o.client === peer)) } : {}),
 			};
 		}),
 	);
 
 	const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
 	const date = new Date().toISOString();
-	const header = ['workload', 'client', 'notif/s', 'vs ceiling', 'vs peer', 'done', 'lost', 'dup', 'errors (expected)', 'reconnects', 'peak RSS (vs peer)', 'RSS growth (vs peer)'];
-	const rows = summary.map((s) => [
-		s.workload,
-		s.client,
-		fmt(s.perSecond),
-		ratio(s.vsRaw),
-		ratio(s.vsNodeApn),
-		s.completedRuns,
-		String(s.lostMax),
-		String(s.duplicatedMax),
-		s.errorsExpected === 0 && s.errorsReported === 0 ? '0' : `${s.errorsReported} (${s.errorsExpected})`,
+	const header = [...DELIVERY_HEADER, 'reconnects', 'peak RSS (vs peer)', 'RSS growth (vs peer)'];
+	const rows = summary.filter((s) => s.burst === undefined).map((s) => [
+		...deliveryCells(s),
 		String(s.reconnects),
 		`${mb(s.peakRssBytes)}${s.peakRssVsPeer === undefined ? '' : ` (${s.peakRssVsPeer.toFixed(2)}×)`}`,
 		`${mb(s.rssGrowthBytes)}${s.rssGrowthVsPeer === undefined ? '' : ` (${s.rssGrowthVsPeer.toFixed(2)}×)`}`,
 	]);
-	const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-	const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
 	const out: string[] = [];
 	out.push(`apns-worker benchmark — ${date.slice(0, 10)}, ${machine.cores} cores (${machine.cpu}), Node ${machine.node}; gateway in its own process; clients alternating; medians over the runs counted in 'done'`);
 	out.push('ceiling: raw TLS (binary) or bare node:http2 with 1,000 streams in flight (HTTP/2); peer: node-apn 1.7.8 (binary) or @parse/node-apn (HTTP/2).');
 	out.push('lost: never accepted by the gateway and never reported failed (silently lost). RSS growth: peak RSS minus the RSS of Node plus the input tokens, taken before the client library is loaded.');
-	out.push('');
-	out.push(line(header));
-	out.push(line(widths.map((w) => '-'.repeat(w))));
-	for (const r of rows) out.push(line(r));
+	if (rows.length > 0) out.push('', ...table(header, rows));
+	const bursts = summary.filter((s) => s.burst !== undefined);
+	if (bursts.length > 0) out.push('', ...burstTable(bursts as Array<(typeof bursts)[number] & { burst: BurstSummary }>));
 	if (memory.length > 0) {
-		out.push('');
-		out.push(line(['memory: 1M tokens × 1 payload queued, gateway unreachable', 'client', 'heap B/notif', 'heap+buffers B/notif', 'peak RSS'].map(String)));
-		for (const m of memory) out.push(`| ${MEMORY.name} | ${m.client} | ${m.heapBytesPerNotification} | ${m.heapAndBuffersBytesPerNotification} | ${mb(m.peakRssBytes)} |`);
+		const cells = memory.map((m) => [MEMORY.name, m.client, String(m.heapBytesPerNotification), String(m.heapAndBuffersBytesPerNotification), mb(m.peakRssBytes)]);
+		out.push('', ...table(['memory: 1M tokens × 1 payload queued, gateway unreachable', 'client', 'heap B/notif', 'heap+buffers B/notif', 'peak RSS'], cells));
 	}
 	process.stdout.write(`${out.join('\n')}\n`);
 	const partial = values.only !== undefined || values.quick || values.reps !== undefined;
