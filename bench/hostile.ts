@@ -530,7 +530,7 @@ async function child(task: Task): Promise<void> {
 	const c = task.certs;
 	const auth: Partial<ApnsManagerOptions> =
 		scenario.protocol === 'binary'
-			? { cert: c.client.cert, key: c.client.key, ca: c.ca }
+			? { protocol: 'binary', cert: c.client.cert, key: c.client.key, ca: c.ca }
 			: scenario.auth === 'cert'
 				? { protocol: 'http2', cert: c.client.cert, key: c.client.key, ca: c.ca }
 				: { protocol: 'http2', token: { key: c.p8.key, keyId: c.p8.keyId, teamId: c.p8.teamId }, topic: TOPIC, ca: c.ca };
