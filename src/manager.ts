@@ -126,7 +126,17 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			throw new InvalidArgumentError('options.topic', 'the bundle ID (token auth has no certificate to take it from)', undefined);
 		}
 		this.#errorHandler = options.errorHandler;
-		this.#logger = options.logger;
+		// A logger that throws must not break the send loop: its errors go where a listener's go.
+		const logger = options.logger;
+		this.#logger =
+			logger === undefined
+				? undefined
+				: {
+						debug: (fields, message) => this.#guard(() => logger.debug(fields, message)),
+						info: (fields, message) => this.#guard(() => logger.info(fields, message)),
+						warn: (fields, message) => this.#guard(() => logger.warn(fields, message)),
+						error: (fields, message) => this.#guard(() => logger.error(fields, message)),
+					};
 		this.#apnsIds = o.protocol === 'http2' ? new ApnsIds() : undefined;
 		this.#queue = new NotificationQueue({ maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent });
 		if (o.rateLimit !== undefined) {

@@ -107,10 +107,13 @@ const APS_KEY_NAMES: Readonly<Record<string, string>> = {
 const ARENA_CHUNK_BYTES = 16 * 1024;
 let arena = Buffer.allocUnsafeSlow(ARENA_CHUNK_BYTES);
 let arenaUsed = 0;
+/** A reservation is open: user code run while filling it (a token getter) must not get the same room. */
+let reserving = false;
 
-/** Room for `bytes`: the chunk and the offset to write at. Commit with {@link commit} once written. */
+/** Room for `bytes`: the chunk and the offset to write at. Then {@link commit} once written, or {@link release}. */
 function reserve(bytes: number): { chunk: Buffer; at: number } {
-	if (bytes > ARENA_CHUNK_BYTES / 4) return { chunk: Buffer.allocUnsafeSlow(bytes), at: 0 };
+	if (bytes > ARENA_CHUNK_BYTES / 4 || reserving) return { chunk: Buffer.allocUnsafeSlow(bytes), at: 0 };
+	reserving = true;
 	if (arenaUsed + bytes > ARENA_CHUNK_BYTES) {
 		arena = Buffer.allocUnsafeSlow(ARENA_CHUNK_BYTES);
 		arenaUsed = 0;
@@ -120,6 +123,11 @@ function reserve(bytes: number): { chunk: Buffer; at: number } {
 
 function commit(chunk: Buffer, end: number): void {
 	if (chunk === arena) arenaUsed = (end + 7) & ~7;
+}
+
+/** End the open reservation of `chunk` (committed or not). */
+function release(chunk: Buffer): void {
+	if (chunk === arena) reserving = false;
 }
 
 const PUSH_TYPE_INDEX: ReadonlyMap<string, number> = new Map(PUSH_TYPES.map((t, i) => [t, i]));
@@ -192,9 +200,13 @@ export class Message {
 		// Tokens, then the payload, into the arena; committed only once the tokens are valid.
 		const tokenBytes = count * TOKEN_BYTES;
 		const { chunk, at } = reserve(tokenBytes + Buffer.byteLength(json, 'utf8'));
-		packTokens(tokens, chunk, at);
-		this.payloadLength = chunk.write(json, at + tokenBytes, 'utf8');
-		commit(chunk, at + tokenBytes + this.payloadLength);
+		try {
+			packTokens(tokens, count, chunk, at);
+			this.payloadLength = chunk.write(json, at + tokenBytes, 'utf8');
+			commit(chunk, at + tokenBytes + this.payloadLength);
+		} finally {
+			release(chunk);
+		}
 		this.chunk = chunk;
 		this.start = at;
 		this.count = count;
@@ -307,12 +319,12 @@ function decodeToken(token: unknown, out: Buffer, offset: number): boolean {
 }
 
 /** Decode and check `tokens` into `out` at `at`. */
-function packTokens(tokens: string | readonly string[], out: Buffer, at: number): void {
+function packTokens(tokens: string | readonly string[], count: number, out: Buffer, at: number): void {
 	if (typeof tokens === 'string') {
 		if (!decodeToken(tokens, out, at)) throw new InvalidArgumentError('tokens', 'a device token of 64 hexadecimal characters', tokens);
 		return;
 	}
-	for (let i = 0; i < tokens.length; i++) {
+	for (let i = 0; i < count; i++) {
 		if (!decodeToken(tokens[i], out, at + i * TOKEN_BYTES)) {
 			throw new InvalidArgumentError(`tokens[${i}]`, 'a device token of 64 hexadecimal characters', tokens[i]);
 		}

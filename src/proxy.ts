@@ -316,6 +316,7 @@ function parseProxyUrl(value: string, argument: string, what: string): ProxyOpti
 	}
 	const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
 	const port = url.port === '' ? 80 : Number(url.port);
+	if (port < 1 || port > 65_535) throw new InvalidArgumentError(argument, `${expected}, a port from 1 to 65535`, redactUrl(value));
 	if (url.username.length === 0 && url.password.length === 0) return { host, port };
 	let auth: { username: string; password: string };
 	try {
@@ -327,9 +328,15 @@ function parseProxyUrl(value: string, argument: string, what: string): ProxyOpti
 	return { host, port, auth };
 }
 
-/** `url` with any password replaced by `***`, for error messages. */
+/**
+ * `url` with its credentials replaced by `***`, for error messages: everything between the scheme and the
+ * last `@`, so a password holding `/`, `?`, `#` or `@` (which breaks URL parsing) never shows either.
+ */
 export function redactUrl(url: string): string {
-	return url.replace(/^((?:[a-z][a-z\d+.-]*:\/\/)?[^:@/?#]*:)[^@/?#]*@/i, '$1***@');
+	const at = url.lastIndexOf('@');
+	if (at < 0) return url;
+	const scheme = /^[a-z][a-z\d+.-]*:\/\//i.exec(url)?.[0] ?? '';
+	return `${scheme}***${url.slice(at)}`;
 }
 
 /**

@@ -102,3 +102,19 @@ test('compact storage: 5,000 messages share arena chunks without overlap; a refu
 	assert.notEqual(big.chunk, messages.at(-1)!.chunk);
 	assert.deepEqual(big.payload, { aps: { alert: 'broadcast' } });
 });
+
+test('a token getter that builds another message meanwhile cannot take the same arena room', () => {
+	const outerToken = 'aa'.repeat(32);
+	const innerToken = 'bb'.repeat(32);
+	let inner: Message | undefined;
+	const tokens = [outerToken];
+	Object.defineProperty(tokens, 0, {
+		get() {
+			inner ??= Message.fromAps(innerToken, { alert: 'inner' });
+			return outerToken;
+		},
+	});
+	const outer = Message.fromAps(tokens, { alert: 'outer' });
+	assert.deepEqual([outer.token(0), outer.payload], [outerToken, { aps: { alert: 'outer' } }]);
+	assert.deepEqual([inner!.token(0), inner!.payload], [innerToken, { aps: { alert: 'inner' } }]);
+});

@@ -350,9 +350,15 @@ test("proxy: 'env' URL forms: lower case first, ALL_PROXY fallback, default port
 	assert.equal(p.request('api.push.apple.com', 443), `CONNECT api.push.apple.com:443 HTTP/1.1\r\nHost: api.push.apple.com:443\r\nProxy-Authorization: Basic ${Buffer.from('user@corp:p@ss:w/').toString('base64')}\r\n\r\n`);
 	assert.ok(!inspect(p).includes('Basic') && !JSON.stringify(p).includes('Basic'), 'the credentials are not printed');
 	for (const [value, why] of [
-		['https://user:hunter2@proxy:443', /https:\/\/user:\*\*\*@proxy:443/],
-		['socks5://user:hunter2@proxy:1080', /socks5:\/\/user:\*\*\*@proxy:1080/],
-		['http://user:hunter2@', /http:\/\/user:\*\*\*@/],
+		['https://user:hunter2@proxy:443', /https:\/\/\*\*\*@proxy:443/],
+		['socks5://user:hunter2@proxy:1080', /socks5:\/\/\*\*\*@proxy:1080/],
+		['http://user:hunter2@', /http:\/\/\*\*\*@/],
+		// Characters that break URL parsing, inside the password: still never shown.
+		['http://user:hun/ter2@proxy:3128', /http:\/\/\*\*\*@proxy:3128/],
+		['http://user:hun#ter2@proxy:3128', /http:\/\/\*\*\*@proxy:3128/],
+		['user:hun?ter2@proxy:3128', /\*\*\*@proxy:3128/],
+		['http://user:p@hunter2@proxy:3128/x', /http:\/\/\*\*\*@proxy:3128\/x/],
+		['http://proxy:0', /a port from 1 to 65535/],
 	] as const) {
 		assert.throws(
 			() => proxyFromEnv(gateway, { HTTPS_PROXY: value }),
@@ -360,8 +366,8 @@ test("proxy: 'env' URL forms: lower case first, ALL_PROXY fallback, default port
 			value,
 		);
 	}
-	assert.equal(redactUrl('user:hunter2@proxy:3128'), 'user:***@proxy:3128');
-	assert.equal(redactUrl('http://proxy:3128/a@b'), 'http://proxy:3128/a@b');
+	assert.equal(redactUrl('user:hunter2@proxy:3128'), '***@proxy:3128');
+	assert.equal(redactUrl('http://proxy:3128'), 'http://proxy:3128');
 });
 
 test('bad proxy options throw InvalidArgumentError naming the field, never showing a password', () => {

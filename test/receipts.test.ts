@@ -174,6 +174,34 @@ test('rateLimit: at most `limit` notifications go out in any interval (p-queue, 
 	assert.throws(() => h2(t, server, { rateLimit: { limit: 5, per: 1000 } as never }), (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'options.rateLimit.per');
 });
 
+test('rateLimit counts uses, not only grants: grants left unused past their window lapse, so no window ever carries 2× the limit', async (t) => {
+	const { RateGate } = await import('../src/rate-limit.js');
+	t.mock.timers.enable({ apis: ['Date', 'setTimeout'], now: 0 });
+	t.after(() => t.mock.timers.reset());
+	const gate = new RateGate({ limit: 10, intervalMs: 1000 }, () => {});
+	t.after(() => gate.close());
+	const settle = async () => {
+		for (let i = 0; i < 10; i++) await new Promise((resolve) => setImmediate(resolve)); // p-queue's promise turns
+	};
+	gate.want(40); // asked while no writer can use them (a session still connecting, say)
+	await settle();
+	const usedAt: number[] = [];
+	let now = 0;
+	const drainAt = async (at: number) => {
+		t.mock.timers.tick(at - now);
+		now = at;
+		for (let round = 0; round < 3; round++) {
+			while (gate.take()) usedAt.push(at);
+			gate.want(40);
+			await settle();
+		}
+	};
+	for (const at of [1500, 1501, 2000, 2499, 2500, 2600, 3600]) await drainAt(at);
+	for (const at of usedAt) assert.ok(usedAt.filter((u) => u > at - 1000 && u <= at).length <= 10, `more than 10 uses in the second before ${at}: ${usedAt.join(',')}`);
+	assert.equal(usedAt.filter((u) => u <= 1501).length, 10, 'the lapsed t=0 grants were not spent beside fresh ones');
+	assert.ok(usedAt.length >= 20, `and it keeps granting: ${usedAt.join(',')}`);
+});
+
 test('rateLimit on the binary protocol: a window held back by the limit is not a reason to probe (no reconnect per window)', async (t) => {
 	const gw = await gateway(t);
 	const m = manager(t, gw, { rateLimit: { limit: 10, intervalMs: 1000 } });
@@ -214,6 +242,20 @@ test('logger: lifecycle, failures and re-sends logged with stable fields; tokens
 	for (const token of tokens) assert.ok(!text.includes(token), 'no whole token');
 	assert.ok(!text.includes(KEY.key.split('\n')[1]!) && !text.includes('bearer'), 'no key, no JWT');
 	assert.throws(() => h2(t, server, { logger: { info() {} } as never }), (e: unknown) => e instanceof InvalidArgumentError && e.argument === 'options.logger.debug');
+});
+
+test('a logger that throws breaks nothing: every notification settles, the throw surfaces as an error event', async (t) => {
+	const tokens = makeTokens(20, 93);
+	const server = await mock(t, { badTokens: [tokens[5]!] });
+	const boom = () => {
+		throw new Error('logger down');
+	};
+	const m = h2(t, server, { logger: { debug: boom, info: boom, warn: boom, error: boom }, errorHandler: () => {} });
+	const errors: unknown[] = [];
+	m.on('error', (e) => errors.push(e));
+	const result = await m.sendAps(tokens, { alert: 'x' }).settled;
+	assert.deepEqual([result.sent.length, result.failed.length], [19, 1]);
+	assert.ok(errors.length >= 2 && errors.every((e) => (e as Error).message === 'logger down'));
 });
 
 test('a rejection nobody hears raises one process warning per manager; a handler, a listener or an awaited receipt silences it', async (t) => {
