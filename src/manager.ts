@@ -253,9 +253,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		if (!http2) {
 			// Silently dropping what the binary frame cannot carry would send something else than was asked.
 			if (message.priority === 1) throw new InvalidArgumentError('options.priority', '5 or 10 on the binary protocol', 1);
-			for (const [name, value] of [['collapseId', message.collapseId], ['topic', message.topic], ['id', message.id], ['pushType', message.explicitPushType ? message.pushType : undefined]] as const) {
-				if (value !== undefined) throw new InvalidArgumentError(`options.${name}`, "protocol 'http2' (the binary protocol has no such field)", value);
-			}
+			// Checked only when one is set: this runs for every send.
+			if (message.extra !== undefined || message.explicitPushType) refuseHttp2Fields(message);
 		}
 		return new Receipt(this.#queue.push(message), this.#apnsIds);
 	}
@@ -276,10 +275,12 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	#pendingChanged(): void {
 		if (this.#pendingWaiters.length === 0) return;
 		const pending = this.#queue.outstanding;
-		const still = this.#pendingWaiters.filter((w) => pending >= w.limit);
-		if (still.length === this.#pendingWaiters.length) return;
-		for (const w of this.#pendingWaiters) if (pending < w.limit) w.resolve();
-		this.#pendingWaiters = still;
+		if (!this.#pendingWaiters.some((w) => pending < w.limit)) return;
+		this.#pendingWaiters = this.#pendingWaiters.filter((w) => {
+			if (pending >= w.limit) return true;
+			w.resolve();
+			return false;
+		});
 	}
 
 	/**
@@ -499,6 +500,13 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			}
 			process.emitWarning(`apns-worker: a listener or handler threw: ${error instanceof Error ? error.message : String(error)}`, 'ApnsWorkerWarning');
 		}
+	}
+}
+
+/** A binary send of a message with an HTTP/2-only field: refused, naming it. */
+function refuseHttp2Fields(message: Message): void {
+	for (const [name, value] of [['collapseId', message.collapseId], ['topic', message.topic], ['id', message.id], ['pushType', message.explicitPushType ? message.pushType : undefined]] as const) {
+		if (value !== undefined) throw new InvalidArgumentError(`options.${name}`, "protocol 'http2' (the binary protocol has no such field)", value);
 	}
 }
 
