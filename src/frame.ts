@@ -1,10 +1,12 @@
 /**
- * The binary provider protocol on the wire (see shared/docs/apns-protocol.md §A and §B):
+ * The binary provider protocol's bytes (its rules — statuses, limits, what an answer settles — are in
+ * protocol/binary.ts) (see shared/docs/apns-protocol.md §A and §B):
  * command-2 notification frames, the 6-byte error response, and feedback tuples.
  * Every integer is unsigned big-endian.
  */
 import { ProtocolError } from './errors.js';
 import { TOKEN_BYTES } from './message.js';
+import { MAX_BINARY_PAYLOAD_BYTES } from './protocol/binary.js';
 
 export const COMMAND_SIMPLE = 0;
 export const COMMAND_ENHANCED = 1;
@@ -12,8 +14,6 @@ export const COMMAND_FRAME = 2;
 export const COMMAND_ERROR = 8;
 /** Size of an error-response packet: command, status, ident. */
 export const ERROR_RESPONSE_BYTES = 6;
-/** Largest payload the binary gateway accepts (iOS 8+). */
-export const MAX_BINARY_PAYLOAD_BYTES = 2048;
 
 const ITEM_TOKEN = 1;
 const ITEM_PAYLOAD = 2;
@@ -22,34 +22,6 @@ const ITEM_EXPIRY = 4;
 const ITEM_PRIORITY = 5;
 /** Frame header (5) + token item (3+32) + payload item header (3) + ident (3+4) + expiry (3+4) + priority (3+1). */
 const FRAME_OVERHEAD = 5 + 3 + TOKEN_BYTES + 3 + 7 + 7 + 4;
-
-/** Apple's status codes of the error-response packet, with Apple's descriptions. */
-export const STATUS_DESCRIPTIONS: Readonly<Record<number, string>> = {
-	0: 'No errors encountered',
-	1: 'Processing error',
-	2: 'Missing device token',
-	3: 'Missing topic',
-	4: 'Missing payload',
-	5: 'Invalid token size',
-	6: 'Invalid topic size',
-	7: 'Invalid payload size',
-	8: 'Invalid token',
-	10: 'Shutdown',
-	128: 'Protocol error',
-	255: 'None (unknown)',
-};
-
-/** Status 10: the named notification was the last one processed; everything after it must be re-sent. */
-export const STATUS_SHUTDOWN = 10;
-
-/** Statuses Apple describes as temporary: the named notification itself is worth another try. */
-export function isTemporaryStatus(status: number): boolean {
-	return status === 1 || status === 255;
-}
-
-export function describeStatus(status: number): string {
-	return STATUS_DESCRIPTIONS[status] ?? `Unknown status ${status}`;
-}
 
 /** Bytes a command-2 frame takes for a payload of `payloadBytes`. */
 export function frameBytes(payloadBytes: number): number {

@@ -4,14 +4,15 @@
  * are retried and only ever surface as events.
  */
 import { EventEmitter } from 'eventemitter3';
-import type { Backend, BackendFactory, DisconnectReason } from './backends/backend.js';
+import type { Backend, BackendFactory, DisconnectReason, DriverSetup } from './backends/backend.js';
 import { createEventedBackend } from './backends/evented.js';
-import { createHttp2Backend } from './backends/http2.js';
+import { createThreadedBackend } from './backends/threaded.js';
 import { ProviderToken } from './provider-token.js';
 import { loadCa, loadCredentials, type CertificateInfo, type LoadedCredentials } from './credentials.js';
 import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type ConnectionError } from './errors.js';
 import { Feedback, readFeedback } from './feedback.js';
-import { describeStatus, MAX_BINARY_PAYLOAD_BYTES } from './frame.js';
+import * as binary from './protocol/binary.js';
+import * as http2 from './protocol/http2.js';
 import { Message, type Aps, type SendApsOptions } from './message.js';
 import { MAX_TIMER_MS, resolveOptions, type ApnsManagerOptions, type Logger, type ResolvedOptions } from './options.js';
 import { NotificationQueue, type FailureDetail, type QueueStats, type ResendReason } from './queue.js';
@@ -47,6 +48,11 @@ export interface ApnsManagerEvents {
 	 * Another follows after `retryInMs`.
 	 */
 	connectError: [error: ConnectionError, info: { attempt: number; retryInMs: number }];
+	/**
+	 * `backend: 'threaded'`: a worker thread died (an uncaught error, `process.exit()` in it). It is
+	 * replaced, and the `resent` notifications it held are sent again, in doubt.
+	 */
+	threadExit: [info: { thread: number; error: Error; resent: number }];
 	/** Nothing is queued or awaiting confirmation. */
 	idle: [];
 	/** A listener, the `errorHandler` or a feedback callback threw. */
@@ -55,8 +61,12 @@ export interface ApnsManagerEvents {
 	closed: [];
 }
 
-/** Counters of the manager (see {@link QueueStats}) plus connect attempts. */
+/** Counters of the manager (see {@link QueueStats}) plus what the backend reported. */
 export interface ManagerStats extends QueueStats {
+	/** Binary: probes answered. */
+	probesAnswered: number;
+	/** Binary: error frames that named an ident their connection never carried. */
+	identsNotFound: number;
 	/** Gateway connect attempts, successful or not. */
 	connectAttempts: number;
 	/** Notifications neither delivered nor reported failed yet. */
@@ -71,11 +81,7 @@ export interface DeadlineOptions {
 	readonly timeoutMs?: number;
 }
 
-const BACKENDS: Readonly<Record<'evented' | 'http2', BackendFactory>> = { evented: createEventedBackend, http2: createHttp2Backend };
-
-/** Largest HTTP/2 payload, and the VoIP one. */
-export const MAX_HTTP2_PAYLOAD_BYTES = 4096;
-export const MAX_HTTP2_VOIP_PAYLOAD_BYTES = 5120;
+const BACKENDS: Readonly<Record<'evented' | 'threaded', BackendFactory>> = { evented: createEventedBackend, threaded: createThreadedBackend };
 
 /** Sends Apple push notifications from a queue; see the README for the delivery guarantees. */
 export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
@@ -88,6 +94,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	/** HTTP/2: 410 answers kept for the next `getFeedback`, oldest first, at most `maxFeedbackRecords`. */
 	#feedbackRecords: Feedback[] = [];
 	#feedbackDropped = 0;
+	#probesAnswered = 0;
+	#identsNotFound = 0;
 	readonly #queue: NotificationQueue;
 	readonly #backend: Backend;
 	readonly #errorHandler: ((error: DeliveryError) => void) | undefined;
@@ -95,6 +103,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	/** HTTP/2: generates each request's apns-id. */
 	readonly #apnsIds: ApnsIds | undefined;
 	readonly #gate: RateGate | undefined;
+	/** The protocol's words for a status that came without a reason. */
+	readonly #describe: (status: number) => string;
 	/** A rejection went unheard (no errorHandler, no listener) and the process was warned: once. */
 	#warnedUnheard = false;
 	/** `onPendingBelow` waiters. */
@@ -138,17 +148,13 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 						error: (fields, message) => this.#guard(() => logger.error(fields, message)),
 					};
 		this.#apnsIds = o.protocol === 'http2' ? new ApnsIds() : undefined;
-		this.#queue = new NotificationQueue({ maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent });
+		this.#describe = o.protocol === 'http2' ? http2.describeHttpStatus : binary.describeStatus;
+		this.#queue = new NotificationQueue({ maxRetained: o.maxRetained, maxAttempts: o.maxAttempts, initialIdent: o.initialIdent, describeStatus: this.#describe });
 		if (o.rateLimit !== undefined) {
 			this.#gate = new RateGate(o.rateLimit, () => this.#backend.wake());
 			this.#queue.setRateGate(this.#gate);
 		}
-		const backend = options.backend ?? (o.protocol === 'http2' ? 'http2' : 'evented');
-		const factory = typeof backend === 'function' ? backend : BACKENDS[backend];
-		if (factory === undefined) throw new InvalidArgumentError('options.backend', "'evented', 'http2' or a backend factory", backend);
-		if (typeof backend === 'string' && backend !== (o.protocol === 'http2' ? 'http2' : 'evented')) {
-			throw new InvalidArgumentError('options.backend', `the ${o.protocol} protocol's backend`, backend);
-		}
+		const factory = typeof o.backend === 'function' ? o.backend : BACKENDS[o.backend];
 		this.#queue.setListener({
 			failed: (message, index, ident, status, detail) => {
 				this.#reportFailure(message, index, ident, status, detail);
@@ -157,10 +163,6 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			resent: (count, reason) => {
 				this.#logger?.debug({ event: 'resent', count, reason }, `${count} notifications put back to be sent again (${reason})`);
 				this.#emit('resent', { count, reason });
-			},
-			identNotFound: (ident, status, resent) => {
-				this.#logger?.warn({ event: 'identNotFound', ident, status, count: resent }, `the gateway named ident ${ident}, never sent on that connection; ${resent} re-sent`);
-				this.#emit('identNotFound', { ident, status, resent });
 			},
 			retentionFull: (retained) => {
 				this.#logger?.warn({ event: 'retentionFull', count: retained }, `${retained} notifications await the gateway's word: writing paused (maxRetained)`);
@@ -173,14 +175,36 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			wake: () => this.#backend.wake(),
 			idle: () => this.#onIdle(),
 		});
+		const setup: DriverSetup = {
+			protocol: o.protocol,
+			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca, proxy: o.proxy.gateway },
+			options: {
+				graceMs: o.graceMs, confirmEvery: o.confirmEvery, minConfirmIntervalMs: o.minConfirmIntervalMs, confirmIdleMs: o.confirmIdleMs,
+				reconnect: o.reconnect, maxConnectsPerSecond: o.maxConnectsPerSecond, connectTimeoutMs: o.connectTimeoutMs, connections: o.connections,
+				maxStreamsPerSession: o.maxStreamsPerSession, retry: o.retry, requestTimeoutMs: o.requestTimeoutMs, pingIntervalMs: o.pingIntervalMs, pingTimeoutMs: o.pingTimeoutMs,
+			},
+			topic: this.#topic,
+			tokenAuth: this.#token !== undefined,
+		};
 		this.#backend = factory({
 			queue: this.#queue,
-			options: o,
-			tls: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca, proxy: o.proxy.gateway },
+			setup,
 			token: this.#token,
-			topic: this.#topic,
 			apnsIds: this.#apnsIds,
+			threads: o.threads,
 			events: {
+				identNotFound: (info) => {
+					this.#identsNotFound++;
+					this.#logger?.warn({ event: 'identNotFound', ident: info.ident, status: info.status, count: info.resent }, `the gateway named ident ${info.ident}, never sent on that connection; ${info.resent} re-sent`);
+					this.#emit('identNotFound', info);
+				},
+				probeAnswered: () => {
+					this.#probesAnswered++;
+				},
+				threadExit: (info) => {
+					this.#logger?.warn({ event: 'threadExit', thread: info.thread, count: info.resent, err: info.error.message }, `worker thread ${info.thread} died; ${info.resent} notifications it held are re-sent`);
+					this.#emit('threadExit', info);
+				},
 				connected: (info) => {
 					this.#logger?.info({ event: 'connected', connection: info.connection, gateway: `${o.gateway.host}:${o.gateway.port}` }, 'connected to the gateway');
 					this.#emit('connected', info);
@@ -208,7 +232,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 
 	/** Counters since construction. */
 	get stats(): ManagerStats {
-		return { ...this.#queue.stats, connectAttempts: this.#backend.connectAttempts, pending: this.#queue.outstanding, feedbackDropped: this.#feedbackDropped + Math.max(0, this.#feedbackRecords.length - this.#options.maxFeedbackRecords) };
+		return { ...this.#queue.stats, probesAnswered: this.#probesAnswered, identsNotFound: this.#identsNotFound, connectAttempts: this.#backend.connectAttempts, pending: this.#queue.outstanding, feedbackDropped: this.#feedbackDropped + Math.max(0, this.#feedbackRecords.length - this.#options.maxFeedbackRecords) };
 	}
 
 	/** Notifications neither delivered nor reported failed yet. */
@@ -246,16 +270,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	}
 
 	#enqueue(message: Message, argument: string): Receipt {
-		const size = message.payloadLength;
-		const http2 = this.#options.protocol === 'http2';
-		const limit = !http2 ? MAX_BINARY_PAYLOAD_BYTES : message.pushType === 'voip' ? MAX_HTTP2_VOIP_PAYLOAD_BYTES : MAX_HTTP2_PAYLOAD_BYTES;
-		if (size > limit) throw new InvalidArgumentError(argument, `a payload of at most ${limit} bytes once encoded`, `${size} bytes`);
-		if (!http2) {
-			// Silently dropping what the binary frame cannot carry would send something else than was asked.
-			if (message.priority === 1) throw new InvalidArgumentError('options.priority', '5 or 10 on the binary protocol', 1);
-			// Checked only when one is set: this runs for every send.
-			if (message.extra !== undefined || message.explicitPushType) refuseHttp2Fields(message);
-		}
+		if (this.#options.protocol === 'http2') http2.checkHttp2Message(message, argument);
+		else binary.checkBinaryMessage(message, argument);
 		return new Receipt(this.#queue.push(message), this.#apnsIds);
 	}
 
@@ -432,7 +448,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		const token = message.token(index);
 		const error = new DeliveryError({
 			status,
-			description: detail?.description ?? detail?.reason ?? describeStatus(status),
+			description: detail?.description ?? detail?.reason ?? this.#describe(status),
 			token,
 			message,
 			ident,
@@ -448,7 +464,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			process.emitWarning(`apns-worker: APNs rejected a notification (${error.description}, status ${status}) and nothing is listening: pass an errorHandler or listen to 'deliveryError' (or await receipts). Further rejections are not warned about.`, { type: 'ApnsWorkerWarning', code: 'APNS_UNHANDLED_REJECTION' });
 		}
 		this.#emit('deliveryError', error);
-		if (status === 410) {
+		if (this.#options.protocol === 'http2' && http2.isFeedback(status)) {
 			// The HTTP/2 replacement of the feedback service: the same records, through the same calls.
 			const record = new Feedback(token, detail?.timestamp ?? new Date());
 			this.#keepFeedback(record);
@@ -500,13 +516,6 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			}
 			process.emitWarning(`apns-worker: a listener or handler threw: ${error instanceof Error ? error.message : String(error)}`, 'ApnsWorkerWarning');
 		}
-	}
-}
-
-/** A binary send of a message with an HTTP/2-only field: refused, naming it. */
-function refuseHttp2Fields(message: Message): void {
-	for (const [name, value] of [['collapseId', message.collapseId], ['topic', message.topic], ['id', message.id], ['pushType', message.explicitPushType ? message.pushType : undefined]] as const) {
-		if (value !== undefined) throw new InvalidArgumentError(`options.${name}`, "protocol 'http2' (the binary protocol has no such field)", value);
 	}
 }
 

@@ -45,11 +45,15 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 */
 	readonly protocol?: 'binary' | 'http2';
 	/**
-	 * How sockets are driven: a factory of your own, or the protocol's built-in backend (`'evented'` for
-	 * binary, `'http2'` for HTTP/2).
-	 * @default the protocol's
+	 * Where the protocol's sockets, TLS and framing run: `'evented'` on the caller's event loop, `'threaded'`
+	 * in `threads` worker threads (the caller's loop then only queues and hears outcomes), or a
+	 * {@link BackendFactory} of your own. Independent of `protocol`: every combination keeps the same
+	 * guarantees.
+	 * @default 'evented'
 	 */
-	readonly backend?: 'evented' | 'http2' | BackendFactory;
+	readonly backend?: 'evented' | 'threaded' | BackendFactory;
+	/** With `backend: 'threaded'`: how many worker threads, each with its own connections. @default 1 */
+	readonly threads?: number;
 	/** HTTP/2 token (JWT) authentication with a .p8 key, instead of a client certificate. */
 	readonly token?: ProviderTokenOptions;
 	/** HTTP/2 `apns-topic` (bundle ID). Defaults to the certificate's UID with certificate auth; required with token auth. */
@@ -212,6 +216,7 @@ export interface RateLimit {
 const OPTION_PROTOCOL: Readonly<Record<keyof ApnsManagerOptions, 'both' | 'binary' | 'http2'>> = {
 	protocol: 'both',
 	backend: 'both',
+	threads: 'both',
 	environment: 'both',
 	gateway: 'both',
 	checkCertificateEnvironment: 'both',
@@ -307,6 +312,8 @@ export const ENVIRONMENTS: Readonly<Record<Environment, { gateway: Address; feed
 /** Defaults of every optional setting. */
 export const DEFAULT_OPTIONS = {
 	protocol: 'http2',
+	backend: 'evented',
+	threads: 1,
 	environment: 'production',
 	checkCertificateEnvironment: true,
 	// maxRetained, maxAttempts, initialIdent: the queue's own defaults, kept in one place.
@@ -333,6 +340,9 @@ export const DEFAULT_OPTIONS = {
 /** Options with every default applied. */
 export interface ResolvedOptions {
 	readonly protocol: 'binary' | 'http2';
+	readonly backend: 'evented' | 'threaded' | BackendFactory;
+	/** Worker threads of the `'threaded'` backend. */
+	readonly threads: number;
 	readonly environment: Environment;
 	readonly gateway: Address;
 	readonly feedback: Address;
@@ -430,12 +440,19 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 			if (typeof (logger as Record<string, unknown>)[level] !== 'function') throw new InvalidArgumentError(`options.logger.${level}`, 'a function (a pino-compatible logger)', (logger as Record<string, unknown>)[level]);
 		}
 	}
+	const backend: unknown = options.backend ?? DEFAULT_OPTIONS.backend;
+	if (backend === 'http2') throw new InvalidArgumentError('options.backend', "'evented', 'threaded' or a backend factory (HTTP/2 is chosen with protocol: 'http2', the default)", backend);
+	if (backend !== 'evented' && backend !== 'threaded' && typeof backend !== 'function') throw new InvalidArgumentError('options.backend', "'evented', 'threaded' or a backend factory", backend);
+	// A thread count the backend would ignore is refused, like an option of the other protocol.
+	if (options.threads !== undefined && backend !== 'threaded') throw new InvalidArgumentError('options.threads', "backend: 'threaded' (it does nothing on another backend)", options.threads);
 	const defaults = ENVIRONMENTS[environment];
 	const gateway = address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway);
 	const feedback = address('feedback', options.feedback, defaults.feedback);
 	return {
 		environment,
 		protocol,
+		backend: backend as ResolvedOptions['backend'],
+		threads: wholeNumber('threads', options.threads ?? DEFAULT_OPTIONS.threads, 1, 64),
 		gateway,
 		feedback,
 		proxy: resolveProxies(options.proxy, { gateway, feedback }),

@@ -41,10 +41,20 @@ export interface SendResult {
 export class ApnsIds {
 	readonly #prefix: string;
 
-	constructor() {
+	/** @param prefix - another instance's {@link ApnsIds.prefix}, to make the same ids (a worker thread does). */
+	constructor(prefix?: string) {
+		if (prefix !== undefined) {
+			this.#prefix = prefix;
+			return;
+		}
 		const r = randomBytes(10).toString('hex'); // 72 random bits in the prefix, 2 for the variant
 		const variant = '89ab'[parseInt(r[18]!, 16) & 3]!;
 		this.#prefix = `${r.slice(0, 8)}-${r.slice(8, 12)}-4${r.slice(12, 15)}-${variant}${r.slice(15, 18)}-`;
+	}
+
+	/** The random part every id of this sequence shares. */
+	get prefix(): string {
+		return this.#prefix;
 	}
 
 	/** The apns-id of token `index` of `message`: its own `id`, or a generated one. */

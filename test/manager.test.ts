@@ -41,7 +41,10 @@ test('options are checked at construction, naming the option', () => {
 		[{ confirmEvery: 1.5 }, 'options.confirmEvery'],
 		[{ reconnect: { jitter: 2 } }, 'options.reconnect.jitter'],
 		[{ errorHandler: 'nope' }, 'options.errorHandler'],
-		[{ backend: 'threaded' }, 'options.backend'],
+		[{ backend: 'http2' }, 'options.backend'], // HTTP/2 is a protocol, not a backend
+		[{ backend: 'fibers' }, 'options.backend'],
+		[{ threads: 2 }, 'options.threads'], // does nothing without backend: 'threaded'
+		[{ backend: 'threaded', threads: 0 }, 'options.threads'],
 		[{ initialIdent: 0 }, 'options.initialIdent'],
 	];
 	for (const [options, argument] of bad) {

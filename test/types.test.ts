@@ -10,8 +10,8 @@ function typeChecks(m: ApnsManager): void {
 	m.on('deliveryError', (e: DeliveryError) => e.status satisfies number);
 	m.on('feedback', (f: Feedback) => f.when satisfies Date);
 	m.on('connectError', (e: ConnectionError, info) => [e.code, info.retryInMs satisfies number]);
-	m.on('resent', ({ count, reason }) => [count satisfies number, reason satisfies 'error' | 'shutdown' | 'temporary' | 'retry' | 'unanswered' | 'refused' | 'goaway' | 'silentClose' | 'sessionLost' | 'identNotFound']);
-	m.on('disconnected', ({ reason }) => reason satisfies 'errorFrame' | 'probeAnswered' | 'silentClose' | 'goaway' | 'protocolError' | 'timeout' | 'closed' | 'destroyed');
+	m.on('resent', ({ count, reason }) => [count satisfies number, reason satisfies 'error' | 'shutdown' | 'temporary' | 'retry' | 'unanswered' | 'refused' | 'goaway' | 'silentClose' | 'sessionLost' | 'identNotFound' | 'workerLost']);
+	m.on('disconnected', ({ reason }) => reason satisfies 'errorFrame' | 'probeAnswered' | 'silentClose' | 'goaway' | 'protocolError' | 'timeout' | 'closed' | 'destroyed' | 'threadExit');
 	// @ts-expect-error: no such event
 	m.on('deliveryErorr', () => {});
 	// @ts-expect-error: deliveryError carries a DeliveryError, not a string

@@ -4,7 +4,8 @@
  * documented: an accepted notification gets no answer; a rejected one gets an error response, after
  * which the connection is closed and everything sent after it is discarded.
  */
-import { encodeErrorResponse, parseNotification, STATUS_SHUTDOWN } from '../frame.js';
+import { encodeErrorResponse, parseNotification } from '../frame.js';
+import { STATUS_SHUTDOWN } from '../protocol/binary.js';
 import { startMockTlsServer, type MockTlsServerOptions } from './tls-server.js';
 
 /** Faults the mock injects. All can be changed while it runs with `setFaults`. */

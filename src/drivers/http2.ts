@@ -1,5 +1,6 @@
 /**
- * The HTTP/2 backend: Apple's current provider API over `node:http2`.
+ * The HTTP/2 driver: Apple's current provider API over `node:http2` (its rules are in protocol/http2.ts).
+ * It runs wherever its backend runs it (the caller's event loop, or a worker thread).
  *
  * A pool of `connections` sessions. Each takes notifications from the queue only while its streams in
  * flight are below the server's SETTINGS_MAX_CONCURRENT_STREAMS (updated on every remote SETTINGS, capped
@@ -22,22 +23,17 @@
  * does: a notification that kills sessions is soon alone when it does, and that is counted against it.
  */
 import http2 from 'node:http2';
+import type { BackendContext } from '../backends/backend.js';
 import { connectTls } from '../credentials.js';
 import { ConnectionError } from '../errors.js';
 import type { Message } from '../message.js';
+import { errorCodeName as codeName, readAnswer, topicFor } from '../protocol/http2.js';
 import type { FailureDetail, InFlight, ResendReason } from '../queue.js';
-import { CLOSED_UNANSWERED, type Backend, type BackendContext } from './backend.js';
-import { backoffDelay, ConnectRate, Reconnect } from './backoff.js';
-import { CLOSE_LINGER_MS, coalesced, DueQueue } from './schedule.js';
+import { backoffDelay } from './backoff.js';
+import { Driver } from './driver.js';
+import { CLOSE_LINGER_MS, DueQueue } from './schedule.js';
 
 const { NGHTTP2_REFUSED_STREAM, NGHTTP2_CANCEL } = http2.constants;
-
-/** HTTP/2 error codes (RFC 9113 §7), for reports. */
-const ERROR_CODES: readonly string[] = [
-	'NO_ERROR', 'PROTOCOL_ERROR', 'INTERNAL_ERROR', 'FLOW_CONTROL_ERROR', 'SETTINGS_TIMEOUT', 'STREAM_CLOSED', 'FRAME_SIZE_ERROR',
-	'REFUSED_STREAM', 'CANCEL', 'COMPRESSION_ERROR', 'CONNECT_ERROR', 'ENHANCE_YOUR_CALM', 'INADEQUATE_SECURITY', 'HTTP_1_1_REQUIRED',
-];
-const codeName = (code: number): string => ERROR_CODES[code] ?? `code ${code}`;
 
 /**
  * Header fields sent as never-indexed literals. Apple asks for `:path` and `authorization` to stay out of
@@ -48,24 +44,6 @@ const NEVER_INDEXED: readonly string[] = Object.freeze([':path', 'authorization'
 
 /** Client stream ids are odd and below 2^31: a session is replaced well before it runs out of them. */
 const MAX_REQUESTS_PER_SESSION = 2 ** 30 - 1024;
-
-/** Push types whose topic carries a suffix after the bundle ID. */
-const TOPIC_SUFFIX: Readonly<Record<string, string>> = {
-	voip: '.voip',
-	complication: '.complication',
-	fileprovider: '.pushkit.fileprovider',
-	liveactivity: '.push-type.liveactivity',
-	location: '.location-query',
-	pushtotalk: '.voip-ptt',
-	widgets: '.push-type.widgets',
-	controls: '.push-type.controls',
-};
-
-/** The topic for a push type: the bundle ID plus the push type's suffix, unless already there. */
-export function topicFor(base: string, pushType: string): string {
-	const suffix = TOPIC_SUFFIX[pushType];
-	return suffix === undefined || base.endsWith(suffix) ? base : `${base}${suffix}`;
-}
 
 /** Header values a message's notifications share. */
 interface SharedHeaders {
@@ -137,52 +115,38 @@ class Session {
 	}
 }
 
-/** The `'http2'` backend. */
-export function createHttp2Backend(context: BackendContext): Backend {
-	return new Http2Backend(context);
+/** The HTTP/2 driver. */
+export function createHttp2Driver(context: BackendContext): Http2Driver {
+	return new Http2Driver(context);
 }
 
-class Http2Backend implements Backend {
-	readonly #ctx: BackendContext;
+export class Http2Driver extends Driver {
 	readonly #sessions = new Set<Session>();
 	#ids = 0;
-	readonly #reconnect: Reconnect;
-	readonly #rate: ConnectRate;
-	#closing = false;
-	#destroyed = false;
-	#connectAttempts = 0;
 	/** Streams a session may carry after losses (see the module comment); Infinity when none is recent. */
 	#cap = Infinity;
 	/** A session was lost or went unanswered and nothing has been settled since. */
 	#lostSinceSettled = false;
 	/** Notifications waiting out a retry delay. */
 	readonly #delayed: DueQueue<Delayed>;
-	#closeWaiters: Array<() => void> = [];
 	/** Weak: a finished message (and its tokens) must not be kept alive by this cache. */
 	readonly #headers = new WeakMap<Message, SharedHeaders>();
 	#jwt = '';
 	#authorization = '';
 
 	constructor(context: BackendContext) {
-		this.#ctx = context;
-		this.#reconnect = new Reconnect(context.options.reconnect, () => this.wake());
-		this.#rate = new ConnectRate(context.options.maxConnectsPerSecond, () => this.wake());
+		super(context);
 		this.#delayed = new DueQueue((due) => this.#requeueDue(due));
 	}
 
-	get connectAttempts(): number {
-		return this.#connectAttempts;
+	protected get connectionCount(): number {
+		return this.#sessions.size;
 	}
 
-	readonly #wake = coalesced(() => this.#pump());
-
-	wake(): void {
-		if (!this.#destroyed) this.#wake();
-	}
-
-	#pump(): void {
-		if (this.#destroyed) return;
-		const { queue, options } = this.#ctx;
+	protected pump(): void {
+		if (this.destroyed) return;
+		const { queue } = this.ctx;
+		const { options } = this.ctx.setup;
 		let live = 0;
 		let connecting = false;
 		for (const s of this.#sessions) {
@@ -191,7 +155,7 @@ class Http2Backend implements Backend {
 			if (!s.ready) connecting = true;
 		}
 		// take() last: it spends a token of the connection-rate ceiling.
-		if (queue.canTake && !this.#closing && !this.#reconnect.waiting && live < options.connections && !connecting && this.#rate.take()) this.#connect();
+		if (queue.canTake && !this.closing && !this.reconnect.waiting && live < options.connections && !connecting && this.rate.take()) this.#connect();
 		for (const s of this.#sessions) {
 			if (!s.usable) continue;
 			while (s.streams.size < Math.min(s.limit, options.maxStreamsPerSession, this.#cap)) {
@@ -203,19 +167,19 @@ class Http2Backend implements Backend {
 	}
 
 	#connect(): void {
-		const { tls: target, options, events } = this.#ctx;
-		this.#connectAttempts++;
+		const { tls: target, options } = this.ctx.setup;
+		const { events } = this.ctx;
 		const authority = `https://${target.host}:${target.port}`;
 		let socket: import('node:tls').TLSSocket | undefined;
 		const session = http2.connect(authority, {
 			createConnection: () => (socket = connectTls(target, { ALPNProtocols: ['h2'] })),
 			peerMaxConcurrentStreams: 1,
 		});
-		const s = new Session(++this.#ids, session, this.#ctx.token !== undefined);
+		const s = new Session(++this.#ids, session, this.ctx.setup.tokenAuth);
 		s.socket = socket;
 		this.#sessions.add(s);
 		let failure: Error | undefined;
-		const timer = setTimeout(() => session.destroy(new ConnectionError(`Connect to ${target.host}:${target.port} timed out after ${options.connectTimeoutMs} ms`)), options.connectTimeoutMs);
+		const timer = this.connecting((error) => session.destroy(error));
 		session.once('connect', () => {
 			clearTimeout(timer);
 			s.ready = true;
@@ -251,14 +215,14 @@ class Http2Backend implements Backend {
 			const refused: InFlight[] = [];
 			for (const [stream, p] of s.streams) (s.lastStreamId !== undefined && stream.id !== undefined && stream.id > s.lastStreamId ? refused : lost).push(p.n);
 			s.streams.clear();
-			const ours = this.#destroyed || (this.#closing && lost.length + refused.length === 0 && failure === undefined);
-			if (!this.#destroyed) {
-				this.#ctx.queue.requeue(refused, 'goaway');
+			const ours = this.destroyed || (this.closing && lost.length + refused.length === 0 && failure === undefined);
+			if (!this.destroyed) {
+				this.ctx.queue.requeue(refused, 'goaway');
 				if (lost.length === 1) {
 					const n = lost[0]!;
 					this.#retryOrFail(n, 'unanswered', backoffDelay(n.tries, options.retry), 0, { reason: 'ConnectionLost', description: `No answer in ${n.tries} attempts: each time its session ended while it was the only request on it${failure === undefined ? '' : ` (last: ${failure.message})`}` });
 				} else {
-					this.#ctx.queue.requeue(lost, 'sessionLost');
+					this.ctx.queue.requeue(lost, 'sessionLost');
 				}
 				if (!ours && lost.length > 0) this.#shrink(lost.length);
 			}
@@ -266,18 +230,17 @@ class Http2Backend implements Backend {
 			if (s.ready) {
 				events.disconnected({
 					connection: s.id,
-					reason: this.#destroyed ? 'destroyed' : this.#closing && ours ? 'closed' : s.lastStreamId !== undefined ? 'goaway' : 'silentClose',
+					reason: this.destroyed ? 'destroyed' : this.closing && ours ? 'closed' : s.lastStreamId !== undefined ? 'goaway' : 'silentClose',
 					...(failure === undefined ? {} : { error: failure }),
 				});
 			}
-			if (this.#sessions.size === 0) for (const resolve of this.#closeWaiters.splice(0)) resolve();
-			if (!this.#closing) this.wake();
+			this.connectionGone();
 		});
 	}
 
 	/** PING an idle session (a dead peer is found and replaced), and cancel requests past their deadline. */
 	#startTimers(s: Session): void {
-		const { pingIntervalMs, pingTimeoutMs, requestTimeoutMs } = this.#ctx.options;
+		const { pingIntervalMs, pingTimeoutMs, requestTimeoutMs } = this.ctx.setup.options;
 		s.pingTimer = setInterval(() => {
 			if (performance.now() - s.lastActivity < pingIntervalMs || s.session.destroyed) return;
 			let answered = false;
@@ -319,7 +282,7 @@ class Http2Backend implements Backend {
 	#shared(m: Message): SharedHeaders {
 		let h = this.#headers.get(m);
 		if (h === undefined) {
-			const base = m.topic ?? this.#ctx.topic;
+			const base = m.topic ?? this.ctx.setup.topic;
 			h = { priority: String(m.priority), expiration: m.expiry === undefined ? undefined : String(m.expiry), topic: base === undefined ? undefined : topicFor(base, m.pushType) };
 			this.#headers.set(m, h);
 		}
@@ -327,7 +290,7 @@ class Http2Backend implements Backend {
 	}
 
 	#request(s: Session, n: InFlight): void {
-		const { token } = this.#ctx;
+		const { token, apnsIds } = this.ctx;
 		const m = n.message;
 		const shared = this.#shared(m);
 		const headers: http2.OutgoingHttpHeaders & { [key: symbol]: readonly string[] } = {
@@ -336,7 +299,7 @@ class Http2Backend implements Backend {
 			'apns-push-type': m.pushType,
 			'apns-priority': shared.priority,
 		};
-		if (this.#ctx.apnsIds !== undefined) headers['apns-id'] = this.#ctx.apnsIds.of(m, n.index);
+		if (apnsIds !== undefined) headers['apns-id'] = apnsIds.of(m, n.index);
 		if (shared.expiration !== undefined) headers['apns-expiration'] = shared.expiration;
 		if (shared.topic !== undefined) headers['apns-topic'] = shared.topic;
 		if (m.collapseId !== undefined) headers['apns-collapse-id'] = m.collapseId;
@@ -352,7 +315,7 @@ class Http2Backend implements Backend {
 		const stream = s.session.request(headers);
 		if (++s.requests >= MAX_REQUESTS_PER_SESSION) {
 			s.session.close(); // takes no more; a new session takes over
-			this.#retire(s, this.#ctx.options.requestTimeoutMs + CLOSE_LINGER_MS);
+			this.#retire(s, this.ctx.setup.options.requestTimeoutMs + CLOSE_LINGER_MS);
 		}
 		const pending: Pending = { n, sentAt: performance.now(), timedOut: false };
 		s.streams.set(stream, pending);
@@ -368,7 +331,7 @@ class Http2Backend implements Backend {
 		stream.on('data', (chunk: Buffer) => chunks.push(chunk));
 		stream.on('error', () => {}); // 'close' decides
 		stream.on('close', () => {
-			if (this.#destroyed || !s.streams.has(stream)) return; // dropped, or the session's close handled it
+			if (this.destroyed || !s.streams.has(stream)) return; // dropped, or the session's close handled it
 			// Cut off with its session: the session's close re-queues all of them together.
 			if (status === 0 && s.session.destroyed && !pending.timedOut) return;
 			s.streams.delete(stream);
@@ -382,7 +345,8 @@ class Http2Backend implements Backend {
 
 	/** A stream closed without a response: refused, reset, cut off by GOAWAY, or cancelled at its deadline. */
 	#unanswered(s: Session, stream: http2.ClientHttp2Stream, p: Pending): void {
-		const { options, queue } = this.#ctx;
+		const { queue } = this.ctx;
+		const { options } = this.ctx.setup;
 		const n = p.n;
 		const delay = backoffDelay(n.tries, options.retry);
 		if (p.timedOut) {
@@ -399,31 +363,24 @@ class Http2Backend implements Backend {
 	}
 
 	#answer(s: Session, n: InFlight, status: number, chunks: Buffer[], retryAfter: number | undefined): void {
-		const { queue, options, token } = this.#ctx;
-		if (status === 200) {
+		const { queue, token } = this.ctx;
+		const { options } = this.ctx.setup;
+		const { meaning, reason, timestamp } = readAnswer(status, chunks.length === 0 ? Buffer.alloc(0) : Buffer.concat(chunks), token !== undefined);
+		if (meaning === 'delivered') {
 			s.authorized = true;
 			this.#settled(s);
 			queue.settleDelivered(n);
 			return;
 		}
-		let reason = `HTTP ${status}`;
-		let timestamp: Date | undefined;
-		try {
-			const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { reason?: unknown; timestamp?: unknown };
-			if (typeof body.reason === 'string') reason = body.reason;
-			if (typeof body.timestamp === 'number') timestamp = new Date(body.timestamp);
-		} catch {
-			// No JSON body: keep the status as the reason.
-		}
 		const detail: FailureDetail = { reason, timestamp };
-		if (reason === 'ExpiredProviderToken' && token !== undefined) {
-			if (!queue.exhausted(n)) token.expired(); // a new token, unless one was made within 20 minutes
+		if (meaning === 'expiredToken') {
+			if (!queue.exhausted(n)) token!.expired(); // a new token, unless one was made within 20 minutes
 			this.#retryOrFail(n, 'retry', backoffDelay(n.tries, options.retry), status, detail);
-		} else if (reason === 'IdleTimeout' && !queue.exhausted(n)) {
+		} else if (meaning === 'idleTimeout' && !queue.exhausted(n)) {
 			s.session.close(); // takes no new streams; a new session takes over
 			this.#retire(s, options.requestTimeoutMs + CLOSE_LINGER_MS);
 			this.#retryOrFail(n, 'retry', 0, status, detail);
-		} else if (status === 429 || status === 500 || status === 503) {
+		} else if (meaning === 'retry') {
 			// retry-after is honoured up to the longest retry delay: a server asking for years would park it for good.
 			const asked = Math.min(retryAfter ?? 0, options.retry.maxDelayMs);
 			this.#retryOrFail(n, 'retry', Math.max(backoffDelay(n.tries, options.retry), asked), status, detail);
@@ -438,16 +395,12 @@ class Http2Backend implements Backend {
 	 * counted once, reported with why, and the next session starts isolated.
 	 */
 	#failedUnanswered(s: Session, failure: Error | undefined, lost = s.streams.size): void {
-		if (s.progress || s.failed || this.#destroyed || this.#closing) return;
+		if (s.progress || s.failed || this.destroyed || this.closing) return;
 		s.failed = true;
 		this.#cap = 1;
 		this.#lostSinceSettled = true;
-		const { host, port } = this.#ctx.tls;
-		const why = failure?.message ?? (s.ready ? CLOSED_UNANSWERED : 'closed during the handshake');
-		const error = s.ready
-			? new ConnectionError(`Session to ${host}:${port} ended before the gateway answered any of its requests (${lost} in flight): ${why}`, { cause: failure })
-			: new ConnectionError(`Cannot connect to ${host}:${port}: ${why}`, { cause: failure });
-		this.#ctx.events.connectError(error, this.#reconnect.failed());
+		const { host, port } = this.ctx.setup.tls;
+		this.failedAttempt(s.ready, `Session to ${host}:${port} ended before the gateway answered any of its requests (${lost} in flight)`, failure);
 	}
 
 	/**
@@ -467,10 +420,10 @@ class Http2Backend implements Backend {
 	/** The gateway settled a notification on `s`: it works, and so does the gateway. */
 	#settled(s: Session): void {
 		this.#lostSinceSettled = false;
-		if (this.#cap !== Infinity && ++this.#cap >= this.#ctx.options.maxStreamsPerSession) this.#cap = Infinity;
+		if (this.#cap !== Infinity && ++this.#cap >= this.ctx.setup.options.maxStreamsPerSession) this.#cap = Infinity;
 		if (s.progress) return;
 		s.progress = true;
-		this.#reconnect.succeeded();
+		this.reconnect.succeeded();
 	}
 
 	/** A session was lost with `inFlight` requests on it: halve the stream cap, or 1 if nothing settled since the last loss. */
@@ -481,21 +434,21 @@ class Http2Backend implements Backend {
 
 	/** An attempt of `n` ended without delivery: re-send it after `delayMs`, or report it once out of attempts. */
 	#retryOrFail(n: InFlight, reason: ResendReason, delayMs: number, status: number, detail: FailureDetail): void {
-		if (this.#destroyed) return; // dropped with everything else
-		if (this.#ctx.queue.exhausted(n)) this.#ctx.queue.settleFailed(n, status, detail);
+		if (this.destroyed) return; // dropped with everything else
+		if (this.ctx.queue.exhausted(n)) this.ctx.queue.settleFailed(n, status, detail);
 		else this.#delayed.add({ n, reason }, delayMs);
 	}
 
 	/** Due re-sends go back in due order, ahead of new work; one batch per run of the same reason. */
 	#requeueDue(due: Delayed[]): void {
-		if (this.#destroyed) return;
+		if (this.destroyed) return;
 		let end = due.length;
 		// requeue() puts a batch at the very front, so the last run goes first.
 		while (end > 0) {
 			const reason = due[end - 1]!.reason;
 			let start = end - 1;
 			while (start > 0 && due[start - 1]!.reason === reason) start--;
-			this.#ctx.queue.requeue(
+			this.ctx.queue.requeue(
 				due.slice(start, end).map((d) => d.n),
 				reason,
 			);
@@ -503,12 +456,7 @@ class Http2Backend implements Backend {
 		}
 	}
 
-	close(): Promise<void> {
-		this.#closing = true;
-		this.#reconnect.cancel();
-		this.#rate.cancel();
-		if (this.#sessions.size === 0) return Promise.resolve();
-		const done = new Promise<void>((resolve) => this.#closeWaiters.push(resolve));
+	protected closeConnections(): void {
 		for (const s of this.#sessions) {
 			s.session.close();
 			// Everything is settled by now (close flushes first): a peer that never lets go must not hold us.
@@ -516,14 +464,9 @@ class Http2Backend implements Backend {
 			s.lingerTimer = undefined;
 			this.#retire(s, CLOSE_LINGER_MS);
 		}
-		return done;
 	}
 
-	destroy(): InFlight[] {
-		this.#destroyed = true;
-		this.#closing = true;
-		this.#reconnect.cancel();
-		this.#rate.cancel();
+	protected destroyConnections(): InFlight[] {
 		const held = this.#delayed.clear().map((d) => d.n);
 		for (const s of this.#sessions) {
 			for (const p of s.streams.values()) held.push(p.n);

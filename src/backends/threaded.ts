@@ -1,0 +1,349 @@
+/**
+ * The `'threaded'` backend: the protocol's driver runs in `threads` worker threads, each with its own
+ * connections, so TLS, HTTP/2 framing and their garbage stay off the caller's event loop. The caller's
+ * thread keeps the queue: it hands each thread batches of notifications as bytes (wire.ts), up to a
+ * credit per thread, and settles each one on the outcome the thread reports by handle. Until then a
+ * handed-out notification is held here too (a slot per notification), so a thread that dies — an
+ * uncaught error, `process.exit()` in it — loses nothing: what it held goes back to the front of the
+ * queue, in doubt (`workerLost`), and a new thread takes its place, after a backoff if threads keep
+ * dying before anything is settled.
+ */
+import { Worker } from 'node:worker_threads';
+import { ConnectionError, ProtocolError } from '../errors.js';
+import type { Message } from '../message.js';
+import { Reconnect } from '../drivers/backoff.js';
+import { CLOSE_LINGER_MS, coalesced } from '../drivers/schedule.js';
+import type { Cursor, InFlight } from '../queue.js';
+import { Ring } from '../ring.js';
+import type { Backend, BackendContext } from './backend.js';
+import { BatchWriter } from './wire.js';
+import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './worker.js';
+
+/** Notifications per batch message. */
+const BATCH = 2048;
+/** How long a closing thread may take to say it closed before it is terminated (its drivers linger CLOSE_LINGER_MS). */
+const CLOSE_GRACE_MS = CLOSE_LINGER_MS + 1000;
+
+/** The notifications a thread holds, by handle: a struct of arrays with a free list. */
+class Slots {
+	#message: Array<Message | undefined> = [];
+	#index = new Uint32Array(1024);
+	#ident = new Uint32Array(1024);
+	#tries = new Uint8Array(1024);
+	#free: number[] = [];
+	#size = 0;
+
+	get size(): number {
+		return this.#size;
+	}
+
+	put(c: Cursor): number {
+		let h = this.#free.pop();
+		if (h === undefined) {
+			h = this.#message.length;
+			if (h === this.#index.length) this.#grow();
+			this.#message.push(undefined);
+		}
+		this.#message[h] = c.message;
+		this.#index[h] = c.index;
+		this.#ident[h] = c.ident;
+		this.#tries[h] = c.tries;
+		this.#size++;
+		return h;
+	}
+
+	/** Remove `h` into `into`; false if it is not held (a report about something already settled). */
+	take(h: number, into: { message: Message; index: number; ident: number; tries: number }): boolean {
+		const m = this.#message[h];
+		if (m === undefined) return false;
+		into.message = m;
+		into.index = this.#index[h]!;
+		into.ident = this.#ident[h]!;
+		into.tries = this.#tries[h]!;
+		this.#message[h] = undefined;
+		this.#free.push(h);
+		this.#size--;
+		return true;
+	}
+
+	/** Remove everything, in handle order. */
+	takeAll(): InFlight[] {
+		const out: InFlight[] = [];
+		for (let h = 0; h < this.#message.length; h++) {
+			const message = this.#message[h];
+			if (message !== undefined) out.push({ message, index: this.#index[h]!, ident: this.#ident[h]!, tries: this.#tries[h]! });
+		}
+		this.#message = [];
+		this.#free = [];
+		this.#size = 0;
+		return out;
+	}
+
+	#grow(): void {
+		const grow = <T extends Uint32Array | Uint8Array>(a: T): T => {
+			const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+			b.set(a);
+			return b;
+		};
+		this.#index = grow(this.#index);
+		this.#ident = grow(this.#ident);
+		this.#tries = grow(this.#tries);
+	}
+}
+
+class Thread {
+	readonly number: number;
+	readonly worker: Worker;
+	readonly slots = new Slots();
+	/** Connection ids it reported up and not down: told down if it dies. */
+	readonly connections = new Set<number>();
+	/** Its last report's count (a dead thread's attempts still count). */
+	connectAttempts = 0;
+	/** What it was last told of `wantsConfirmation`. */
+	confirm = false;
+	exited = false;
+	/** The uncaught error it died of, if any. */
+	exitError: Error | undefined;
+	closed: (() => void) | undefined;
+	/** The gateway settled something through it. */
+	settled = false;
+
+	constructor(number: number, worker: Worker) {
+		this.number = number;
+		this.worker = worker;
+	}
+}
+
+/** The `'threaded'` backend. */
+export function createThreadedBackend(context: BackendContext): Backend {
+	return new ThreadedBackend(context);
+}
+
+/** @internal exported for tests (`crash`). */
+export class ThreadedBackend implements Backend {
+	readonly #ctx: BackendContext;
+	readonly #threads: Array<Thread | undefined>;
+	/** Notifications a thread may hold at once. */
+	readonly #credit: number;
+	readonly #respawn: Reconnect;
+	#connectAttemptsOfDead = 0;
+	#closing = false;
+	#destroyed = false;
+	#jwt: string | undefined;
+	readonly #writer = new BatchWriter();
+	readonly #cursor: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
+	readonly #scratch: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
+	readonly #ring = new Ring();
+
+	constructor(context: BackendContext) {
+		this.#ctx = context;
+		const { options, protocol } = context.setup;
+		// Enough to keep a thread's connections busy while the next batch is on its way: two binary windows,
+		// or twice the streams its sessions may carry.
+		this.#credit = Math.max(8192, protocol === 'binary' ? 2 * options.confirmEvery : 2 * options.connections * options.maxStreamsPerSession);
+		this.#respawn = new Reconnect(options.reconnect, () => this.#spawnMissing());
+		this.#threads = new Array<Thread | undefined>(context.threads ?? 1).fill(undefined);
+		this.#spawnMissing();
+	}
+
+	get connectAttempts(): number {
+		let n = this.#connectAttemptsOfDead;
+		for (const t of this.#threads) if (t !== undefined) n += t.connectAttempts;
+		return n;
+	}
+
+	/** Worker threads running now. */
+	get threads(): number {
+		return this.#threads.filter((t) => t !== undefined).length;
+	}
+
+	readonly #wake = coalesced(() => this.#pump());
+
+	wake(): void {
+		if (!this.#destroyed) this.#wake();
+	}
+
+	#spawnMissing(): void {
+		if (this.#closing) return;
+		for (let i = 0; i < this.#threads.length; i++) if (this.#threads[i] === undefined) this.#threads[i] = this.#spawn(i);
+		this.wake();
+	}
+
+	#spawn(number: number): Thread {
+		const { setup, token, apnsIds, queue } = this.#ctx;
+		this.#jwt = token?.current();
+		const init: WorkerInit = { setup, maxAttempts: queue.maxAttempts, apnsIdPrefix: apnsIds?.prefix, jwt: this.#jwt };
+		const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+		const thread = new Thread(number, worker);
+		worker.on('message', (message: FromWorker) => this.#onMessage(thread, message));
+		worker.on('error', (error: Error) => {
+			thread.exitError ??= error;
+		});
+		worker.on('exit', (code) => this.#onExit(thread, code));
+		// Ref'd only while it holds something: an idle manager must not keep the process alive. (After the
+		// listeners: adding a 'message' listener refs the worker again.)
+		worker.unref();
+		return thread;
+	}
+
+	#post(thread: Thread, message: ToWorker, transfer?: ArrayBuffer[]): void {
+		if (!thread.exited) thread.worker.postMessage(message, transfer);
+	}
+
+	#pump(): void {
+		if (this.#destroyed) return;
+		const { queue, token } = this.#ctx;
+		if (token !== undefined) {
+			const jwt = token.current();
+			if (jwt !== this.#jwt) {
+				this.#jwt = jwt;
+				for (const t of this.#threads) if (t !== undefined) this.#post(t, { type: 'token', jwt });
+			}
+		}
+		const confirm = this.#ctx.wantsConfirmation();
+		const live = this.#threads.filter((t): t is Thread => t !== undefined && !t.exited && t.closed === undefined);
+		// The least loaded first: a thread still busy with its last batch gets the rest.
+		live.sort((a, b) => a.slots.size - b.slots.size);
+		for (const t of live) {
+			let sent = false;
+			while (t.slots.size < this.#credit && queue.canTake) {
+				const cursor = this.#cursor;
+				const writer = this.#writer;
+				while (writer.size < BATCH && t.slots.size < this.#credit && queue.take(cursor)) writer.add(cursor.message, cursor.index, cursor.ident, cursor.tries, t.slots.put(cursor));
+				if (writer.size === 0) break;
+				const batch = writer.finish();
+				this.#post(t, { type: 'batch', batch, unsent: queue.unsent, rateLimited: queue.rateLimited }, [batch.buffer]);
+				sent = true;
+			}
+			if (t.slots.size > 0) t.worker.ref();
+			if (!sent && t.confirm !== confirm) this.#post(t, { type: 'hint', unsent: queue.unsent, rateLimited: queue.rateLimited, confirm });
+			t.confirm = confirm;
+		}
+	}
+
+	#onMessage(thread: Thread, message: FromWorker): void {
+		if (this.#destroyed) return;
+		if (message.type === 'tokenExpired') {
+			this.#ctx.token?.expired();
+			this.wake(); // the next pump sends the new token
+		} else if (message.type === 'closed') {
+			thread.closed?.();
+		} else {
+			this.#report(thread, message);
+		}
+	}
+
+	#report(thread: Thread, report: Report): void {
+		const { queue, events } = this.#ctx;
+		thread.connectAttempts = report.connectAttempts;
+		// Connection happenings first: a connectError must be heard before the flush it may end.
+		for (const e of report.events) {
+			const id = this.#connectionId(thread, e[0] === 'connected' || e[0] === 'disconnected' ? e[1] : 0);
+			switch (e[0]) {
+				case 'connected':
+					thread.connections.add(id);
+					events.connected({ connection: id });
+					break;
+				case 'disconnected':
+					thread.connections.delete(id);
+					events.disconnected({ connection: id, reason: e[2], ...(e[3] === undefined ? {} : { error: toError(e[3]) }) });
+					break;
+				case 'connectError':
+					events.connectError(toError(e[1]) as ConnectionError, { attempt: e[2], retryInMs: e[3] });
+					break;
+				case 'identNotFound':
+					events.identNotFound({ ident: e[1], status: e[2], resent: e[3] });
+					break;
+				case 'probeAnswered':
+					events.probeAnswered();
+					break;
+			}
+		}
+		queue.recordElsewhere(report.rewritten, report.resent);
+		const n = this.#scratch;
+		if (report.delivered.length > 0) {
+			const ring = this.#ring;
+			for (const h of report.delivered) if (thread.slots.take(h, n)) ring.push(n.message, n.index, n.ident, n.tries);
+			thread.settled = true;
+			this.#respawn.succeeded();
+			queue.settleDeliveredRing(ring, ring.size);
+		}
+		for (const f of report.failed) {
+			if (!thread.slots.take(f.handle, n)) continue;
+			thread.settled = true;
+			queue.settleFailed({ message: n.message, index: n.index, ident: n.ident, tries: n.tries }, f.status, f.detail);
+		}
+		if (thread.slots.size === 0) thread.worker.unref();
+		this.wake();
+	}
+
+	/** Connection ids unique across threads: thread k of T numbers its connections k+1, k+1+T, … */
+	#connectionId(thread: Thread, local: number): number {
+		return (local - 1) * this.#threads.length + thread.number + 1;
+	}
+
+	#onExit(thread: Thread, code: number): void {
+		thread.exited = true;
+		this.#connectAttemptsOfDead += thread.connectAttempts;
+		if (this.#threads[thread.number] === thread) this.#threads[thread.number] = undefined;
+		thread.closed?.();
+		if (this.#destroyed) return;
+		const held = thread.slots.takeAll();
+		const error = new ConnectionError(`Worker thread ${thread.number + 1} exited (code ${code})${thread.exitError === undefined ? '' : `: ${thread.exitError.message}`}; ${held.length} notifications it held are re-sent`, { cause: thread.exitError });
+		for (const id of thread.connections) this.#ctx.events.disconnected({ connection: id, reason: 'threadExit', error });
+		if (this.#closing && held.length === 0) return;
+		this.#ctx.events.threadExit({ thread: thread.number + 1, error, resent: held.length });
+		this.#ctx.queue.requeue(held, 'workerLost');
+		// A thread that dies before anything was settled through it is backed off like a failed connect.
+		if (thread.settled) this.#spawnMissing();
+		else this.#respawn.failed();
+	}
+
+	close(): Promise<void> {
+		this.#closing = true;
+		this.#respawn.cancel();
+		const closing: Array<Promise<void>> = [];
+		for (const t of this.#threads) {
+			if (t === undefined || t.exited) continue;
+			closing.push(
+				new Promise<void>((resolve) => {
+					const timer = setTimeout(() => void t.worker.terminate(), CLOSE_GRACE_MS);
+					timer.unref();
+					t.closed = () => {
+						clearTimeout(timer);
+						resolve();
+					};
+					this.#post(t, { type: 'close' });
+				}).then(() => t.worker.terminate().then(() => undefined)),
+			);
+		}
+		return Promise.all(closing).then(() => undefined);
+	}
+
+	destroy(): InFlight[] {
+		this.#destroyed = true;
+		this.#closing = true;
+		this.#respawn.cancel();
+		const held: InFlight[] = [];
+		for (const t of this.#threads) {
+			if (t === undefined) continue;
+			held.push(...t.slots.takeAll());
+			void t.worker.terminate();
+		}
+		return held;
+	}
+
+	/** @internal For tests: make thread `number` (from 1) die by an uncaught error or `process.exit()`. */
+	crash(number: number, how: 'throw' | 'exit'): void {
+		const t = this.#threads[number - 1];
+		if (t !== undefined) this.#post(t, { type: 'crash', how });
+	}
+}
+
+/** Rebuild an error that crossed from a worker, as the evented backend would have made it. */
+function toError(e: WireError): Error {
+	const cause = e.cause === undefined ? undefined : Object.assign(new Error(e.cause.message), { name: e.cause.name, ...(e.cause.code === undefined ? {} : { code: e.cause.code }) });
+	if (e.kind === 'ProtocolError') return new ProtocolError(e.message);
+	if (e.kind === 'ConnectionError') return new ConnectionError(e.message, { cause });
+	return Object.assign(new Error(e.message, { cause }), { name: e.kind });
+}

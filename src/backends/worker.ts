@@ -1,0 +1,265 @@
+/**
+ * A worker thread of the `'threaded'` backend: the protocol's driver, on this thread's event loop, over
+ * a stand-in for the caller's queue ({@link ThreadQueue}). Notifications arrive in batches of bytes
+ * (wire.ts); what becomes of each goes back by its handle. A re-send stays here, at the front of this
+ * thread's queue, so a binary backtrack keeps its order ahead of newer work; the caller's thread is told
+ * of it for its counters and events.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type { ConnectionError } from '../errors.js';
+import type { Message } from '../message.js';
+import { unshiftBatch, unshiftRing, type Cursor, type DriverQueue, type FailureDetail, type InFlight, type ResendReason } from '../queue.js';
+import { ApnsIds } from '../receipt.js';
+import { Ring } from '../ring.js';
+import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
+import { createDriver } from './evented.js';
+import { readBatch, type WireBatch, type WireMessage } from './wire.js';
+
+/** What a worker is started with. */
+export interface WorkerInit {
+	readonly setup: DriverSetup;
+	readonly maxAttempts: number;
+	readonly apnsIdPrefix: string | undefined;
+	readonly jwt: string | undefined;
+}
+
+/** An error as it crosses: its class by name, its message, and its cause's. */
+export interface WireError {
+	readonly kind: string;
+	readonly message: string;
+	readonly cause?: { readonly name: string; readonly message: string; readonly code?: string | undefined } | undefined;
+}
+
+/** Messages to a worker. */
+export type ToWorker =
+	| { readonly type: 'batch'; readonly batch: WireBatch; readonly unsent: number; readonly rateLimited: boolean }
+	| { readonly type: 'hint'; readonly unsent: number; readonly rateLimited: boolean; readonly confirm: boolean }
+	| { readonly type: 'token'; readonly jwt: string }
+	| { readonly type: 'close' }
+	| { readonly type: 'crash'; readonly how: 'throw' | 'exit' };
+
+/** A connection-level happening, as it crosses. */
+export type WireEvent =
+	| readonly ['connected', number]
+	| readonly ['disconnected', number, DisconnectReason, WireError | undefined]
+	| readonly ['connectError', WireError, number, number]
+	| readonly ['identNotFound', number, number, number]
+	| readonly ['probeAnswered'];
+
+/** Outcomes since the last report; `held` is what the worker still holds after them. */
+export interface Report {
+	readonly type: 'report';
+	readonly delivered: Uint32Array;
+	readonly failed: Array<{ handle: number; status: number; detail: FailureDetail | undefined }>;
+	readonly resent: Array<[count: number, reason: ResendReason]>;
+	/** Re-sends written again (the caller's queue counted the first write). */
+	readonly rewritten: number;
+	readonly events: WireEvent[];
+	readonly connectAttempts: number;
+}
+
+/** Messages from a worker. */
+export type FromWorker = Report | { readonly type: 'tokenExpired' } | { readonly type: 'closed' };
+
+/** The caller's queue as this thread's driver sees it. */
+class ThreadQueue implements DriverQueue {
+	readonly maxAttempts: number;
+	readonly #inbox = new Ring();
+	/** The first this many of the inbox were re-queued here (their next write is a re-write). */
+	#requeuedAhead = 0;
+	/** Hints from the caller's thread: what waits there, and whether only the rate limit holds it. */
+	mainUnsent = 0;
+	mainRateLimited = false;
+	#delivered: number[] = [];
+	#failed: Report['failed'] = [];
+	#resent: Report['resent'] = [];
+	#rewritten = 0;
+	readonly #report: () => void;
+
+	constructor(maxAttempts: number, report: () => void) {
+		this.maxAttempts = maxAttempts;
+		this.#report = report;
+	}
+
+	get canTake(): boolean {
+		return this.#inbox.size > 0;
+	}
+	get unsent(): number {
+		return this.#inbox.size + this.mainUnsent;
+	}
+	get rateLimited(): boolean {
+		return this.mainRateLimited && this.#inbox.size === 0;
+	}
+
+	add(message: Message, index: number, ident: number, tries: number): void {
+		this.#inbox.push(message, index, ident, tries);
+	}
+
+	take(cursor: Cursor): boolean {
+		const inbox = this.#inbox;
+		if (inbox.size === 0) return false;
+		cursor.message = inbox.message(0);
+		cursor.index = inbox.index(0);
+		cursor.ident = inbox.ident(0);
+		cursor.tries = inbox.tries(0);
+		inbox.dropFront(1);
+		if (this.#requeuedAhead > 0) {
+			this.#requeuedAhead--;
+			this.#rewritten++;
+			this.#report();
+		}
+		return true;
+	}
+
+	takeOne(): InFlight | undefined {
+		const cursor = { tries: 0 } as Cursor;
+		return this.take(cursor) ? { message: cursor.message, index: cursor.index, ident: cursor.ident, tries: cursor.tries } : undefined;
+	}
+
+	exhausted(n: { readonly tries: number }): boolean {
+		return n.tries >= this.maxAttempts;
+	}
+
+	settleDelivered(n: InFlight): void {
+		this.#delivered.push(handle(n.message, n.index));
+		this.#report();
+	}
+
+	settleDeliveredRing(ring: Ring, count: number): void {
+		for (let i = 0; i < count; i++) this.#delivered.push(handle(ring.message(i), ring.index(i)));
+		ring.dropFront(count);
+		this.#report();
+	}
+
+	settleFailed(n: InFlight, status: number, detail?: FailureDetail): void {
+		this.#failed.push({ handle: handle(n.message, n.index), status, detail });
+		this.#report();
+	}
+
+	settleFailedRing(ring: Ring, status: number, detail?: FailureDetail): void {
+		this.settleFailed({ message: ring.message(0), index: ring.index(0), ident: ring.ident(0), tries: ring.tries(0) }, status, detail);
+		ring.dropFront(1);
+	}
+
+	requeue(batch: readonly InFlight[], reason: ResendReason): void {
+		if (batch.length > 0) this.#resentHere(unshiftBatch(this.#inbox, batch, reason), reason);
+	}
+
+	requeueRing(ring: Ring, reason: ResendReason, from = 0): number {
+		const count = unshiftRing(this.#inbox, ring, reason, from);
+		if (count > 0) this.#resentHere(count, reason);
+		return count;
+	}
+
+	#resentHere(count: number, reason: ResendReason): void {
+		this.#requeuedAhead += count;
+		const last = this.#resent[this.#resent.length - 1];
+		if (last !== undefined && last[1] === reason) last[0] += count;
+		else this.#resent.push([count, reason]);
+		this.#report();
+		driver.wake();
+	}
+
+	recordElsewhere(): void {
+		// Nothing is done elsewhere on what a thread holds.
+	}
+
+	/** Take what was settled since the last report. */
+	drain(): Pick<Report, 'delivered' | 'failed' | 'resent' | 'rewritten'> {
+		const out = { delivered: Uint32Array.from(this.#delivered), failed: this.#failed, resent: this.#resent, rewritten: this.#rewritten };
+		this.#delivered = [];
+		this.#failed = [];
+		this.#resent = [];
+		this.#rewritten = 0;
+		return out;
+	}
+}
+
+function handle(message: Message, index: number): number {
+	const m = message as WireMessage;
+	return m.handles[m.handleBase + index]!;
+}
+
+function wireError(error: Error | undefined): WireError | undefined {
+	if (error === undefined) return undefined;
+	const cause = (error as { cause?: unknown }).cause;
+	return {
+		kind: error.name,
+		message: error.message,
+		cause: cause instanceof Error ? { name: cause.name, message: cause.message, code: (cause as NodeJS.ErrnoException).code } : undefined,
+	};
+}
+
+const port = parentPort!;
+const init = workerData as WorkerInit;
+let events: WireEvent[] = [];
+let scheduled = false;
+/** Report on the next turn: one message per turn, however much was settled in it. */
+function report(): void {
+	if (scheduled) return;
+	scheduled = true;
+	setImmediate(() => {
+		scheduled = false;
+		const message: Report = { type: 'report', ...queue.drain(), events, connectAttempts: driver.connectAttempts };
+		events = [];
+		port.postMessage(message, [message.delivered.buffer as ArrayBuffer]);
+	});
+}
+
+const queue = new ThreadQueue(init.maxAttempts, report);
+let jwt = init.jwt;
+let confirm = false;
+const backendEvents: BackendEvents = {
+	connected: ({ connection }) => (events.push(['connected', connection]), report()),
+	disconnected: ({ connection, reason, error }) => (events.push(['disconnected', connection, reason, wireError(error)]), report()),
+	connectError: (error: ConnectionError, { attempt, retryInMs }) => (events.push(['connectError', wireError(error)!, attempt, retryInMs]), report()),
+	identNotFound: ({ ident, status, resent }) => (events.push(['identNotFound', ident, status, resent]), report()),
+	probeAnswered: () => (events.push(['probeAnswered']), report()),
+	threadExit: () => {
+		// Threads are the caller's thread's business.
+	},
+};
+const driver = createDriver({
+	queue,
+	setup: init.setup,
+	events: backendEvents,
+	token: jwt === undefined ? undefined : { current: () => jwt!, expired: () => port.postMessage({ type: 'tokenExpired' } satisfies FromWorker) },
+	apnsIds: init.apnsIdPrefix === undefined ? undefined : new ApnsIds(init.apnsIdPrefix),
+	wantsConfirmation: () => confirm,
+});
+
+port.on('message', (message: ToWorker) => {
+	switch (message.type) {
+		case 'batch':
+			readBatch(message.batch, (m, index, ident, tries) => queue.add(m, index, ident, tries));
+			queue.mainUnsent = message.unsent;
+			queue.mainRateLimited = message.rateLimited;
+			driver.wake();
+			break;
+		case 'hint':
+			queue.mainUnsent = message.unsent;
+			queue.mainRateLimited = message.rateLimited;
+			confirm = message.confirm;
+			driver.wake();
+			break;
+		case 'token':
+			jwt = message.jwt;
+			break;
+		case 'close':
+			void driver.close().then(() => {
+				// Settled before the close (the caller flushed first); report anything left, then say so.
+				const last: Report = { type: 'report', ...queue.drain(), events, connectAttempts: driver.connectAttempts };
+				events = [];
+				port.postMessage(last, [last.delivered.buffer as ArrayBuffer]);
+				port.postMessage({ type: 'closed' } satisfies FromWorker);
+			});
+			break;
+		case 'crash':
+			// For tests of a worker that dies: an uncaught error, or process.exit() in it.
+			if (message.how === 'exit') process.exit(3);
+			setImmediate(() => {
+				throw new Error('apns-worker: a worker thread crashed on purpose (test)');
+			});
+			break;
+	}
+});
