@@ -50,9 +50,10 @@ export interface ApnsManagerEvents {
 	connectError: [error: ConnectionError, info: { attempt: number; retryInMs: number }];
 	/**
 	 * `backend: 'threaded'`: a worker thread died (an uncaught error, `process.exit()` in it). It is
-	 * replaced, and the `resent` notifications it held are sent again, in doubt.
+	 * replaced after `retryInMs` (backed off while threads die before settling anything), and the `resent`
+	 * notifications it held are sent again, in doubt.
 	 */
-	threadExit: [info: { thread: number; error: Error; resent: number }];
+	threadExit: [info: { thread: number; error: Error; resent: number; retryInMs: number }];
 	/** Nothing is queued or awaiting confirmation. */
 	idle: [];
 	/** A listener, the `errorHandler` or a feedback callback threw. */
@@ -202,7 +203,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 					this.#probesAnswered++;
 				},
 				threadExit: (info) => {
-					this.#logger?.warn({ event: 'threadExit', thread: info.thread, count: info.resent, err: info.error.message }, `worker thread ${info.thread} died; ${info.resent} notifications it held are re-sent`);
+					this.#logger?.warn({ event: 'threadExit', thread: info.thread, count: info.resent, retryInMs: info.retryInMs, err: info.error.message }, `worker thread ${info.thread} died; ${info.resent} notifications it held are re-sent; replaced in ${info.retryInMs} ms`);
 					this.#emit('threadExit', info);
 				},
 				connected: (info) => {

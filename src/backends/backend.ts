@@ -24,7 +24,7 @@ export interface BackendEvents {
 	/** Binary: a probe was answered (everything written before it on its connection is delivered). */
 	probeAnswered(): void;
 	/** `'threaded'`: a worker thread died; what it held (`resent`) went back to the queue, in doubt. */
-	threadExit(info: { thread: number; error: Error; resent: number }): void;
+	threadExit(info: { thread: number; error: Error; resent: number; retryInMs: number }): void;
 }
 
 /**

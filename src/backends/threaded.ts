@@ -99,8 +99,8 @@ class Thread {
 	readonly connections = new Set<number>();
 	/** Its last report's count (a dead thread's attempts still count). */
 	connectAttempts = 0;
-	/** What it was last told of `wantsConfirmation`. */
-	confirm = false;
+	/** What it was last told of the caller's queue (see {@link ThreadedBackend.#hint}). */
+	told = '';
 	exited = false;
 	/** The uncaught error it died of, if any. */
 	exitError: Error | undefined;
@@ -157,6 +157,11 @@ export class ThreadedBackend implements Backend {
 		return this.#threads.filter((t) => t !== undefined).length;
 	}
 
+	/** @internal For tests: the worker threads running now. */
+	get workers(): Worker[] {
+		return this.#threads.flatMap((t) => (t === undefined || t.exited ? [] : [t.worker]));
+	}
+
 	readonly #wake = coalesced(() => this.#pump());
 
 	wake(): void {
@@ -200,12 +205,10 @@ export class ThreadedBackend implements Backend {
 				for (const t of this.#threads) if (t !== undefined) this.#post(t, { type: 'token', jwt });
 			}
 		}
-		const confirm = this.#ctx.wantsConfirmation();
 		const live = this.#threads.filter((t): t is Thread => t !== undefined && !t.exited && t.closed === undefined);
 		// The least loaded first: a thread still busy with its last batch gets the rest.
 		live.sort((a, b) => a.slots.size - b.slots.size);
 		for (const t of live) {
-			let sent = false;
 			while (t.slots.size < this.#credit && queue.canTake) {
 				const cursor = this.#cursor;
 				const writer = this.#writer;
@@ -213,12 +216,25 @@ export class ThreadedBackend implements Backend {
 				if (writer.size === 0) break;
 				const batch = writer.finish();
 				this.#post(t, { type: 'batch', batch, unsent: queue.unsent, rateLimited: queue.rateLimited }, [batch.buffer]);
-				sent = true;
 			}
 			if (t.slots.size > 0) t.worker.ref();
-			if (!sent && t.confirm !== confirm) this.#post(t, { type: 'hint', unsent: queue.unsent, rateLimited: queue.rateLimited, confirm });
-			t.confirm = confirm;
+			this.#hint(t);
 		}
+	}
+
+	/**
+	 * Tell `t` what it needs to know of the caller's queue when that changed: whether work waits here
+	 * (binary probes at once rather than idling), whether only the rate limit holds it (no probe per
+	 * grant), and whether someone waits for everything to settle. A stale "rate-limited" would stop a
+	 * binary thread from ever confirming its last window.
+	 */
+	#hint(t: Thread): void {
+		const { queue } = this.#ctx;
+		const confirm = this.#ctx.wantsConfirmation();
+		const told = `${queue.unsent > 0}/${queue.rateLimited}/${confirm}`;
+		if (told === t.told) return;
+		t.told = told;
+		this.#post(t, { type: 'hint', unsent: queue.unsent, rateLimited: queue.rateLimited, confirm });
 	}
 
 	#onMessage(thread: Thread, message: FromWorker): void {
@@ -292,11 +308,12 @@ export class ThreadedBackend implements Backend {
 		const error = new ConnectionError(`Worker thread ${thread.number + 1} exited (code ${code})${thread.exitError === undefined ? '' : `: ${thread.exitError.message}`}; ${held.length} notifications it held are re-sent`, { cause: thread.exitError });
 		for (const id of thread.connections) this.#ctx.events.disconnected({ connection: id, reason: 'threadExit', error });
 		if (this.#closing && held.length === 0) return;
-		this.#ctx.events.threadExit({ thread: thread.number + 1, error, resent: held.length });
+		// A thread that dies before anything was settled through it is backed off like a failed connect
+		// (the first death after a settlement is replaced at once).
+		if (thread.settled) this.#respawn.succeeded();
+		const { retryInMs } = this.#respawn.failed();
+		this.#ctx.events.threadExit({ thread: thread.number + 1, error, resent: held.length, retryInMs });
 		this.#ctx.queue.requeue(held, 'workerLost');
-		// A thread that dies before anything was settled through it is backed off like a failed connect.
-		if (thread.settled) this.#spawnMissing();
-		else this.#respawn.failed();
 	}
 
 	close(): Promise<void> {

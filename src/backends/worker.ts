@@ -75,6 +75,7 @@ class ThreadQueue implements DriverQueue {
 	#resent: Report['resent'] = [];
 	#rewritten = 0;
 	readonly #report: () => void;
+	readonly #scratch = { tries: 0 } as Cursor;
 
 	constructor(maxAttempts: number, report: () => void) {
 		this.maxAttempts = maxAttempts;
@@ -112,7 +113,7 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	takeOne(): InFlight | undefined {
-		const cursor = { tries: 0 } as Cursor;
+		const cursor = this.#scratch;
 		return this.take(cursor) ? { message: cursor.message, index: cursor.index, ident: cursor.ident, tries: cursor.tries } : undefined;
 	}
 

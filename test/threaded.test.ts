@@ -1,0 +1,167 @@
+/**
+ * What only the 'threaded' backend has: notifications crossing as bytes, worker threads that die, and
+ * threads that must neither outlive `destroy()` nor keep an idle process alive. (Everything the other
+ * backends do, it does too: test/conformance.test.ts runs the whole matrix on it.)
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { once as onceNode } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { describe, test, type TestContext } from 'node:test';
+import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index.js';
+import { ThreadedBackend } from '../src/backends/threaded.js';
+import { BatchWriter, readBatch, type WireMessage } from '../src/backends/wire.js';
+import { startMockApnsHttp2 } from '../src/testing.js';
+import { certs, gateway, makeTokens, manager, once } from './support/helpers.js';
+
+test('wire: a batch crosses as one buffer; each run reads back as a Message with the same bytes, options and apns-id sequence', () => {
+	const tokens = makeTokens(6, 40);
+	const broadcast = new Message(tokens.slice(0, 4), { aps: { alert: 'b' } }, { expiration: 1_900_000_000, priority: 5, collapseId: 'c1' });
+	const single = new Message(tokens[4]!, { aps: { alert: 'x'.repeat(300) } }, { id: '123e4567-e89b-12d3-a456-4266554400a0', pushType: 'voip' });
+	const last = new Message(tokens[5]!, { aps: { badge: 2 } });
+	broadcast.ordinal = 100;
+	single.ordinal = 104;
+	last.ordinal = 105;
+	const writer = new BatchWriter();
+	// Tokens 0, 1, 3 of the broadcast (2 was settled elsewhere): two runs of it, then the others.
+	const picks: Array<[Message, number]> = [[broadcast, 0], [broadcast, 1], [broadcast, 3], [single, 0], [last, 0]];
+	picks.forEach(([m, i], k) => writer.add(m, i, 1000 + k, k + 1, 7000 + k));
+	const batch = writer.finish();
+	assert.equal(writer.size, 0, 'finish() starts afresh');
+	assert.ok(batch.buffer instanceof ArrayBuffer);
+	const read: Array<{ m: WireMessage; index: number; ident: number; tries: number }> = [];
+	readBatch(structuredClone(batch, { transfer: [batch.buffer] }), (m, index, ident, tries) => read.push({ m, index, ident, tries }));
+	assert.equal(read.length, 5);
+	read.forEach(({ m, index, ident, tries }, k) => {
+		const [orig, i] = picks[k]!;
+		assert.ok(m instanceof Message);
+		assert.equal(m.token(index), orig.token(i), `token ${k}`);
+		assert.deepEqual(m.encodedPayload, orig.encodedPayload);
+		assert.deepEqual([m.priority, m.pushType, m.expiry, m.collapseId, m.id, m.topic], [orig.priority, orig.pushType, orig.expiry, orig.collapseId, orig.id, orig.topic]);
+		assert.equal(m.ordinal + index, orig.ordinal + i, 'the apns-id sequence number survives');
+		assert.deepEqual([ident, tries, m.handles[m.handleBase + index]], [1000 + k, k + 1, 7000 + k]);
+	});
+	assert.deepEqual(new Set(read.map((r) => r.m)).size, 4, 'runs: [0,1], [3], single, last');
+});
+
+const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+const TOKEN_AUTH = { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), keyId: 'KEY1234567', teamId: 'TEAM765432' };
+
+/** A threaded manager whose backend the test can reach (to make a thread die). */
+function threaded(t: TestContext, mock: { host: string; port: number }, protocol: 'binary' | 'http2', options: Partial<ApnsManagerOptions> = {}): { m: ApnsManager; backend: () => ThreadedBackend } {
+	let backend: ThreadedBackend | undefined;
+	const factory = (ctx: ConstructorParameters<typeof ThreadedBackend>[0]) => (backend = new ThreadedBackend(ctx));
+	const auth = protocol === 'http2' ? { cert: undefined, key: undefined, token: TOKEN_AUTH, topic: 'com.example.app' } : {};
+	const m = manager(t, mock, { protocol, backend: factory, ...auth, ...options });
+	return { m, backend: () => backend! };
+}
+
+async function startMock(t: TestContext, protocol: 'binary' | 'http2'): Promise<{ host: string; port: number; counts: ReadonlyMap<string, number> }> {
+	if (protocol === 'binary') return gateway(t);
+	const c = certs();
+	const mock = await startMockApnsHttp2({ server: c.server, ca: c.ca.cert, keys: [{ keyId: TOKEN_AUTH.keyId, teamId: TOKEN_AUTH.teamId, publicKey: p8.publicKey }], topics: ['com.example.app'], record: false });
+	t.after(() => mock.close());
+	return mock;
+}
+
+for (const protocol of ['binary', 'http2'] as const) {
+	describe(`a worker thread that dies (${protocol})`, () => {
+		for (const how of ['throw', 'exit'] as const) {
+			test(`${how === 'throw' ? 'an uncaught error' : 'process.exit()'} mid-send: replaced, what it held re-sent in doubt, 0 lost`, async (t) => {
+				const mock = await startMock(t, protocol);
+				const { m, backend } = threaded(t, mock, protocol);
+				const tokens = makeTokens(20_000, protocol === 'binary' ? 41 : 42);
+				const exits: Array<{ thread: number; resent: number; error: Error }> = [];
+				m.on('threadExit', (info) => exits.push(info));
+				let workerLost = 0;
+				m.on('resent', ({ count, reason }) => reason === 'workerLost' && (workerLost += count));
+				const killed = once(m, 'delivered').then(() => backend().crash(1, how)); // dies while it holds the rest
+				const receipt = m.sendAps(tokens, { alert: 'crash' });
+				await killed;
+				await m.flushMessages();
+				const result = await receipt.settled;
+				assert.equal(exits.length, 1, 'one thread died');
+				assert.equal(exits[0]!.thread, 1);
+				assert.ok(exits[0]!.resent > 0, 'it held notifications');
+				assert.match(exits[0]!.error.message, how === 'throw' ? /crashed on purpose/ : /code 3/);
+				assert.equal(workerLost, exits[0]!.resent, "what it held went back, as 'workerLost'");
+				assert.equal(backend().threads, 1, 'a new thread took its place');
+				const counts = mock.counts;
+				let lost = 0;
+				let duplicated = 0;
+				for (const token of tokens) {
+					const n = counts.get(token) ?? 0;
+					if (n === 0) lost++;
+					else duplicated += n - 1;
+				}
+				assert.equal(lost, 0);
+				assert.ok(duplicated <= m.stats.inDoubt, `${duplicated} duplicated, ${m.stats.inDoubt} in doubt`);
+				assert.deepEqual([result.sent.length, result.failed.length, result.dropped.length], [tokens.length, 0, 0]);
+				assert.deepEqual([m.stats.delivered, m.pending], [tokens.length, 0]);
+			});
+		}
+	});
+}
+
+test('threads that keep dying before anything is settled are replaced after a backoff; one that settles something resets it', async (t) => {
+	// Answers (probe answers included) come 1 s late, so a thread told to die on connecting has settled nothing.
+	const gw = await gateway(t, { errorDelayMs: 1000 });
+	const { m, backend } = threaded(t, gw, 'binary', { reconnect: { initialDelayMs: 40, maxDelayMs: 80, jitter: 0 } });
+	const exits: Array<{ resent: number; retryInMs: number }> = [];
+	m.on('threadExit', ({ resent, retryInMs }) => exits.push({ resent, retryInMs }));
+	let crashes = 0;
+	m.on('connected', () => {
+		if (crashes < 3) {
+			crashes++;
+			backend().crash(1, 'exit');
+		}
+	});
+	const receipt = m.sendAps(makeTokens(10, 43), { alert: 'x' });
+	const result = await receipt.settled; // the fourth thread lives and delivers
+	assert.deepEqual(exits.map((e) => e.retryInMs), [40, 80, 80], 'backed off: initialDelayMs, then doubling up to maxDelayMs');
+	assert.deepEqual([result.sent.length, result.dropped.length], [10, 0]);
+	assert.equal(gw.counts.size, 10);
+	// It settled something: the next death is replaced at once.
+	const second = m.sendAps(makeTokens(10, 45), { alert: 'y' });
+	await once(m, 'connected');
+	backend().crash(1, 'exit');
+	await second.settled;
+	assert.equal(exits.at(-1)!.retryInMs, 0);
+});
+
+test('destroy() terminates every thread and drops what they held, each token once', async (t) => {
+	const gw = await gateway(t, { readPauseMs: 50 });
+	const { m, backend } = threaded(t, gw, 'binary');
+	const receipt = m.sendAps(makeTokens(5000, 44), { alert: 'x'.repeat(1000) });
+	await once(m, 'connected');
+	const workers = backend().workers;
+	assert.equal(workers.length, 1);
+	const exited = onceNode(workers[0]!, 'exit');
+	m.destroy();
+	await exited;
+	const result = await receipt.settled;
+	assert.equal(result.sent.length + result.dropped.length, 5000);
+	assert.ok(result.dropped.length > 0);
+	assert.equal(new Set(result.dropped).size, result.dropped.length, 'each dropped once');
+	assert.equal(backend().threads, 0);
+});
+
+test('an idle threaded manager does not keep the process alive (its threads are unref’d while they hold nothing)', async () => {
+	const index = fileURLToPath(new URL('../src/index.js', import.meta.url));
+	const testing = fileURLToPath(new URL('../src/testing.js', import.meta.url));
+	const script = `
+		const { ApnsManager } = await import(${JSON.stringify(index)});
+		const { makeTestCertificates } = await import(${JSON.stringify(testing)});
+		const c = makeTestCertificates();
+		new ApnsManager({ protocol: 'binary', backend: 'threaded', threads: 2, cert: c.client.cert, key: c.client.key, gateway: { host: '127.0.0.1', port: 9 } });
+		console.log('made');`;
+	const child = execFile(process.execPath, ['--input-type=module', '-e', script]);
+	let out = '';
+	child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+	const timer = setTimeout(() => child.kill(), 20_000); // a bound, not a measurement: a hang is killed and fails below
+	const [code] = (await onceNode(child, 'exit')) as [number | null];
+	clearTimeout(timer);
+	assert.equal(out.trim(), 'made');
+	assert.equal(code, 0, 'the process exited by itself');
+});
