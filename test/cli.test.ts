@@ -81,6 +81,18 @@ const p8Flags = (server: { port: number }): string[] => ['--p8', files.p8, '--ke
 
 const byToken = (a: { token: string }, b: { token: string }): number => a.token.localeCompare(b.token);
 
+test('send --threads 2: the connections run in worker threads; the same report, every token once', async (t) => {
+	const tokens = makeTokens(500, 0x34);
+	const server = await mock(t, { badTokens: [tokens[7]!] });
+	const run = await cli(['send', ...p8Flags(server), ...tokens.flatMap((tk) => ['--token', tk]), '--alert', 'Hi', '--threads', '2', '--json']);
+	assert.equal(run.code, 1, run.stderr);
+	assert.deepEqual(
+		{ ...JSON.parse(run.stdout), seconds: 0 },
+		{ protocol: 'http2', gateway: `127.0.0.1:${server.port}`, sent: 500, delivered: 499, failed: [{ token: tokens[7], status: 400, reason: 'BadDeviceToken' }], notSent: 0, resent: 0, inDoubt: 0, seconds: 0 },
+	);
+	assert.equal(tokens.filter((tk) => server.counts.get(tk) === (tk === tokens[7] ? undefined : 1)).length, 500);
+});
+
 test('send over HTTP/2 with --p8 and a --tokens-file of 1,000: the rejected ones listed exactly, the rest delivered once, exit 1', async (t) => {
 	const tokens = makeTokens(1000, 0x31);
 	const gone = [tokens[3]!, tokens[250]!, tokens[500]!, tokens[750]!, tokens[999]!];
@@ -218,6 +230,7 @@ test('send: each usage error exits 2 with one line naming the flag and a hint, b
 		['long --collapse-id', [...base, '--alert', 'x', '--collapse-id', 'c'.repeat(65)], /^apns-worker send: --collapse-id must be 1 to 64 bytes, got 65$/],
 		['bad --expiration', [...base, '--alert', 'x', '--expiration', 'tomorrow'], /^apns-worker send: --expiration must be UNIX seconds or an ISO date/],
 		['bad --timeout', [...base, '--alert', 'x', '--timeout', '0'], /^apns-worker send: --timeout must be a whole number from 1 to 86400, got "0"$/],
+		['bad --threads', [...base, '--alert', 'x', '--threads', '0'], /^apns-worker send: --threads must be a whole number from 1 to 64, got "0"$/],
 		['bad --gateway', [...base, '--alert', 'x', '--gateway', 'localhost'], /^apns-worker send: --gateway must be HOST:PORT, got "localhost"$/],
 		['bad --environment', [...base, '--alert', 'x', '--environment', 'staging'], /^apns-worker send: --environment must be production or sandbox, got "staging"$/],
 		['bad --protocol', [...base, '--alert', 'x', '--protocol', 'spdy'], /^apns-worker send: --protocol must be http2 or binary, got "spdy"$/],

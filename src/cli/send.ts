@@ -44,6 +44,7 @@ export const FLAGS = {
 	token: { type: 'string', multiple: true },
 	'tokens-file': { type: 'string' },
 	timeout: { type: 'string' },
+	threads: { type: 'string' },
 	json: { type: 'boolean' },
 } as const;
 
@@ -82,6 +83,8 @@ Delivery:
   --priority 10|5|1        default 10, or 5 for a background push (1: HTTP/2 only)
   --collapse-id ID         notifications with the same one are shown as one (HTTP/2, <= ${MAX_COLLAPSE_ID_BYTES} bytes)
   --expiration WHEN        UNIX seconds or an ISO date; 0 = one attempt, never stored
+  --threads N              run the connections in N worker threads (backend 'threaded'); default: on
+                           the main thread
   --timeout SECONDS        give up when nothing has been delivered or failed for this long (default 60):
                            what is left is reported failed with reason Timeout
 
@@ -156,6 +159,7 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 		...(gateway === undefined ? {} : { gateway }),
 		...(v.ca === undefined ? {} : { ca: readPemFile('--ca', v.ca) }),
 		...(v.proxy === undefined ? {} : { proxy: parseProxy(v.proxy) }),
+		...(v.threads === undefined ? {} : { backend: 'threaded', threads: wholeNumber('--threads', v.threads, 1, 64) }),
 	};
 	const messageOptions = deliveryOptions(v, protocol);
 	const payload = makePayload(v);
