@@ -138,9 +138,11 @@ export class ThreadedBackend implements Backend {
 	constructor(context: BackendContext) {
 		this.#ctx = context;
 		const { options, protocol } = context.setup;
-		// Enough to keep a thread's connections busy while the next batch is on its way: two binary windows,
-		// or twice the streams its sessions may carry.
-		this.#credit = Math.max(8192, protocol === 'binary' ? 2 * options.confirmEvery : 2 * options.connections * options.maxStreamsPerSession);
+		// Enough to keep a thread's connections busy while the next batch is on its way. HTTP/2: twice the
+		// streams its sessions may carry. Binary: unconfirmed notifications keep their credit, and a thread
+		// out of credit must probe to get more, so credit must not cut a window short: two windows, and what
+		// minConfirmIntervalMs carries at a high rate (50 ms at over a million a second).
+		this.#credit = protocol === 'binary' ? Math.max(65_536, 2 * options.confirmEvery) : Math.max(8192, 2 * options.connections * options.maxStreamsPerSession);
 		this.#respawn = new Reconnect(options.reconnect, () => this.#spawnMissing());
 		this.#threads = new Array<Thread | undefined>(context.threads ?? 1).fill(undefined);
 		this.#spawnMissing();
