@@ -1,6 +1,7 @@
 /**
  * The contract every backend keeps, run against a mock over real TLS on 127.0.0.1. A new backend is one
- * line in BACKENDS (a fixture: how to start its mock and make a manager for it). Every test counts every
+ * line in BACKENDS (test/support/backends.ts, owned here); the rest of the fault matrix — hostile
+ * gateways, HTTP/2 faults, lifecycle, feedback, receipts — runs on that same list in its own file. Every test counts every
  * notification: the exact set the mock accepted, the exact errors reported, 0 lost, 0 duplicated. The
  * binary protocol's own faults (status 10, silent drops, late error frames, ident wrap) follow in a
  * block of their own (after silent drops: 0 lost, and duplicates no more than those re-sent in doubt).
@@ -10,6 +11,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { generateKeyPairSync } from 'node:crypto';
 import { type ApnsManager, type ApnsManagerOptions, type DeliveryError } from '../src/index.js';
 import { startMockApnsHttp2 } from '../src/testing.js';
+import { BACKENDS, type BackendUnderTest } from './support/backends.js';
 import { account, certs, gateway, makeTokens, manager } from './support/helpers.js';
 
 /** A mock that counts accepted tokens and rejects the given ones as invalid. */
@@ -24,12 +26,9 @@ interface Fixture {
 const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 const TOKEN_AUTH = { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), keyId: 'KEY1234567', teamId: 'TEAM765432' };
 
-/** Every backend; each runs every protocol. Adding a backend is one line here. */
-const BACKENDS = ['evented', 'threaded'] as const;
-type BackendName = (typeof BACKENDS)[number];
-
-function fixture(protocol: 'binary' | 'http2', backend: BackendName): Fixture {
-	const name = `${protocol}/${backend}`;
+/** Each backend runs every protocol. */
+function fixture(protocol: 'binary' | 'http2', backend: BackendUnderTest): Fixture {
+	const name = `${protocol}/${backend.name}`;
 	if (protocol === 'http2') {
 		return {
 			name,
@@ -47,14 +46,14 @@ function fixture(protocol: 'binary' | 'http2', backend: BackendName): Fixture {
 				return mock;
 			},
 			manager: (t, mock, options = {}) =>
-				manager(t, mock, { protocol: 'http2', backend, cert: undefined, key: undefined, token: TOKEN_AUTH, topic: 'com.example.app', ...options }),
+				manager(t, mock, { protocol: 'http2', ...backend.options, cert: undefined, key: undefined, token: TOKEN_AUTH, topic: 'com.example.app', ...options }),
 		};
 	}
 	return {
 		name,
 		invalidStatus: 8,
 		start: (t, rejectTokens) => gateway(t, { rejectTokens: Object.fromEntries(rejectTokens.map((b) => [b, 8])) }),
-		manager: (t, mock, options = {}) => manager(t, mock, { backend, ...options }),
+		manager: (t, mock, options = {}) => manager(t, mock, { ...backend.options, ...options }),
 	};
 }
 
@@ -122,10 +121,10 @@ for (const f of COMBINATIONS) {
 	});
 }
 
-for (const backend of BACKENDS) describe(`binary protocol faults (${backend} backend)`, () => {
+for (const backend of BACKENDS) describe(`binary protocol faults (${backend.name} backend)`, () => {
 		test(`clean: ${N} notifications in order, as command-2 frames with all five items and unique idents`, async (t) => {
 			const gw = await gateway(t);
-			const m = manager(t, gw, { backend });
+			const m = manager(t, gw, backend.options);
 			const tokens = makeTokens(N, 1);
 			for (const token of tokens) m.sendAps(token, { alert: 'hello', badge: 1 }, { priority: 5, expiration: 2_000_000_000 });
 			await m.flushMessages();
@@ -146,7 +145,7 @@ for (const backend of BACKENDS) describe(`binary protocol faults (${backend} bac
 			const bad = every(tokens, 500);
 			const gw = await gateway(t, { rejectTokens: Object.fromEntries(bad.map((b) => [b, 8])), errorDelayMs: [0, 800] });
 			const errors: string[] = [];
-			const m = manager(t, gw, { backend, errorHandler: (e) => errors.push(e.token) });
+			const m = manager(t, gw, { ...backend.options, errorHandler: (e) => errors.push(e.token) });
 			m.sendAps(tokens, { alert: 'late' });
 			await m.flushMessages();
 			assert.deepEqual(account(gw, tokens, new Set(bad)), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
@@ -156,7 +155,7 @@ for (const backend of BACKENDS) describe(`binary protocol faults (${backend} bac
 		test(`status 10 every 3,000 (${N}): no error reported, nothing lost or duplicated`, async (t) => {
 			const gw = await gateway(t, { shutdownEvery: 3000 });
 			const errors: DeliveryError[] = [];
-			const m = manager(t, gw, { backend, errorHandler: (e) => errors.push(e) });
+			const m = manager(t, gw, { ...backend.options, errorHandler: (e) => errors.push(e) });
 			const resent: string[] = [];
 			m.on('resent', ({ reason }) => resent.push(reason));
 			const tokens = makeTokens(N, 4);
@@ -171,7 +170,7 @@ for (const backend of BACKENDS) describe(`binary protocol faults (${backend} bac
 		test(`silent drop every 3,000 (${N}): nothing lost; duplicates only among those re-sent as in doubt`, async (t) => {
 			const gw = await gateway(t, { silentDropEvery: 3000 });
 			const errors: DeliveryError[] = [];
-			const m = manager(t, gw, { backend, errorHandler: (e) => errors.push(e) });
+			const m = manager(t, gw, { ...backend.options, errorHandler: (e) => errors.push(e) });
 			let inDoubtEvents = 0;
 			m.on('resent', ({ count, reason }) => reason === 'silentClose' && (inDoubtEvents += count));
 			const tokens = makeTokens(N, 5);
@@ -194,7 +193,7 @@ for (const backend of BACKENDS) describe(`binary protocol faults (${backend} bac
 			// (confirmEvery 0: no count-based probe, so no second connection takes over meanwhile. With probes,
 			// "ahead of new work" means ahead of everything not yet written.)
 			const gw = await gateway(t, { rejectTokens: { [tokens[100]!]: 8 }, errorDelayMs: 200 });
-			const m = manager(t, gw, { backend, confirmEvery: 0 });
+			const m = manager(t, gw, { ...backend.options, confirmEvery: 0 });
 			m.once('resent', () => m.sendAps(later, { alert: 'new work' })); // queued while the re-sends are pending
 			m.sendAps(tokens, { alert: 'first' });
 			await m.flushMessages();
@@ -207,7 +206,7 @@ for (const backend of BACKENDS) describe(`binary protocol faults (${backend} bac
 			const tokens = makeTokens(2000, 8);
 			const gw = await gateway(t, { rejectTokens: { [tokens[150]!]: 8 } });
 			const errors: DeliveryError[] = [];
-			const m = manager(t, gw, { backend, initialIdent: 0xffff_ffff - 99, errorHandler: (e) => errors.push(e) });
+			const m = manager(t, gw, { ...backend.options, initialIdent: 0xffff_ffff - 99, errorHandler: (e) => errors.push(e) });
 			m.sendAps(tokens, { alert: 'wrap' });
 			await m.flushMessages();
 			assert.deepEqual(account(gw, tokens, new Set([tokens[150]!])), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
@@ -219,7 +218,7 @@ for (const backend of BACKENDS) describe(`binary protocol faults (${backend} bac
 
 		test('a slow reader pushes back: writes wait for drain, nothing is lost or duplicated', async (t) => {
 			const gw = await gateway(t, { readPauseMs: 2 });
-			const m = manager(t, gw, { backend });
+			const m = manager(t, gw, backend.options);
 			const tokens = makeTokens(N, 9);
 			m.sendAps(tokens, { alert: 'x'.repeat(1500) });
 			await m.flushMessages();

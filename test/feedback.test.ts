@@ -1,10 +1,14 @@
-/** getFeedback and readFeedback against the mock feedback service over real TLS. */
+/**
+ * getFeedback and readFeedback against the mock feedback service over real TLS. getFeedback runs on every
+ * backend (test/support/backends.ts); readFeedback, called directly, has no backend and runs once.
+ */
 import assert from 'node:assert/strict';
-import { test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { ConnectionError, Feedback, ProtocolError, TimeoutError } from '../src/index.js';
 import { readFeedback, type FeedbackReadOptions } from '../src/feedback.js';
-import { certs, closedPort, feedbackService, makeTokens, manager } from './support/helpers.js';
+import { BACKENDS } from './support/backends.js';
+import { certs, closedPort, feedbackService, makeTokens, managerOn } from './support/helpers.js';
 
 function tuples(n: number, seed: number): Array<{ token: string; when: Date }> {
 	return makeTokens(n, seed).map((token, i) => ({ token: token.toUpperCase(), when: new Date((1_700_000_000 + i) * 1000) }));
@@ -26,89 +30,6 @@ function readOptions(server: { host: string; port: number }, timeouts: Pick<Feed
 function raw(length: number, fill: number): { when: Date; token: Buffer } {
 	return { when: new Date(1_700_000_000_000), token: Buffer.alloc(length, fill) };
 }
-
-test('reads every tuple however it is chunked, calls back, emits, resolves the count; the list is then empty', async (t) => {
-	const given = tuples(50, 50);
-	const fb = await feedbackService(t, { tuples: given, chunkBytes: 7 });
-	const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port } });
-	const called: Feedback[] = [];
-	const emitted: Feedback[] = [];
-	m.on('feedback', (f) => emitted.push(f));
-	assert.equal(await m.getFeedback((f) => called.push(f)), 50);
-	assert.deepEqual(called.map((f) => [f.token, f.when.getTime()]), given.map((g) => [g.token.toLowerCase(), g.when.getTime()]));
-	assert.deepEqual(emitted, called);
-	assert.ok(called[0] instanceof Feedback);
-	assert.equal(await m.getFeedback(() => assert.fail('the service forgets what it sent')), 0);
-	assert.equal(fb.connections, 2);
-});
-
-test('a service that never closes is ended by the idle timeout, keeping what it sent', async (t) => {
-	const fb = await feedbackService(t, { tuples: tuples(3, 51), hang: true });
-	const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 200 });
-	const got: string[] = [];
-	assert.equal(await m.getFeedback((f) => got.push(f.token)), 3);
-	assert.equal(got.length, 3);
-});
-
-test('an unreachable feedback service rejects with ConnectionError', async (t) => {
-	const port = await closedPort();
-	const m = manager(t, undefined, { feedback: { host: '127.0.0.1', port } });
-	await assert.rejects(m.getFeedback(() => {}), (e: unknown) => e instanceof ConnectionError && /ECONNREFUSED/.test(e.message));
-});
-
-test('a stream cut inside a tuple hands over the complete ones, then rejects with ProtocolError', async (t) => {
-	const net = await import('node:tls');
-	const { certs } = await import('./support/helpers.js');
-	const { encodeFeedbackTuple } = await import('../src/frame.js');
-	const c = certs();
-	const server = net.createServer({ cert: c.server.cert, key: c.server.key, ca: [c.ca.cert], requestCert: true }, (socket) => {
-		const whole = encodeFeedbackTuple(new Date(1_700_000_000_000), Buffer.alloc(32, 1));
-		socket.end(Buffer.concat([whole, whole.subarray(0, 10)]));
-	});
-	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-	t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-	const m = manager(t, undefined, { feedback: { host: '127.0.0.1', port: (server.address() as { port: number }).port } });
-	const got: string[] = [];
-	await assert.rejects(m.getFeedback((f) => got.push(f.token)), (e: unknown) => e instanceof ProtocolError && /10 bytes left over after 1 tuples/.test(e.message));
-	assert.deepEqual(got, ['01'.repeat(32)]);
-});
-
-test('a throwing callback becomes an error event; every tuple is still read', async (t) => {
-	const fb = await feedbackService(t, { tuples: tuples(5, 52) });
-	const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port } });
-	const errors: unknown[] = [];
-	m.on('error', (e) => errors.push(e));
-	let emitted = 0;
-	m.on('feedback', () => emitted++);
-	assert.equal(
-		await m.getFeedback(() => {
-			throw new Error('callback bug');
-		}),
-		5,
-	);
-	assert.equal(errors.length, 5);
-	assert.equal(emitted, 5);
-});
-
-test('a service that ignores our FIN: the idle timeout resolves with the count and destroys the socket', async (t) => {
-	const sockets = clientSockets(t);
-	const fb = await feedbackService(t, { tuples: tuples(3, 53), ignoreFin: true });
-	const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 100 });
-	const got: string[] = [];
-	assert.equal(await m.getFeedback((f) => got.push(f.token)), 3);
-	assert.equal(got.length, 3);
-	assert.equal(sockets().length, 1);
-	assert.ok(sockets().every((s) => s.destroyed), 'the socket is destroyed, not left ending');
-});
-
-test('a service that accepts TLS, never sends and never closes: the idle timeout resolves 0', async (t) => {
-	const sockets = clientSockets(t);
-	const fb = await feedbackService(t, { ignoreFin: true });
-	const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 100 });
-	assert.equal(await m.getFeedback(() => assert.fail('nothing was sent')), 0);
-	assert.equal(fb.connections, 1);
-	assert.ok(sockets().every((s) => s.destroyed));
-});
 
 test('readFeedback: a service trickling one byte at a time is cut by the deadline; complete tuples stay handed over', async (t) => {
 	const sockets = clientSockets(t);
@@ -151,19 +72,6 @@ test('readFeedback: the deadline covers the connect (a server that never finishe
 	assert.ok(sockets().every((s) => s.destroyed));
 });
 
-test('a tuple with a token length of 0 hands over the valid ones before it, then rejects with ProtocolError', async (t) => {
-	const sockets = clientSockets(t);
-	const fb = await feedbackService(t, { rawTuples: [raw(32, 1), raw(32, 2), raw(0, 0), raw(32, 3)], ignoreFin: true });
-	const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 60_000 });
-	const got: string[] = [];
-	await assert.rejects(
-		m.getFeedback((f) => got.push(f.token)),
-		(e: unknown) => e instanceof ProtocolError && /token of 0 bytes, not 32 \(after 2 tuples were handed over\)/.test(e.message),
-	);
-	assert.deepEqual(got, ['01'.repeat(32), '02'.repeat(32)]);
-	assert.ok(sockets().every((s) => s.destroyed));
-});
-
 test('readFeedback: a tuple with a token length of 1000 is refused at its header, without waiting for the 1000 bytes', async (t) => {
 	const sockets = clientSockets(t);
 	// The first write carries two valid tuples and the bad header; the rest of the bad tuple would take
@@ -192,4 +100,103 @@ test('readFeedback: a throwing onFeedback stops the read and rejects with what i
 	);
 	assert.equal(calls, 1);
 	assert.ok(sockets().every((s) => s.destroyed));
+});
+
+for (const backend of BACKENDS) describe(`getFeedback (${backend.name})`, () => {
+	const manager = managerOn(backend); // every manager below runs on this backend
+	test('reads every tuple however it is chunked, calls back, emits, resolves the count; the list is then empty', async (t) => {
+		const given = tuples(50, 50);
+		const fb = await feedbackService(t, { tuples: given, chunkBytes: 7 });
+		const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port } });
+		const called: Feedback[] = [];
+		const emitted: Feedback[] = [];
+		m.on('feedback', (f) => emitted.push(f));
+		assert.equal(await m.getFeedback((f) => called.push(f)), 50);
+		assert.deepEqual(called.map((f) => [f.token, f.when.getTime()]), given.map((g) => [g.token.toLowerCase(), g.when.getTime()]));
+		assert.deepEqual(emitted, called);
+		assert.ok(called[0] instanceof Feedback);
+		assert.equal(await m.getFeedback(() => assert.fail('the service forgets what it sent')), 0);
+		assert.equal(fb.connections, 2);
+	});
+
+	test('a service that never closes is ended by the idle timeout, keeping what it sent', async (t) => {
+		const fb = await feedbackService(t, { tuples: tuples(3, 51), hang: true });
+		const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 200 });
+		const got: string[] = [];
+		assert.equal(await m.getFeedback((f) => got.push(f.token)), 3);
+		assert.equal(got.length, 3);
+	});
+
+	test('an unreachable feedback service rejects with ConnectionError', async (t) => {
+		const port = await closedPort();
+		const m = manager(t, undefined, { feedback: { host: '127.0.0.1', port } });
+		await assert.rejects(m.getFeedback(() => {}), (e: unknown) => e instanceof ConnectionError && /ECONNREFUSED/.test(e.message));
+	});
+
+	test('a stream cut inside a tuple hands over the complete ones, then rejects with ProtocolError', async (t) => {
+		const net = await import('node:tls');
+		const { certs } = await import('./support/helpers.js');
+		const { encodeFeedbackTuple } = await import('../src/frame.js');
+		const c = certs();
+		const server = net.createServer({ cert: c.server.cert, key: c.server.key, ca: [c.ca.cert], requestCert: true }, (socket) => {
+			const whole = encodeFeedbackTuple(new Date(1_700_000_000_000), Buffer.alloc(32, 1));
+			socket.end(Buffer.concat([whole, whole.subarray(0, 10)]));
+		});
+		await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+		t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+		const m = manager(t, undefined, { feedback: { host: '127.0.0.1', port: (server.address() as { port: number }).port } });
+		const got: string[] = [];
+		await assert.rejects(m.getFeedback((f) => got.push(f.token)), (e: unknown) => e instanceof ProtocolError && /10 bytes left over after 1 tuples/.test(e.message));
+		assert.deepEqual(got, ['01'.repeat(32)]);
+	});
+
+	test('a throwing callback becomes an error event; every tuple is still read', async (t) => {
+		const fb = await feedbackService(t, { tuples: tuples(5, 52) });
+		const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port } });
+		const errors: unknown[] = [];
+		m.on('error', (e) => errors.push(e));
+		let emitted = 0;
+		m.on('feedback', () => emitted++);
+		assert.equal(
+			await m.getFeedback(() => {
+				throw new Error('callback bug');
+			}),
+			5,
+		);
+		assert.equal(errors.length, 5);
+		assert.equal(emitted, 5);
+	});
+
+	test('a service that ignores our FIN: the idle timeout resolves with the count and destroys the socket', async (t) => {
+		const sockets = clientSockets(t);
+		const fb = await feedbackService(t, { tuples: tuples(3, 53), ignoreFin: true });
+		const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 100 });
+		const got: string[] = [];
+		assert.equal(await m.getFeedback((f) => got.push(f.token)), 3);
+		assert.equal(got.length, 3);
+		assert.equal(sockets().length, 1);
+		assert.ok(sockets().every((s) => s.destroyed), 'the socket is destroyed, not left ending');
+	});
+
+	test('a service that accepts TLS, never sends and never closes: the idle timeout resolves 0', async (t) => {
+		const sockets = clientSockets(t);
+		const fb = await feedbackService(t, { ignoreFin: true });
+		const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 100 });
+		assert.equal(await m.getFeedback(() => assert.fail('nothing was sent')), 0);
+		assert.equal(fb.connections, 1);
+		assert.ok(sockets().every((s) => s.destroyed));
+	});
+
+	test('a tuple with a token length of 0 hands over the valid ones before it, then rejects with ProtocolError', async (t) => {
+		const sockets = clientSockets(t);
+		const fb = await feedbackService(t, { rawTuples: [raw(32, 1), raw(32, 2), raw(0, 0), raw(32, 3)], ignoreFin: true });
+		const m = manager(t, undefined, { feedback: { host: fb.host, port: fb.port }, feedbackIdleTimeoutMs: 60_000 });
+		const got: string[] = [];
+		await assert.rejects(
+			m.getFeedback((f) => got.push(f.token)),
+			(e: unknown) => e instanceof ProtocolError && /token of 0 bytes, not 32 \(after 2 tuples were handed over\)/.test(e.message),
+		);
+		assert.deepEqual(got, ['01'.repeat(32), '02'.repeat(32)]);
+		assert.ok(sockets().every((s) => s.destroyed));
+	});
 });

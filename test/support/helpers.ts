@@ -6,6 +6,7 @@ import type { TestContext } from 'node:test';
 import { ApnsManager, type ApnsManagerOptions } from '../../src/index.js';
 import { makeTestCertificates, startMockGateway, startMockFeedback, type MockGateway, type MockGatewayFaults, type MockGatewayOptions, type TestCertificates } from '../../src/testing.js';
 import type { MockFeedback, MockFeedbackOptions } from '../../src/mock/feedback.js';
+import type { BackendUnderTest } from './backends.js';
 
 let cached: TestCertificates | undefined;
 export function certs(): TestCertificates {
@@ -47,6 +48,15 @@ export function manager(t: TestContext, gw: { host: string; port: number } | und
 	});
 	t.after(() => m.destroy());
 	return m;
+}
+
+/**
+ * {@link manager} on `backend`: its options come first, so a test's own options (and a backend it names
+ * itself) still win. The suites shadow `manager` with this inside their per-backend block, so no manager
+ * built there can miss the backend.
+ */
+export function managerOn(backend: BackendUnderTest): typeof manager {
+	return (t, gw, options = {}) => manager(t, gw, { ...backend.options, ...options });
 }
 
 /** A port on 127.0.0.1 that nothing listens on (bound, then released). */
