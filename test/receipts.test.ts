@@ -182,9 +182,12 @@ for (const backend of BACKENDS) describe(`receipts, pacing, logging (${backend.n
 		const server = await mock(t, { neverAnswer: tokens.slice(0, 10), transient: { tokens: tokens.slice(10), status: 503, times: 100 } });
 		const m = h2(t, server, { token: undefined, cert: certs().client.cert, key: certs().client.key, retry: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
 		const receipt = m.sendAps(tokens, { alert: 'x' });
-		let resent = 0;
-		m.on('resent', ({ count }) => (resent += count));
-		while (server.received.length + resent < 10 || resent < 10) await new Promise((resolve) => setImmediate(resolve));
+		// Wait on the mock: all 20 asked, the 10 503s answered. (The manager re-queues a 503 only when its
+		// backoff ends — 30 to 60 s here — so waiting for `resent` waited that long, and the retries were no
+		// longer waiting at destroy.) The pause lets the answers reach the client, on whichever thread.
+		while (server.requests < 20 || server.answers.length < 10) await new Promise((resolve) => setTimeout(resolve, 5));
+		await new Promise((resolve) => setTimeout(resolve, 100));
+		assert.deepEqual([server.received.length, m.stats.resent], [0, 0], 'nothing delivered, no retry re-sent yet');
 		m.destroy();
 		const result = await receipt.settled;
 		assert.deepEqual([...result.dropped].sort(), [...tokens].sort());
