@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ApnsManager, ClosedError, ConnectionError, InvalidArgumentError, Message, TimeoutError } from '../src/index.js';
-import { BACKENDS, knownBug } from './support/backends.js';
+import { BACKENDS } from './support/backends.js';
 import { account, certs, closedPort, gateway, makeTokens, manager, managerOn, once } from './support/helpers.js';
 
 test('options are checked at construction, naming the option', () => {
@@ -258,8 +258,7 @@ for (const backend of BACKENDS) describe(`ApnsManager lifecycle and events (${ba
 		assert.deepEqual(seen.slice(0, 2), ['connected', 'disconnected:probeAnswered']);
 	});
 
-	const flushNotHeard = knownBug(backend, 'threaded', 'a flush waiting when a batch goes out is never told to the worker; it then waits for confirmIdleMs (here: for ever)');
-	test('flushMessages() resolves at once when nothing is pending, and settles by probe rather than waiting out grace', flushNotHeard, async (t) => {
+	test('flushMessages() resolves at once when nothing is pending, and settles by probe rather than waiting out grace', async (t) => {
 		const gw = await gateway(t);
 		const m = manager(t, gw, { graceMs: 600_000, confirmIdleMs: false });
 		await m.flushMessages();
@@ -280,8 +279,7 @@ for (const backend of BACKENDS) describe(`ApnsManager lifecycle and events (${ba
 		assert.throws(() => m.sendAps(makeTokens(1, 30)[0]!, { alert: 'x' }), ClosedError);
 	});
 
-	const creditProbes = knownBug(backend, 'threaded', "a thread's credit (8192) works as a retention cap: it probes every 8192 however long minConfirmIntervalMs is");
-	test('minConfirmIntervalMs keeps probe reconnects apart on a healthy stream; confirmEvery alone probes by count', creditProbes, async (t) => {
+	test('minConfirmIntervalMs keeps probe reconnects apart on a healthy stream; confirmEvery alone probes by count', async (t) => {
 		const gw = await gateway(t);
 		const tokens = makeTokens(20_000, 31);
 		// confirmEvery 256 = the first window, so the window is fully open from the start.

@@ -24,11 +24,3 @@ export const BACKENDS: readonly BackendUnderTest[] = [
 	{ name: 'evented', options: { backend: 'evented' }, callerThreadTimers: true },
 	{ name: 'threaded', options: { backend: 'threaded' }, callerThreadTimers: false },
 ];
-
-/**
- * `{ todo }` for a known bug of one backend (listed in the lead's bug notes), so its failing case stays in
- * the suite, runs, and keeps the rest green; every other backend runs the test as usual.
- */
-export function knownBug(backend: BackendUnderTest, on: string, symptom: string): { todo: string | false } {
-	return { todo: backend.name === on ? `${on}: ${symptom}` : false };
-}
