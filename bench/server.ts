@@ -5,7 +5,7 @@
  */
 import { startMockGateway } from '../src/mock/gateway.js';
 import { startMockApnsHttp2 } from '../src/mock/http2.js';
-import { isRejected, token, tokenIndex, TOPIC, type Certs, type Faults, type ServerPoll, type ServerRequest } from './common.js';
+import { isRejected, token, tokenIndex, TOPIC, type Certs, type Faults, type ServerPoll, type ServerProgress, type ServerRequest } from './common.js';
 
 const certs = JSON.parse(process.env['BENCH_CERTS'] ?? 'null') as Certs;
 let gateway: { port: number; connections: number; silentDrops: number; errorsSent: number; close(): Promise<void> } | undefined;
@@ -90,8 +90,9 @@ async function start(size: number, f: Faults, protocol: 'binary' | 'http2'): Pro
 	return binary.port;
 }
 
-function poll(): Pick<ServerPoll, 'unique' | 'expected' | 'completeAt' | 'lastProgressAt'> & { type: 'progress' } {
-	return { type: 'progress', unique, expected, completeAt, lastProgressAt };
+function poll(): ServerProgress {
+	const cpu = process.cpuUsage();
+	return { type: 'progress', unique, expected, completeAt, lastProgressAt, cpuMicros: cpu.user + cpu.system };
 }
 
 function stats(): ServerPoll {
