@@ -88,6 +88,8 @@ interface NodeApn {
 interface Seen {
 	failed: number[];
 	reconnects: number;
+	/** apns-worker: its events until 'finish', counted ('resent workerLost', 'disconnected goaway', 'threadExit'). */
+	events?: Record<string, number>;
 }
 
 async function raw(all: string[]): Promise<Seen> {
@@ -129,14 +131,21 @@ async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) =
 	const { ApnsManager } = await import('../src/index.js');
 	const failed: number[] = [];
 	const m = new ApnsManager({ protocol: 'binary', ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, errorHandler: (e: DeliveryError) => failed.push(tokenIndexOf(e.token)), ...options });
+	const events: Record<string, number> = {};
+	const count = (event: string, by = 1): void => void (events[event] = (events[event] ?? 0) + by);
+	m.on('resent', (info) => count(`resent ${info.reason}`, info.count));
+	// With the error's words (numbers left out, so that like counts with like): which GOAWAY, which timeout.
+	m.on('disconnected', (info) => count(`disconnected ${info.reason}${info.error === undefined ? '' : ` (${info.error.message.replace(/\d+/g, 'N')})`}`));
+	m.on('threadExit', () => count('threadExit'));
 	await handOver(m);
 	await Promise.race([m.onPendingBelow(1), finish]);
 	loopMeter.stop();
 	await finish;
+	const seen = { ...events };
 	await m.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
 	const reconnects = Math.max(0, m.stats.connectAttempts - 1);
 	m.destroy();
-	return { failed, reconnects };
+	return { failed, reconnects, events: seen };
 }
 
 /** Everything in one call: one message, one payload, all the tokens. */
@@ -534,9 +543,9 @@ async function main(): Promise<void> {
 	const peers: Partial<Record<ClientName, (all: string[]) => Promise<Seen>>> = { raw, 'node-apn': nodeApn, 'h2-bare': h2BareClean, 'parse-apn': parseApn, apns2 };
 	const options = apnsWorker[task.client];
 	if (task.workload.paced === true && options === undefined) throw new Error(`${task.client}: no paced client`);
-	const { failed, reconnects } = await (options === undefined ? peers[task.client]!(all) : manager(options, (task.workload.paced === true ? paced : broadcast)(all)));
+	const { failed, reconnects, events } = await (options === undefined ? peers[task.client]!(all) : manager(options, (task.workload.paced === true ? paced : broadcast)(all)));
 	const loop = loopMeter.result;
-	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now(), ...(loop === undefined ? {} : { loop }) });
+	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now(), ...(loop === undefined ? {} : { loop }), ...(events === undefined ? {} : { events }) });
 }
 
 void main();

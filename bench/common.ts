@@ -118,6 +118,8 @@ export interface ServerProgress {
 	unique: number;
 	expected: number;
 	completeAt: number | undefined;
+	/** When the first notification was accepted (Date.now()). */
+	firstAt: number | undefined;
 	lastProgressAt: number;
 	/** The gateway process's CPU time so far (process.cpuUsage(), user + system), in microseconds. */
 	cpuMicros: number;
@@ -196,5 +198,5 @@ export interface LoopMeasure {
 export type ClientMessage =
 	| { type: 'started'; at: number }
 	| { type: 'handedOver'; measure: BurstMeasure }
-	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure; loop?: LoopMeasure }
+	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure; loop?: LoopMeasure; events?: Record<string, number> }
 	| { type: 'memory'; heapBytes: number; externalBytes: number; n: number; peakRssBytes: number };

@@ -83,6 +83,12 @@ interface Run {
 	loop?: LoopMeasure;
 	/** The gateway process's CPU from the poll right after the client's 'started' to the poll that saw the run end. */
 	server: { cpuMs: number; wallMs: number };
+	/** From the client's start to the gateway's first accepted notification: library, thread and connection start-up. */
+	firstDeliveryMs: number;
+	/** Throughput from the first accepted notification to the last: the rate once it runs, start-up left out. */
+	steadyPerSecond: number;
+	/** apns-worker: its events until the run ended, counted (re-sends by reason, disconnections by reason, thread exits). */
+	events?: Record<string, number>;
 }
 
 /** A burst run's memory, per queued notification and over the baseline taken right before the hand-over loop. */
@@ -172,7 +178,8 @@ type FromClient = ClientMessage | { type: 'exit'; code: number | null; signal: N
 function startClient(task: ClientTask): { child: ChildProcess; next: () => Promise<FromClient> } {
 	const child = fork(here('./client.js'), {
 		env: { ...process.env, BENCH_TASK: JSON.stringify(task), DEBUG: '' },
-		execArgv: task.memory || task.workload.burst === true ? ['--expose-gc'] : [],
+		// BENCH_CLIENT_FLAGS: Node flags for the client processes, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof' (a profile per thread).
+		execArgv: [...(task.memory || task.workload.burst === true ? ['--expose-gc'] : []), ...(process.env['BENCH_CLIENT_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '')],
 		stdio: 'inherit',
 	});
 	const inbox: FromClient[] = [];
@@ -256,7 +263,10 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		baselineRssBytes: result.baselineRssBytes,
 		...(burst === undefined ? {} : { burst }),
 		...(result.loop === undefined ? {} : { loop: result.loop }),
+		...(result.events === undefined ? {} : { events: result.events }),
 		server,
+		firstDeliveryMs: (progress.firstAt ?? Number.NaN) - started.at,
+		steadyPerSecond: Math.round(((progress.unique - 1) / Math.max(1, (progress.completeAt ?? progress.lastProgressAt) - (progress.firstAt ?? Number.NaN))) * 1000),
 	};
 }
 
@@ -284,6 +294,12 @@ function peakRssOf(pid: number | undefined): number {
 		return Number.NaN;
 	}
 }
+
+/** An apns-worker run's events, for its progress line: ", resent workerLost 12, threadExit 1", or nothing. */
+const events = (run: Run): string =>
+	Object.entries(run.events ?? {})
+		.map(([event, count]) => `, ${event} ${count}`)
+		.join('');
 
 /** The runs that handed back a result (a killed or crashed client measured nothing). */
 const measured = (runs: Run[]): Run[] => runs.filter((r) => r.ended === undefined);
@@ -383,6 +399,9 @@ function burstTable(rows: Array<DeliveryRow & { burst: BurstSummary }>): string[
 /** Medians of a threads workload's figures for one client; ratios (median of rep-by-rep ratios) against the evented client. */
 interface ThreadsSummary {
 	vsEvented: number | undefined;
+	firstDeliveryMs: number;
+	steadyPerSecond: number;
+	steadyVsEvented: number | undefined;
 	delayMs: { p50: number; p99: number; max: number; mean: number };
 	p99VsEvented: number | undefined;
 	clientCpuMs: number;
@@ -392,13 +411,14 @@ interface ThreadsSummary {
 	serverCpuPercent: number;
 }
 
-function threadsSummary(runs: Run[], vsEvented: number | undefined, p99VsEvented: number | undefined): ThreadsSummary {
+function threadsSummary(runs: Run[], ratios: Pick<ThreadsSummary, 'vsEvented' | 'steadyVsEvented' | 'p99VsEvented'>): ThreadsSummary {
 	const loops = runs.flatMap((r) => (r.loop === undefined ? [] : [r.loop]));
 	const of = (pick: (l: LoopMeasure) => number): number => median(loops.map(pick));
 	return {
-		vsEvented,
+		...ratios,
+		firstDeliveryMs: median(runs.map((r) => r.firstDeliveryMs)),
+		steadyPerSecond: median(runs.map((r) => r.steadyPerSecond)),
 		delayMs: { p50: of((l) => l.delayMs.p50), p99: of((l) => l.delayMs.p99), max: of((l) => l.delayMs.max), mean: of((l) => l.delayMs.mean) },
-		p99VsEvented,
 		clientCpuMs: of((l) => l.cpuMs),
 		clientCpuPercent: of((l) => (100 * l.cpuMs) / l.wallMs),
 		callerBusyPercent: of((l) => (100 * l.callerBusyMs) / l.wallMs),
@@ -411,7 +431,7 @@ function threadsSummary(runs: Run[], vsEvented: number | undefined, p99VsEvented
 function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): string[] {
 	const ms = (v: number): string => (Number.isNaN(v) ? '—' : v.toFixed(1));
 	const cpu = (cpuMs: number, percent: number): string => `${(cpuMs / 1000).toFixed(2)} s (${Math.round(percent)}%)`;
-	const header = ['workload', 'client', 'notif/s', 'vs evented', 'done', 'lost', 'dup', 'loop delay p50 / p99 / max (mean), ms', 'p99 vs evented', 'client CPU (% of a core)', 'caller thread busy', 'gateway CPU (% of a core)'];
+	const header = ['workload', 'client', 'notif/s', 'vs evented', 'first delivery', 'steady notif/s (vs evented)', 'done', 'lost', 'dup', 'loop delay p50 / p99 / max (mean), ms', 'p99 vs evented', 'client CPU (% of a core)', 'caller thread busy', 'gateway CPU (% of a core)'];
 	const cells = rows.map((s) => {
 		const t = s.threads;
 		return [
@@ -419,6 +439,8 @@ function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): s
 			s.client,
 			fmt(s.perSecond),
 			ratio(t.vsEvented),
+			`${fmt(t.firstDeliveryMs)} ms`,
+			`${fmt(t.steadyPerSecond)}${t.steadyVsEvented === undefined ? '' : ` (${ratio(t.steadyVsEvented)})`}`,
 			s.completedRuns,
 			String(s.lostMax),
 			String(s.duplicatedMax),
@@ -435,6 +457,7 @@ function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): s
 		`a ${LOOP_RESOLUTION_MS} ms timer (perf_hooks.monitorEventLoopDelay, resolution ${LOOP_RESOLUTION_MS} ms, the resolution taken off). client CPU: process.cpuUsage() of the client`,
 		'process (all its threads); caller thread busy: performance.eventLoopUtilization() of its main thread, % of the wall time. gateway CPU: the mock\'s process,',
 		'from the poll right after the client started to the poll that saw the run end. % of a core: CPU time over wall time (2 cores: 200% is all of them).',
+		'first delivery: from the client\'s start to the gateway\'s first accepted notification (library, threads, connections starting); steady: the rate from there on.',
 		`paced: ${PACED_CHUNK.toLocaleString('en-US')} tokens per sendAps call, each call in a macrotask of its own (setImmediate between), each after`,
 		`await onPendingBelow(${PACED_PENDING.toLocaleString('en-US')}); the others: every token in one sendAps call (its enqueue is in the first delay sample).`,
 		'',
@@ -462,7 +485,7 @@ async function main(): Promise<void> {
 				const run = await runOnce(gateway, certs, workload, client, rep);
 				runs.push(run);
 				const memory = run.burst === undefined ? '' : `, heap ${run.burst.heapBytesPerNotification} B/notif, peak RSS +${mb(run.burst.peakRssGrowthBytes)}`;
-				process.stderr.write(`  ${workload.name} | ${client} #${rep}: ${fmt(run.perSecond)}/s${run.completed ? '' : ' (incomplete)'}${run.ended === undefined ? '' : ` (${run.ended})`}, lost ${run.lost}, dup ${run.duplicated}${memory}\n`);
+				process.stderr.write(`  ${workload.name} | ${client} #${rep}: ${fmt(run.perSecond)}/s${run.completed ? '' : ' (incomplete)'}${run.ended === undefined ? '' : ` (${run.ended})`}, lost ${run.lost}, dup ${run.duplicated}${memory}${events(run)}\n`);
 			}
 		}
 	}
@@ -503,7 +526,7 @@ async function main(): Promise<void> {
 				rssGrowthBytes: median(measured(mine).map(growth)),
 				undeliveredMax: Math.max(...mine.map((r) => r.undelivered)),
 				...(workload.burst === true ? { burst: burstSummary(mine, peer === undefined || peer === client ? undefined : runs.filter((o) => o.workload === workload.name && o.client === peer)) } : {}),
-				...(workload.threads === true ? { threads: threadsSummary(measured(mine), against(workload.clients[0]), against(workload.clients[0], (r) => r.loop?.delayMs.p99 ?? Number.NaN)) } : {}),
+				...(workload.threads === true ? { threads: threadsSummary(measured(mine), { vsEvented: against(workload.clients[0]), steadyVsEvented: against(workload.clients[0], (r) => r.steadyPerSecond), p99VsEvented: against(workload.clients[0], (r) => r.loop?.delayMs.p99 ?? Number.NaN) }) } : {}),
 			};
 		}),
 	);

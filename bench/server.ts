@@ -15,6 +15,7 @@ let faults: Faults = {};
 let unique = 0;
 let expected = 0;
 let completeAt: number | undefined;
+let firstAt: number | undefined;
 let lastProgressAt = Date.now();
 
 function accepted(i: number): void {
@@ -24,6 +25,7 @@ function accepted(i: number): void {
 	if (c === 0) {
 		unique++;
 		lastProgressAt = Date.now();
+		if (unique === 1) firstAt = lastProgressAt;
 		if (unique === expected) completeAt = lastProgressAt;
 	}
 }
@@ -37,6 +39,7 @@ async function start(size: number, f: Faults, protocol: 'binary' | 'http2'): Pro
 	expected = 0;
 	for (let i = 0; i < size; i++) if (!isRejected(i, f)) expected++;
 	completeAt = undefined;
+	firstAt = undefined;
 	lastProgressAt = Date.now();
 	if (protocol === 'http2') {
 		const unregistered = new Map<string, Date>();
@@ -92,7 +95,7 @@ async function start(size: number, f: Faults, protocol: 'binary' | 'http2'): Pro
 
 function poll(): ServerProgress {
 	const cpu = process.cpuUsage();
-	return { type: 'progress', unique, expected, completeAt, lastProgressAt, cpuMicros: cpu.user + cpu.system };
+	return { type: 'progress', unique, expected, completeAt, firstAt, lastProgressAt, cpuMicros: cpu.user + cpu.system };
 }
 
 function stats(): ServerPoll {
