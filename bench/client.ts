@@ -11,8 +11,9 @@
  */
 import { sign } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { monitorEventLoopDelay, performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { ApnsManager, ApnsManagerOptions, DeliveryError } from '../src/index.js';
-import { burstAps, burstPayload, PAYLOAD, token, tokenIndexOf, tokens, TOPIC, type BurstMeasure, type ClientMessage, type ClientName, type ClientTask } from './common.js';
+import { burstAps, burstPayload, LOOP_RESOLUTION_MS, PACED_CHUNK, PACED_PENDING, PAYLOAD, token, tokenIndexOf, tokens, TOPIC, type BurstMeasure, type ClientMessage, type ClientName, type ClientTask, type LoopMeasure } from './common.js';
 
 const task = JSON.parse(process.env['BENCH_TASK'] ?? 'null') as ClientTask;
 const send = (message: ClientMessage): void => void process.send!(message);
@@ -20,7 +21,55 @@ const send = (message: ClientMessage): void => void process.send!(message);
 const sendAndExit = (message: ClientMessage): void => void process.send!(message, () => process.exit(0));
 const finish = new Promise<void>((resolve) => process.once('message', () => resolve()));
 const peakRss = (): number => process.resourceUsage().maxRSS * 1024;
-const started = (): void => send({ type: 'started', at: Date.now() });
+
+/**
+ * The caller's event-loop delay, the process's CPU and the main thread's busy time, from the first send
+ * ({@link started}) to {@link LoopMeter.stop}: the last settlement an apns-worker client saw, or 'finish'.
+ */
+class LoopMeter {
+	readonly #histogram = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
+	#cpu: NodeJS.CpuUsage | undefined;
+	#elu: EventLoopUtilization | undefined;
+	#t0 = 0;
+	#result: LoopMeasure | undefined;
+
+	get result(): LoopMeasure | undefined {
+		return this.#result;
+	}
+
+	start(): void {
+		this.#t0 = performance.now();
+		this.#cpu = process.cpuUsage();
+		this.#elu = performance.eventLoopUtilization();
+		this.#histogram.enable();
+	}
+
+	/** Idempotent: the first call ends the window. */
+	stop(): void {
+		if (this.#cpu === undefined || this.#result !== undefined) return;
+		this.#histogram.disable();
+		const wallMs = performance.now() - this.#t0;
+		const cpu = process.cpuUsage(this.#cpu);
+		const elu = performance.eventLoopUtilization(this.#elu);
+		const h = this.#histogram;
+		// Node records the time between the timer's runs: the resolution plus how late it ran.
+		const late = (ns: number): number => (h.count === 0 ? Number.NaN : Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS));
+		this.#result = {
+			delayMs: { p50: late(h.percentile(50)), p99: late(h.percentile(99)), max: late(h.max), mean: late(h.mean), samples: h.count },
+			cpuMs: (cpu.user + cpu.system) / 1000,
+			callerBusyMs: elu.active,
+			wallMs,
+		};
+	}
+}
+
+const loopMeter = new LoopMeter();
+// Registered first, so it runs before the clients' own reactions to 'finish'.
+void finish.then(() => loopMeter.stop());
+const started = (): void => {
+	loopMeter.start();
+	send({ type: 'started', at: Date.now() });
+};
 
 // node-apn 1.x is a dependency of bench/ only, so it is resolved from there.
 const requireFromBench = createRequire(new URL('../../bench/package.json', import.meta.url));
@@ -39,6 +88,8 @@ interface NodeApn {
 interface Seen {
 	failed: number[];
 	reconnects: number;
+	/** apns-worker: its events until 'finish', counted ('resent workerLost', 'disconnected goaway', 'threadExit'). */
+	events?: Record<string, number>;
 }
 
 async function raw(all: string[]): Promise<Seen> {
@@ -72,17 +123,29 @@ async function raw(all: string[]): Promise<Seen> {
 	return { failed: [], reconnects: 0 };
 }
 
-/** apns-worker on either protocol: `handOver` queues everything (and says 'started'), then flush. */
-async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) => void): Promise<Seen> {
+/**
+ * apns-worker on either protocol, either backend: `handOver` queues everything (and says 'started'); the
+ * loop meter stops at the last settlement (nothing pending) or at 'finish'; then flush.
+ */
+async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) => void | Promise<void>): Promise<Seen> {
 	const { ApnsManager } = await import('../src/index.js');
 	const failed: number[] = [];
 	const m = new ApnsManager({ protocol: 'binary', ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, errorHandler: (e: DeliveryError) => failed.push(tokenIndexOf(e.token)), ...options });
-	handOver(m);
+	const events: Record<string, number> = {};
+	const count = (event: string, by = 1): void => void (events[event] = (events[event] ?? 0) + by);
+	m.on('resent', (info) => count(`resent ${info.reason}`, info.count));
+	// With the error's words (numbers left out, so that like counts with like): which GOAWAY, which timeout.
+	m.on('disconnected', (info) => count(`disconnected ${info.reason}${info.error === undefined ? '' : ` (${info.error.message.replace(/\d+/g, 'N')})`}`));
+	m.on('threadExit', () => count('threadExit'));
+	await handOver(m);
+	await Promise.race([m.onPendingBelow(1), finish]);
+	loopMeter.stop();
 	await finish;
+	const seen = { ...events };
 	await m.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
 	const reconnects = Math.max(0, m.stats.connectAttempts - 1);
 	m.destroy();
-	return { failed, reconnects };
+	return { failed, reconnects, events: seen };
 }
 
 /** Everything in one call: one message, one payload, all the tokens. */
@@ -91,7 +154,21 @@ const broadcast = (all: string[]) => (m: ApnsManager) => {
 	m.sendAps(all, PAYLOAD.aps);
 };
 
-const worker = (all: string[]) => manager({ cert: task.certs.client.cert, key: task.certs.client.key }, broadcast(all));
+/**
+ * As a web server would hand them over: chunks of PACED_CHUNK, each in a macrotask of its own (requests
+ * arrive one by one), each once fewer than PACED_PENDING are pending (the backpressure a producer uses).
+ */
+const paced = (all: string[]) => async (m: ApnsManager) => {
+	started();
+	for (let i = 0; i < all.length; i += PACED_CHUNK) {
+		await m.onPendingBelow(PACED_PENDING);
+		m.sendAps(all.slice(i, i + PACED_CHUNK), PAYLOAD.aps);
+		await new Promise(setImmediate);
+	}
+};
+
+const BINARY: ApnsManagerOptions = { cert: task.certs.client.cert, key: task.certs.client.key };
+const threaded = (threads: number): ApnsManagerOptions => ({ backend: 'threaded', threads });
 
 async function nodeApn(all: string[]): Promise<Seen> {
 	const apn = requireFromBench('apn') as NodeApn;
@@ -171,7 +248,6 @@ const h2BareClean = (all: string[]): Promise<Seen> => {
 };
 
 const H2_WORKER: ApnsManagerOptions = { protocol: 'http2', token: { key: p8.key, keyId: p8.keyId, teamId: p8.teamId }, topic: TOPIC, retry: { initialDelayMs: 10, maxDelayMs: 100 } };
-const h2Worker = (all: string[]) => manager(H2_WORKER, broadcast(all));
 
 interface ParseApn {
 	Provider: new (options: object) => { send(note: unknown, tokens: string | string[]): Promise<{ sent: unknown[]; failed: Array<{ device: string }> }>; shutdown(): void };
@@ -455,10 +531,21 @@ async function main(): Promise<void> {
 	const all = tokens(task.workload.n);
 	// Node, the inputs and nothing else: every client starts from here and loads its library after.
 	const baselineRssBytes = process.memoryUsage().rss;
-	const clients = { raw, worker, 'node-apn': nodeApn, 'h2-bare': h2BareClean, 'h2-worker': h2Worker, 'parse-apn': parseApn, apns2 } as const;
-	const run = clients[task.client];
-	const { failed, reconnects } = await run(all);
-	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now() });
+	// apns-worker: one client, its options per protocol and backend; handed everything at once or paced.
+	const apnsWorker: Partial<Record<ClientName, ApnsManagerOptions>> = {
+		worker: BINARY,
+		'worker-threaded': { ...BINARY, ...threaded(1) },
+		'worker-threaded2': { ...BINARY, ...threaded(2) },
+		'h2-worker': H2_WORKER,
+		'h2-threaded': { ...H2_WORKER, ...threaded(1) },
+		'h2-threaded2': { ...H2_WORKER, ...threaded(2) },
+	};
+	const peers: Partial<Record<ClientName, (all: string[]) => Promise<Seen>>> = { raw, 'node-apn': nodeApn, 'h2-bare': h2BareClean, 'parse-apn': parseApn, apns2 };
+	const options = apnsWorker[task.client];
+	if (task.workload.paced === true && options === undefined) throw new Error(`${task.client}: no paced client`);
+	const { failed, reconnects, events } = await (options === undefined ? peers[task.client]!(all) : manager(options, (task.workload.paced === true ? paced : broadcast)(all)));
+	const loop = loopMeter.result;
+	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now(), ...(loop === undefined ? {} : { loop }), ...(events === undefined ? {} : { events }) });
 }
 
 void main();

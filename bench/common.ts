@@ -6,7 +6,10 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { makeTestCertificates, type PemPair } from '../src/mock/certs.js';
 
-export type ClientName = 'raw' | 'worker' | 'node-apn' | 'h2-bare' | 'h2-worker' | 'parse-apn' | 'apns2';
+export type ClientName = 'raw' | 'worker' | 'node-apn' | 'h2-bare' | 'h2-worker' | 'parse-apn' | 'apns2' | ThreadedClientName;
+
+/** apns-worker with `backend: 'threaded'`: binary or HTTP/2, one or two worker threads. */
+export type ThreadedClientName = 'worker-threaded' | 'worker-threaded2' | 'h2-threaded' | 'h2-threaded2';
 
 export const TOPIC = 'com.example.bench';
 
@@ -32,7 +35,24 @@ export interface Workload {
 	 * client in one synchronous loop, one token per call; the client measures its heap and RSS around it.
 	 */
 	readonly burst?: boolean;
+	/**
+	 * Paced: handed over as a web server would, in chunks of {@link PACED_CHUNK} tokens, each in a macrotask
+	 * of its own, each after `await manager.onPendingBelow(PACED_PENDING)` (apns-worker clients only).
+	 */
+	readonly paced?: boolean;
+	/**
+	 * Evented against threaded: `clients[0]` is the evented reference the others are compared with, and the
+	 * rows get a table of their own (event-loop delay of the caller, CPU of the client and gateway processes).
+	 */
+	readonly threads?: boolean;
 }
+
+/** A paced hand-over's chunk: tokens per `sendAps` call. */
+export const PACED_CHUNK = 1000;
+/** A paced hand-over waits before each chunk until fewer than this many are pending. */
+export const PACED_PENDING = 20_000;
+/** monitorEventLoopDelay's resolution: a timer every 10 ms, whose lateness is the delay recorded. */
+export const LOOP_RESOLUTION_MS = 10;
 
 export const PAYLOAD = { aps: { alert: 'Benchmark notification', badge: 1, sound: 'default' } };
 
@@ -98,7 +118,11 @@ export interface ServerProgress {
 	unique: number;
 	expected: number;
 	completeAt: number | undefined;
+	/** When the first notification was accepted (Date.now()). */
+	firstAt: number | undefined;
 	lastProgressAt: number;
+	/** The gateway process's CPU time so far (process.cpuUsage(), user + system), in microseconds. */
+	cpuMicros: number;
 }
 
 /** Gateway process → orchestrator. */
@@ -156,9 +180,23 @@ export interface BurstMeasure {
 	readonly pauseMs: number;
 }
 
+/**
+ * What a client measured in its own process from its first send to the last settlement it saw (or to
+ * the orchestrator's 'finish', whichever came first).
+ */
+export interface LoopMeasure {
+	/** How late the caller's event loop ran a {@link LOOP_RESOLUTION_MS} timer (the resolution taken off), in ms. */
+	readonly delayMs: { readonly p50: number; readonly p99: number; readonly max: number; readonly mean: number; readonly samples: number };
+	/** CPU of the whole client process (every thread: process.cpuUsage()), in ms. */
+	readonly cpuMs: number;
+	/** How long the caller's event loop was busy (performance.eventLoopUtilization(): the main thread only), in ms. */
+	readonly callerBusyMs: number;
+	readonly wallMs: number;
+}
+
 /** Client process → orchestrator. */
 export type ClientMessage =
 	| { type: 'started'; at: number }
 	| { type: 'handedOver'; measure: BurstMeasure }
-	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure }
+	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure; loop?: LoopMeasure; events?: Record<string, number> }
 	| { type: 'memory'; heapBytes: number; externalBytes: number; n: number; peakRssBytes: number };

@@ -13,6 +13,9 @@
  * (after forced GCs: live objects only) and its peak RSS over the run, both over a baseline taken right
  * before the loop (see BurstMeter in client.ts). Its rows get a table of their own.
  *
+ * The threads workloads (issue 10) compare backend 'threaded' with 'evented': the caller's event-loop delay and the
+ * CPU of the client and gateway processes besides throughput (see threadsTable).
+ *
  * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -21,7 +24,8 @@ import { join } from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { isRejected, makeCerts, type BurstMeasure, type Certs, type ClientMessage, type ClientName, type ClientTask, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
+import { performance } from 'node:perf_hooks';
+import { isRejected, LOOP_RESOLUTION_MS, makeCerts, PACED_CHUNK, PACED_PENDING, type BurstMeasure, type Certs, type ClientMessage, type ClientName, type ClientTask, type LoopMeasure, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
 
 const STALL_MS = 5000;
 /** A run ends after this long even while it still progresses (node-apn 1.x needs far longer for 1M). */
@@ -45,6 +49,10 @@ const WORKLOADS: readonly Workload[] = [
 	{ name: 'HTTP/2 1% 410 + 1% 500 (50k)', n: 50_000, faults: { rejectEvery: 100, error500Every: 100 }, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn', 'apns2'], reps: 5 },
 	// Issue 9, outcome 8: bounded memory when everything is handed over at once, every payload distinct.
 	{ name: 'HTTP/2 burst: 200k distinct payloads at once', n: 200_000, faults: {}, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn'], burst: true },
+	// Issue 10: backend 'threaded' (1 and 2 worker threads) against 'evented', same workloads, alternating.
+	{ name: 'threads: clean 100k', n: 100_000, faults: {}, clients: ['worker', 'worker-threaded', 'worker-threaded2'], threads: true },
+	{ name: 'threads: HTTP/2 clean 50k', n: 50_000, faults: {}, protocol: 'http2', clients: ['h2-worker', 'h2-threaded', 'h2-threaded2'], threads: true },
+	{ name: 'threads: HTTP/2 200k paced', n: 200_000, faults: {}, protocol: 'http2', clients: ['h2-worker', 'h2-threaded', 'h2-threaded2'], threads: true, paced: true },
 ];
 const MEMORY: Workload = { name: 'memory: 1M queued, gateway unreachable', n: 1_000_000, faults: {}, clients: ['worker', 'node-apn'] };
 
@@ -71,6 +79,16 @@ interface Run {
 	/** RSS with Node and the input tokens only, before the client's library was loaded (burst: right before the hand-over loop). */
 	baselineRssBytes: number;
 	burst?: BurstRun;
+	/** The client's event-loop delay and CPU, first send to last settlement (see LoopMeter in client.ts). */
+	loop?: LoopMeasure;
+	/** The gateway process's CPU from the poll right after the client's 'started' to the poll that saw the run end. */
+	server: { cpuMs: number; wallMs: number };
+	/** From the client's start to the gateway's first accepted notification: library, thread and connection start-up. */
+	firstDeliveryMs: number;
+	/** Throughput from the first accepted notification to the last: the rate once it runs, start-up left out. */
+	steadyPerSecond: number;
+	/** apns-worker: its events until the run ended, counted (re-sends by reason, disconnections by reason, thread exits). */
+	events?: Record<string, number>;
 }
 
 /** A burst run's memory, per queued notification and over the baseline taken right before the hand-over loop. */
@@ -160,7 +178,8 @@ type FromClient = ClientMessage | { type: 'exit'; code: number | null; signal: N
 function startClient(task: ClientTask): { child: ChildProcess; next: () => Promise<FromClient> } {
 	const child = fork(here('./client.js'), {
 		env: { ...process.env, BENCH_TASK: JSON.stringify(task), DEBUG: '' },
-		execArgv: task.memory || task.workload.burst === true ? ['--expose-gc'] : [],
+		// BENCH_CLIENT_FLAGS: Node flags for the client processes, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof' (a profile per thread).
+		execArgv: [...(task.memory || task.workload.burst === true ? ['--expose-gc'] : []), ...(process.env['BENCH_CLIENT_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '')],
 		stdio: 'inherit',
 	});
 	const inbox: FromClient[] = [];
@@ -189,6 +208,8 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 	const exited = new Promise((resolve) => child.once('exit', resolve));
 	const started = await next();
 	if (started.type !== 'started') throw new Error(`${client}: expected 'started', got ${JSON.stringify(started)}`);
+	const serverFrom = await gateway.request<ServerProgress>({ type: 'poll' });
+	const serverFromAt = performance.now();
 	// A burst client says what its heap holds right after the hand-over loop, before it may get stuck.
 	const handedOver = workload.burst === true ? await next() : undefined;
 	if (handedOver !== undefined && handedOver.type !== 'handedOver') throw new Error(`${client}: expected 'handedOver', got ${JSON.stringify(handedOver)}`);
@@ -199,6 +220,7 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		const now = Date.now();
 		if (progress.completeAt !== undefined || now - progress.lastProgressAt > STALL_MS || now - started.at > HARD_LIMIT_MS) break;
 	}
+	const server = { cpuMs: (progress.cpuMicros - serverFrom.cpuMicros) / 1000, wallMs: performance.now() - serverFromAt };
 	child.send('finish');
 	let peakAtKill = Number.NaN;
 	const deadline = setTimeout(() => {
@@ -240,6 +262,11 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		peakRssBytes: result.peakRssBytes,
 		baselineRssBytes: result.baselineRssBytes,
 		...(burst === undefined ? {} : { burst }),
+		...(result.loop === undefined ? {} : { loop: result.loop }),
+		...(result.events === undefined ? {} : { events: result.events }),
+		server,
+		firstDeliveryMs: (progress.firstAt ?? Number.NaN) - started.at,
+		steadyPerSecond: Math.round(((progress.unique - 1) / Math.max(1, (progress.completeAt ?? progress.lastProgressAt) - (progress.firstAt ?? Number.NaN))) * 1000),
 	};
 }
 
@@ -267,6 +294,12 @@ function peakRssOf(pid: number | undefined): number {
 		return Number.NaN;
 	}
 }
+
+/** An apns-worker run's events, for its progress line: ", resent workerLost 12, threadExit 1", or nothing. */
+const events = (run: Run): string =>
+	Object.entries(run.events ?? {})
+		.map(([event, count]) => `, ${event} ${count}`)
+		.join('');
 
 /** The runs that handed back a result (a killed or crashed client measured nothing). */
 const measured = (runs: Run[]): Run[] => runs.filter((r) => r.ended === undefined);
@@ -363,6 +396,75 @@ function burstTable(rows: Array<DeliveryRow & { burst: BurstSummary }>): string[
 	];
 }
 
+/** Medians of a threads workload's figures for one client; ratios (median of rep-by-rep ratios) against the evented client. */
+interface ThreadsSummary {
+	vsEvented: number | undefined;
+	firstDeliveryMs: number;
+	steadyPerSecond: number;
+	steadyVsEvented: number | undefined;
+	delayMs: { p50: number; p99: number; max: number; mean: number };
+	p99VsEvented: number | undefined;
+	clientCpuMs: number;
+	clientCpuPercent: number;
+	callerBusyPercent: number;
+	serverCpuMs: number;
+	serverCpuPercent: number;
+}
+
+function threadsSummary(runs: Run[], ratios: Pick<ThreadsSummary, 'vsEvented' | 'steadyVsEvented' | 'p99VsEvented'>): ThreadsSummary {
+	const loops = runs.flatMap((r) => (r.loop === undefined ? [] : [r.loop]));
+	const of = (pick: (l: LoopMeasure) => number): number => median(loops.map(pick));
+	return {
+		...ratios,
+		firstDeliveryMs: median(runs.map((r) => r.firstDeliveryMs)),
+		steadyPerSecond: median(runs.map((r) => r.steadyPerSecond)),
+		delayMs: { p50: of((l) => l.delayMs.p50), p99: of((l) => l.delayMs.p99), max: of((l) => l.delayMs.max), mean: of((l) => l.delayMs.mean) },
+		clientCpuMs: of((l) => l.cpuMs),
+		clientCpuPercent: of((l) => (100 * l.cpuMs) / l.wallMs),
+		callerBusyPercent: of((l) => (100 * l.callerBusyMs) / l.wallMs),
+		serverCpuMs: median(runs.map((r) => r.server.cpuMs)),
+		serverCpuPercent: median(runs.map((r) => (100 * r.server.cpuMs) / r.server.wallMs)),
+	};
+}
+
+/** The threads rows: throughput and losses, the caller's event-loop delay, and the CPU of each process. */
+function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): string[] {
+	const ms = (v: number): string => (Number.isNaN(v) ? '—' : v.toFixed(1));
+	const cpu = (cpuMs: number, percent: number): string => `${(cpuMs / 1000).toFixed(2)} s (${Math.round(percent)}%)`;
+	const header = ['workload', 'client', 'notif/s', 'vs evented', 'first delivery', 'steady notif/s (vs evented)', 'done', 'lost', 'dup', 'loop delay p50 / p99 / max (mean), ms', 'p99 vs evented', 'client CPU (% of a core)', 'caller thread busy', 'gateway CPU (% of a core)'];
+	const cells = rows.map((s) => {
+		const t = s.threads;
+		return [
+			s.workload,
+			s.client,
+			fmt(s.perSecond),
+			ratio(t.vsEvented),
+			`${fmt(t.firstDeliveryMs)} ms`,
+			`${fmt(t.steadyPerSecond)}${t.steadyVsEvented === undefined ? '' : ` (${ratio(t.steadyVsEvented)})`}`,
+			s.completedRuns,
+			String(s.lostMax),
+			String(s.duplicatedMax),
+			`${ms(t.delayMs.p50)} / ${ms(t.delayMs.p99)} / ${ms(t.delayMs.max)} (${ms(t.delayMs.mean)})`,
+			ratio(t.p99VsEvented),
+			cpu(t.clientCpuMs, t.clientCpuPercent),
+			`${Math.round(t.callerBusyPercent)}%`,
+			cpu(t.serverCpuMs, t.serverCpuPercent),
+		];
+	});
+	return [
+		"threads: backend 'threaded' (1 or 2 worker threads) against 'evented' (the first row of each workload), alternating in the same run. Figures from the first",
+		'send to the last settlement the client saw (or to the gateway having everything, whichever came first). loop delay: how late the caller\'s event loop ran',
+		`a ${LOOP_RESOLUTION_MS} ms timer (perf_hooks.monitorEventLoopDelay, resolution ${LOOP_RESOLUTION_MS} ms, the resolution taken off). client CPU: process.cpuUsage() of the client`,
+		'process (all its threads); caller thread busy: performance.eventLoopUtilization() of its main thread, % of the wall time. gateway CPU: the mock\'s process,',
+		'from the poll right after the client started to the poll that saw the run end. % of a core: CPU time over wall time (2 cores: 200% is all of them).',
+		'first delivery: from the client\'s start to the gateway\'s first accepted notification (library, threads, connections starting); steady: the rate from there on.',
+		`paced: ${PACED_CHUNK.toLocaleString('en-US')} tokens per sendAps call, each call in a macrotask of its own (setImmediate between), each after`,
+		`await onPendingBelow(${PACED_PENDING.toLocaleString('en-US')}); the others: every token in one sendAps call (its enqueue is in the first delay sample).`,
+		'',
+		...table(header, cells),
+	];
+}
+
 async function main(): Promise<void> {
 	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false } } });
 	const reps = Number(values.reps ?? (values.quick ? 1 : 3));
@@ -383,7 +485,7 @@ async function main(): Promise<void> {
 				const run = await runOnce(gateway, certs, workload, client, rep);
 				runs.push(run);
 				const memory = run.burst === undefined ? '' : `, heap ${run.burst.heapBytesPerNotification} B/notif, peak RSS +${mb(run.burst.peakRssGrowthBytes)}`;
-				process.stderr.write(`  ${workload.name} | ${client} #${rep}: ${fmt(run.perSecond)}/s${run.completed ? '' : ' (incomplete)'}${run.ended === undefined ? '' : ` (${run.ended})`}, lost ${run.lost}, dup ${run.duplicated}${memory}\n`);
+				process.stderr.write(`  ${workload.name} | ${client} #${rep}: ${fmt(run.perSecond)}/s${run.completed ? '' : ' (incomplete)'}${run.ended === undefined ? '' : ` (${run.ended})`}, lost ${run.lost}, dup ${run.duplicated}${memory}${events(run)}\n`);
 			}
 		}
 	}
@@ -399,10 +501,10 @@ async function main(): Promise<void> {
 			const mine = runs.filter((r) => r.workload === workload.name && r.client === client);
 			const ceiling = workload.clients[0] === 'raw' || workload.clients[0] === 'h2-bare' ? workload.clients[0] : undefined;
 			const peer = workload.clients.includes('node-apn') ? 'node-apn' : workload.clients.includes('parse-apn') ? 'parse-apn' : undefined;
-			const against = (other: ClientName | undefined): number | undefined => {
+			const against = (other: ClientName | undefined, pick: (r: Run) => number = (r) => r.perSecond): number | undefined => {
 				if (other === undefined) return undefined;
 				if (!workload.clients.includes(other) || other === client) return undefined;
-				const ratios = mine.map((r) => r.perSecond / runs.find((o) => o.workload === workload.name && o.client === other && o.rep === r.rep)!.perSecond);
+				const ratios = mine.map((r) => pick(r) / pick(runs.find((o) => o.workload === workload.name && o.client === other && o.rep === r.rep)!));
 				return median(ratios);
 			};
 			return {
@@ -424,6 +526,7 @@ async function main(): Promise<void> {
 				rssGrowthBytes: median(measured(mine).map(growth)),
 				undeliveredMax: Math.max(...mine.map((r) => r.undelivered)),
 				...(workload.burst === true ? { burst: burstSummary(mine, peer === undefined || peer === client ? undefined : runs.filter((o) => o.workload === workload.name && o.client === peer)) } : {}),
+				...(workload.threads === true ? { threads: threadsSummary(measured(mine), { vsEvented: against(workload.clients[0]), steadyVsEvented: against(workload.clients[0], (r) => r.steadyPerSecond), p99VsEvented: against(workload.clients[0], (r) => r.loop?.delayMs.p99 ?? Number.NaN) }) } : {}),
 			};
 		}),
 	);
@@ -431,7 +534,7 @@ async function main(): Promise<void> {
 	const machine = { cores: os.cpus().length, cpu: os.cpus()[0]?.model ?? 'unknown', memoryGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${os.platform()} ${os.release()}` };
 	const date = new Date().toISOString();
 	const header = [...DELIVERY_HEADER, 'reconnects', 'peak RSS (vs peer)', 'RSS growth (vs peer)'];
-	const rows = summary.filter((s) => s.burst === undefined).map((s) => [
+	const rows = summary.filter((s) => s.burst === undefined && s.threads === undefined).map((s) => [
 		...deliveryCells(s),
 		String(s.reconnects),
 		`${mb(s.peakRssBytes)}${s.peakRssVsPeer === undefined ? '' : ` (${s.peakRssVsPeer.toFixed(2)}×)`}`,
@@ -444,6 +547,8 @@ async function main(): Promise<void> {
 	if (rows.length > 0) out.push('', ...table(header, rows));
 	const bursts = summary.filter((s) => s.burst !== undefined);
 	if (bursts.length > 0) out.push('', ...burstTable(bursts as Array<(typeof bursts)[number] & { burst: BurstSummary }>));
+	const threads = summary.filter((s) => s.threads !== undefined);
+	if (threads.length > 0) out.push('', ...threadsTable(threads as Array<(typeof threads)[number] & { threads: ThreadsSummary }>));
 	if (memory.length > 0) {
 		const cells = memory.map((m) => [MEMORY.name, m.client, String(m.heapBytesPerNotification), String(m.heapAndBuffersBytesPerNotification), mb(m.peakRssBytes)]);
 		out.push('', ...table(['memory: 1M tokens × 1 payload queued, gateway unreachable', 'client', 'heap B/notif', 'heap+buffers B/notif', 'peak RSS'], cells));

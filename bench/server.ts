@@ -5,7 +5,7 @@
  */
 import { startMockGateway } from '../src/mock/gateway.js';
 import { startMockApnsHttp2 } from '../src/mock/http2.js';
-import { isRejected, token, tokenIndex, TOPIC, type Certs, type Faults, type ServerPoll, type ServerRequest } from './common.js';
+import { isRejected, token, tokenIndex, TOPIC, type Certs, type Faults, type ServerPoll, type ServerProgress, type ServerRequest } from './common.js';
 
 const certs = JSON.parse(process.env['BENCH_CERTS'] ?? 'null') as Certs;
 let gateway: { port: number; connections: number; silentDrops: number; errorsSent: number; close(): Promise<void> } | undefined;
@@ -15,6 +15,7 @@ let faults: Faults = {};
 let unique = 0;
 let expected = 0;
 let completeAt: number | undefined;
+let firstAt: number | undefined;
 let lastProgressAt = Date.now();
 
 function accepted(i: number): void {
@@ -24,6 +25,7 @@ function accepted(i: number): void {
 	if (c === 0) {
 		unique++;
 		lastProgressAt = Date.now();
+		if (unique === 1) firstAt = lastProgressAt;
 		if (unique === expected) completeAt = lastProgressAt;
 	}
 }
@@ -37,6 +39,7 @@ async function start(size: number, f: Faults, protocol: 'binary' | 'http2'): Pro
 	expected = 0;
 	for (let i = 0; i < size; i++) if (!isRejected(i, f)) expected++;
 	completeAt = undefined;
+	firstAt = undefined;
 	lastProgressAt = Date.now();
 	if (protocol === 'http2') {
 		const unregistered = new Map<string, Date>();
@@ -90,8 +93,9 @@ async function start(size: number, f: Faults, protocol: 'binary' | 'http2'): Pro
 	return binary.port;
 }
 
-function poll(): Pick<ServerPoll, 'unique' | 'expected' | 'completeAt' | 'lastProgressAt'> & { type: 'progress' } {
-	return { type: 'progress', unique, expected, completeAt, lastProgressAt };
+function poll(): ServerProgress {
+	const cpu = process.cpuUsage();
+	return { type: 'progress', unique, expected, completeAt, firstAt, lastProgressAt, cpuMicros: cpu.user + cpu.system };
 }
 
 function stats(): ServerPoll {
