@@ -26,12 +26,27 @@ const MAX_ANSWER_BYTES = 16 * 1024;
 export class ResolvedProxy {
 	readonly host: string;
 	readonly port: number;
-	readonly #authorization: string | undefined;
+	#authorization: string | undefined;
 
 	constructor(host: string, port: number, auth?: { readonly username: string; readonly password: string }) {
 		this.host = host;
 		this.port = port;
 		this.#authorization = auth === undefined ? undefined : `Basic ${Buffer.from(`${auth.username}:${auth.password}`, 'utf8').toString('base64')}`;
+	}
+
+	/**
+	 * The proxy as plain data, to cross to a worker thread (a structured clone drops private fields, and
+	 * with them the credentials): rebuild it there with {@link ResolvedProxy.fromWire}. @internal
+	 */
+	toWire(): { host: string; port: number; authorization: string | undefined } {
+		return { host: this.host, port: this.port, authorization: this.#authorization };
+	}
+
+	/** @internal See {@link ResolvedProxy.toWire}. */
+	static fromWire(wire: { host: string; port: number; authorization: string | undefined }): ResolvedProxy {
+		const proxy = new ResolvedProxy(wire.host, wire.port);
+		proxy.#authorization = wire.authorization;
+		return proxy;
 	}
 
 	/** Whether credentials are sent. */

@@ -4,6 +4,7 @@
  * (HTTPS_PROXY, ALL_PROXY, NO_PROXY), and the option checks. Every target is on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
+import { BACKENDS } from './support/backends.js';
 import { generateKeyPairSync } from 'node:crypto';
 import net from 'node:net';
 import { test, type TestContext } from 'node:test';
@@ -88,10 +89,10 @@ function useEnv(t: TestContext, vars: Partial<Record<(typeof ENV_NAMES)[number],
 	});
 }
 
-test('HTTP/2 through the proxy: every notification delivered exactly once; one tunnel, asked for the gateway, with Proxy-Authorization', async (t) => {
+for (const backend of BACKENDS) test(`HTTP/2 through the proxy (${backend.name}): every notification delivered exactly once; one tunnel, asked for the gateway, with Proxy-Authorization`, async (t) => {
 	const server = await http2Mock(t);
 	const px = await proxy(t, { auth: AUTH });
-	const m = h2(t, server, { proxy: via(px, AUTH) });
+	const m = h2(t, server, { ...backend.options, proxy: via(px, AUTH) });
 	const tokens = makeTokens(500, 90);
 	m.sendAps(tokens, { alert: 'through the proxy' });
 	await m.flushMessages({ timeoutMs: 10_000 });

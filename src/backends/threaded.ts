@@ -179,7 +179,7 @@ export class ThreadedBackend implements Backend {
 	#spawn(number: number): Thread {
 		const { setup, token, apnsIds, queue } = this.#ctx;
 		this.#jwt = token?.current();
-		const init: WorkerInit = { setup, maxAttempts: queue.maxAttempts, apnsIdPrefix: apnsIds?.prefix, jwt: this.#jwt };
+		const init: WorkerInit = { setup: { ...setup, tls: { ...setup.tls, proxy: undefined } }, proxy: setup.tls.proxy?.toWire(), maxAttempts: queue.maxAttempts, apnsIdPrefix: apnsIds?.prefix, jwt: this.#jwt };
 		const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
 		const thread = new Thread(number, worker);
 		worker.on('message', (message: FromWorker) => this.#onMessage(thread, message));

@@ -9,6 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { ConnectionError } from '../errors.js';
 import type { Message } from '../message.js';
 import { unshiftBatch, unshiftRing, type Cursor, type DriverQueue, type FailureDetail, type InFlight, type ResendReason } from '../queue.js';
+import { ResolvedProxy } from '../proxy.js';
 import { ApnsIds } from '../receipt.js';
 import { Ring } from '../ring.js';
 import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
@@ -17,7 +18,9 @@ import { readBatch, type WireBatch, type WireMessage } from './wire.js';
 
 /** What a worker is started with. */
 export interface WorkerInit {
+	/** The setup, its proxy taken out: it crosses as `proxy` (see `ResolvedProxy.toWire`). */
 	readonly setup: DriverSetup;
+	readonly proxy: ReturnType<ResolvedProxy['toWire']> | undefined;
 	readonly maxAttempts: number;
 	readonly apnsIdPrefix: string | undefined;
 	readonly jwt: string | undefined;
@@ -222,7 +225,7 @@ const backendEvents: BackendEvents = {
 };
 const driver = createDriver({
 	queue,
-	setup: init.setup,
+	setup: { ...init.setup, tls: { ...init.setup.tls, proxy: init.proxy === undefined ? undefined : ResolvedProxy.fromWire(init.proxy) } },
 	events: backendEvents,
 	token: jwt === undefined ? undefined : { current: () => jwt!, expired: () => port.postMessage({ type: 'tokenExpired' } satisfies FromWorker) },
 	apnsIds: init.apnsIdPrefix === undefined ? undefined : new ApnsIds(init.apnsIdPrefix),
