@@ -291,7 +291,9 @@ export class ThreadedBackend implements Backend {
 			thread.settled = true;
 			queue.settleFailed({ message: n.message, index: n.index, ident: n.ident, tries: n.tries }, f.status, f.detail);
 		}
-		if (thread.slots.size === 0) thread.worker.unref();
+		// Ref'd while it holds notifications or has connections open, as the evented backend's sockets are.
+		if (thread.slots.size === 0 && thread.connections.size === 0) thread.worker.unref();
+		else thread.worker.ref();
 		this.wake();
 	}
 
