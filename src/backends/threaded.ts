@@ -289,7 +289,7 @@ export class ThreadedBackend implements Backend {
 		for (const f of report.failed) {
 			if (!thread.slots.take(f.handle, n)) continue;
 			thread.settled = true;
-			queue.settleFailed({ message: n.message, index: n.index, ident: n.ident, tries: n.tries }, f.status, f.detail);
+			queue.settleFailed(n, f.status, f.detail); // read at once, not kept: the scratch cursor will do
 		}
 		// Ref'd while it holds notifications or has connections open, as the evented backend's sockets are.
 		if (thread.slots.size === 0 && thread.connections.size === 0) thread.worker.unref();

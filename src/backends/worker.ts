@@ -49,7 +49,7 @@ export type WireEvent =
 	| readonly ['identNotFound', number, number, number]
 	| readonly ['probeAnswered'];
 
-/** Outcomes since the last report; `held` is what the worker still holds after them. */
+/** Outcomes and connection happenings since the last report. */
 export interface Report {
 	readonly type: 'report';
 	readonly delivered: Uint32Array;
@@ -204,10 +204,15 @@ function report(): void {
 	scheduled = true;
 	setImmediate(() => {
 		scheduled = false;
-		const message: Report = { type: 'report', ...queue.drain(), events, connectAttempts: driver.connectAttempts };
-		events = [];
-		port.postMessage(message, [message.delivered.buffer as ArrayBuffer]);
+		postReport();
 	});
+}
+
+/** Post what was settled and what happened since the last report. */
+function postReport(): void {
+	const message: Report = { type: 'report', ...queue.drain(), events, connectAttempts: driver.connectAttempts };
+	events = [];
+	port.postMessage(message, [message.delivered.buffer as ArrayBuffer]);
 }
 
 const queue = new ThreadQueue(init.maxAttempts, report);
@@ -252,9 +257,7 @@ port.on('message', (message: ToWorker) => {
 		case 'close':
 			void driver.close().then(() => {
 				// Settled before the close (the caller flushed first); report anything left, then say so.
-				const last: Report = { type: 'report', ...queue.drain(), events, connectAttempts: driver.connectAttempts };
-				events = [];
-				port.postMessage(last, [last.delivered.buffer as ArrayBuffer]);
+				postReport();
 				port.postMessage({ type: 'closed' } satisfies FromWorker);
 			});
 			break;

@@ -90,7 +90,8 @@ export abstract class Driver implements Backend {
 	protected failedAttempt(ready: boolean, ended: string, failure: Error | undefined): void {
 		const { host, port } = this.ctx.setup.tls;
 		// A reset right after connecting is the same refusal as a silent close when we had written first.
-		const reset = ready && ((failure as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET' || (failure as NodeJS.ErrnoException | undefined)?.code === 'EPIPE');
+		const code = (failure as NodeJS.ErrnoException | undefined)?.code;
+		const reset = ready && (code === 'ECONNRESET' || code === 'EPIPE');
 		const why = failure === undefined ? (ready ? CLOSED_UNANSWERED : 'closed during the handshake') : reset ? `${failure.message}: ${CLOSED_UNANSWERED}` : failure.message;
 		const error = ready ? new ConnectionError(`${ended}: ${why}`, { cause: failure }) : new ConnectionError(`Cannot connect to ${host}:${port}: ${why}`, { cause: failure });
 		this.ctx.events.connectError(error, this.reconnect.failed());

@@ -155,7 +155,6 @@ export function settleErrorFrame(queue: DriverQueue, log: SentLog, status: numbe
  */
 export function settleUnanswered(queue: DriverQueue, log: SentLog, cause?: string): void {
 	if (log.settled) return;
-	log.settled = true;
 	unanswered(queue, log, 'silentClose', cause);
 }
 
