@@ -15,13 +15,15 @@ export class Ring {
 	#ident: Uint32Array;
 	#tries: Uint8Array;
 
+	/** `capacity`: how many it is expected to hold (rounded up to a power of two); it grows past that if need be. */
 	constructor(capacity = 1024) {
-		this.#cap = capacity;
-		this.#mask = capacity - 1;
-		this.#msg = new Array<Message | undefined>(capacity);
-		this.#index = new Uint32Array(capacity);
-		this.#ident = new Uint32Array(capacity);
-		this.#tries = new Uint8Array(capacity);
+		const cap = 2 ** Math.ceil(Math.log2(Math.max(16, capacity)));
+		this.#cap = cap;
+		this.#mask = cap - 1;
+		this.#msg = new Array<Message | undefined>(cap);
+		this.#index = new Uint32Array(cap);
+		this.#ident = new Uint32Array(cap);
+		this.#tries = new Uint8Array(cap);
 	}
 
 	get size(): number {

@@ -15,7 +15,7 @@ import { BatchWriter, readBatch, type WireMessage } from '../src/backends/wire.j
 import { startMockApnsHttp2 } from '../src/testing.js';
 import { certs, gateway, makeTokens, manager, once } from './support/helpers.js';
 
-test('wire: a batch crosses as one buffer; each run reads back as a Message with the same bytes, options and apns-id sequence', () => {
+test('wire: a batch crosses as one buffer; each run reads back as a Message with the same bytes, options and apns-id sequence; the writer starts afresh', () => {
 	const tokens = makeTokens(6, 40);
 	const broadcast = new Message(tokens.slice(0, 4), { aps: { alert: 'b' } }, { expiration: 1_900_000_000, priority: 5, collapseId: 'c1' });
 	const single = new Message(tokens[4]!, { aps: { alert: 'x'.repeat(300) } }, { id: '123e4567-e89b-12d3-a456-4266554400a0', pushType: 'voip' });
@@ -23,7 +23,7 @@ test('wire: a batch crosses as one buffer; each run reads back as a Message with
 	broadcast.ordinal = 100;
 	single.ordinal = 104;
 	last.ordinal = 105;
-	const writer = new BatchWriter();
+	const writer = new BatchWriter(2); // smaller than the batch: it grows
 	// Tokens 0, 1, 3 of the broadcast (2 was settled elsewhere): two runs of it, then the others.
 	const picks: Array<[Message, number]> = [[broadcast, 0], [broadcast, 1], [broadcast, 3], [single, 0], [last, 0]];
 	picks.forEach(([m, i], k) => writer.add(m, i, 1000 + k, k + 1, 7000 + k));
@@ -43,6 +43,11 @@ test('wire: a batch crosses as one buffer; each run reads back as a Message with
 		assert.deepEqual([ident, tries, m.handles[m.handleBase + index]], [1000 + k, k + 1, 7000 + k]);
 	});
 	assert.deepEqual(new Set(read.map((r) => r.m)).size, 4, 'runs: [0,1], [3], single, last');
+	// The next batch owes nothing to the last: token 2 of the broadcast alone (not a continuation of 1).
+	writer.add(broadcast, 2, 9, 1, 8);
+	const next: Array<[string, number]> = [];
+	readBatch(writer.finish(), (m, index, ident) => next.push([m.token(index), ident]));
+	assert.deepEqual(next, [[broadcast.token(2), 9]]);
 });
 
 const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });

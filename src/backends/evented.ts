@@ -6,7 +6,7 @@ import { createBinaryDriver } from '../drivers/binary.js';
 import { createHttp2Driver } from '../drivers/http2.js';
 import type { Backend, BackendContext } from './backend.js';
 
-/** The protocol's driver for `context` (the threaded backend's workers make theirs here too). */
+/** The protocol's driver for `context`. */
 export function createDriver(context: BackendContext): Backend {
 	return context.setup.protocol === 'http2' ? createHttp2Driver(context) : createBinaryDriver(context);
 }

@@ -130,7 +130,7 @@ export class ThreadedBackend implements Backend {
 	#closing = false;
 	#destroyed = false;
 	#jwt: string | undefined;
-	readonly #writer = new BatchWriter();
+	readonly #writer = new BatchWriter(BATCH);
 	readonly #cursor: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
 	readonly #scratch: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
 	readonly #ring = new Ring();

@@ -29,47 +29,57 @@ export interface WireBatch {
 /** A message of the worker: a view of one run of a batch, with the handle of each of its notifications. */
 export type WireMessage = Message & { readonly handles: Uint32Array; readonly handleBase: number };
 
-/** Builds batches on the caller's side. Not re-entrant; `finish()` hands the batch over and starts afresh. */
+/**
+ * Builds batches on the caller's side. Not re-entrant; `finish()` hands the batch over and starts afresh.
+ * Per notification it stores three numbers in typed arrays; runs are found as notifications are added.
+ */
 export class BatchWriter {
-	#messages: Message[] = [];
-	#indexes: number[] = [];
-	#idents: number[] = [];
-	#handles: number[] = [];
-	#tries: number[] = [];
+	#n = 0;
+	#idents: Uint32Array;
+	#handles: Uint32Array;
+	#tries: Uint8Array;
+	/** Runs so far: the message, its first token index, its count. */
+	#runMessage: Message[] = [];
+	#runFirst: number[] = [];
+	#runCount: number[] = [];
+	#lastIndex = -1;
+
+	/** @param capacity Notifications a batch usually holds (it grows past that if need be). */
+	constructor(capacity = 2048) {
+		this.#idents = new Uint32Array(capacity);
+		this.#handles = new Uint32Array(capacity);
+		this.#tries = new Uint8Array(capacity);
+	}
 
 	get size(): number {
-		return this.#messages.length;
+		return this.#n;
 	}
 
 	add(message: Message, index: number, ident: number, tries: number, handle: number): void {
-		this.#messages.push(message);
-		this.#indexes.push(index);
-		this.#idents.push(ident);
-		this.#tries.push(tries);
-		this.#handles.push(handle);
+		const n = this.#n;
+		if (n === this.#idents.length) this.#grow();
+		this.#idents[n] = ident;
+		this.#handles[n] = handle;
+		this.#tries[n] = tries;
+		this.#n = n + 1;
+		const runs = this.#runMessage.length;
+		if (runs > 0 && this.#runMessage[runs - 1] === message && index === this.#lastIndex + 1) this.#runCount[runs - 1]!++;
+		else {
+			this.#runMessage.push(message);
+			this.#runFirst.push(index);
+			this.#runCount.push(1);
+		}
+		this.#lastIndex = index;
 	}
 
 	finish(): WireBatch {
-		const messages = this.#messages;
-		const indexes = this.#indexes;
-		const n = messages.length;
-		// Runs: consecutive tokens of one message.
-		const runStarts: number[] = [];
+		const n = this.#n;
+		const runs = this.#runMessage.length;
 		let bodyBytes = 0;
-		for (let i = 0; i < n; i++) {
-			const m = messages[i]!;
-			if (i === 0 || m !== messages[i - 1] || indexes[i] !== indexes[i - 1]! + 1) {
-				if (runStarts.length > 0) bodyBytes += align8(messages[i - 1]!.payloadLength);
-				runStarts.push(i);
-			}
-			bodyBytes += TOKEN_BYTES;
-		}
-		if (n > 0) bodyBytes += align8(messages[n - 1]!.payloadLength);
-		const runs = runStarts.length;
+		for (let r = 0; r < runs; r++) bodyBytes += this.#runCount[r]! * TOKEN_BYTES + align8(this.#runMessage[r]!.payloadLength);
 		const recordsAt = HEADER_BYTES + bodyBytes;
 		const arraysAt = recordsAt + runs * RECORD_BYTES;
-		const total = arraysAt + n * 9;
-		const buffer = new ArrayBuffer(total);
+		const buffer = new ArrayBuffer(arraysAt + n * 9);
 		const bytes = Buffer.from(buffer);
 		const view = new DataView(buffer);
 		view.setUint32(0, n, true);
@@ -79,12 +89,11 @@ export class BatchWriter {
 		let extras: WireExtra[] | undefined;
 		let at = HEADER_BYTES;
 		for (let r = 0; r < runs; r++) {
-			const first = runStarts[r]!;
-			const end = r + 1 < runs ? runStarts[r + 1]! : n;
-			const m = messages[first]!;
-			const count = end - first;
+			const m = this.#runMessage[r]!;
+			const first = this.#runFirst[r]!;
+			const count = this.#runCount[r]!;
 			const start = at;
-			const from = m.start + indexes[first]! * TOKEN_BYTES;
+			const from = m.start + first * TOKEN_BYTES;
 			m.chunk.copy(bytes, at, from, from + count * TOKEN_BYTES);
 			at += count * TOKEN_BYTES;
 			m.chunk.copy(bytes, at, m.payloadStart, m.payloadStart + m.payloadLength);
@@ -95,7 +104,7 @@ export class BatchWriter {
 				extra = extras.push(m.extra) - 1;
 			}
 			const rec = recordsAt + r * RECORD_BYTES;
-			view.setFloat64(rec, m.ordinal + indexes[first]!, true);
+			view.setFloat64(rec, m.ordinal + first, true);
 			view.setFloat64(rec + 8, m.expiry ?? -1, true);
 			view.setUint32(rec + 16, start, true);
 			view.setUint32(rec + 20, count, true);
@@ -103,58 +112,105 @@ export class BatchWriter {
 			view.setUint32(rec + 28, m.meta, true);
 			view.setInt32(rec + 32, extra, true);
 		}
-		const idents = new Uint32Array(buffer, arraysAt, n);
-		const handles = new Uint32Array(buffer, arraysAt + 4 * n, n);
-		const tries = new Uint8Array(buffer, arraysAt + 8 * n, n);
-		for (let i = 0; i < n; i++) {
-			idents[i] = this.#idents[i]!;
-			handles[i] = this.#handles[i]!;
-			tries[i] = this.#tries[i]!;
-		}
-		this.#messages = [];
-		this.#indexes = [];
-		this.#idents = [];
-		this.#handles = [];
-		this.#tries = [];
+		new Uint32Array(buffer, arraysAt, n).set(this.#idents.subarray(0, n));
+		new Uint32Array(buffer, arraysAt + 4 * n, n).set(this.#handles.subarray(0, n));
+		new Uint8Array(buffer, arraysAt + 8 * n, n).set(this.#tries.subarray(0, n));
+		this.#n = 0;
+		this.#runMessage = [];
+		this.#runFirst = [];
+		this.#runCount = [];
+		this.#lastIndex = -1;
 		return { buffer, extras };
+	}
+
+	#grow(): void {
+		const size = this.#idents.length * 2;
+		const idents = new Uint32Array(size);
+		const handles = new Uint32Array(size);
+		const tries = new Uint8Array(size);
+		idents.set(this.#idents);
+		handles.set(this.#handles);
+		tries.set(this.#tries);
+		this.#idents = idents;
+		this.#handles = handles;
+		this.#tries = tries;
 	}
 }
 
-/** Read a batch on the worker's side: `each` gets every notification, in order. */
-export function readBatch(batch: WireBatch, each: (message: WireMessage, index: number, ident: number, tries: number) => void): void {
-	const { buffer, extras } = batch;
-	const view = new DataView(buffer);
-	const n = view.getUint32(0, true);
-	const runs = view.getUint32(4, true);
-	const arraysAt = view.getUint32(8, true);
-	const recordsAt = view.getUint32(12, true);
-	const chunk = Buffer.from(buffer);
-	const idents = new Uint32Array(buffer, arraysAt, n);
-	const handles = new Uint32Array(buffer, arraysAt + 4 * n, n);
-	const tries = new Uint8Array(buffer, arraysAt + 8 * n, n);
-	let k = 0;
-	for (let r = 0; r < runs; r++) {
-		const rec = recordsAt + r * RECORD_BYTES;
-		const expiry = view.getFloat64(rec + 8, true);
-		const extra = view.getInt32(rec + 32, true);
-		const count = view.getUint32(rec + 20, true);
-		// The fields a Message has, over the batch's bytes (see the module comment).
-		const m = Object.assign(Object.create(Message.prototype) as Message, {
-			count,
-			chunk,
-			start: view.getUint32(rec + 16, true),
-			payloadLength: view.getUint32(rec + 24, true),
-			meta: view.getUint32(rec + 28, true),
-			expiry: expiry < 0 ? undefined : expiry,
-			extra: extra < 0 ? undefined : extras![extra],
-			ordinal: view.getFloat64(rec, true),
-			open: count,
-			call: undefined,
-			handles,
-			handleBase: k,
-		}) as WireMessage;
-		for (let i = 0; i < count; i++, k++) each(m, i, idents[k]!, tries[k]!);
+/**
+ * Reads a batch on the worker's side, one notification at a time and in order, straight from its bytes
+ * (nothing is copied per notification).
+ */
+export class BatchReader {
+	/** Notifications not yet read. */
+	remaining: number;
+	readonly #messages: WireMessage[] = [];
+	readonly #idents: Uint32Array;
+	readonly #tries: Uint8Array;
+	#k = 0;
+	#run = 0;
+	#i = 0;
+
+	constructor(batch: WireBatch) {
+		const { buffer, extras } = batch;
+		const view = new DataView(buffer);
+		const n = view.getUint32(0, true);
+		const runs = view.getUint32(4, true);
+		const arraysAt = view.getUint32(8, true);
+		const recordsAt = view.getUint32(12, true);
+		const chunk = Buffer.from(buffer);
+		this.remaining = n;
+		this.#idents = new Uint32Array(buffer, arraysAt, n);
+		const handles = new Uint32Array(buffer, arraysAt + 4 * n, n);
+		this.#tries = new Uint8Array(buffer, arraysAt + 8 * n, n);
+		let k = 0;
+		for (let r = 0; r < runs; r++) {
+			const rec = recordsAt + r * RECORD_BYTES;
+			const expiry = view.getFloat64(rec + 8, true);
+			const extra = view.getInt32(rec + 32, true);
+			const count = view.getUint32(rec + 20, true);
+			// The fields a Message has, over the batch's bytes (see the module comment).
+			const m = Object.assign(Object.create(Message.prototype) as Message, {
+				count,
+				chunk,
+				start: view.getUint32(rec + 16, true),
+				payloadLength: view.getUint32(rec + 24, true),
+				meta: view.getUint32(rec + 28, true),
+				expiry: expiry < 0 ? undefined : expiry,
+				extra: extra < 0 ? undefined : extras![extra],
+				ordinal: view.getFloat64(rec, true),
+				open: count,
+				call: undefined,
+				handles,
+				handleBase: k,
+			}) as WireMessage;
+			this.#messages.push(m);
+			k += count;
+		}
 	}
+
+	/** Read the next notification into `into`; false when none is left. */
+	next(into: { message: Message; index: number; ident: number; tries: number }): boolean {
+		if (this.remaining === 0) return false;
+		let m = this.#messages[this.#run]!;
+		if (this.#i === m.count) {
+			m = this.#messages[++this.#run]!;
+			this.#i = 0;
+		}
+		into.message = m;
+		into.index = this.#i++;
+		into.ident = this.#idents[this.#k]!;
+		into.tries = this.#tries[this.#k++]!;
+		this.remaining--;
+		return true;
+	}
+}
+
+/** Read a whole batch: `each` gets every notification, in order. */
+export function readBatch(batch: WireBatch, each: (message: WireMessage, index: number, ident: number, tries: number) => void): void {
+	const reader = new BatchReader(batch);
+	const n = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
+	while (reader.next(n)) each(n.message as WireMessage, n.index, n.ident, n.tries);
 }
 
 function align8(n: number): number {

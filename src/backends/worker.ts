@@ -13,8 +13,7 @@ import { ResolvedProxy } from '../proxy.js';
 import { ApnsIds } from '../receipt.js';
 import { Ring } from '../ring.js';
 import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
-import { createDriver } from './evented.js';
-import { readBatch, type WireBatch, type WireMessage } from './wire.js';
+import { BatchReader, type WireBatch, type WireMessage } from './wire.js';
 
 /** What a worker is started with. */
 export interface WorkerInit {
@@ -67,13 +66,18 @@ export type FromWorker = Report | { readonly type: 'tokenExpired' } | { readonly
 /** The caller's queue as this thread's driver sees it. */
 class ThreadQueue implements DriverQueue {
 	readonly maxAttempts: number;
-	readonly #inbox = new Ring();
-	/** The first this many of the inbox were re-queued here (their next write is a re-write). */
-	#requeuedAhead = 0;
+	/** Re-sends, taken before the batches: a backtrack keeps its order ahead of newer work. */
+	readonly #front = new Ring();
+	/** Batches as they came, read in place. */
+	readonly #batches: BatchReader[] = [];
+	/** Notifications not yet read from {@link #batches}. */
+	#inBatches = 0;
 	/** Hints from the caller's thread: what waits there, and whether only the rate limit holds it. */
 	mainUnsent = 0;
 	mainRateLimited = false;
-	#delivered: number[] = [];
+	/** Handles settled delivered since the last report: the first {@link #deliveredCount}. */
+	#delivered = new Uint32Array(1024);
+	#deliveredCount = 0;
 	#failed: Report['failed'] = [];
 	#resent: Report['resent'] = [];
 	#rewritten = 0;
@@ -86,32 +90,40 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	get canTake(): boolean {
-		return this.#inbox.size > 0;
+		return this.#front.size > 0 || this.#inBatches > 0;
 	}
 	get unsent(): number {
-		return this.#inbox.size + this.mainUnsent;
+		return this.#front.size + this.#inBatches + this.mainUnsent;
 	}
 	get rateLimited(): boolean {
-		return this.mainRateLimited && this.#inbox.size === 0;
+		return this.mainRateLimited && !this.canTake;
 	}
 
-	add(message: Message, index: number, ident: number, tries: number): void {
-		this.#inbox.push(message, index, ident, tries);
+	add(batch: BatchReader): void {
+		this.#batches.push(batch);
+		this.#inBatches += batch.remaining;
 	}
 
 	take(cursor: Cursor): boolean {
-		const inbox = this.#inbox;
-		if (inbox.size === 0) return false;
-		cursor.message = inbox.message(0);
-		cursor.index = inbox.index(0);
-		cursor.ident = inbox.ident(0);
-		cursor.tries = inbox.tries(0);
-		inbox.dropFront(1);
-		if (this.#requeuedAhead > 0) {
-			this.#requeuedAhead--;
+		const front = this.#front;
+		if (front.size > 0) {
+			cursor.message = front.message(0);
+			cursor.index = front.index(0);
+			cursor.ident = front.ident(0);
+			cursor.tries = front.tries(0);
+			front.dropFront(1);
 			this.#rewritten++;
 			this.#report();
+			return true;
 		}
+		if (this.#inBatches === 0) return false;
+		let batch = this.#batches[0]!;
+		if (batch.remaining === 0) {
+			this.#batches.shift();
+			batch = this.#batches[0]!;
+		}
+		batch.next(cursor);
+		this.#inBatches--;
 		return true;
 	}
 
@@ -124,13 +136,22 @@ class ThreadQueue implements DriverQueue {
 		return n.tries >= this.maxAttempts;
 	}
 
+	#deliver(h: number): void {
+		if (this.#deliveredCount === this.#delivered.length) {
+			const grown = new Uint32Array(this.#delivered.length * 2);
+			grown.set(this.#delivered);
+			this.#delivered = grown;
+		}
+		this.#delivered[this.#deliveredCount++] = h;
+	}
+
 	settleDelivered(n: InFlight): void {
-		this.#delivered.push(handle(n.message, n.index));
+		this.#deliver(handle(n.message, n.index));
 		this.#report();
 	}
 
 	settleDeliveredRing(ring: Ring, count: number): void {
-		for (let i = 0; i < count; i++) this.#delivered.push(handle(ring.message(i), ring.index(i)));
+		for (let i = 0; i < count; i++) this.#deliver(handle(ring.message(i), ring.index(i)));
 		ring.dropFront(count);
 		this.#report();
 	}
@@ -146,17 +167,16 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	requeue(batch: readonly InFlight[], reason: ResendReason): void {
-		if (batch.length > 0) this.#resentHere(unshiftBatch(this.#inbox, batch, reason), reason);
+		if (batch.length > 0) this.#resentHere(unshiftBatch(this.#front, batch, reason), reason);
 	}
 
 	requeueRing(ring: Ring, reason: ResendReason, from = 0): number {
-		const count = unshiftRing(this.#inbox, ring, reason, from);
+		const count = unshiftRing(this.#front, ring, reason, from);
 		if (count > 0) this.#resentHere(count, reason);
 		return count;
 	}
 
 	#resentHere(count: number, reason: ResendReason): void {
-		this.#requeuedAhead += count;
 		const last = this.#resent[this.#resent.length - 1];
 		if (last !== undefined && last[1] === reason) last[0] += count;
 		else this.#resent.push([count, reason]);
@@ -170,8 +190,8 @@ class ThreadQueue implements DriverQueue {
 
 	/** Take what was settled since the last report. */
 	drain(): Pick<Report, 'delivered' | 'failed' | 'resent' | 'rewritten'> {
-		const out = { delivered: Uint32Array.from(this.#delivered), failed: this.#failed, resent: this.#resent, rewritten: this.#rewritten };
-		this.#delivered = [];
+		const out = { delivered: this.#delivered.slice(0, this.#deliveredCount), failed: this.#failed, resent: this.#resent, rewritten: this.#rewritten };
+		this.#deliveredCount = 0;
 		this.#failed = [];
 		this.#resent = [];
 		this.#rewritten = 0;
@@ -228,6 +248,8 @@ const backendEvents: BackendEvents = {
 		// Threads are the caller's thread's business.
 	},
 };
+// Only this protocol's driver is loaded: a thread's start-up is paid before its first write.
+const createDriver = init.setup.protocol === 'http2' ? (await import('../drivers/http2.js')).createHttp2Driver : (await import('../drivers/binary.js')).createBinaryDriver;
 const driver = createDriver({
 	queue,
 	setup: { ...init.setup, tls: { ...init.setup.tls, proxy: init.proxy === undefined ? undefined : ResolvedProxy.fromWire(init.proxy) } },
@@ -240,7 +262,7 @@ const driver = createDriver({
 port.on('message', (message: ToWorker) => {
 	switch (message.type) {
 		case 'batch':
-			readBatch(message.batch, (m, index, ident, tries) => queue.add(m, index, ident, tries));
+			queue.add(new BatchReader(message.batch));
 			queue.mainUnsent = message.unsent;
 			queue.mainRateLimited = message.rateLimited;
 			driver.wake();

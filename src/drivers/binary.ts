@@ -247,7 +247,8 @@ export class BinaryDriver extends Driver {
 		if (this.reconnect.waiting) return;
 		const { tls: gateway, options } = this.ctx.setup;
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
-		const conn = new Connection(++this.#ids, socket, new SentLog(), this.#epoch);
+		// Its log is sized for what it will likely write: the window, which may double before it is active.
+		const conn = new Connection(++this.#ids, socket, new SentLog(Math.min(2 * this.#window, this.ctx.setup.options.confirmEvery)), this.#epoch);
 		if (role === 'active') this.#active = conn;
 		else this.#spare = conn;
 		this.#connections.add(conn);
