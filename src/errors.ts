@@ -12,7 +12,9 @@ export type ApnsErrorCode =
 	| 'APNS_CONNECTION'
 	| 'APNS_TIMEOUT'
 	| 'APNS_CLOSED'
-	| 'APNS_PROTOCOL';
+	| 'APNS_PROTOCOL'
+	| 'APNS_SERVER_CONFIG'
+	| 'APNS_SERVER_SECRET';
 
 /** Base class of all errors of this library. */
 export class ApnsError extends Error {
@@ -109,6 +111,17 @@ export class ClosedError extends ApnsError {
 export class ProtocolError extends ApnsError {
 	constructor(message: string) {
 		super('APNS_PROTOCOL', message);
+	}
+}
+
+/**
+ * The daemon (`apns-worker serve`) cannot start or go on as configured: `APNS_SERVER_CONFIG` (a flag,
+ * the environment, a missing optional dependency) or `APNS_SERVER_SECRET` (stored credentials that the
+ * given `APNS_WORKER_SECRET` does not open). Never carries a secret.
+ */
+export class ServerError extends ApnsError {
+	constructor(code: 'APNS_SERVER_CONFIG' | 'APNS_SERVER_SECRET', message: string, options?: { cause?: unknown }) {
+		super(code, message, options);
 	}
 }
 

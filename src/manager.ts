@@ -125,7 +125,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		const o = this.#options;
 		const hasCertificate = options.cert !== undefined || options.key !== undefined || options.pfx !== undefined;
 		if (options.token !== undefined && o.protocol !== 'http2') throw new InvalidArgumentError('options.token', "protocol 'http2' (token auth is an HTTP/2 feature)", 'a token');
-		this.#token = options.token === undefined ? undefined : new ProviderToken(options.token);
+		this.#token = options.token === undefined ? undefined : options.token instanceof ProviderToken ? options.token : new ProviderToken(options.token);
 		this.#credentials =
 			this.#token !== undefined && !hasCertificate
 				? undefined

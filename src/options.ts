@@ -3,7 +3,7 @@
  */
 import type { BackendFactory } from './backends/backend.js';
 import type { CertificateCredentials, Environment } from './credentials.js';
-import type { ProviderTokenOptions } from './provider-token.js';
+import type { ProviderToken, ProviderTokenOptions } from './provider-token.js';
 import type { DeliveryError } from './errors.js';
 import { InvalidArgumentError } from './errors.js';
 import { DEFAULT_FEEDBACK_TIMEOUT_MS } from './feedback.js';
@@ -54,8 +54,12 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly backend?: 'evented' | 'threaded' | BackendFactory;
 	/** With `backend: 'threaded'`: how many worker threads, each with its own connections. @default 1 */
 	readonly threads?: number;
-	/** HTTP/2 token (JWT) authentication with a .p8 key, instead of a client certificate. */
-	readonly token?: ProviderTokenOptions;
+	/**
+	 * HTTP/2 token (JWT) authentication with a .p8 key, instead of a client certificate. A
+	 * {@link ProviderToken} instance may be shared by several managers (apps of one team): one token
+	 * then serves them all, as Apple asks (a new one at most every 20 minutes per key).
+	 */
+	readonly token?: ProviderTokenOptions | ProviderToken;
 	/** HTTP/2 `apns-topic` (bundle ID). Defaults to the certificate's UID with certificate auth; required with token auth. */
 	readonly topic?: string;
 	/** HTTP/2 sessions in the pool. @default 1 */

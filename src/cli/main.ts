@@ -18,6 +18,7 @@ const COMMANDS: Readonly<Record<string, { readonly summary: string; readonly loa
 	send: { summary: 'send a notification to many tokens (HTTP/2 by default), with progress and a summary', load: () => import('./send.js') },
 	demo: { summary: 'run the manager against a mock on 127.0.0.1 with faults on, and explain what happened', load: () => import('./demo.js') },
 	feedback: { summary: 'read a binary feedback service (over HTTP/2, 410s come back with the send)', load: () => import('./feedback.js') },
+	serve: { summary: 'run the push daemon: many apps, an HTTP API, every notification stored until settled', load: () => import('./serve.js') },
 };
 
 const USAGE = `Usage: apns-worker COMMAND [flags]
@@ -65,7 +66,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 function report(command: string, error: unknown): number {
 	const message = error instanceof Error ? error.message : String(error);
 	// The library refusing an option or a certificate is the user's input too.
-	const usage = error instanceof UsageError || (error instanceof ApnsError && (error.code === 'APNS_INVALID_ARGUMENT' || error.code === 'APNS_CREDENTIALS'));
+	const usage = error instanceof UsageError || (error instanceof ApnsError && (error.code === 'APNS_INVALID_ARGUMENT' || error.code === 'APNS_CREDENTIALS' || error.code === 'APNS_SERVER_CONFIG' || error.code === 'APNS_SERVER_SECRET'));
 	if (usage) {
 		process.stderr.write(`apns-worker ${command}: ${message}\nRun 'apns-worker ${command} --help' for the flags.\n`);
 		return 2;

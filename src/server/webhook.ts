@@ -1,0 +1,108 @@
+/**
+ * Feedback webhooks: an app with `webhook: { url }` gets its feedback records POSTed in batches, in
+ * order, each batch until the receiver answers 2xx (retried with capped, jittered backoff; never
+ * skipped). p-queue bounds how many apps deliver at once. The app's cursor in the store moves only past
+ * what a receiver accepted, so a restart goes on where it stopped (a batch may arrive twice; records
+ * carry their `seq` for that).
+ */
+import PQueue from 'p-queue';
+import type { Logger } from 'pino';
+import type { Store } from './store.js';
+
+/** Records per POST. */
+export const WEBHOOK_BATCH = 500;
+/** Webhook deliveries in progress at once, over all apps. */
+const CONCURRENCY = 4;
+const REQUEST_TIMEOUT_MS = 10_000;
+const BACKOFF_FIRST_MS = 1000;
+const BACKOFF_MAX_MS = 60_000;
+
+interface Target {
+	url: string;
+	app: string;
+	busy: boolean;
+	again: boolean;
+	failures: number;
+	timer: NodeJS.Timeout | undefined;
+}
+
+export class Webhooks {
+	readonly #store: Store;
+	readonly #log: Logger;
+	readonly #queue = new PQueue({ concurrency: CONCURRENCY });
+	readonly #targets = new Map<number, Target>();
+	#closed = false;
+	/** For tests: the backoff's first step, in ms. */
+	readonly #firstBackoffMs: number;
+
+	constructor(store: Store, log: Logger, firstBackoffMs = BACKOFF_FIRST_MS) {
+		this.#store = store;
+		this.#log = log;
+		this.#firstBackoffMs = firstBackoffMs;
+	}
+
+	/** App `num` (id `app`) may have records for `url`: deliver them. */
+	wake(num: number, url: string, app: string): void {
+		if (this.#closed) return;
+		let t = this.#targets.get(num);
+		if (t === undefined) {
+			t = { url, app, busy: false, again: false, failures: 0, timer: undefined };
+			this.#targets.set(num, t);
+		}
+		t.url = url;
+		if (t.busy || t.timer !== undefined) {
+			t.again = true;
+			return;
+		}
+		t.busy = true;
+		void this.#queue.add(() => this.#deliver(num, t));
+	}
+
+	async #deliver(num: number, t: Target): Promise<void> {
+		for (;;) {
+			t.again = false;
+			const batch = this.#store.webhookBatch(num, WEBHOOK_BATCH);
+			if (batch.length === 0 || this.#closed) break;
+			const body = JSON.stringify({ app: t.app, feedback: batch.map((r) => ({ seq: r.seq, token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })) });
+			let failure: string | undefined;
+			try {
+				const res = await fetch(t.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+				await res.body?.cancel();
+				if (!res.ok) failure = `HTTP ${res.status}`;
+			} catch (error) {
+				failure = (error as Error).message;
+			}
+			if (this.#closed) break;
+			if (failure === undefined) {
+				this.#store.webhookDelivered(num, batch[batch.length - 1]!.seq);
+				t.failures = 0;
+				continue;
+			}
+			t.failures++;
+			const delay = Math.min(BACKOFF_MAX_MS, this.#firstBackoffMs * 2 ** (t.failures - 1)) * (0.8 + 0.4 * Math.random());
+			this.#log.warn({ app: t.app, failures: t.failures, retryInMs: Math.round(delay), error: failure }, 'feedback webhook failed; retrying');
+			t.busy = false;
+			t.timer = setTimeout(() => {
+				t.timer = undefined;
+				this.wake(num, t.url, t.app);
+			}, delay);
+			t.timer.unref();
+			return;
+		}
+		t.busy = false;
+		if (t.again && !this.#closed) this.wake(num, t.url, t.app);
+	}
+
+	/** Forget an app (deleted, or its webhook removed). */
+	forget(num: number): void {
+		const t = this.#targets.get(num);
+		if (t !== undefined) clearTimeout(t.timer);
+		this.#targets.delete(num);
+	}
+
+	close(): void {
+		this.#closed = true;
+		for (const t of this.#targets.values()) clearTimeout(t.timer);
+		this.#queue.clear();
+	}
+}

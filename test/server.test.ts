@@ -1,0 +1,235 @@
+/**
+ * `apns-worker serve` as users run it: the real daemon in a child process, its SQLite file in a
+ * temporary directory, an HTTP/2 mock APNs on 127.0.0.1. Every test counts what the mock received.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { certs, makeTokens } from './support/helpers.js';
+import { appBody, dataDir, mockApns, P8, request, SECRET, startDaemon, until } from './support/daemon.js';
+
+/** Wait until notification `id` of `app` has nothing pending; its status. */
+async function settled(d: Awaited<ReturnType<typeof startDaemon>>, app: string, id: string): Promise<{ pending: number; sent: number; failed: Array<{ token: string; status: number; reason: string }> }> {
+	return until(async () => {
+		const r = await d.api('GET', `/v1/apps/${app}/notifications/${id}`);
+		assert.equal(r.status, 200, JSON.stringify(r.body));
+		return r.body.pending === 0 ? r.body : undefined;
+	}, `notification ${id} to settle`);
+}
+
+test('serve: provisioning survives a restart (the pyapns scenario); the app view never holds a secret; the credentials are encrypted on disk', async (t) => {
+	const mock = await mockApns(t);
+	const dir = dataDir(t);
+	let d = await startDaemon(t, dir);
+	const put = await d.api('PUT', '/v1/apps/shop', appBody(mock));
+	assert.equal(put.status, 201, JSON.stringify(put.body));
+	assert.deepEqual([put.body.id, put.body.environment, put.body.topic, put.body.auth, put.body.keyId, put.body.teamId], ['shop', 'production', 'com.example.daemon', 'token', P8.keyId, P8.teamId]);
+	const again = await d.api('PUT', '/v1/apps/shop', appBody(mock));
+	assert.equal(again.status, 200, 'idempotent: an update');
+	for (const view of [put.body, again.body, (await d.api('GET', '/v1/apps/shop')).body, (await d.api('GET', '/v1/apps')).body]) {
+		const text = JSON.stringify(view);
+		assert.ok(!text.includes('PRIVATE KEY') && !text.includes(P8.key.split('\n')[1]!), 'no secret in the API');
+	}
+	d.child.kill('SIGTERM');
+	assert.deepEqual(await d.exited, { code: 0, signal: null });
+	const db = readFileSync(join(dir, 'apns-worker.db'));
+	const wal = (() => {
+		try {
+			return readFileSync(join(dir, 'apns-worker.db-wal'));
+		} catch {
+			return Buffer.alloc(0);
+		}
+	})();
+	for (const bytes of [db, wal]) assert.equal(bytes.indexOf(P8.key.split('\n')[1]!), -1, 'the key is not stored in the clear');
+
+	d = await startDaemon(t, dir);
+	const list = await d.api('GET', '/v1/apps');
+	assert.deepEqual(list.body.apps.map((a: { id: string }) => a.id), ['shop']);
+	const tokens = makeTokens(3, 0x51);
+	const post = await d.api('POST', '/v1/apps/shop/notifications', { notifications: [{ tokens, aps: { alert: 'after restart' } }] });
+	assert.equal(post.status, 202, JSON.stringify(post.body));
+	assert.equal(post.body.accepted, 3);
+	const s = await settled(d, 'shop', post.body.ids[0]);
+	assert.deepEqual([s.sent, s.failed], [3, []]);
+	assert.deepEqual(tokens.map((tk) => mock.counts.get(tk)), [1, 1, 1], 'sent with the credentials restored from the store');
+});
+
+test('serve: every /v1 route refuses a missing or wrong API key (401); /healthz, /metrics and /openapi.json are open; an API key is generated once, mode 0600', async (t) => {
+	const dir = dataDir(t);
+	const d = await startDaemon(t, dir, { env: { APNS_WORKER_API_KEY: undefined } });
+	const keyFile = join(dir, 'api-key');
+	const key = readFileSync(keyFile, 'utf8').trim();
+	assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+	assert.ok(d.output().includes(key), 'printed once at first start');
+	const routes: Array<[string, string]> = [['GET', '/v1/apps'], ['PUT', '/v1/apps/a'], ['GET', '/v1/apps/a'], ['DELETE', '/v1/apps/a'], ['POST', '/v1/apps/a/notifications'], ['GET', '/v1/apps/a/notifications/00000000-0000-4000-8000-000000000000'], ['GET', '/v1/apps/a/feedback']];
+	for (const [method, path] of routes) {
+		for (const headers of [{}, { authorization: 'Bearer wrong-key-0123456789' }, { authorization: key }] as Array<Record<string, string>>) {
+			const r = await request(d.url, method, path, method === 'PUT' || method === 'POST' ? {} : undefined, headers);
+			assert.equal(r.status, 401, `${method} ${path} ${JSON.stringify(headers)}`);
+		}
+	}
+	assert.equal((await request(d.url, 'GET', '/v1/apps', undefined, { authorization: `Bearer ${key}` })).status, 200);
+	assert.equal((await request(d.url, 'GET', '/healthz')).status, 200);
+	assert.equal((await request(d.url, 'GET', '/metrics')).status, 200);
+	const openapi = await request(d.url, 'GET', '/openapi.json');
+	assert.equal(openapi.status, 200);
+	assert.ok(Object.keys(openapi.body.paths).includes('/v1/apps/{appId}/notifications'));
+	d.child.kill('SIGTERM');
+	await d.exited;
+	const second = await startDaemon(t, dir, { env: { APNS_WORKER_API_KEY: undefined } });
+	assert.ok(!second.output().includes(key), 'not printed again');
+	assert.equal((await request(second.url, 'GET', '/v1/apps', undefined, { authorization: `Bearer ${key}` })).status, 200, 'the same key after a restart');
+});
+
+test('serve: outcomes per notification — delivered, rejected, 410 as feedback (read past, then gone); the mock received exactly the set', async (t) => {
+	const tokens = makeTokens(6, 0x52);
+	const gone = tokens[4]!;
+	const mock = await mockApns(t, { unregistered: new Map([[gone, new Date(1_700_000_000_000)]]) });
+	const d = await startDaemon(t, dataDir(t));
+	assert.equal((await d.api('PUT', '/v1/apps/news', appBody(mock))).status, 201);
+	const post = await d.api('POST', '/v1/apps/news/notifications', {
+		notifications: [
+			{ tokens: tokens.slice(0, 3), aps: { alert: 'one' }, collapseId: 'c1', priority: 5 },
+			{ tokens: tokens.slice(3), payload: { custom: 1, aps: { badge: 2 } }, pushType: 'alert' },
+		],
+	});
+	assert.equal(post.status, 202, JSON.stringify(post.body));
+	assert.deepEqual(post.body.accepted, 6);
+	const [a, b] = [await settled(d, 'news', post.body.ids[0]), await settled(d, 'news', post.body.ids[1])];
+	assert.deepEqual([a.sent, a.failed], [3, []]);
+	assert.deepEqual([b.sent, b.failed], [2, [{ token: gone, status: 410, reason: 'Unregistered' }]]);
+	assert.deepEqual(tokens.map((tk) => mock.counts.get(tk) ?? 0), [1, 1, 1, 1, 0, 1]);
+	const first = mock.received.find((r) => r.token === tokens[0]);
+	assert.deepEqual([first?.collapseId, first?.priority, JSON.parse(first!.payload)], ['c1', '5', { aps: { alert: 'one' } }]);
+	const fb = await d.api('GET', '/v1/apps/news/feedback');
+	assert.deepEqual(fb.body.feedback, [{ token: gone, when: new Date(1_700_000_000_000).toISOString(), reason: 'Unregistered' }]);
+	const past = await d.api('GET', `/v1/apps/news/feedback?after=${fb.body.next}`);
+	assert.deepEqual([past.body.feedback, past.body.next], [[], fb.body.next]);
+	assert.deepEqual((await d.api('GET', '/v1/apps/news/feedback')).body.feedback, [], 'read past: deleted');
+	const metrics = (await request(d.url, 'GET', '/metrics')).body as string;
+	assert.match(metrics, /apns_worker_accepted_total\{app="news"\} 6/);
+	assert.match(metrics, /apns_worker_delivered_total\{app="news"\} 5/);
+	assert.match(metrics, /apns_worker_failed_total\{app="news",reason="Unregistered"\} 1/);
+	assert.match(metrics, /apns_worker_pending\{app="news"\} 0/);
+});
+
+test('serve: an Idempotency-Key makes a retried POST return the first answer, and nothing is sent twice', async (t) => {
+	const mock = await mockApns(t);
+	const d = await startDaemon(t, dataDir(t));
+	await d.api('PUT', '/v1/apps/a1', appBody(mock));
+	const tokens = makeTokens(4, 0x53);
+	const body = { notifications: [{ tokens, aps: { alert: 'once' } }] };
+	const first = await d.api('POST', '/v1/apps/a1/notifications', body, { 'idempotency-key': 'order-17' });
+	const second = await d.api('POST', '/v1/apps/a1/notifications', body, { 'idempotency-key': 'order-17' });
+	assert.deepEqual([first.status, second.status], [202, 202]);
+	assert.deepEqual(second.body, first.body);
+	await settled(d, 'a1', first.body.ids[0]);
+	const other = await d.api('POST', '/v1/apps/a1/notifications', body, { 'idempotency-key': 'order-18' });
+	await settled(d, 'a1', other.body.ids[0]);
+	assert.deepEqual(tokens.map((tk) => mock.counts.get(tk)), [2, 2, 2, 2], 'once per key');
+});
+
+test('serve: bad input of every kind is a 4xx naming the field; what was accepted before is still delivered and the daemon keeps serving', async (t) => {
+	const mock = await mockApns(t);
+	const d = await startDaemon(t, dataDir(t));
+	await d.api('PUT', '/v1/apps/ok', appBody(mock));
+	const good = makeTokens(2, 0x54);
+	const accepted = await d.api('POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: good, aps: { alert: 'kept' } }] });
+	assert.equal(accepted.status, 202);
+	const token = makeTokens(1, 0x55)[0]!;
+	const cases: Array<[string, string, string, unknown, number, string]> = [
+		['malformed JSON', 'POST', '/v1/apps/ok/notifications', '{"notifications": [', 400, 'body'],
+		['wrong type', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [token], aps: { alert: 'x' }, priority: '10' }] }, 400, 'body/notifications/0/priority'],
+		['unknown field', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [token], aps: {}, sound: 'x' }] }, 400, 'body/notifications/0/sound'],
+		['bad token', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [token, 'xyz'], aps: {} }] }, 400, 'body/notifications/0/tokens/1'],
+		['no tokens', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [], aps: {} }] }, 400, 'body/notifications/0/tokens'],
+		['missing notifications', 'POST', '/v1/apps/ok/notifications', {}, 400, 'body/notifications'],
+		['no aps nor payload', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [token] }] }, 400, 'body/notifications/0'],
+		['oversize payload', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [token], aps: { alert: 'x'.repeat(5000) } }] }, 400, 'body/notifications/0/payload'],
+		['bad push type', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [token], aps: {}, pushType: 'loud' }] }, 400, 'body/notifications/0/pushType'],
+		['oversize body', 'POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: [token], aps: { alert: 'x'.repeat(9 * 1024 * 1024) } }] }, 413, 'body'],
+		['unknown app', 'POST', '/v1/apps/nope/notifications', { notifications: [{ tokens: [token], aps: {} }] }, 404, 'appId'],
+		['bad app id', 'PUT', '/v1/apps/bad%20id!', appBody(mock), 400, 'params/appId'],
+		['app id too long', 'GET', `/v1/apps/${'a'.repeat(65)}`, undefined, 400, 'params/appId'],
+		['app without credentials', 'PUT', '/v1/apps/x', { environment: 'production', topic: 'a.b' }, 400, 'body'],
+		['app with two kinds of credentials', 'PUT', '/v1/apps/x', { ...appBody(mock), cert: certs().client.cert, key: certs().client.key }, 400, 'body'],
+		['bad environment', 'PUT', '/v1/apps/x', appBody(mock, { environment: 'staging' }), 400, 'body/environment'],
+		['bad key id', 'PUT', '/v1/apps/x', appBody(mock, { token: { ...P8, keyId: 'short' } }), 400, 'body/token/keyId'],
+		['a key that is not a key', 'PUT', '/v1/apps/x', appBody(mock, { token: { ...P8, key: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' } }), 400, 'body/token/key'],
+		['unknown app field', 'PUT', '/v1/apps/x', appBody(mock, { colour: 'red' }), 400, 'body/colour'],
+		['feedback limit', 'GET', '/v1/apps/ok/feedback?limit=5000', undefined, 400, 'querystring/limit'],
+		['unknown notification', 'GET', '/v1/apps/ok/notifications/00000000-0000-4000-8000-000000000000', undefined, 404, 'notificationId'],
+	];
+	for (const [what, method, path, body, status, field] of cases) {
+		const r = await d.api(method, path, body);
+		assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
+		assert.equal(r.body.field, field, `${what}: ${JSON.stringify(r.body)}`);
+		assert.ok(typeof r.body.message === 'string' && r.body.message.length > 0, what);
+	}
+	assert.equal((await d.api('GET', '/v1/apps/x')).status, 404, 'no bad app was stored');
+	const s = await settled(d, 'ok', accepted.body.ids[0]);
+	assert.equal(s.sent, 2);
+	assert.deepEqual(good.map((tk) => mock.counts.get(tk)), [1, 1]);
+	assert.equal(mock.counts.get(token), undefined, 'nothing of a refused request was sent');
+});
+
+test('serve: without APNS_WORKER_SECRET no credentials are stored (403) unless --insecure-plaintext-secrets; a wrong secret refuses to start', async (t) => {
+	const mock = await mockApns(t);
+	const dir = dataDir(t);
+	let d = await startDaemon(t, dir, { env: { APNS_WORKER_SECRET: undefined } });
+	const refused = await d.api('PUT', '/v1/apps/a', appBody(mock));
+	assert.equal(refused.status, 403, JSON.stringify(refused.body));
+	assert.match(refused.body.message, /APNS_WORKER_SECRET/);
+	d.child.kill('SIGTERM');
+	await d.exited;
+	d = await startDaemon(t, dir);
+	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 201);
+	d.child.kill('SIGTERM');
+	await d.exited;
+	for (const env of [{ APNS_WORKER_SECRET: 'another-secret-0123456789' }, { APNS_WORKER_SECRET: undefined }]) {
+		await assert.rejects(startDaemon(t, dir, { env, args: ['--insecure-plaintext-secrets'] }), (error: Error) => {
+			assert.match(error.message, /exited \(code 2\)/);
+			assert.match(error.message, /APNS_WORKER_SECRET/);
+			assert.ok(!error.message.includes(SECRET), 'the secret is never printed');
+			return true;
+		});
+	}
+	const plainDir = dataDir(t);
+	d = await startDaemon(t, plainDir, { env: { APNS_WORKER_SECRET: undefined }, args: ['--insecure-plaintext-secrets'] });
+	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 201);
+	assert.match(d.output(), /unencrypted/);
+});
+
+test('serve: DELETE drops an app and what it had pending', async (t) => {
+	const d = await startDaemon(t, dataDir(t));
+	// A gateway that is not there: what is posted stays pending.
+	await d.api('PUT', '/v1/apps/gone', appBody({ host: '127.0.0.1', port: 9 }));
+	await d.api('POST', '/v1/apps/gone/notifications', { notifications: [{ tokens: makeTokens(3, 0x56), aps: { alert: 'x' } }] });
+	const del = await d.api('DELETE', '/v1/apps/gone');
+	assert.deepEqual([del.status, del.body], [200, { dropped: 3 }]);
+	assert.equal((await d.api('GET', '/v1/apps/gone')).status, 404);
+	assert.equal((await d.api('GET', '/v1/apps')).body.apps.length, 0);
+});
+
+test('serve: SIGTERM answers 503 while it flushes, exits 0 within the shutdown timeout, and keeps what it could not send for the next start', async (t) => {
+	const dir = dataDir(t);
+	let d = await startDaemon(t, dir, { args: ['--shutdown-timeout', '2'] });
+	await d.api('PUT', '/v1/apps/later', appBody({ host: '127.0.0.1', port: 9 }));
+	const post = await d.api('POST', '/v1/apps/later/notifications', { notifications: [{ tokens: makeTokens(5, 0x57), aps: { alert: 'x' } }] });
+	assert.equal(post.status, 202);
+	d.child.kill('SIGTERM');
+	const health = await until(async () => {
+		const r = await request(d.url, 'GET', '/healthz').catch(() => undefined);
+		return r?.status === 503 ? r : undefined;
+	}, '503 from /healthz', 100, 10);
+	assert.equal(health.body.status, 'shutting_down');
+	const refused = await d.api('POST', '/v1/apps/later/notifications', { notifications: [{ tokens: makeTokens(1, 0x58), aps: {} }] }).catch(() => undefined);
+	if (refused !== undefined) assert.equal(refused.status, 503, 'nothing accepted while shutting down');
+	assert.deepEqual(await d.exited, { code: 0, signal: null });
+	d = await startDaemon(t, dir);
+	const app = await d.api('GET', '/v1/apps/later');
+	assert.equal(app.body.pending, 5, 'kept for the next start');
+	const s = await d.api('GET', `/v1/apps/later/notifications/${post.body.ids[0]}`);
+	assert.deepEqual([s.body.pending, s.body.sent], [5, 0]);
+});
