@@ -19,12 +19,13 @@
  * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
+import { acceptAndPending, PER_REQUEST, postAll, provision, startDaemon } from './daemon.js';
 import { isRejected, LOOP_RESOLUTION_MS, makeCerts, PACED_CHUNK, PACED_PENDING, type BurstMeasure, type Certs, type ClientMessage, type ClientName, type ClientTask, type LoopMeasure, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
 
 const STALL_MS = 5000;
@@ -467,6 +468,71 @@ function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): s
 	];
 }
 
+/** Issue 11: the daemon (bench/daemon.ts). */
+const DAEMON_NAME = 'daemon: accept, 1M pending, end to end';
+
+interface DaemonResults {
+	accept: Awaited<ReturnType<typeof acceptAndPending>>;
+	acceptN: number;
+	e2eN: number;
+	/** Per rep: the library alone ('h2-worker'), then the daemon, same mock process, same count. */
+	e2e: Array<{ library: number; daemon: number; lost: number; duplicated: number }>;
+}
+
+async function runDaemon(gateway: GatewayProcess, certs: Certs, reps: number, quick: boolean): Promise<DaemonResults> {
+	const acceptN = quick ? 200_000 : 1_000_000;
+	const accept = await acceptAndPending(certs, acceptN);
+	process.stderr.write(`  ${DAEMON_NAME} | accept: ${fmt(accept.acceptPerSecond)}/s, ${fmt(accept.pending)} pending, peak RSS ${mb(accept.peakRssAccepting)} accepting, ${mb(accept.peakRssRestarted)} restarted\n`);
+	const e2eN = quick ? 50_000 : 100_000;
+	const workload: Workload = { name: `${DAEMON_NAME} (library)`, n: e2eN, faults: {}, protocol: 'http2', clients: ['h2-worker'] };
+	const e2e: DaemonResults['e2e'] = [];
+	for (let rep = 1; rep <= reps; rep++) {
+		const library = (await runOnce(gateway, certs, workload, 'h2-worker', rep)).perSecond;
+		const { port } = await gateway.request<{ port: number }>({ type: 'start', n: e2eN, faults: {}, protocol: 'http2' });
+		const dir = mkdtempSync(join(os.tmpdir(), 'apns-bench-daemon-'));
+		const d = await startDaemon(dir);
+		await provision(d, 'e2e', certs, { host: '127.0.0.1', port });
+		const t0 = Date.now();
+		await postAll(d, 'e2e', 0, e2eN);
+		let progress: ServerProgress;
+		for (;;) {
+			await new Promise((resolve) => setTimeout(resolve, 20));
+			progress = await gateway.request<ServerProgress>({ type: 'poll' });
+			if (progress.completeAt !== undefined || Date.now() - progress.lastProgressAt > STALL_MS) break;
+		}
+		const stats = await gateway.request<ServerPoll>({ type: 'stats' });
+		await d.stop();
+		rmSync(dir, { recursive: true, force: true });
+		const daemonRate = progress.completeAt === undefined ? 0 : (e2eN / Math.max(1, progress.completeAt - t0)) * 1000;
+		e2e.push({ library, daemon: daemonRate, lost: stats.lost, duplicated: stats.duplicated });
+		process.stderr.write(`  ${DAEMON_NAME} | end to end #${rep}: library ${fmt(library)}/s, daemon ${fmt(daemonRate)}/s, lost ${stats.lost}, dup ${stats.duplicated}\n`);
+	}
+	return { accept, acceptN, e2eN, e2e };
+}
+
+function daemonTable(r: DaemonResults): string[] {
+	const ratio = median(r.e2e.map((e) => e.daemon / e.library));
+	return [
+		`daemon: 'apns-worker serve' as a child process, SQLite (WAL, synchronous FULL) in a temporary directory. accept: POSTs of ${PER_REQUEST} tokens, 4 in flight, to an app whose gateway is`,
+		`unreachable (nothing sent: the API and the store alone), ${fmt(r.acceptN)} in all; peak RSS: the kernel's high-water mark of the daemon while accepting them, and after a restart`,
+		`with them pending. end to end: first POST to the HTTP/2 mock (its own process) having all ${fmt(r.e2eN)}, against the library alone ('h2-worker') to the same mock, alternating; medians.`,
+		'',
+		...table(
+			['figure', 'value', 'target'],
+			[
+				['accepted, durably stored', `${fmt(r.accept.acceptPerSecond)}/s`, '≥ 20,000/s'],
+				['pending after the accept run / after a restart', `${fmt(r.accept.pending)} / ${fmt(r.accept.pendingAfterRestart)}`, `${fmt(r.acceptN)}`],
+				[`peak RSS, accepting ${fmt(r.acceptN)}`, mb(r.accept.peakRssAccepting), '≤ 300 MB'],
+				[`peak RSS, restarted with ${fmt(r.acceptN)} pending`, mb(r.accept.peakRssRestarted), '≤ 300 MB'],
+				['end to end, daemon', `${fmt(median(r.e2e.map((e) => e.daemon)))}/s`, ''],
+				['end to end, library alone', `${fmt(median(r.e2e.map((e) => e.library)))}/s`, ''],
+				['daemon vs library (median of per-rep ratios)', `${ratio.toFixed(2)}×`, '≥ 0.70×'],
+				['lost / duplicated (max over reps)', `${Math.max(...r.e2e.map((e) => e.lost))} / ${Math.max(...r.e2e.map((e) => e.duplicated))}`, '0'],
+			],
+		),
+	];
+}
+
 async function main(): Promise<void> {
 	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false } } });
 	const reps = Number(values.reps ?? (values.quick ? 1 : 3));
@@ -491,6 +557,7 @@ async function main(): Promise<void> {
 			}
 		}
 	}
+	const daemon = values.only === undefined || DAEMON_NAME.includes(values.only) ? await runDaemon(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 3, values.quick) : undefined;
 	await gateway.stop();
 	const memory: MemoryRun[] = [];
 	if (values.only === undefined || MEMORY.name.includes(values.only)) {
@@ -555,11 +622,12 @@ async function main(): Promise<void> {
 		const cells = memory.map((m) => [MEMORY.name, m.client, String(m.heapBytesPerNotification), String(m.heapAndBuffersBytesPerNotification), mb(m.peakRssBytes)]);
 		out.push('', ...table(['memory: 1M tokens × 1 payload queued, gateway unreachable', 'client', 'heap B/notif', 'heap+buffers B/notif', 'peak RSS'], cells));
 	}
+	if (daemon !== undefined) out.push('', ...daemonTable(daemon));
 	process.stdout.write(`${out.join('\n')}\n`);
 	const partial = values.only !== undefined || values.quick || values.reps !== undefined;
 	const file = `bench/results/${partial ? 'partial' : 'latest'}.json`;
 	mkdirSync(here('../../bench/results'), { recursive: true });
-	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, runs }, null, '\t')}\n`);
+	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, daemon, runs }, null, '\t')}\n`);
 	process.stdout.write(`\nWrote ${file}\n`);
 }
 

@@ -30,6 +30,7 @@ export interface StoredBody {
 export interface DispatcherEvents {
 	delivered(app: string, count: number): void;
 	failed(app: string, reason: string, count: number): void;
+	/** Feedback records were stored. */
 	feedback(app: string, count: number): void;
 	error(app: string, error: Error): void;
 }
@@ -41,6 +42,9 @@ export class Dispatcher {
 	readonly #events: DispatcherEvents;
 	#cursor = 0;
 	#stopped = false;
+	/** Resolves when stop() or destroy() is called: no wait of the loop outlasts it. */
+	readonly #stopping: Promise<void>;
+	#stop!: () => void;
 	#wake: (() => void) | undefined;
 	readonly #bodies = new Map<number, StoredBody>();
 	#outstanding = new Set<Promise<void>>();
@@ -57,6 +61,7 @@ export class Dispatcher {
 		this.#app = app;
 		this.#manager = manager;
 		this.#events = events;
+		this.#stopping = new Promise<void>((resolve) => (this.#stop = resolve));
 		this.#running = this.#run().catch((error: unknown) => this.#events.error(app.id, error as Error));
 	}
 
@@ -73,11 +78,12 @@ export class Dispatcher {
 
 	async #run(): Promise<void> {
 		while (!this.#stopped) {
-			await this.#manager.onPendingBelow(LOW_WATER);
+			// A gateway that takes nothing keeps the manager full: stopping must not wait for room.
+			await Promise.race([this.#manager.onPendingBelow(LOW_WATER), this.#stopping]);
 			if (this.#stopped) break;
 			const rows = this.#store.claim(this.#app.num, this.#cursor, CHUNK);
 			if (rows.length === 0) {
-				await new Promise<void>((resolve) => (this.#wake = resolve));
+				await Promise.race([new Promise<void>((resolve) => (this.#wake = resolve)), this.#stopping]);
 				continue;
 			}
 			// Durable before any of them can reach APNs: at a crash, these rows are counted in doubt.
@@ -154,7 +160,6 @@ export class Dispatcher {
 			this.#events.failed(this.#app.id, f.reason, 1);
 			if (f.status === 410) {
 				this.#feedback.push({ app: this.#app.num, token: f.token, when: (f.timestamp ?? new Date()).getTime(), reason: f.reason });
-				this.#events.feedback(this.#app.id, 1);
 			}
 		}
 		// Dropped (a manager closed before it could send them): they stay pending, for the next manager.
@@ -174,6 +179,8 @@ export class Dispatcher {
 		this.#feedback = [];
 		try {
 			this.#store.settle(settlement);
+			// Told once stored: a webhook reads them from the store.
+			if (settlement.feedback.length > 0) this.#events.feedback(this.#app.id, settlement.feedback.length);
 		} catch (error) {
 			// Not recorded: the rows stay pending and are sent again at the next start (in doubt).
 			this.#events.error(this.#app.id, error as Error);
@@ -186,7 +193,7 @@ export class Dispatcher {
 	 */
 	async stop(timeoutMs: number): Promise<void> {
 		this.#stopped = true;
-		this.wake();
+		this.#stop();
 		await this.#running;
 		await this.#manager.close({ timeoutMs }).catch(() => {});
 		await Promise.all(this.#outstanding);
@@ -196,7 +203,7 @@ export class Dispatcher {
 	/** Stop at once: nothing more is recorded (what was in flight stays pending, in doubt). */
 	destroy(): void {
 		this.#stopped = true;
-		this.wake();
+		this.#stop();
 		clearTimeout(this.#settleTimer);
 		this.#manager.destroy();
 	}
