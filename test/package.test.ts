@@ -44,3 +44,23 @@ test('node-forge (~8 MB) is not loaded for token auth', async () => {
 	const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd });
 	assert.deepEqual(JSON.parse(stdout), { loaded: false });
 });
+
+test("the daemon's packages are optional peer dependencies, never loaded by the library", async () => {
+	const { readFileSync } = await import('node:fs');
+	const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as Record<string, Record<string, unknown>>;
+	const daemon = ['better-sqlite3', 'fastify', 'pino', 'prom-client'];
+	for (const name of daemon) {
+		assert.ok(!(name in (pkg['dependencies'] ?? {})), `${name} is not a dependency: library users never install it`);
+		assert.ok(name in (pkg['peerDependencies'] ?? {}), `${name} is a peer dependency`);
+		assert.deepEqual(pkg['peerDependenciesMeta']?.[name], { optional: true });
+	}
+	const script = `
+		import { createRequire } from 'node:module';
+		await import('apns-worker');
+		const loaded = Object.keys(createRequire(import.meta.url).cache).filter((k) => ${JSON.stringify(daemon)}.some((d) => k.includes('/node_modules/' + d + '/')));
+		console.log(JSON.stringify(loaded));
+	`;
+	const cwd = fileURLToPath(new URL('../..', import.meta.url));
+	const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd });
+	assert.deepEqual(JSON.parse(stdout), []);
+});

@@ -7,7 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { certs, makeTokens } from './support/helpers.js';
-import { appBody, dataDir, mockApns, P8, request, SECRET, startDaemon, until } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, P8, request, SECRET, startDaemon, until } from './support/daemon.js';
 
 /** Wait until notification `id` of `app` has nothing pending; its status. */
 async function settled(d: Awaited<ReturnType<typeof startDaemon>>, app: string, id: string): Promise<{ pending: number; sent: number; failed: Array<{ token: string; status: number; reason: string }> }> {
@@ -21,7 +21,7 @@ async function settled(d: Awaited<ReturnType<typeof startDaemon>>, app: string, 
 test('serve: provisioning survives a restart (the pyapns scenario); the app view never holds a secret; the credentials are encrypted on disk', async (t) => {
 	const mock = await mockApns(t);
 	const dir = dataDir(t);
-	let d = await startDaemon(t, dir);
+	let d = await startDaemon(t, dir, { env: { LOG_LEVEL: 'debug' } });
 	const put = await d.api('PUT', '/v1/apps/shop', appBody(mock));
 	assert.equal(put.status, 201, JSON.stringify(put.body));
 	assert.deepEqual([put.body.id, put.body.environment, put.body.topic, put.body.auth, put.body.keyId, put.body.teamId], ['shop', 'production', 'com.example.daemon', 'token', P8.keyId, P8.teamId]);
@@ -33,6 +33,8 @@ test('serve: provisioning survives a restart (the pyapns scenario); the app view
 	}
 	d.child.kill('SIGTERM');
 	assert.deepEqual(await d.exited, { code: 0, signal: null });
+	assert.ok(d.output().includes('app provisioned'), 'the debug log was written');
+	assert.ok(!d.output().includes(P8.key.split('\n')[1]!) && !d.output().includes(SECRET) && !d.output().includes(API_KEY), 'no secret in the log');
 	const db = readFileSync(join(dir, 'apns-worker.db'));
 	const wal = (() => {
 		try {

@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { ConnectionError, ProtocolError } from '../errors.js';
 import type { Message } from '../message.js';
 import { Reconnect } from '../drivers/backoff.js';
+import { MAX_AWAITING } from '../drivers/binary.js';
 import { CLOSE_LINGER_MS, coalesced } from '../drivers/schedule.js';
 import type { Cursor, InFlight } from '../queue.js';
 import { Ring } from '../ring.js';
@@ -139,10 +140,14 @@ export class ThreadedBackend implements Backend {
 		this.#ctx = context;
 		const { options, protocol } = context.setup;
 		// Enough to keep a thread's connections busy while the next batch is on its way. HTTP/2: twice the
-		// streams its sessions may carry. Binary: unconfirmed notifications keep their credit, and a thread
-		// out of credit must probe to get more, so credit must not cut a window short: two windows, and what
-		// minConfirmIntervalMs carries at a high rate (50 ms at over a million a second).
-		this.#credit = protocol === 'binary' ? Math.max(65_536, 2 * options.confirmEvery) : Math.max(8192, 2 * options.connections * options.maxStreamsPerSession);
+		// streams its sessions may carry. Binary: unconfirmed notifications keep their credit until their
+		// probe is answered, and up to MAX_AWAITING windows wait for answers while the active connection
+		// writes the next and the spare is ready: credit for MAX_AWAITING + 2 windows, a window being
+		// confirmEvery or what minConfirmIntervalMs carries at a million a second, whichever is more. (With
+		// two windows' credit a thread ran dry waiting for answers: 1M binary notifications took 1.5-1.75 s
+		// instead of 1.33-1.45 s, evented 1.44-1.57 s.)
+		const window = Math.max(options.confirmEvery, options.minConfirmIntervalMs * 1000);
+		this.#credit = protocol === 'binary' ? Math.max(1 << 18, (MAX_AWAITING + 2) * window) : Math.max(8192, 2 * options.connections * options.maxStreamsPerSession);
 		this.#respawn = new Reconnect(options.reconnect, () => this.#spawnMissing());
 		this.#threads = new Array<Thread | undefined>(context.threads ?? 1).fill(undefined);
 		this.#spawnMissing();

@@ -1,0 +1,77 @@
+/**
+ * The daemon's store and app rules without the process around them: retention, cursors that survive
+ * deletes, shared provider tokens, sealed secrets.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { test } from 'node:test';
+import { SharedTokens } from '../src/server/apps.js';
+import { SecretBox } from '../src/server/secrets.js';
+import { Store } from '../src/server/store.js';
+import { dataDir } from './support/daemon.js';
+
+const HOUR = 3_600_000;
+const token = (i: number): Buffer => Buffer.alloc(32, i);
+
+test('store: prune drops settled notifications (and their failures) older than the retention, keeps unsettled ones and newer ones', (t) => {
+	const store = new Store(dataDir(t));
+	t.after(() => store.close());
+	const { app } = store.putApp('a', '{}', undefined, 0);
+	store.accept(app.num, [{ id: 'old-settled', body: '{}', tokens: [token(1), token(2)] }], 1 * HOUR);
+	store.accept(app.num, [{ id: 'old-pending', body: '{}', tokens: [token(3)] }], 1 * HOUR);
+	store.accept(app.num, [{ id: 'new-settled', body: '{}', tokens: [token(4)] }], 10 * HOUR);
+	const rows = store.claim(app.num, 0, 10);
+	assert.equal(rows.length, 4);
+	const num = (id: string): number => rows.find((r) => store.notificationBody(r.notification)?.id === id)!.notification;
+	store.settle({
+		seqs: [rows[0]!.seq, rows[1]!.seq, rows[3]!.seq],
+		counts: new Map([[num('old-settled'), { sent: 1, failed: 1 }], [num('new-settled'), { sent: 1, failed: 0 }]]),
+		failures: [{ notification: num('old-settled'), token: token(2).toString('hex'), status: 400, reason: 'BadDeviceToken' }],
+		feedback: [],
+	});
+	assert.equal(store.prune(5 * HOUR), 1, 'one notification pruned');
+	assert.equal(store.status(app.num, 'old-settled'), undefined);
+	assert.deepEqual(store.status(app.num, 'old-pending')?.total, 1, 'unsettled: kept whatever its age');
+	assert.deepEqual(store.status(app.num, 'new-settled')?.sent, 1);
+	assert.equal(store.pendingCount(app.num), 1);
+});
+
+test('store: pending and feedback numbers are never reused, so a cursor stays valid when the rows before it are gone', (t) => {
+	const store = new Store(dataDir(t));
+	t.after(() => store.close());
+	const { app } = store.putApp('a', '{}', undefined, 0);
+	store.accept(app.num, [{ id: 'n1', body: '{}', tokens: [token(1)] }], 0);
+	const [first] = store.claim(app.num, 0, 10);
+	store.settle({ seqs: [first!.seq], counts: new Map(), failures: [], feedback: [{ app: app.num, token: 'aa', when: 0, reason: 'Unregistered' }] });
+	store.accept(app.num, [{ id: 'n2', body: '{}', tokens: [token(2)] }], 0);
+	const next = store.claim(app.num, first!.seq, 10);
+	assert.equal(next.length, 1, 'the new row is after the cursor');
+	const [fb] = store.feedback(app.num, 0, 10, false);
+	store.feedback(app.num, fb!.seq, 10, false);
+	store.settle({ seqs: [], counts: new Map(), failures: [], feedback: [{ app: app.num, token: 'bb', when: 0, reason: 'Unregistered' }] });
+	assert.deepEqual(store.feedback(app.num, fb!.seq, 10, false).map((r) => r.token), ['bb']);
+});
+
+test('apps: one provider token per team key, shared by the apps that use it', () => {
+	const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+	const other = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+	const tokens = new SharedTokens();
+	const a = tokens.get(key, 'KEY1234567', 'TEAM123456');
+	assert.equal(tokens.get(key, 'KEY1234567', 'TEAM123456'), a);
+	assert.notEqual(tokens.get(other, 'KEY1234567', 'TEAM123456'), a, 'another key');
+	assert.notEqual(tokens.get(key, 'KEY1234567', 'TEAM654321'), a, 'another team');
+});
+
+test('secrets: sealed values open only with the same secret and for the same app; plaintext only when asked for', () => {
+	const salt = Buffer.alloc(16, 7);
+	const box = SecretBox.fromSecret('a-secret-of-enough-length', salt);
+	const sealed = box.seal('-----BEGIN PRIVATE KEY-----', 'app1');
+	assert.ok(!sealed.includes('PRIVATE'));
+	assert.equal(box.open(sealed, 'app1'), '-----BEGIN PRIVATE KEY-----');
+	assert.throws(() => box.open(sealed, 'app2'), { code: 'APNS_SERVER_SECRET' });
+	assert.throws(() => SecretBox.fromSecret('another-secret-of-length', salt).open(sealed, 'app1'), { code: 'APNS_SERVER_SECRET' });
+	assert.throws(() => SecretBox.insecure().open(sealed, 'app1'), { code: 'APNS_SERVER_SECRET' });
+	assert.throws(() => SecretBox.fromSecret('short', salt), { code: 'APNS_SERVER_CONFIG' });
+	assert.ok(box.verify(box.check()));
+	assert.ok(!SecretBox.fromSecret('another-secret-of-length', salt).verify(box.check()));
+});
