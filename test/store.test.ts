@@ -36,6 +36,17 @@ test('store: prune drops settled notifications (and their failures) older than t
 	assert.equal(store.pendingCount(app.num), 1);
 });
 
+test('store: unread feedback is pruned by when it was stored, not by when APNs says the token went', (t) => {
+	const store = new Store(dataDir(t));
+	t.after(() => store.close());
+	const { app } = store.putApp('a', '{}', undefined, 0);
+	store.settle({ seqs: [], counts: new Map(), failures: [], feedback: [{ app: app.num, token: 'aa', when: 0, reason: 'Unregistered' }] });
+	store.prune(Date.now() - HOUR);
+	assert.deepEqual(store.feedback(app.num, 0, 10, false).map((r) => r.token), ['aa'], 'kept: stored just now, however old its news');
+	store.prune(Date.now() + HOUR);
+	assert.deepEqual(store.feedback(app.num, 0, 10, false), [], 'past the retention');
+});
+
 test('store: pending and feedback numbers are never reused, so a cursor stays valid when the rows before it are gone', (t) => {
 	const store = new Store(dataDir(t));
 	t.after(() => store.close());

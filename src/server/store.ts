@@ -112,7 +112,8 @@ CREATE TABLE IF NOT EXISTS feedback (
 	app INTEGER NOT NULL,
 	token TEXT NOT NULL,
 	at INTEGER NOT NULL,
-	reason TEXT NOT NULL
+	reason TEXT NOT NULL,
+	stored_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_by_app ON feedback (app, seq);
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -153,7 +154,8 @@ export class Store {
 			for (const seq of s.seqs) q.deletePending.run(seq);
 			for (const [num, c] of s.counts) q.countOutcome.run(c.sent, c.failed, num);
 			for (const f of s.failures) q.insertFailure.run(f.notification, f.token, f.status, f.reason);
-			for (const f of s.feedback) q.insertFeedback.run(f.app, f.token, f.when, f.reason);
+			const now = Date.now();
+			for (const f of s.feedback) q.insertFeedback.run(f.app, f.token, f.when, f.reason, now);
 		});
 	}
 
@@ -268,7 +270,8 @@ export class Store {
 			this.#db.prepare(`DELETE FROM failures WHERE notification IN (${old})`).run(before);
 			const n = this.#db.prepare(`DELETE FROM notifications WHERE num IN (${old})`).run(before).changes;
 			this.#db.prepare('DELETE FROM idempotency WHERE created_at < ?').run(before);
-			this.#db.prepare('DELETE FROM feedback WHERE at < ?').run(before);
+			// By when it was stored: `at` is APNs' word on when the token went, which may be long before.
+			this.#db.prepare('DELETE FROM feedback WHERE stored_at < ?').run(before);
 			return n;
 		})();
 	}
@@ -312,7 +315,7 @@ function prepare(db: Database.Database) {
 		deletePending: db.prepare('DELETE FROM pending WHERE seq = ?'),
 		countOutcome: db.prepare('UPDATE notifications SET sent = sent + ?, failed = failed + ? WHERE num = ?'),
 		insertFailure: db.prepare('INSERT INTO failures (notification, token, status, reason) VALUES (?, ?, ?, ?)'),
-		insertFeedback: db.prepare('INSERT INTO feedback (app, token, at, reason) VALUES (?, ?, ?, ?)'),
+		insertFeedback: db.prepare('INSERT INTO feedback (app, token, at, reason, stored_at) VALUES (?, ?, ?, ?, ?)'),
 		getStatus: db.prepare('SELECT num, total, sent, failed FROM notifications WHERE id = ? AND app = ?'),
 		getFailures: db.prepare('SELECT token, status, reason FROM failures WHERE notification = ? ORDER BY rowid'),
 		deleteFeedbackUpTo: db.prepare('DELETE FROM feedback WHERE app = ? AND seq <= ?'),
