@@ -350,3 +350,21 @@ test('serve: a feedback webhook that fails and recovers gets every record, in or
 	// The API's readers still see them (the webhook does not consume them).
 	assert.equal((await d.api('GET', '/v1/apps/hooked/feedback')).body.feedback.length, gone.length);
 });
+
+test('serve: an update takes effect for new sends without losing queued ones (an app whose gateway was wrong, fixed by a PUT)', async (t) => {
+	const mock = await mockApns(t);
+	const d = await startDaemon(t, dataDir(t), { args: ['--shutdown-timeout', '1'] });
+	// Provisioned with a gateway where nothing listens: what is posted stays queued.
+	assert.equal((await d.api('PUT', '/v1/apps/fixme', appBody({ host: '127.0.0.1', port: 9 }))).status, 201);
+	const queued = makeTokens(300, 0x5a);
+	const before = await d.api('POST', '/v1/apps/fixme/notifications', { notifications: [{ tokens: queued, aps: { alert: 'queued' } }] });
+	assert.equal(before.status, 202);
+	const update = await d.api('PUT', '/v1/apps/fixme', appBody(mock));
+	assert.equal(update.status, 200, JSON.stringify(update.body));
+	assert.deepEqual(update.body.gateway, { host: mock.host, port: mock.port });
+	const fresh = makeTokens(200, 0x5b);
+	const after = await d.api('POST', '/v1/apps/fixme/notifications', { notifications: [{ tokens: fresh, aps: { alert: 'new' } }] });
+	const [a, b] = [await settled(d, 'fixme', before.body.ids[0]), await settled(d, 'fixme', after.body.ids[0])];
+	assert.deepEqual([a.sent, a.failed, b.sent, b.failed], [300, [], 200, []]);
+	assert.deepEqual([...queued, ...fresh].filter((tk) => mock.counts.get(tk) !== 1), [], 'every one delivered once, through the new settings');
+});
