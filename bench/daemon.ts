@@ -67,7 +67,7 @@ async function api(url: string, method: string, path: string, body?: unknown): P
 /** Provision app `id` against `gateway` (token auth). */
 export async function provision(d: Daemon, id: string, certs: Certs, gateway: { host: string; port: number }): Promise<void> {
 	const r = await api(d.url, 'PUT', `/v1/apps/${id}`, { environment: 'production', topic: TOPIC, token: { key: certs.p8.key, keyId: certs.p8.keyId, teamId: certs.p8.teamId }, gateway, ca: certs.ca });
-	if (r.status !== 201) throw new Error(`provision: ${r.status} ${JSON.stringify(r.body)}`);
+	if (r.status !== 200) throw new Error(`provision: ${r.status} ${JSON.stringify(r.body)}`);
 }
 
 /** POST tokens `from`..`to` (token(i) of common.ts) to app `id`, PER_REQUEST a request, IN_FLIGHT at once; the wall time. */

@@ -40,8 +40,9 @@ test('serve: provisioning survives a restart (the pyapns scenario); the app view
 	const dir = dataDir(t);
 	let d = await startDaemon(t, dir, { env: { LOG_LEVEL: 'debug' } });
 	const put = await d.api('PUT', '/v1/apps/shop', appBody(mock));
-	assert.equal(put.status, 201, JSON.stringify(put.body));
+	assert.equal(put.status, 200, JSON.stringify(put.body));
 	assert.deepEqual([put.body.id, put.body.environment, put.body.topic, put.body.auth, put.body.keyId, put.body.teamId], ['shop', 'production', 'com.example.daemon', 'token', P8.keyId, P8.teamId]);
+	assert.equal(statSync(join(dir, 'apns-worker.db')).mode & 0o777, 0o600, 'the database is for the daemon\'s user only');
 	const again = await d.api('PUT', '/v1/apps/shop', appBody(mock));
 	assert.equal(again.status, 200, 'idempotent: an update');
 	for (const view of [put.body, again.body, (await d.api('GET', '/v1/apps/shop')).body, (await d.api('GET', '/v1/apps')).body]) {
@@ -64,7 +65,7 @@ test('serve: provisioning survives a restart (the pyapns scenario); the app view
 
 	d = await startDaemon(t, dir);
 	const list = await d.api('GET', '/v1/apps');
-	assert.deepEqual(list.body.apps.map((a: { id: string }) => a.id), ['shop']);
+	assert.deepEqual(list.body.apps.map((a: { id: string; state: string }) => [a.id, a.state]), [['shop', 'sending']]);
 	const tokens = makeTokens(3, 0x51);
 	const post = await d.api('POST', '/v1/apps/shop/notifications', { notifications: [{ tokens, aps: { alert: 'after restart' } }] });
 	assert.equal(post.status, 202, JSON.stringify(post.body));
@@ -89,6 +90,12 @@ test('serve: every /v1 route refuses a missing or wrong API key (401); /healthz,
 		}
 	}
 	assert.equal((await request(d.url, 'GET', '/v1/apps', undefined, { authorization: `Bearer ${key}` })).status, 200);
+	// The router decodes paths: an encoded /v1 is the same route, and needs the key just the same.
+	for (const path of ['/%761/apps', '/v%31/apps', '/%76%31/apps/a', '/v1/%61pps']) {
+		assert.equal((await request(d.url, 'GET', path)).status, 401, path);
+		assert.equal((await request(d.url, 'GET', path, undefined, { authorization: `Bearer ${key}` })).status, path.endsWith('/a') ? 404 : 200, path);
+	}
+	assert.equal((await request(d.url, 'PUT', '/%761/apps/evil', {})).status, 401);
 	assert.equal((await request(d.url, 'GET', '/healthz')).status, 200);
 	assert.equal((await request(d.url, 'GET', '/metrics')).status, 200);
 	const openapi = await request(d.url, 'GET', '/openapi.json');
@@ -106,7 +113,7 @@ test('serve: outcomes per notification — delivered, rejected, 410 as feedback 
 	const gone = tokens[4]!;
 	const mock = await mockApns(t, { unregistered: new Map([[gone, new Date(1_700_000_000_000)]]) });
 	const d = await startDaemon(t, dataDir(t));
-	assert.equal((await d.api('PUT', '/v1/apps/news', appBody(mock))).status, 201);
+	assert.equal((await d.api('PUT', '/v1/apps/news', appBody(mock))).status, 200);
 	const post = await d.api('POST', '/v1/apps/news/notifications', {
 		notifications: [
 			{ tokens: tokens.slice(0, 3), aps: { alert: 'one' }, collapseId: 'c1', priority: 5 },
@@ -174,6 +181,8 @@ test('serve: bad input of every kind is a 4xx naming the field; what was accepte
 		['app with two kinds of credentials', 'PUT', '/v1/apps/x', { ...appBody(mock), cert: certs().client.cert, key: certs().client.key }, 400, 'body'],
 		['bad environment', 'PUT', '/v1/apps/x', appBody(mock, { environment: 'staging' }), 400, 'body/environment'],
 		['bad key id', 'PUT', '/v1/apps/x', appBody(mock, { token: { ...P8, keyId: 'short' } }), 400, 'body/token/keyId'],
+		['a key that is a path', 'PUT', '/v1/apps/x', appBody(mock, { token: { ...P8, key: '/dev/zero' } }), 400, 'body/token/key'],
+		['a certificate that is a path', 'PUT', '/v1/apps/x', { environment: 'production', cert: '/etc/passwd', key: certs().client.key }, 400, 'body/cert'],
 		['a key that is not a key', 'PUT', '/v1/apps/x', appBody(mock, { token: { ...P8, key: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' } }), 400, 'body/token/key'],
 		['unknown app field', 'PUT', '/v1/apps/x', appBody(mock, { colour: 'red' }), 400, 'body/colour'],
 		['feedback limit', 'GET', '/v1/apps/ok/feedback?limit=5000', undefined, 400, 'querystring/limit'],
@@ -207,7 +216,7 @@ test('serve: without APNS_WORKER_SECRET no credentials are stored (403) unless -
 	d.child.kill('SIGTERM');
 	await d.exited;
 	d = await startDaemon(t, dir);
-	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 201);
+	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 200);
 	d.child.kill('SIGTERM');
 	await d.exited;
 	for (const env of [{ APNS_WORKER_SECRET: 'another-secret-0123456789' }, { APNS_WORKER_SECRET: undefined }]) {
@@ -220,7 +229,7 @@ test('serve: without APNS_WORKER_SECRET no credentials are stored (403) unless -
 	}
 	const plainDir = dataDir(t);
 	d = await startDaemon(t, plainDir, { env: { APNS_WORKER_SECRET: undefined }, args: ['--insecure-plaintext-secrets'] });
-	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 201);
+	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 200);
 	assert.match(d.output(), /unencrypted/);
 });
 
@@ -263,7 +272,7 @@ test('serve: kill -9 in the middle of 50,000 notifications across 3 apps, restar
 	const dir = dataDir(t);
 	let d = await startDaemon(t, dir);
 	const apps = ['alpha', 'beta', 'gamma'];
-	for (const app of apps) assert.equal((await d.api('PUT', `/v1/apps/${app}`, appBody(mock))).status, 201);
+	for (const app of apps) assert.equal((await d.api('PUT', `/v1/apps/${app}`, appBody(mock))).status, 200);
 	// 100 requests of 500 tokens, the apps in turn; every token distinct.
 	const requests = Array.from({ length: 100 }, (_, i) => ({ app: apps[i % 3]!, key: `batch-${i}`, tokens: makeTokens(500, 0x1000 + i) }));
 	const confirmed = new Set<number>();
@@ -336,7 +345,7 @@ test('serve: a feedback webhook that fails and recovers gets every record, in or
 	t.after(() => new Promise<void>((resolve) => hook.close(() => resolve())));
 	const d = await startDaemon(t, dataDir(t));
 	const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/feedback`;
-	assert.equal((await d.api('PUT', '/v1/apps/hooked', appBody(mock, { webhook: { url } }))).status, 201);
+	assert.equal((await d.api('PUT', '/v1/apps/hooked', appBody(mock, { webhook: { url } }))).status, 200);
 	const post = await d.api('POST', '/v1/apps/hooked/notifications', { notifications: [{ tokens, aps: { alert: 'x' } }] });
 	await settled(d, 'hooked', post.body.ids[0]);
 	const delivered = await until(async () => {
@@ -355,7 +364,7 @@ test('serve: an update takes effect for new sends without losing queued ones (an
 	const mock = await mockApns(t);
 	const d = await startDaemon(t, dataDir(t), { args: ['--shutdown-timeout', '1'] });
 	// Provisioned with a gateway where nothing listens: what is posted stays queued.
-	assert.equal((await d.api('PUT', '/v1/apps/fixme', appBody({ host: '127.0.0.1', port: 9 }))).status, 201);
+	assert.equal((await d.api('PUT', '/v1/apps/fixme', appBody({ host: '127.0.0.1', port: 9 }))).status, 200);
 	const queued = makeTokens(300, 0x5a);
 	const before = await d.api('POST', '/v1/apps/fixme/notifications', { notifications: [{ tokens: queued, aps: { alert: 'queued' } }] });
 	assert.equal(before.status, 202);
@@ -367,4 +376,31 @@ test('serve: an update takes effect for new sends without losing queued ones (an
 	const [a, b] = [await settled(d, 'fixme', before.body.ids[0]), await settled(d, 'fixme', after.body.ids[0])];
 	assert.deepEqual([a.sent, a.failed, b.sent, b.failed], [300, [], 200, []]);
 	assert.deepEqual([...queued, ...fresh].filter((tk) => mock.counts.get(tk) !== 1), [], 'every one delivered once, through the new settings');
+});
+
+test('serve: one daemon per data directory (a second exits 2 and sends nothing); a daemon that cannot listen exits 2 before it sends', async (t) => {
+	const mock = await mockApns(t);
+	const dir = dataDir(t);
+	const d = await startDaemon(t, dir);
+	await d.api('PUT', '/v1/apps/one', appBody({ host: '127.0.0.1', port: 9 }));
+	await d.api('POST', '/v1/apps/one/notifications', { notifications: [{ tokens: makeTokens(5, 0x5c), aps: { alert: 'x' } }] });
+	await assert.rejects(startDaemon(t, dir), (error: Error) => {
+		assert.match(error.message, /exited \(code 2\)/);
+		assert.match(error.message, /in use by another apns-worker serve/);
+		return true;
+	});
+	// Its port taken: a daemon on another directory, whose app points at the mock, must not send.
+	const other = dataDir(t);
+	const first = await startDaemon(t, other);
+	await first.api('PUT', '/v1/apps/two', appBody(mock));
+	first.child.kill('SIGTERM');
+	await first.exited;
+	const { Database } = { Database: (await import('better-sqlite3')).default };
+	const db = new Database(join(other, 'apns-worker.db'));
+	db.prepare("INSERT INTO notifications (id, app, body, total, created_at) VALUES ('00000000-0000-4000-8000-00000000000a', 1, '{\"payload\":{\"aps\":{}},\"options\":{}}', 1, 0)").run();
+	db.prepare('INSERT INTO pending (app, notification, token) VALUES (1, last_insert_rowid(), ?)').run(Buffer.from(makeTokens(1, 0x5d)[0]!, 'hex'));
+	db.close();
+	const port = Number(new URL(d.url).port);
+	await assert.rejects(startDaemon(t, other, { args: ['--port', String(port)] }), /exited \(code 2\)[\s\S]*cannot listen/);
+	assert.equal(mock.counts.size, 0, 'nothing was sent by the daemon that could not listen');
 });

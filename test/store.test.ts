@@ -86,3 +86,18 @@ test('secrets: sealed values open only with the same secret and for the same app
 	assert.ok(box.verify(box.check()));
 	assert.ok(!SecretBox.fromSecret('another-secret-of-length', salt).verify(box.check()));
 });
+
+test('store: notification and app numbers are never reused (a cached body or a late outcome cannot reach a newer row)', (t) => {
+	const store = new Store(dataDir(t));
+	t.after(() => store.close());
+	const first = store.putApp('a', '{}', undefined, 0).app;
+	store.accept(first.num, [{ id: 'n1', body: '{"v":1}', tokens: [token(1)] }], 0);
+	const [row] = store.claim(first.num, 0, 10);
+	store.settle({ seqs: [row!.seq], counts: new Map([[row!.notification, { sent: 1, failed: 0 }]]), failures: [], feedback: [] });
+	store.prune(HOUR);
+	store.accept(first.num, [{ id: 'n2', body: '{"v":2}', tokens: [token(2)] }], 2 * HOUR);
+	const [next] = store.claim(first.num, row!.seq, 10);
+	assert.notEqual(next!.notification, row!.notification);
+	store.deleteApp(first);
+	assert.notEqual(store.putApp('b', '{}', undefined, 0).app.num, first.num);
+});

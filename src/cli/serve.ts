@@ -60,7 +60,15 @@ export async function run(args: readonly string[]): Promise<number> {
 		logger,
 	});
 	const api = buildApi(daemon);
-	const address = await api.listen({ host: flags.host ?? '127.0.0.1', port });
+	let address: string;
+	try {
+		address = await api.listen({ host: flags.host ?? '127.0.0.1', port });
+	} catch (error) {
+		await daemon.close();
+		throw new ServerError('APNS_SERVER_CONFIG', `cannot listen on ${flags.host ?? '127.0.0.1'}:${port}: ${(error as Error).message}`, { cause: error });
+	}
+	// Only now: a daemon that cannot serve its API must not send either.
+	daemon.start();
 	if (daemon.apiKeyGenerated) process.stderr.write(`apns-worker serve: generated an API key (stored in ${flags.data ?? './apns-worker-data'}/api-key, shown only now):\n  ${daemon.apiKey}\n`);
 	if (process.env['APNS_WORKER_SECRET'] === undefined || process.env['APNS_WORKER_SECRET'] === '') {
 		process.stderr.write(flags['insecure-plaintext-secrets'] === true ? 'apns-worker serve: WARNING: credentials are stored unencrypted (--insecure-plaintext-secrets)\n' : 'apns-worker serve: APNS_WORKER_SECRET is not set: apps cannot be provisioned with credentials\n');

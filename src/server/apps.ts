@@ -44,7 +44,8 @@ export interface AppSecrets {
 	readonly key?: string;
 }
 
-const PEM = { type: 'string', minLength: 1, maxLength: 65_536 } as const;
+/** PEM text only: a string that is not PEM would be read by the library as a file path. */
+const PEM = { type: 'string', minLength: 1, maxLength: 65_536, pattern: '-----BEGIN [A-Z0-9 ]+-----' } as const;
 
 /** JSON schema of {@link AppInput} (fastify validates bodies with it: unknown fields are refused). */
 export const APP_INPUT_SCHEMA = {
@@ -128,7 +129,7 @@ export class SharedTokens {
 		const id = `${teamId}/${keyId}/${createHash('sha256').update(key).digest('hex')}`;
 		let token = this.#tokens.get(id);
 		if (token === undefined) {
-			token = new ProviderToken({ key, keyId, teamId });
+			token = new ProviderToken({ key: Buffer.from(key), keyId, teamId });
 			this.#tokens.set(id, token);
 		}
 		return token;
@@ -145,12 +146,13 @@ export function managerOptions(settings: Omit<AppSettings, 'certificate'>, secre
 		environment: settings.environment,
 		...(settings.topic === undefined ? {} : { topic: settings.topic }),
 		...(settings.gateway === undefined ? {} : { gateway: settings.gateway }),
-		...(settings.ca === undefined ? {} : { ca: settings.ca }),
+		// As Buffers: never taken for file paths, whatever was stored.
+		...(settings.ca === undefined ? {} : { ca: Buffer.from(settings.ca) }),
 		...(secrets.tokenKey === undefined ? {} : { token: tokens.get(secrets.tokenKey, settings.keyId!, settings.teamId!) }),
 		...(secrets.pfx === undefined ? {} : { pfx: Buffer.from(secrets.pfx, 'base64') }),
 		...(secrets.passphrase === undefined ? {} : { passphrase: secrets.passphrase }),
-		...(secrets.cert === undefined ? {} : { cert: secrets.cert }),
-		...(secrets.key === undefined ? {} : { key: secrets.key }),
+		...(secrets.cert === undefined ? {} : { cert: Buffer.from(secrets.cert) }),
+		...(secrets.key === undefined ? {} : { key: Buffer.from(secrets.key) }),
 		// Outcomes come back through receipts; this only keeps the library from warning that no one listens.
 		errorHandler: () => {},
 	};

@@ -69,6 +69,10 @@ interface LiveApp {
 	record: AppRecord;
 	settings: AppSettings;
 	dispatcher: Dispatcher | undefined;
+	/** The dispatcher an update replaces, while it finishes what it holds. */
+	previous: Dispatcher | undefined;
+	/** Why the app has no dispatcher (its credentials do not load), if so. */
+	stopped: string | undefined;
 	/** Resolves when the previous manager has handed over (an update). */
 	switching: Promise<void>;
 }
@@ -86,7 +90,8 @@ export class Daemon {
 	readonly #tokens = new SharedTokens();
 	readonly #webhooks: Webhooks;
 	#closing = false;
-	readonly #pruneTimer: NodeJS.Timeout;
+	#pruneTimer: NodeJS.Timeout | undefined;
+	#started = false;
 
 	constructor(options: DaemonOptions) {
 		this.#options = {
@@ -105,6 +110,12 @@ export class Daemon {
 		this.#box = this.#secretBox(options.secret);
 		this.metrics = new Metrics(() => [...this.#apps.values()].map((a) => [a.record.id, this.store.pendingCount(a.record.num)]));
 		this.#webhooks = new Webhooks(this.store, this.log);
+	}
+
+	/** Start the stored apps' managers (once the API listens: a daemon that cannot serve must not send). */
+	start(): void {
+		if (this.#started || this.#closing) return;
+		this.#started = true;
 		for (const record of this.store.listApps()) this.#startApp(record, true);
 		this.#pruneTimer = setInterval(() => this.#prune(), Math.min(this.#options.retentionMs, 3_600_000));
 		this.#pruneTimer.unref();
@@ -135,7 +146,7 @@ export class Daemon {
 	/** Start an app's manager and dispatcher from its stored record. */
 	#startApp(record: AppRecord, atStart: boolean): void {
 		const settings = JSON.parse(record.settings) as AppSettings;
-		const live: LiveApp = { record, settings, dispatcher: undefined, switching: Promise.resolve() };
+		const live: LiveApp = { record, settings, dispatcher: undefined, previous: undefined, stopped: undefined, switching: Promise.resolve() };
 		this.#apps.set(record.id, live);
 		if (atStart) {
 			const inDoubt = this.store.inDoubt(record);
@@ -148,6 +159,7 @@ export class Daemon {
 			live.dispatcher = this.#dispatcher(record, new ApnsManager(managerOptions(settings, secrets, this.#tokens)));
 		} catch (error) {
 			// Its notifications stay stored; a PUT with working credentials starts it.
+			live.stopped = (error as Error).message;
 			this.log.error({ app: record.id, code: (error as { code?: string }).code, err: { message: (error as Error).message } }, 'app not started');
 		}
 	}
@@ -197,15 +209,16 @@ export class Daemon {
 		const old = this.#apps.get(id);
 		if (settings.webhook === undefined) this.#webhooks.forget(record.num);
 		else this.#webhooks.wake(record.num, settings.webhook.url, id);
-		const live: LiveApp = { record, settings, dispatcher: undefined, switching: Promise.resolve() };
+		const previous = old?.dispatcher ?? old?.previous;
+		const live: LiveApp = { record, settings, dispatcher: undefined, previous, stopped: undefined, switching: Promise.resolve() };
 		this.#apps.set(id, live);
 		// The old manager finishes what it holds (bounded), then the new one takes every row still pending.
-		const previous = old?.dispatcher;
 		const start = (): void => {
 			if (this.#apps.get(id) !== live || this.#closing) {
 				void manager.close({ timeoutMs: 0 }).catch(() => {});
 				return;
 			}
+			live.previous = undefined;
 			live.dispatcher = this.#dispatcher(record, manager);
 		};
 		live.switching = (old?.switching ?? Promise.resolve()).then(() => previous?.stop(this.#options.shutdownTimeoutMs)).then(start, start);
@@ -225,6 +238,7 @@ export class Daemon {
 		const live = this.#live(id);
 		this.#apps.delete(id);
 		live.dispatcher?.destroy();
+		live.previous?.destroy();
 		this.#webhooks.forget(live.record.num);
 		const dropped = this.store.deleteApp(live.record);
 		this.metrics.forget(id);
@@ -271,7 +285,8 @@ export class Daemon {
 	}
 
 	#view(live: LiveApp): Record<string, unknown> {
-		return appView(live.record.id, live.settings, { createdAt: live.record.createdAt, updatedAt: live.record.updatedAt, pending: this.store.pendingCount(live.record.num) });
+		const state = live.dispatcher !== undefined ? 'sending' : live.stopped !== undefined ? 'stopped' : 'starting';
+		return { ...appView(live.record.id, live.settings, { createdAt: live.record.createdAt, updatedAt: live.record.updatedAt, pending: this.store.pendingCount(live.record.num) }), state, ...(live.stopped === undefined ? {} : { stoppedBecause: live.stopped }) };
 	}
 
 	#prune(): void {
@@ -287,7 +302,7 @@ export class Daemon {
 	async close(): Promise<void> {
 		if (this.#closing) return;
 		this.#closing = true;
-		clearInterval(this.#pruneTimer);
+		if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer);
 		this.#webhooks.close();
 		const apps = [...this.#apps.values()];
 		await Promise.all(apps.map(async (a) => {

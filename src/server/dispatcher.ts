@@ -17,6 +17,9 @@ const LOW_WATER = 4000;
 /** Record outcomes at least this often (ms), or as soon as this many wait. */
 const SETTLE_EVERY_MS = 25;
 const SETTLE_BATCH = 5000;
+/** Backoff of reads after the database refused one, in ms. */
+const STORE_RETRY_FIRST_MS = 500;
+const STORE_RETRY_MAX_MS = 30_000;
 /** Parsed notification bodies kept (a chunk usually spans a handful). */
 const BODY_CACHE = 256;
 
@@ -42,6 +45,8 @@ export class Dispatcher {
 	readonly #events: DispatcherEvents;
 	#cursor = 0;
 	#stopped = false;
+	/** Destroyed (its app deleted): nothing more is recorded. */
+	#destroyed = false;
 	/** Resolves when stop() or destroy() is called: no wait of the loop outlasts it. */
 	readonly #stopping: Promise<void>;
 	#stop!: () => void;
@@ -77,18 +82,29 @@ export class Dispatcher {
 	}
 
 	async #run(): Promise<void> {
+		let failures = 0;
 		while (!this.#stopped) {
 			// A gateway that takes nothing keeps the manager full: stopping must not wait for room.
 			await Promise.race([this.#manager.onPendingBelow(LOW_WATER), this.#stopping]);
 			if (this.#stopped) break;
-			const rows = this.#store.claim(this.#app.num, this.#cursor, CHUNK);
+			let rows: PendingRow[];
+			try {
+				rows = this.#store.claim(this.#app.num, this.#cursor, CHUNK);
+				// Durable before any of them can reach APNs: at a crash, these rows are counted in doubt.
+				if (rows.length > 0) this.#store.dispatched(this.#app.num, rows[rows.length - 1]!.seq);
+				failures = 0;
+			} catch (error) {
+				// The database refused (a full disk…): try again, backed off, rather than stop sending for good.
+				this.#events.error(this.#app.id, error as Error);
+				const delay = Math.min(STORE_RETRY_MAX_MS, STORE_RETRY_FIRST_MS * 2 ** failures++);
+				await Promise.race([new Promise((resolve) => setTimeout(resolve, delay).unref()), this.#stopping]);
+				continue;
+			}
 			if (rows.length === 0) {
 				await Promise.race([new Promise<void>((resolve) => (this.#wake = resolve)), this.#stopping]);
 				continue;
 			}
-			// Durable before any of them can reach APNs: at a crash, these rows are counted in doubt.
 			this.#cursor = rows[rows.length - 1]!.seq;
-			this.#store.dispatched(this.#app.num, this.#cursor);
 			this.#send(rows);
 		}
 	}
@@ -163,6 +179,7 @@ export class Dispatcher {
 			}
 		}
 		// Dropped (a manager closed before it could send them): they stay pending, for the next manager.
+		if (this.#destroyed) return;
 		if (this.#seqs.length >= SETTLE_BATCH) this.flush();
 		else this.#settleTimer ??= setTimeout(() => this.flush(), SETTLE_EVERY_MS);
 	}
@@ -171,6 +188,7 @@ export class Dispatcher {
 	flush(): void {
 		clearTimeout(this.#settleTimer);
 		this.#settleTimer = undefined;
+		if (this.#destroyed) return;
 		if (this.#seqs.length === 0 && this.#failures.length === 0) return;
 		const settlement: Settlement = { seqs: this.#seqs, counts: this.#counts, failures: this.#failures, feedback: this.#feedback };
 		this.#seqs = [];
@@ -202,6 +220,7 @@ export class Dispatcher {
 
 	/** Stop at once: nothing more is recorded (what was in flight stays pending, in doubt). */
 	destroy(): void {
+		this.#destroyed = true;
 		this.#stopped = true;
 		this.#stop();
 		clearTimeout(this.#settleTimer);

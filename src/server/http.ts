@@ -62,13 +62,19 @@ export function buildApi(daemon: Daemon): FastifyInstance {
 		// Request lines are left out: the metrics have the latency, and the log stays about the pushes.
 		logController: new LogController({ disableRequestLogging: true }),
 		bodyLimit: BODY_LIMIT,
+		// Every wait bounded: a request that has not arrived whole in a minute is dropped, and closing the
+		// API does not wait for idle keep-alive connections.
+		requestTimeout: 60_000,
+		forceCloseConnections: true,
 		// Refuse what does not fit the schema: no silent removal of unknown fields, no type coercion.
 		ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
 	});
 	const expected = digest(`Bearer ${daemon.apiKey}`);
 
 	app.addHook('onRequest', async (request, reply) => {
-		if (!request.url.startsWith('/v1/') && request.url !== '/v1') return;
+		// By the route matched, never by the raw URL: the router decodes it (/%761/apps is /v1/apps).
+		const route = request.routeOptions.url;
+		if (route === undefined || !route.startsWith('/v1/')) return;
 		if (daemon.closing) return reply.code(503).header('retry-after', '5').send({ error: 'shutting_down', message: 'the daemon is shutting down; retry on its next start' });
 		const given = request.headers.authorization;
 		if (given === undefined || !timingSafeEqual(digest(given), expected)) {
@@ -107,13 +113,13 @@ export function buildApi(daemon: Daemon): FastifyInstance {
 		{
 			method: 'PUT',
 			url: '/v1/apps/:appId',
-			summary: 'Provision or update an app (idempotent); returns the app, never a secret',
+			summary: 'Provision or update an app (idempotent): 200 with the app, never a secret',
 			auth: true,
 			schema: { params: APP_PARAMS, body: APP_INPUT_SCHEMA },
 			handler: async (request, reply) => {
 				const { appId } = request.params as { appId: string };
-				const { created, view } = await daemon.putApp(appId, request.body as AppInput);
-				return reply.code(created ? 201 : 200).send(view);
+				const { view } = await daemon.putApp(appId, request.body as AppInput);
+				return reply.code(200).send(view);
 			},
 		},
 		{ method: 'GET', url: '/v1/apps', summary: 'List the apps', auth: true, schema: {}, handler: () => ({ apps: daemon.listApps() }) },

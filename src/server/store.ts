@@ -7,15 +7,17 @@
  * 202 only after the transaction that stored the notifications returned.
  *
  * A notification to N tokens is one `notifications` row and N `pending` rows (the token as 32 bytes).
- * Pending and feedback rows are numbered by AUTOINCREMENT: numbers are never reused, so a cursor (what
- * a manager was handed, what a reader read past) stays meaningful when the rows before it are deleted.
+ * Every table's rows are numbered by AUTOINCREMENT: numbers are never reused, so a cursor (what a
+ * manager was handed, what a reader read past) stays meaningful when the rows before it are deleted, and
+ * nothing that remembers a number (a cached body, a late outcome) can reach a newer row that took it.
  * A pending row is deleted in the same transaction that records its outcome, so after a crash what is
  * left in `pending` is exactly what was not settled. Each app keeps the highest pending row it handed to
  * its manager (`dispatched`): at start, the rows at or below it were in flight at the crash — in doubt.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { ServerError } from '../errors.js';
 
 /** The settings of an app as stored (never a secret: those are in `sealed`). */
 export interface AppRecord {
@@ -73,7 +75,7 @@ export interface FeedbackRecord {
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
-	num INTEGER PRIMARY KEY,
+	num INTEGER PRIMARY KEY AUTOINCREMENT,
 	id TEXT NOT NULL UNIQUE,
 	settings TEXT NOT NULL,
 	sealed TEXT,
@@ -83,7 +85,7 @@ CREATE TABLE IF NOT EXISTS apps (
 	updated_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS notifications (
-	num INTEGER PRIMARY KEY,
+	num INTEGER PRIMARY KEY AUTOINCREMENT,
 	id TEXT NOT NULL UNIQUE,
 	app INTEGER NOT NULL,
 	body TEXT NOT NULL,
@@ -136,8 +138,20 @@ export class Store {
 	constructor(dir: string) {
 		mkdirSync(dir, { recursive: true, mode: 0o700 });
 		this.path = join(dir, 'apns-worker.db');
-		this.#db = new Database(this.path);
-		this.#db.pragma('journal_mode = WAL');
+		this.#db = new Database(this.path, { timeout: 0 });
+		// Payloads, tokens and sealed credentials: for the daemon's user only (the WAL takes the same mode).
+		chmodSync(this.path, 0o600);
+		// One daemon per data directory: two would both send every pending row.
+		this.#db.pragma('locking_mode = EXCLUSIVE');
+		try {
+			this.#db.pragma('journal_mode = WAL');
+			this.#db.exec('BEGIN EXCLUSIVE; COMMIT');
+		} catch (error) {
+			this.#db.close();
+			if ((error as { code?: string }).code?.startsWith('SQLITE_BUSY') === true) throw new ServerError('APNS_SERVER_CONFIG', `${dir} is in use by another apns-worker serve (one daemon per data directory)`, { cause: error });
+			throw error;
+		}
+		this.#db.pragma('secure_delete = ON');
 		this.#db.pragma('synchronous = FULL');
 		this.#db.pragma('foreign_keys = OFF');
 		this.#db.exec(SCHEMA);
@@ -307,7 +321,7 @@ function prepare(db: Database.Database) {
 		insertIdempotency: db.prepare('INSERT INTO idempotency (app, key, response, created_at) VALUES (?, ?, ?, ?)'),
 		getIdempotency: db.prepare('SELECT response FROM idempotency WHERE app = ? AND key = ?'),
 		claim: db.prepare('SELECT seq, notification, token FROM pending WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
-		setDispatched: db.prepare('UPDATE apps SET dispatched = ? WHERE num = ?'),
+		setDispatched: db.prepare('UPDATE apps SET dispatched = max(dispatched, ?) WHERE num = ?'),
 		getDispatched: db.prepare('SELECT dispatched FROM apps WHERE num = ?'),
 		countPending: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ?'),
 		countPendingUpTo: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ? AND seq <= ?'),

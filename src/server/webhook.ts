@@ -49,7 +49,12 @@ export class Webhooks {
 			t = { url, app, busy: false, again: false, failures: 0, timer: undefined };
 			this.#targets.set(num, t);
 		}
-		t.url = url;
+		if (t.url !== url) {
+			// Another URL: a fresh target (a delivery to the old one in progress sees it was replaced).
+			clearTimeout(t.timer);
+			t = { url, app, busy: false, again: false, failures: 0, timer: undefined };
+			this.#targets.set(num, t);
+		}
 		if (t.busy || t.timer !== undefined) {
 			t.again = true;
 			return;
@@ -72,7 +77,8 @@ export class Webhooks {
 			} catch (error) {
 				failure = (error as Error).message;
 			}
-			if (this.#closed) break;
+			// Forgotten meanwhile (the app deleted, its webhook removed or changed): this delivery is over.
+			if (this.#closed || this.#targets.get(num) !== t) return;
 			if (failure === undefined) {
 				this.#store.webhookDelivered(num, batch[batch.length - 1]!.seq);
 				t.failures = 0;
@@ -84,7 +90,7 @@ export class Webhooks {
 			t.busy = false;
 			t.timer = setTimeout(() => {
 				t.timer = undefined;
-				this.wake(num, t.url, t.app);
+				if (this.#targets.get(num) === t) this.wake(num, t.url, t.app);
 			}, delay);
 			t.timer.unref();
 			return;
