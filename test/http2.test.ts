@@ -337,4 +337,16 @@ for (const backend of BACKENDS) describe(`HTTP/2 (${backend.name})`, () => {
 		assert.equal(s.pending, 0);
 		assert.deepEqual([s.queued, s.delivered, s.dropped], [20, 0, 20], 'dropped by destroy, never delivered afterwards');
 	});
+	test('a ProviderToken shared by two managers (two apps of one team): one token is minted for both, and both deliver', async (t) => {
+		const server = await mock(t);
+		const shared = new ProviderToken(KEY);
+		const a = h2(t, server, { token: shared });
+		const b = h2(t, server, { token: shared });
+		const tokens = makeTokens(4, 0x77);
+		a.sendAps(tokens.slice(0, 2), { alert: 'a' });
+		b.sendAps(tokens.slice(2), { alert: 'b' });
+		await Promise.all([a.flushMessages(), b.flushMessages()]);
+		assert.equal(shared.minted, 1);
+		assert.deepEqual(tokens.map((tk) => server.counts.get(tk)), [1, 1, 1, 1]);
+	});
 });
