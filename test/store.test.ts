@@ -47,6 +47,20 @@ test('store: unread feedback is pruned by when it was stored, not by when APNs s
 	assert.deepEqual(store.feedback(app.num, 0, 10, false), [], 'past the retention');
 });
 
+test('store: feedback its webhook has not yet received is kept past the retention; once received, it is pruned', (t) => {
+	const store = new Store(dataDir(t));
+	t.after(() => store.close());
+	const { app } = store.putApp('hooked', '{}', undefined, 0);
+	const record = (tk: string) => store.settle({ seqs: [], counts: new Map(), failures: [], feedback: [{ app: app.num, token: tk, when: 0, reason: 'Unregistered' }] });
+	record('aa');
+	record('bb');
+	const [first] = store.webhookBatch(app.num, 1);
+	store.webhookDelivered(app.num, first!.seq);
+	store.prune(Date.now() + HOUR, [app.num]);
+	assert.deepEqual(store.webhookBatch(app.num, 10).map((r) => r.token), ['bb'], 'the undelivered one is kept');
+	assert.deepEqual(store.feedback(app.num, 0, 10, true).map((r) => r.token), ['bb'], 'the delivered one is gone');
+});
+
 test('store: pending and feedback numbers are never reused, so a cursor stays valid when the rows before it are gone', (t) => {
 	const store = new Store(dataDir(t));
 	t.after(() => store.close());

@@ -27,7 +27,8 @@ JSON over HTTP; the routes are in GET /openapi.json and the README ("Run it as a
   --host HOST                  address to listen on (default 127.0.0.1)
   --port N                     port (default 7077; 0 picks a free one)
   --data DIR                   where the database and the API key live (default ./apns-worker-data)
-  --retention-hours N          keep settled outcomes and unread feedback this long (default 168)
+  --retention-hours N          keep settled outcomes and unread feedback this long (default 168;
+                               feedback a webhook has not received yet is kept until it has)
   --shutdown-timeout SECONDS   on SIGTERM/SIGINT, flush this long; the rest is kept (default 10)
   --insecure-plaintext-secrets store credentials unencrypted when APNS_WORKER_SECRET is not set
 

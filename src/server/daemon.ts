@@ -291,7 +291,8 @@ export class Daemon {
 
 	#prune(): void {
 		try {
-			const pruned = this.store.prune(Date.now() - this.#options.retentionMs);
+			const webhooks = [...this.#apps.values()].filter((a) => a.settings.webhook !== undefined).map((a) => a.record.num);
+			const pruned = this.store.prune(Date.now() - this.#options.retentionMs, webhooks);
 			if (pruned > 0) this.log.info({ pruned }, 'old outcomes pruned');
 		} catch (error) {
 			this.log.error({ err: { message: (error as Error).message } }, 'prune failed');

@@ -277,15 +277,19 @@ export class Store {
 		this.#q.setWebhookCursor.run(seq, app);
 	}
 
-	/** Drop settled notifications, idempotency answers and unread feedback older than `before`; how many notifications. */
-	prune(before: number): number {
+	/**
+	 * Drop settled notifications, idempotency answers and unread feedback older than `before`; how many
+	 * notifications. The feedback of the apps in `webhooks` is kept until their webhook has it.
+	 */
+	prune(before: number, webhooks: readonly number[] = []): number {
 		return this.#db.transaction(() => {
 			const old = 'SELECT num FROM notifications WHERE created_at < ? AND sent + failed = total';
 			this.#db.prepare(`DELETE FROM failures WHERE notification IN (${old})`).run(before);
 			const n = this.#db.prepare(`DELETE FROM notifications WHERE num IN (${old})`).run(before).changes;
 			this.#db.prepare('DELETE FROM idempotency WHERE created_at < ?').run(before);
 			// By when it was stored: `at` is APNs' word on when the token went, which may be long before.
-			this.#db.prepare('DELETE FROM feedback WHERE stored_at < ?').run(before);
+			const held = webhooks.length === 0 ? '' : ` AND NOT (app IN (${webhooks.map(() => '?').join(',')}) AND seq > (SELECT webhook_cursor FROM apps WHERE apps.num = feedback.app))`;
+			this.#db.prepare(`DELETE FROM feedback WHERE stored_at < ?${held}`).run(before, ...webhooks);
 			return n;
 		})();
 	}
