@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { test } from 'node:test';
-import { SharedTokens } from '../src/server/apps.js';
+import { DAEMON_MAX_ATTEMPTS, managerOptions, SharedTokens } from '../src/server/apps.js';
 import { SecretBox } from '../src/server/secrets.js';
 import { Store } from '../src/server/store.js';
 import { dataDir } from './support/daemon.js';
@@ -75,6 +75,13 @@ test('store: pending and feedback numbers are never reused, so a cursor stays va
 	store.feedback(app.num, fb!.seq, 10, false);
 	store.settle({ seqs: [], counts: new Map(), failures: [], feedback: [{ app: app.num, token: 'bb', when: 0, reason: 'Unregistered' }] });
 	assert.deepEqual(store.feedback(app.num, fb!.seq, 10, false).map((r) => r.token), ['bb']);
+});
+
+test('apps: a daemon manager retries "try again" answers for minutes, not seconds, before it records a failure', () => {
+	const settings = { environment: 'production' as const, topic: 'a.b', auth: 'certificate' as const, keyId: undefined, teamId: undefined, gateway: undefined, ca: undefined, webhook: undefined };
+	const options = managerOptions(settings, {}, new SharedTokens());
+	assert.equal(options.maxAttempts, DAEMON_MAX_ATTEMPTS);
+	assert.ok(DAEMON_MAX_ATTEMPTS > 5, 'more than the library default');
 });
 
 test('apps: one provider token per team key, shared by the apps that use it', () => {

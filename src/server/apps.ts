@@ -137,6 +137,15 @@ export class SharedTokens {
 }
 
 /**
+ * Attempts a notification gets in the daemon before a "try again" answer (429, 500, 503, unanswered)
+ * is recorded as its failure: with the library's retry backoff (1, 2, 4 … 60 s, up to half less for
+ * jitter) 12 attempts span about 3 to 6 minutes, so an APNs outage of a few minutes fails nothing,
+ * where the library's default 5 (7.5–15 s) suits a caller that is waiting. A crash meanwhile loses
+ * nothing either: the row is still pending (in doubt).
+ */
+export const DAEMON_MAX_ATTEMPTS = 12;
+
+/**
  * The manager options of an app (HTTP/2). Errors from the credentials surface when the manager is made
  * (CredentialsError), which the API turns into a 400.
  */
@@ -153,6 +162,7 @@ export function managerOptions(settings: Omit<AppSettings, 'certificate'>, secre
 		...(secrets.passphrase === undefined ? {} : { passphrase: secrets.passphrase }),
 		...(secrets.cert === undefined ? {} : { cert: Buffer.from(secrets.cert) }),
 		...(secrets.key === undefined ? {} : { key: Buffer.from(secrets.key) }),
+		maxAttempts: DAEMON_MAX_ATTEMPTS,
 		// Outcomes come back through receipts; this only keeps the library from warning that no one listens.
 		errorHandler: () => {},
 	};
