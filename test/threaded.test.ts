@@ -11,9 +11,16 @@ import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index.js';
 import { ThreadedBackend } from '../src/backends/threaded.js';
-import { BatchWriter, readBatch, type WireMessage } from '../src/backends/wire.js';
+import { BatchReader, BatchWriter, type WireBatch, type WireMessage } from '../src/backends/wire.js';
 import { startMockApnsHttp2 } from '../src/testing.js';
 import { certs, gateway, makeTokens, manager, once } from './support/helpers.js';
+
+/** Every notification of `batch`, in order, as a worker reads it. */
+function readBatch(batch: WireBatch, each: (message: WireMessage, index: number, ident: number, tries: number) => void): void {
+	const reader = new BatchReader(batch);
+	const n = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
+	while (reader.next(n)) each(n.message as WireMessage, n.index, n.ident, n.tries);
+}
 
 test('wire: a batch crosses as one buffer; each run reads back as a Message with the same bytes, options and apns-id sequence; the writer starts afresh', () => {
 	const tokens = makeTokens(6, 40);

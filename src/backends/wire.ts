@@ -206,13 +206,6 @@ export class BatchReader {
 	}
 }
 
-/** Read a whole batch: `each` gets every notification, in order. */
-export function readBatch(batch: WireBatch, each: (message: WireMessage, index: number, ident: number, tries: number) => void): void {
-	const reader = new BatchReader(batch);
-	const n = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
-	while (reader.next(n)) each(n.message as WireMessage, n.index, n.ident, n.tries);
-}
-
 function align8(n: number): number {
 	return (n + 7) & ~7;
 }

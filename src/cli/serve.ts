@@ -44,33 +44,35 @@ Needs: npm install ${SERVER_PACKAGES.join(' ')}
 
 export async function run(args: readonly string[]): Promise<number> {
 	const flags = parseFlags(args, FLAGS);
-	const port = flags.port === undefined ? 7077 : wholeNumber('--port', flags.port, 0, 65_535);
-	const retentionMs = wholeNumber('--retention-hours', flags['retention-hours'] ?? '168', 1, 24 * 3650) * 3_600_000;
-	const shutdownTimeoutMs = wholeNumber('--shutdown-timeout', flags['shutdown-timeout'] ?? '10', 0, 3600) * 1000;
-	const [{ default: pino }, { Daemon }, { buildApi }] = await loadServer();
+	// Checked before anything is loaded; what is not given takes the daemon's defaults (DAEMON_DEFAULTS).
+	const port = flags.port === undefined ? undefined : wholeNumber('--port', flags.port, 0, 65_535);
+	const retentionHours = flags['retention-hours'] === undefined ? undefined : wholeNumber('--retention-hours', flags['retention-hours'], 1, 24 * 3650);
+	const shutdownSeconds = flags['shutdown-timeout'] === undefined ? undefined : wholeNumber('--shutdown-timeout', flags['shutdown-timeout'], 0, 3600);
+	const [{ default: pino }, { Daemon, DAEMON_DEFAULTS }, { buildApi }] = await loadServer();
+	const host = flags.host ?? DAEMON_DEFAULTS.host;
+	const listenPort = port ?? DAEMON_DEFAULTS.port;
+	const dataDir = flags.data ?? DAEMON_DEFAULTS.dataDir;
 	const logger = pino({ level: process.env['LOG_LEVEL'] ?? 'info', base: { service: 'apns-worker' }, redact: { paths: ['req.headers.authorization', '*.key', '*.pfx', '*.passphrase', '*.tokenKey'], censor: '[redacted]' } });
 	const daemon = new Daemon({
-		host: flags.host ?? '127.0.0.1',
-		port,
-		dataDir: flags.data ?? './apns-worker-data',
+		dataDir,
 		apiKey: process.env['APNS_WORKER_API_KEY'],
 		secret: process.env['APNS_WORKER_SECRET'],
 		insecurePlaintextSecrets: flags['insecure-plaintext-secrets'] ?? false,
-		retentionMs,
-		shutdownTimeoutMs,
+		retentionMs: retentionHours === undefined ? DAEMON_DEFAULTS.retentionMs : retentionHours * 3_600_000,
+		shutdownTimeoutMs: shutdownSeconds === undefined ? DAEMON_DEFAULTS.shutdownTimeoutMs : shutdownSeconds * 1000,
 		logger,
 	});
 	const api = buildApi(daemon);
 	let address: string;
 	try {
-		address = await api.listen({ host: flags.host ?? '127.0.0.1', port });
+		address = await api.listen({ host, port: listenPort });
 	} catch (error) {
 		await daemon.close();
-		throw new ServerError('APNS_SERVER_CONFIG', `cannot listen on ${flags.host ?? '127.0.0.1'}:${port}: ${(error as Error).message}`, { cause: error });
+		throw new ServerError('APNS_SERVER_CONFIG', `cannot listen on ${host}:${listenPort}: ${(error as Error).message}`, { cause: error });
 	}
 	// Only now: a daemon that cannot serve its API must not send either.
 	daemon.start();
-	if (daemon.apiKeyGenerated) process.stderr.write(`apns-worker serve: generated an API key (stored in ${flags.data ?? './apns-worker-data'}/api-key, shown only now):\n  ${daemon.apiKey}\n`);
+	if (daemon.apiKeyGenerated) process.stderr.write(`apns-worker serve: generated an API key (stored in ${dataDir}/api-key, shown only now):\n  ${daemon.apiKey}\n`);
 	if (process.env['APNS_WORKER_SECRET'] === undefined || process.env['APNS_WORKER_SECRET'] === '') {
 		process.stderr.write(flags['insecure-plaintext-secrets'] === true ? 'apns-worker serve: WARNING: credentials are stored unencrypted (--insecure-plaintext-secrets)\n' : 'apns-worker serve: APNS_WORKER_SECRET is not set: apps cannot be provisioned with credentials\n');
 	}

@@ -17,12 +17,8 @@ import { SecretBox } from './secrets.js';
 import { Store, type AppRecord } from './store.js';
 import { Webhooks } from './webhook.js';
 
-/** Options of {@link Daemon.start}. */
+/** Options of a {@link Daemon} (the API's address is the listener's: see `buildApi` and the CLI). */
 export interface DaemonOptions {
-	/** Address to listen on. @default '127.0.0.1' */
-	readonly host?: string;
-	/** Port; 0 picks a free one. @default 7077 */
-	readonly port?: number;
 	/** Where the database and the generated API key live. @default './apns-worker-data' */
 	readonly dataDir?: string;
 	/** The API key; without it, the one in `dataDir/api-key`, generated on first start. */
@@ -38,6 +34,7 @@ export interface DaemonOptions {
 	readonly logger: Logger;
 }
 
+/** The defaults of `serve`: where the API listens (`host`, `port`), and the {@link DaemonOptions}. */
 export const DAEMON_DEFAULTS = { host: '127.0.0.1', port: 7077, dataDir: './apns-worker-data', retentionMs: 7 * 24 * 3_600_000, shutdownTimeoutMs: 10_000 } as const;
 
 /** A request the daemon refuses: the HTTP status, a stable code, and the field at fault. */
@@ -95,8 +92,6 @@ export class Daemon {
 
 	constructor(options: DaemonOptions) {
 		this.#options = {
-			host: options.host ?? DAEMON_DEFAULTS.host,
-			port: options.port ?? DAEMON_DEFAULTS.port,
 			dataDir: options.dataDir ?? DAEMON_DEFAULTS.dataDir,
 			insecurePlaintextSecrets: options.insecurePlaintextSecrets ?? false,
 			retentionMs: options.retentionMs ?? DAEMON_DEFAULTS.retentionMs,
@@ -187,7 +182,7 @@ export class Daemon {
 	// ---- API operations (http.ts) ----
 
 	/** Provision or update an app. */
-	async putApp(id: string, input: AppInput): Promise<{ created: boolean; view: Record<string, unknown> }> {
+	async putApp(id: string, input: AppInput): Promise<Record<string, unknown>> {
 		let split: ReturnType<typeof splitInput>;
 		try {
 			split = splitInput(input);
@@ -223,7 +218,7 @@ export class Daemon {
 		};
 		live.switching = (old?.switching ?? Promise.resolve()).then(() => previous?.stop(this.#options.shutdownTimeoutMs)).then(start, start);
 		this.log.info({ app: id, created, auth: settings.auth, environment: settings.environment }, created ? 'app provisioned' : 'app updated');
-		return { created, view: this.#view(live) };
+		return this.#view(live);
 	}
 
 	getApp(id: string): Record<string, unknown> {

@@ -7,6 +7,7 @@
  * the next manager (an app update, a restart).
  */
 import type { ApnsManager, Receipt, SendResult } from '../index.js';
+import { backoffDelay } from '../drivers/backoff.js';
 import { Message } from '../message.js';
 import type { AppRecord, PendingRow, Settlement, Store } from './store.js';
 
@@ -17,9 +18,8 @@ const LOW_WATER = 4000;
 /** Record outcomes at least this often (ms), or as soon as this many wait. */
 const SETTLE_EVERY_MS = 25;
 const SETTLE_BATCH = 5000;
-/** Backoff of reads after the database refused one, in ms. */
-const STORE_RETRY_FIRST_MS = 500;
-const STORE_RETRY_MAX_MS = 30_000;
+/** Backoff of reads after the database refused one: 0.5 s doubling to 30 s. */
+const STORE_RETRY = { initialDelayMs: 500, maxDelayMs: 30_000, jitter: 0 } as const;
 /** Parsed notification bodies kept (a chunk usually spans a handful). */
 const BODY_CACHE = 256;
 
@@ -70,10 +70,6 @@ export class Dispatcher {
 		this.#running = this.#run().catch((error: unknown) => this.#events.error(app.id, error as Error));
 	}
 
-	get manager(): ApnsManager {
-		return this.#manager;
-	}
-
 	/** New rows were stored for this app. */
 	wake(): void {
 		const wake = this.#wake;
@@ -96,7 +92,7 @@ export class Dispatcher {
 			} catch (error) {
 				// The database refused (a full disk…): try again, backed off, rather than stop sending for good.
 				this.#events.error(this.#app.id, error as Error);
-				const delay = Math.min(STORE_RETRY_MAX_MS, STORE_RETRY_FIRST_MS * 2 ** failures++);
+				const delay = backoffDelay(++failures, STORE_RETRY);
 				await Promise.race([new Promise((resolve) => setTimeout(resolve, delay).unref()), this.#stopping]);
 				continue;
 			}

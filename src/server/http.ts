@@ -118,8 +118,7 @@ export function buildApi(daemon: Daemon): FastifyInstance {
 			schema: { params: APP_PARAMS, body: APP_INPUT_SCHEMA },
 			handler: async (request, reply) => {
 				const { appId } = request.params as { appId: string };
-				const { view } = await daemon.putApp(appId, request.body as AppInput);
-				return reply.code(200).send(view);
+				return reply.code(200).send(await daemon.putApp(appId, request.body as AppInput));
 			},
 		},
 		{ method: 'GET', url: '/v1/apps', summary: 'List the apps', auth: true, schema: {}, handler: () => ({ apps: daemon.listApps() }) },

@@ -7,6 +7,7 @@
  */
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
+import { backoffDelay } from '../drivers/backoff.js';
 import type { Store } from './store.js';
 
 /** Records per POST. */
@@ -14,8 +15,8 @@ export const WEBHOOK_BATCH = 500;
 /** Webhook deliveries in progress at once, over all apps. */
 const CONCURRENCY = 4;
 const REQUEST_TIMEOUT_MS = 10_000;
-const BACKOFF_FIRST_MS = 1000;
-const BACKOFF_MAX_MS = 60_000;
+/** Between failed deliveries to one receiver: 1 s doubling to 60 s, up to a fifth less for jitter. */
+const BACKOFF = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 } as const;
 
 interface Target {
 	url: string;
@@ -32,13 +33,10 @@ export class Webhooks {
 	readonly #queue = new PQueue({ concurrency: CONCURRENCY });
 	readonly #targets = new Map<number, Target>();
 	#closed = false;
-	/** For tests: the backoff's first step, in ms. */
-	readonly #firstBackoffMs: number;
 
-	constructor(store: Store, log: Logger, firstBackoffMs = BACKOFF_FIRST_MS) {
+	constructor(store: Store, log: Logger) {
 		this.#store = store;
 		this.#log = log;
-		this.#firstBackoffMs = firstBackoffMs;
 	}
 
 	/** App `num` (id `app`) may have records for `url`: deliver them. */
@@ -85,7 +83,7 @@ export class Webhooks {
 				continue;
 			}
 			t.failures++;
-			const delay = Math.min(BACKOFF_MAX_MS, this.#firstBackoffMs * 2 ** (t.failures - 1)) * (0.8 + 0.4 * Math.random());
+			const delay = backoffDelay(t.failures, BACKOFF);
 			this.#log.warn({ app: t.app, failures: t.failures, retryInMs: Math.round(delay), error: failure }, 'feedback webhook failed; retrying');
 			t.busy = false;
 			t.timer = setTimeout(() => {
