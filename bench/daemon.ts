@@ -29,9 +29,10 @@ export interface Daemon {
 	peakRss(): number;
 }
 
-/** Start `apns-worker serve` on `dir`. */
-export async function startDaemon(dir: string): Promise<Daemon> {
-	const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data', dir, '--shutdown-timeout', '2'], {
+/** Start `apns-worker serve` on `dir`, or on a Redis (`{ redis: url }`, with more flags in `args`). */
+export async function startDaemon(where: string | { redis: string; args?: string[] }): Promise<Daemon> {
+	const store = typeof where === 'string' ? ['--data', where] : ['--redis', where.redis, ...(where.args ?? [])];
+	const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...store, '--shutdown-timeout', '2'], {
 		env: { ...process.env, APNS_WORKER_API_KEY: API_KEY, APNS_WORKER_SECRET: 'bench-secret-0123456789', LOG_LEVEL: 'error' },
 		stdio: ['ignore', 'inherit', 'pipe'],
 	});
@@ -86,6 +87,11 @@ export async function postAll(d: Daemon, id: string, from: number, to: number): 
 	};
 	await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
 	return performance.now() - t0;
+}
+
+/** The daemon's metrics, as Prometheus text. */
+export async function metricsOf(d: Daemon): Promise<string> {
+	return (await fetch(`${d.url}/metrics`)).text();
 }
 
 export async function pendingOf(d: Daemon, id: string): Promise<number> {

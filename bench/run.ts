@@ -25,7 +25,8 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import { acceptAndPending, PER_REQUEST, postAll, provision, startDaemon } from './daemon.js';
+import { REDIS_MISSING, startRedis } from '../test/support/redis.js';
+import { acceptAndPending, metricsOf, PER_REQUEST, postAll, provision, startDaemon, type Daemon } from './daemon.js';
 import { isRejected, LOOP_RESOLUTION_MS, makeCerts, PACED_CHUNK, PACED_PENDING, type BurstMeasure, type Certs, type ClientMessage, type ClientName, type ClientTask, type LoopMeasure, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
 
 const STALL_MS = 5000;
@@ -533,6 +534,126 @@ function daemonTable(r: DaemonResults): string[] {
 	];
 }
 
+/** Issue 12: daemons sharing one Redis (BullMQ). */
+const SCALE_NAME = 'scale out: daemons on one Redis';
+const SCALE_APPS = 5;
+
+interface ScaleRun {
+	daemons: number;
+	killed: boolean;
+	perSecond: number;
+	/** Redis commands per notification: sent by clients, and with the calls scripts made. */
+	clientCommandsPerNotification: number;
+	allCommandsPerNotification: number;
+	lost: number;
+	duplicated: number;
+	/** Tokens the surviving daemon took over unsettled (its apns_worker_in_doubt). */
+	inDoubt: number;
+	/** Delivered when the daemon was killed. */
+	killedAt: number | undefined;
+}
+
+interface ScaleResults {
+	n: number;
+	/** Per rep: the library alone ('h2-worker'), same mock process, same count. */
+	library: number[];
+	runs: ScaleRun[];
+}
+
+/** One run: `daemons` daemons on a fresh Redis, 5 apps, `n` notifications POSTed through them in turn; optionally one killed at 50 %. */
+async function scaleOnce(gateway: GatewayProcess, certs: Certs, n: number, daemons: number, kill: boolean): Promise<ScaleRun> {
+	const redis = await startRedis();
+	const started: Daemon[] = [];
+	try {
+		const { port } = await gateway.request<{ port: number }>({ type: 'start', n, faults: {}, protocol: 'http2' });
+		for (let i = 0; i < daemons; i++) started.push(await startDaemon({ redis: redis.url, args: ['--lock-timeout', '5'] }));
+		for (let a = 0; a < SCALE_APPS; a++) await provision(started[0]!, `app${a}`, certs, { host: '127.0.0.1', port });
+		const before = await redis.commands();
+		const t0 = Date.now();
+		const per = n / SCALE_APPS;
+		await Promise.all(Array.from({ length: SCALE_APPS }, (_, a) => postAll(started[a % daemons]!, `app${a}`, a * per, (a + 1) * per)));
+		let killedAt: number | undefined;
+		let progress: ServerProgress;
+		for (;;) {
+			await new Promise((resolve) => setTimeout(resolve, 20));
+			progress = await gateway.request<ServerProgress>({ type: 'poll' });
+			if (kill && killedAt === undefined && progress.unique >= n / 2) {
+				killedAt = progress.unique;
+				started[0]!.child.kill('SIGKILL');
+			}
+			if (progress.completeAt !== undefined || Date.now() - progress.lastProgressAt > STALL_MS + 5000) break;
+		}
+		const survivor = started[started.length - 1]!;
+		// Every outcome recorded (the last flushes and job completions follow the mock's last delivery).
+		for (let i = 0; i < 100; i++) {
+			const views = await Promise.all(Array.from({ length: SCALE_APPS }, async (_, a) => (await (await fetch(`${survivor.url}/v1/apps/app${a}`, { headers: { authorization: 'Bearer bench-api-key-0123456789' } })).json()) as { pending: number }));
+			if (views.every((v) => v.pending === 0)) break;
+			await new Promise((resolve) => setTimeout(resolve, 50));
+		}
+		const after = await redis.commands();
+		const stats = await gateway.request<ServerPoll>({ type: 'stats' });
+		const metrics = await metricsOf(survivor);
+		const inDoubt = [...metrics.matchAll(/apns_worker_in_doubt\{app="[^"]+"\} (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+		return {
+			daemons,
+			killed: kill,
+			perSecond: progress.completeAt === undefined ? 0 : (n / Math.max(1, progress.completeAt - t0)) * 1000,
+			clientCommandsPerNotification: (after.client - before.client) / n,
+			allCommandsPerNotification: (after.all - before.all) / n,
+			lost: stats.lost,
+			duplicated: stats.duplicated,
+			inDoubt,
+			killedAt,
+		};
+	} finally {
+		for (const d of started) if (d.child.exitCode === null && d.child.signalCode === null) await d.stop();
+		await redis.close();
+	}
+}
+
+async function runScale(gateway: GatewayProcess, certs: Certs, reps: number, quick: boolean): Promise<ScaleResults | undefined> {
+	if (REDIS_MISSING !== false) {
+		process.stderr.write(`  ${SCALE_NAME} | skipped: ${REDIS_MISSING}\n`);
+		return undefined;
+	}
+	const n = quick ? 50_000 : 100_000;
+	const workload: Workload = { name: `${SCALE_NAME} (library)`, n, faults: {}, protocol: 'http2', clients: ['h2-worker'] };
+	const library: number[] = [];
+	const runs: ScaleRun[] = [];
+	for (let rep = 1; rep <= reps; rep++) {
+		library.push((await runOnce(gateway, certs, workload, 'h2-worker', rep)).perSecond);
+		for (const [daemons, kill] of [[1, false], [2, false], [2, true]] as const) {
+			const run = await scaleOnce(gateway, certs, n, daemons, kill);
+			runs.push(run);
+			process.stderr.write(`  ${SCALE_NAME} | ${daemons} daemon(s)${kill ? ', one killed at 50 %' : ''} #${rep}: ${fmt(run.perSecond)}/s, ${run.clientCommandsPerNotification.toFixed(4)} commands/notif (${run.allCommandsPerNotification.toFixed(4)} with scripts' calls), lost ${run.lost}, dup ${run.duplicated}, in doubt ${run.inDoubt}${run.killedAt === undefined ? '' : `, killed at ${fmt(run.killedAt)}`}; library ${fmt(library[library.length - 1]!)}/s\n`);
+		}
+	}
+	return { n, library, runs };
+}
+
+function scaleTable(r: ScaleResults): string[] {
+	const lib = median(r.library);
+	const rows = ([[1, false], [2, false], [2, true]] as const).map(([daemons, kill]) => {
+		const runs = r.runs.filter((x) => x.daemons === daemons && x.killed === kill);
+		const rate = median(runs.map((x) => x.perSecond));
+		return [
+			`${daemons} daemon${daemons > 1 ? 's' : ''}${kill ? ', one kill -9 at 50 %' : ''}`,
+			`${fmt(rate)}/s (${(rate / lib).toFixed(2)}×)`,
+			median(runs.map((x) => x.clientCommandsPerNotification)).toFixed(4),
+			median(runs.map((x) => x.allCommandsPerNotification)).toFixed(4),
+			String(Math.max(...runs.map((x) => x.lost))),
+			kill ? runs.map((x) => `${x.duplicated} ≤ ${x.inDoubt}`).join(', ') : String(Math.max(...runs.map((x) => x.duplicated))),
+		];
+	});
+	return [
+		`scale out: 'apns-worker serve --redis' daemons (child processes) on one redis-server (this machine, no persistence), ${fmt(r.n)} notifications to ${SCALE_APPS} apps, POSTs of ${PER_REQUEST} tokens,`,
+		`4 in flight per app, through the daemons in turn; rate: first POST to the HTTP/2 mock (its own process) having all; (×): against the library alone ('h2-worker', ${fmt(lib)}/s), same run.`,
+		'commands: Redis INFO deltas over the run / notifications: total_commands_processed (what clients sent), and commandstats calls (with what scripts ran). kill: --lock-timeout 5.',
+		'',
+		...table(['daemons', 'throughput (vs library)', 'commands/notif', 'with scripts', 'lost', 'duplicated (≤ in doubt)'], rows),
+	];
+}
+
 async function main(): Promise<void> {
 	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false } } });
 	const reps = Number(values.reps ?? (values.quick ? 1 : 3));
@@ -558,6 +679,7 @@ async function main(): Promise<void> {
 		}
 	}
 	const daemon = values.only === undefined || DAEMON_NAME.includes(values.only) ? await runDaemon(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 3, values.quick) : undefined;
+	const scale = values.only === undefined || SCALE_NAME.includes(values.only) ? await runScale(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 2, values.quick) : undefined;
 	await gateway.stop();
 	const memory: MemoryRun[] = [];
 	if (values.only === undefined || MEMORY.name.includes(values.only)) {
@@ -623,11 +745,12 @@ async function main(): Promise<void> {
 		out.push('', ...table(['memory: 1M tokens × 1 payload queued, gateway unreachable', 'client', 'heap B/notif', 'heap+buffers B/notif', 'peak RSS'], cells));
 	}
 	if (daemon !== undefined) out.push('', ...daemonTable(daemon));
+	if (scale !== undefined) out.push('', ...scaleTable(scale));
 	process.stdout.write(`${out.join('\n')}\n`);
 	const partial = values.only !== undefined || values.quick || values.reps !== undefined;
 	const file = `bench/results/${partial ? 'partial' : 'latest'}.json`;
 	mkdirSync(here('../../bench/results'), { recursive: true });
-	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, daemon, runs }, null, '\t')}\n`);
+	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, daemon, scale, runs }, null, '\t')}\n`);
 	process.stdout.write(`\nWrote ${file}\n`);
 }
 

@@ -48,7 +48,7 @@ test('node-forge (~8 MB) is not loaded for token auth', async () => {
 test("the daemon's packages are optional peer dependencies, never loaded by the library", async () => {
 	const { readFileSync } = await import('node:fs');
 	const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as Record<string, Record<string, unknown>>;
-	const daemon = ['better-sqlite3', 'fastify', 'pino', 'prom-client'];
+	const daemon = ['better-sqlite3', 'fastify', 'pino', 'prom-client', 'bullmq', 'ioredis'];
 	for (const name of daemon) {
 		assert.ok(!(name in (pkg['dependencies'] ?? {})), `${name} is not a dependency: library users never install it`);
 		assert.ok(name in (pkg['peerDependencies'] ?? {}), `${name} is a peer dependency`);

@@ -7,7 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { certs, makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, dataDir, mockApns, P8, request, SECRET, startDaemon, until } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, P8, request, SECRET, startDaemon, tally, until } from './support/daemon.js';
 
 /** Send a POST's headers announcing `bytes` of JSON, no body; the answer the daemon gives from them alone. */
 async function announceBody(url: string, path: string, bytes: number): Promise<{ status: number; body: string }> {
@@ -310,15 +310,7 @@ test('serve: kill -9 in the middle of 50,000 notifications across 3 apps, restar
 		const views = await Promise.all(apps.map((app) => d.api('GET', `/v1/apps/${app}`)));
 		return views.every((v) => v.body.pending === 0) ? true : undefined;
 	}, 'every app to have nothing pending', 1200, 50);
-	let lost = 0;
-	let duplicates = 0;
-	for (const r of requests) {
-		for (const token of r.tokens) {
-			const n = mock.counts.get(token) ?? 0;
-			if (n === 0) lost++;
-			else duplicates += n - 1;
-		}
-	}
+	const { lost, duplicates } = tally(mock, requests.flatMap((r) => r.tokens));
 	t.diagnostic(`killed with ${killedAt} of 50,000 delivered; in doubt at restart ${inDoubt}; duplicates ${duplicates}; lost ${lost}`);
 	assert.equal(lost, 0);
 	assert.ok(duplicates <= inDoubt, `duplicates ${duplicates} <= in doubt ${inDoubt}`);

@@ -1,10 +1,12 @@
 /**
  * `apns-worker serve`: the push daemon (src/server/). Its dependencies — better-sqlite3, fastify, pino,
- * prom-client — are optional peer dependencies of the package, loaded only here, so that library users
- * never install them (nor build SQLite); without them this command says what to install.
+ * prom-client, and with `--redis` bullmq and ioredis — are optional peer dependencies of the package,
+ * loaded only here, so that library users never install them (nor build SQLite); without them this
+ * command says what to install.
  */
 import { ServerError } from '../index.js';
-import { parseFlags, wholeNumber } from './args.js';
+import type { PushService } from '../server/service.js';
+import { parseFlags, UsageError, wholeNumber } from './args.js';
 
 export const FLAGS = {
 	host: { type: 'string' },
@@ -13,10 +15,15 @@ export const FLAGS = {
 	'retention-hours': { type: 'string' },
 	'shutdown-timeout': { type: 'string' },
 	'insecure-plaintext-secrets': { type: 'boolean' },
+	redis: { type: 'string' },
+	concurrency: { type: 'string' },
+	'lock-timeout': { type: 'string' },
 } as const;
 
 /** What `serve` needs beyond the library (package.json peerDependencies). */
 export const SERVER_PACKAGES = ['better-sqlite3@^12.9.0', 'fastify@^5.12.8', 'pino@^10.4.0', 'prom-client@^15.1.3'] as const;
+/** And with `--redis`. */
+export const REDIS_PACKAGES = ['bullmq@^6.7.0', 'ioredis@^6.0.0'] as const;
 
 export const HELP = `Usage: apns-worker serve [--host 127.0.0.1] [--port 7077] [--data DIR] [options]
 
@@ -32,6 +39,14 @@ JSON over HTTP; the routes are in GET /openapi.json and the README ("Run it as a
   --shutdown-timeout SECONDS   on SIGTERM/SIGINT, flush this long; the rest is kept (default 10)
   --insecure-plaintext-secrets store credentials unencrypted when APNS_WORKER_SECRET is not set
 
+Scale out (several daemons, any machines, one Redis; the README's "Scale out"):
+  --redis URL                  keep apps, notifications (BullMQ jobs), outcomes and feedback in Redis
+                               instead of SQLite (also APNS_WORKER_REDIS); needs APNS_WORKER_API_KEY
+                               and APNS_WORKER_SECRET, the same on every daemon; --data is not used
+  --concurrency N              jobs (up to 1,000 tokens each) this daemon works at once (default 16)
+  --lock-timeout SECONDS       a daemon that stops (kill -9, lost machine) has its jobs taken over by
+                               the others after about this long (default 30)
+
 Environment:
   APNS_WORKER_API_KEY   the API key (Authorization: Bearer KEY); without it one is generated on
                         first start into DIR/api-key (mode 0600) and printed once
@@ -40,6 +55,7 @@ Environment:
   LOG_LEVEL             pino level (default info); logs are JSON lines on stdout
 
 Needs: npm install ${SERVER_PACKAGES.join(' ')}
+  and with --redis: npm install ${REDIS_PACKAGES.join(' ')}
 `;
 
 export async function run(args: readonly string[]): Promise<number> {
@@ -48,20 +64,50 @@ export async function run(args: readonly string[]): Promise<number> {
 	const port = flags.port === undefined ? undefined : wholeNumber('--port', flags.port, 0, 65_535);
 	const retentionHours = flags['retention-hours'] === undefined ? undefined : wholeNumber('--retention-hours', flags['retention-hours'], 1, 24 * 3650);
 	const shutdownSeconds = flags['shutdown-timeout'] === undefined ? undefined : wholeNumber('--shutdown-timeout', flags['shutdown-timeout'], 0, 3600);
+	const redis = flags.redis ?? (process.env['APNS_WORKER_REDIS'] || undefined);
+	const concurrency = flags.concurrency === undefined ? undefined : wholeNumber('--concurrency', flags.concurrency, 1, 1000);
+	const lockSeconds = flags['lock-timeout'] === undefined ? undefined : wholeNumber('--lock-timeout', flags['lock-timeout'], 1, 3600);
+	if (redis === undefined && (concurrency !== undefined || lockSeconds !== undefined)) throw new UsageError(`${concurrency !== undefined ? '--concurrency' : '--lock-timeout'} goes with --redis`);
+	if (redis !== undefined && flags.data !== undefined) throw new UsageError('--data is the embedded store: with --redis, everything is in Redis');
+	if (redis !== undefined && flags['insecure-plaintext-secrets'] === true) throw new UsageError('--insecure-plaintext-secrets does not go with --redis: credentials in a shared Redis are always encrypted (set APNS_WORKER_SECRET)');
 	const [{ default: pino }, { Daemon, DAEMON_DEFAULTS }, { buildApi }] = await loadServer();
 	const host = flags.host ?? DAEMON_DEFAULTS.host;
 	const listenPort = port ?? DAEMON_DEFAULTS.port;
 	const dataDir = flags.data ?? DAEMON_DEFAULTS.dataDir;
 	const logger = pino({ level: process.env['LOG_LEVEL'] ?? 'info', base: { service: 'apns-worker' }, redact: { paths: ['req.headers.authorization', '*.key', '*.pfx', '*.passphrase', '*.tokenKey'], censor: '[redacted]' } });
-	const daemon = new Daemon({
-		dataDir,
-		apiKey: process.env['APNS_WORKER_API_KEY'],
-		secret: process.env['APNS_WORKER_SECRET'],
-		insecurePlaintextSecrets: flags['insecure-plaintext-secrets'] ?? false,
-		retentionMs: retentionHours === undefined ? DAEMON_DEFAULTS.retentionMs : retentionHours * 3_600_000,
-		shutdownTimeoutMs: shutdownSeconds === undefined ? DAEMON_DEFAULTS.shutdownTimeoutMs : shutdownSeconds * 1000,
-		logger,
-	});
+	const retentionMs = retentionHours === undefined ? DAEMON_DEFAULTS.retentionMs : retentionHours * 3_600_000;
+	const shutdownTimeoutMs = shutdownSeconds === undefined ? DAEMON_DEFAULTS.shutdownTimeoutMs : shutdownSeconds * 1000;
+	let daemon: PushService & { close(): Promise<void>; start(): void | Promise<void> };
+	let where: Record<string, string>;
+	let generatedKey: string | undefined;
+	if (redis !== undefined) {
+		const { RedisDaemon } = await loadRedis();
+		const d = await RedisDaemon.open({
+			redis,
+			apiKey: process.env['APNS_WORKER_API_KEY'] ?? '',
+			secret: process.env['APNS_WORKER_SECRET'] ?? '',
+			retentionMs,
+			shutdownTimeoutMs,
+			...(concurrency === undefined ? {} : { concurrency }),
+			...(lockSeconds === undefined ? {} : { lockMs: lockSeconds * 1000 }),
+			logger,
+		});
+		daemon = d;
+		where = { redis: d.where };
+	} else {
+		const d = new Daemon({
+			dataDir,
+			apiKey: process.env['APNS_WORKER_API_KEY'],
+			secret: process.env['APNS_WORKER_SECRET'],
+			insecurePlaintextSecrets: flags['insecure-plaintext-secrets'] ?? false,
+			retentionMs,
+			shutdownTimeoutMs,
+			logger,
+		});
+		daemon = d;
+		where = { data: d.store.path };
+		if (d.apiKeyGenerated) generatedKey = d.apiKey;
+	}
 	const api = buildApi(daemon);
 	let address: string;
 	try {
@@ -71,13 +117,13 @@ export async function run(args: readonly string[]): Promise<number> {
 		throw new ServerError('APNS_SERVER_CONFIG', `cannot listen on ${host}:${listenPort}: ${(error as Error).message}`, { cause: error });
 	}
 	// Only now: a daemon that cannot serve its API must not send either.
-	daemon.start();
-	if (daemon.apiKeyGenerated) process.stderr.write(`apns-worker serve: generated an API key (stored in ${dataDir}/api-key, shown only now):\n  ${daemon.apiKey}\n`);
-	if (process.env['APNS_WORKER_SECRET'] === undefined || process.env['APNS_WORKER_SECRET'] === '') {
+	await daemon.start();
+	if (generatedKey !== undefined) process.stderr.write(`apns-worker serve: generated an API key (stored in ${dataDir}/api-key, shown only now):\n  ${generatedKey}\n`);
+	if (redis === undefined && (process.env['APNS_WORKER_SECRET'] === undefined || process.env['APNS_WORKER_SECRET'] === '')) {
 		process.stderr.write(flags['insecure-plaintext-secrets'] === true ? 'apns-worker serve: WARNING: credentials are stored unencrypted (--insecure-plaintext-secrets)\n' : 'apns-worker serve: APNS_WORKER_SECRET is not set: apps cannot be provisioned with credentials\n');
 	}
 	process.stderr.write(`apns-worker serve: listening on ${address}\n`);
-	logger.info({ address, data: daemon.store.path }, 'listening');
+	logger.info({ address, ...where }, 'listening');
 	return new Promise<number>((resolve) => {
 		let stopping = false;
 		const stop = (signal: string): void => {
@@ -102,13 +148,21 @@ export async function run(args: readonly string[]): Promise<number> {
 }
 
 /** The daemon's modules, or a clear word on what to install. */
-async function loadServer() {
+function loadServer() {
+	return missingPackages(Promise.all([import('pino'), import('../server/daemon.js'), import('../server/http.js')]), SERVER_PACKAGES);
+}
+
+function loadRedis() {
+	return missingPackages(import('../server/redis-daemon.js'), REDIS_PACKAGES);
+}
+
+async function missingPackages<T>(loading: Promise<T>, packages: readonly string[]): Promise<T> {
 	try {
-		return await Promise.all([import('pino'), import('../server/daemon.js'), import('../server/http.js')]);
+		return await loading;
 	} catch (error) {
 		const code = (error as NodeJS.ErrnoException).code;
 		if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
-			throw new ServerError('APNS_SERVER_CONFIG', `the daemon's dependencies are not installed (${(error as Error).message.split('\n')[0]}): npm install ${SERVER_PACKAGES.join(' ')}`, { cause: error });
+			throw new ServerError('APNS_SERVER_CONFIG', `the daemon's dependencies are not installed (${(error as Error).message.split('\n')[0]}): npm install ${packages.join(' ')}`, { cause: error });
 		}
 		throw error;
 	}

@@ -7,15 +7,16 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { ApnsManager, InvalidArgumentError, ServerError } from '../index.js';
-import { Message } from '../message.js';
-import { checkHttp2Message } from '../protocol/http2.js';
-import { appView, certificateFacts, managerOptions, SharedTokens, splitInput, type AppInput, type AppSecrets, type AppSettings } from './apps.js';
-import { Dispatcher, type StoredBody } from './dispatcher.js';
+import { ServerError, type ApnsManager } from '../index.js';
+import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.js';
+import { Dispatcher } from './dispatcher.js';
 import { Metrics } from './metrics.js';
 import { SecretBox } from './secrets.js';
+import { openApp, prepareApp, RequestError, storedBody, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
 import { Store, type AppRecord } from './store.js';
 import { Webhooks } from './webhook.js';
+
+export { RequestError, type NotificationInput } from './service.js';
 
 /** Options of a {@link Daemon} (the API's address is the listener's: see `buildApi` and the CLI). */
 export interface DaemonOptions {
@@ -37,31 +38,6 @@ export interface DaemonOptions {
 /** The defaults of `serve`: where the API listens (`host`, `port`), and the {@link DaemonOptions}. */
 export const DAEMON_DEFAULTS = { host: '127.0.0.1', port: 7077, dataDir: './apns-worker-data', retentionMs: 7 * 24 * 3_600_000, shutdownTimeoutMs: 10_000 } as const;
 
-/** A request the daemon refuses: the HTTP status, a stable code, and the field at fault. */
-export class RequestError extends Error {
-	readonly status: number;
-	readonly code: string;
-	readonly field: string | undefined;
-	constructor(status: number, code: string, message: string, field?: string) {
-		super(message);
-		this.status = status;
-		this.code = code;
-		this.field = field;
-	}
-}
-
-/** The body of `POST /v1/apps/{appId}/notifications`, one entry. */
-export interface NotificationInput {
-	readonly tokens: readonly string[];
-	readonly aps?: Record<string, unknown>;
-	readonly payload?: Record<string, unknown>;
-	readonly pushType?: string;
-	readonly priority?: number;
-	readonly expiration?: number;
-	readonly collapseId?: string;
-	readonly topic?: string;
-}
-
 interface LiveApp {
 	record: AppRecord;
 	settings: AppSettings;
@@ -74,7 +50,8 @@ interface LiveApp {
 	switching: Promise<void>;
 }
 
-export class Daemon {
+/** The daemon on its embedded SQLite store (one daemon per data directory). */
+export class Daemon implements PushService {
 	readonly store: Store;
 	readonly metrics: Metrics;
 	readonly log: Logger;
@@ -104,7 +81,7 @@ export class Daemon {
 		this.apiKeyGenerated = key.generated;
 		this.#box = this.#secretBox(options.secret);
 		this.metrics = new Metrics(() => [...this.#apps.values()].map((a) => [a.record.id, this.store.pendingCount(a.record.num)]));
-		this.#webhooks = new Webhooks(this.store, this.log);
+		this.#webhooks = new Webhooks({ batch: (key, limit) => this.store.webhookBatch(Number(key), limit), delivered: (key, seq) => this.store.webhookDelivered(Number(key), seq) }, this.log);
 	}
 
 	/** Start the stored apps' managers (once the API listens: a daemon that cannot serve must not send). */
@@ -119,6 +96,11 @@ export class Daemon {
 
 	get closing(): boolean {
 		return this.#closing;
+	}
+
+	/** The embedded store is always there. */
+	get unavailable(): undefined {
+		return undefined;
 	}
 
 	#secretBox(secret: string | undefined): SecretBox | undefined {
@@ -148,10 +130,9 @@ export class Daemon {
 			this.metrics.inDoubt.set({ app: record.id }, inDoubt);
 			if (inDoubt > 0) this.log.warn({ app: record.id, inDoubt }, 'notifications were in flight when the daemon stopped: they are sent again (APNs may have some already)');
 		}
-		if (settings.webhook !== undefined) this.#webhooks.wake(record.num, settings.webhook.url, record.id);
+		if (settings.webhook !== undefined) this.#webhooks.wake(String(record.num), settings.webhook.url, record.id);
 		try {
-			const secrets = this.#openSecrets(record);
-			live.dispatcher = this.#dispatcher(record, new ApnsManager(managerOptions(settings, secrets, this.#tokens)));
+			live.dispatcher = this.#dispatcher(record, openApp(record.id, settings, record.sealed, this.#box, this.#tokens, this.log));
 		} catch (error) {
 			// Its notifications stay stored; a PUT with working credentials starts it.
 			live.stopped = (error as Error).message;
@@ -159,21 +140,14 @@ export class Daemon {
 		}
 	}
 
-	#openSecrets(record: AppRecord): AppSecrets {
-		if (record.sealed === undefined) return {};
-		if (this.#box === undefined) throw new ServerError('APNS_SERVER_SECRET', 'stored credentials cannot be opened without APNS_WORKER_SECRET');
-		return JSON.parse(this.#box.open(record.sealed, record.id)) as AppSecrets;
-	}
-
 	#dispatcher(record: AppRecord, manager: ApnsManager): Dispatcher {
-		manager.on('connectError', (error, info) => this.log.warn({ app: record.id, attempt: info.attempt, retryInMs: info.retryInMs, err: { message: error.message } }, 'cannot reach APNs'));
 		return new Dispatcher(this.store, record, manager, {
 			delivered: (app, n) => this.metrics.delivered.inc({ app }, n),
 			failed: (app, reason, n) => this.metrics.failed.inc({ app, reason }, n),
 			feedback: (app, n) => {
 				this.metrics.feedback.inc({ app }, n);
 				const live = this.#apps.get(app);
-				if (live?.settings.webhook !== undefined) this.#webhooks.wake(live.record.num, live.settings.webhook.url, app);
+				if (live?.settings.webhook !== undefined) this.#webhooks.wake(String(live.record.num), live.settings.webhook.url, app);
 			},
 			error: (app, error) => this.log.error({ app, err: { message: error.message, code: (error as { code?: string }).code } }, 'dispatcher error'),
 		});
@@ -183,27 +157,11 @@ export class Daemon {
 
 	/** Provision or update an app. */
 	async putApp(id: string, input: AppInput): Promise<Record<string, unknown>> {
-		let split: ReturnType<typeof splitInput>;
-		try {
-			split = splitInput(input);
-		} catch (error) {
-			throw new RequestError(400, 'invalid_app', (error as Error).message, (error as { field?: string }).field);
-		}
-		const hasSecrets = Object.keys(split.secrets).length > 0;
-		if (hasSecrets && this.#box === undefined) throw new RequestError(403, 'no_secret', 'this daemon stores no credentials: start it with APNS_WORKER_SECRET set (or, knowingly, with --insecure-plaintext-secrets)');
-		let manager: ApnsManager;
-		try {
-			manager = new ApnsManager(managerOptions(split.settings, split.secrets, this.#tokens));
-		} catch (error) {
-			const field = error instanceof InvalidArgumentError ? `body/${error.argument.replace(/^options\./, '')}` : credentialField(split.secrets);
-			throw new RequestError(400, 'invalid_credentials', (error as Error).message, field);
-		}
-		const settings: AppSettings = { ...split.settings, certificate: certificateFacts(manager.certificate) };
-		const sealed = hasSecrets ? this.#box!.seal(JSON.stringify(split.secrets), id) : undefined;
+		const { settings, sealed, manager } = prepareApp(id, input, this.#box, this.#tokens);
 		const { app: record, created } = this.store.putApp(id, JSON.stringify(settings), sealed, Date.now());
 		const old = this.#apps.get(id);
-		if (settings.webhook === undefined) this.#webhooks.forget(record.num);
-		else this.#webhooks.wake(record.num, settings.webhook.url, id);
+		if (settings.webhook === undefined) this.#webhooks.forget(String(record.num));
+		else this.#webhooks.wake(String(record.num), settings.webhook.url, id);
 		const previous = old?.dispatcher ?? old?.previous;
 		const live: LiveApp = { record, settings, dispatcher: undefined, previous, stopped: undefined, switching: Promise.resolve() };
 		this.#apps.set(id, live);
@@ -214,7 +172,7 @@ export class Daemon {
 				return;
 			}
 			live.previous = undefined;
-			live.dispatcher = this.#dispatcher(record, manager);
+			live.dispatcher = this.#dispatcher(record, watched(id, manager, this.log));
 		};
 		live.switching = (old?.switching ?? Promise.resolve()).then(() => previous?.stop(this.#options.shutdownTimeoutMs)).then(start, start);
 		this.log.info({ app: id, created, auth: settings.auth, environment: settings.environment }, created ? 'app provisioned' : 'app updated');
@@ -234,7 +192,7 @@ export class Daemon {
 		this.#apps.delete(id);
 		live.dispatcher?.destroy();
 		live.previous?.destroy();
-		this.#webhooks.forget(live.record.num);
+		this.#webhooks.forget(String(live.record.num));
 		const dropped = this.store.deleteApp(live.record);
 		this.metrics.forget(id);
 		this.log.info({ app: id, dropped }, 'app deleted');
@@ -260,14 +218,14 @@ export class Daemon {
 		return { status: 202, body: response };
 	}
 
-	status(id: string, notificationId: string): Record<string, unknown> {
+	status(id: string, notificationId: string): NotificationView {
 		const live = this.#live(id);
 		const s = this.store.status(live.record.num, notificationId);
 		if (s === undefined) throw new RequestError(404, 'unknown_notification', `no notification ${notificationId} for app ${id} (or its outcome was pruned)`, 'notificationId');
 		return { id: s.id, pending: s.total - s.sent - s.failed, sent: s.sent, failed: s.failures };
 	}
 
-	feedback(id: string, after: number, limit: number): { feedback: Array<{ token: string; when: string; reason: string }>; next: number } {
+	feedback(id: string, after: number, limit: number): FeedbackPage {
 		const live = this.#live(id);
 		const records = this.store.feedback(live.record.num, after, limit, live.settings.webhook !== undefined);
 		return { feedback: records.map((r) => ({ token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })), next: records.length > 0 ? records[records.length - 1]!.seq : after };
@@ -309,37 +267,6 @@ export class Daemon {
 		this.log.info({ pending: left }, left > 0 ? 'stopped; pending notifications are kept for the next start' : 'stopped');
 		this.store.close();
 	}
-}
-
-/** The stored body of one notification entry, checked as the manager will check it. */
-function storedBody(n: NotificationInput, i: number): StoredBody {
-	const at = `body/notifications/${i}`;
-	if (n.aps === undefined && n.payload === undefined) throw new RequestError(400, 'invalid_notification', `${at}: aps or payload is required`, at);
-	if (n.aps !== undefined && n.payload?.['aps'] !== undefined) throw new RequestError(400, 'invalid_notification', `${at}/payload/aps: give aps once (as aps, or inside payload)`, `${at}/payload/aps`);
-	const payload = { ...n.payload, ...(n.aps === undefined ? {} : { aps: n.aps }) };
-	const options = {
-		...(n.pushType === undefined ? {} : { pushType: n.pushType }),
-		...(n.priority === undefined ? {} : { priority: n.priority }),
-		...(n.expiration === undefined ? {} : { expiration: n.expiration }),
-		...(n.collapseId === undefined ? {} : { collapseId: n.collapseId }),
-		...(n.topic === undefined ? {} : { topic: n.topic }),
-	};
-	try {
-		// One token is enough to check the payload and options (the schema checked every token).
-		checkHttp2Message(new Message(n.tokens[0]!, payload, options as ConstructorParameters<typeof Message>[2]), 'payload');
-	} catch (error) {
-		if (!(error instanceof InvalidArgumentError)) throw error;
-		const field = `${at}/${error.argument.replace(/^options\./, '')}`;
-		throw new RequestError(400, 'invalid_notification', `${at}: ${error.message}`, field);
-	}
-	return { payload, options };
-}
-
-/** Which field a credentials error is about. */
-function credentialField(secrets: AppSecrets): string {
-	if (secrets.tokenKey !== undefined) return 'body/token/key';
-	if (secrets.pfx !== undefined) return 'body/pfx';
-	return 'body/cert';
 }
 
 /** The API key: given, stored in `dir/api-key`, or generated there now (mode 0600). */

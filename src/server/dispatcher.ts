@@ -8,7 +8,7 @@
  */
 import type { ApnsManager, Receipt, SendResult } from '../index.js';
 import { backoffDelay } from '../drivers/backoff.js';
-import { Message } from '../message.js';
+import { storedMessage, type StoredBody } from './service.js';
 import type { AppRecord, PendingRow, Settlement, Store } from './store.js';
 
 /** Rows read per claim. */
@@ -22,12 +22,6 @@ const SETTLE_BATCH = 5000;
 const STORE_RETRY = { initialDelayMs: 500, maxDelayMs: 30_000, jitter: 0 } as const;
 /** Parsed notification bodies kept (a chunk usually spans a handful). */
 const BODY_CACHE = 256;
-
-/** What a stored notification body holds (see the POST route). */
-export interface StoredBody {
-	readonly payload: Record<string, unknown>;
-	readonly options: { pushType?: string; priority?: number; expiration?: number; collapseId?: string; topic?: string };
-}
 
 /** What the dispatcher tells the daemon (metrics, logs). */
 export interface DispatcherEvents {
@@ -117,7 +111,7 @@ export class Dispatcher {
 			const tokens = run.map((r) => r.token.toString('hex'));
 			let receipt: Receipt;
 			try {
-				receipt = this.#manager.send(new Message(tokens, body.payload, body.options as ConstructorParameters<typeof Message>[2]));
+				receipt = this.#manager.send(storedMessage(tokens, body));
 			} catch (error) {
 				// Checked when it was accepted, so this is a manager that refuses it for good (its settings
 				// changed): each row fails with the error's code rather than staying pending for ever.

@@ -7,7 +7,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { APP_INPUT_SCHEMA, type AppInput } from './apps.js';
-import { RequestError, type Daemon, type NotificationInput } from './daemon.js';
+import { RequestError, type NotificationInput, type PushService } from './service.js';
 
 /** Largest request body, in bytes (413 past it). */
 export const BODY_LIMIT = 8 * 1024 * 1024;
@@ -56,7 +56,7 @@ interface Route {
 }
 
 /** Build the API of `daemon` (not listening yet). */
-export function buildApi(daemon: Daemon): FastifyInstance {
+export function buildApi(daemon: PushService): FastifyInstance {
 	const app: FastifyInstance = Fastify({
 		loggerInstance: daemon.log as FastifyBaseLogger,
 		// Request lines are left out: the metrics have the latency, and the log stays about the pushes.
@@ -80,6 +80,9 @@ export function buildApi(daemon: Daemon): FastifyInstance {
 		if (given === undefined || !timingSafeEqual(digest(given), expected)) {
 			return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'Authorization: Bearer <API key> is required', field: 'headers/authorization' });
 		}
+		// Nothing is accepted that could not be stored (the shared Redis is gone): the client retries.
+		const unavailable = daemon.unavailable;
+		if (unavailable !== undefined) return reply.code(503).header('retry-after', '1').send({ error: 'storage_unavailable', message: unavailable });
 		return undefined;
 	});
 	app.addHook('onResponse', async (request, reply) => {
@@ -121,7 +124,7 @@ export function buildApi(daemon: Daemon): FastifyInstance {
 				return reply.code(200).send(await daemon.putApp(appId, request.body as AppInput));
 			},
 		},
-		{ method: 'GET', url: '/v1/apps', summary: 'List the apps', auth: true, schema: {}, handler: () => ({ apps: daemon.listApps() }) },
+		{ method: 'GET', url: '/v1/apps', summary: 'List the apps', auth: true, schema: {}, handler: async () => ({ apps: await daemon.listApps() }) },
 		{ method: 'GET', url: '/v1/apps/:appId', summary: 'One app', auth: true, schema: { params: APP_PARAMS }, handler: (request) => daemon.getApp((request.params as { appId: string }).appId) },
 		{
 			method: 'DELETE',
@@ -141,10 +144,10 @@ export function buildApi(daemon: Daemon): FastifyInstance {
 				body: NOTIFICATIONS_SCHEMA,
 				headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 255 } } },
 			},
-			handler: (request, reply) => {
+			handler: async (request, reply) => {
 				const { appId } = request.params as { appId: string };
 				const { notifications } = request.body as { notifications: NotificationInput[] };
-				const { status, body } = daemon.accept(appId, notifications, request.headers['idempotency-key'] as string | undefined);
+				const { status, body } = await daemon.accept(appId, notifications, request.headers['idempotency-key'] as string | undefined);
 				return reply.code(status).send(body);
 			},
 		},
@@ -184,7 +187,14 @@ export function buildApi(daemon: Daemon): FastifyInstance {
 			schema: {},
 			handler: async (_request, reply) => reply.header('content-type', daemon.metrics.registry.contentType).send(await daemon.metrics.registry.metrics()),
 		},
-		{ method: 'GET', url: '/healthz', summary: 'Liveness: 200 while serving, 503 while shutting down', auth: false, schema: {}, handler: (_request, reply) => (daemon.closing ? reply.code(503).send({ status: 'shutting_down' }) : reply.send({ status: 'ok' })) },
+		{
+			method: 'GET',
+			url: '/healthz',
+			summary: 'Health: 200 while serving, 503 while shutting down or while the storage (Redis) is unreachable',
+			auth: false,
+			schema: {},
+			handler: (_request, reply) => (daemon.closing ? reply.code(503).send({ status: 'shutting_down' }) : daemon.unavailable !== undefined ? reply.code(503).send({ status: 'storage_unavailable' }) : reply.send({ status: 'ok' })),
+		},
 	];
 	for (const r of routes) app.route({ method: r.method, url: r.url, schema: r.schema, handler: r.handler });
 	const openapi = openApi(routes);

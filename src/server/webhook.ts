@@ -2,13 +2,27 @@
  * Feedback webhooks: an app with `webhook: { url }` gets its feedback records POSTed in batches, in
  * order, each batch until the receiver answers 2xx (retried with capped, jittered backoff; never
  * skipped). p-queue bounds how many apps deliver at once. The app's cursor in the store moves only past
- * what a receiver accepted, so a restart goes on where it stopped (a batch may arrive twice; records
- * carry their `seq` for that).
+ * what a receiver accepted, so a restart goes on where it stopped (a batch may arrive twice — also when
+ * several daemons share one Redis and more than one delivers; records carry their `seq` for that).
  */
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../drivers/backoff.js';
-import type { Store } from './store.js';
+
+/** Where the feedback comes from: the SQLite store, or Redis. Apps are named by a key of the source's. */
+export interface FeedbackSource {
+	/** Records after the webhook's cursor, oldest first. */
+	batch(key: string, limit: number): ReadonlyArray<FeedbackItem> | Promise<ReadonlyArray<FeedbackItem>>;
+	/** The receiver has every record up to `seq`. */
+	delivered(key: string, seq: number): void | Promise<void>;
+}
+
+export interface FeedbackItem {
+	readonly seq: number;
+	readonly token: string;
+	readonly when: number;
+	readonly reason: string;
+}
 
 /** Records per POST. */
 export const WEBHOOK_BATCH = 500;
@@ -28,47 +42,49 @@ interface Target {
 }
 
 export class Webhooks {
-	readonly #store: Store;
+	readonly #source: FeedbackSource;
 	readonly #log: Logger;
 	readonly #queue = new PQueue({ concurrency: CONCURRENCY });
-	readonly #targets = new Map<number, Target>();
+	readonly #targets = new Map<string, Target>();
 	#closed = false;
 
-	constructor(store: Store, log: Logger) {
-		this.#store = store;
+	constructor(source: FeedbackSource, log: Logger) {
+		this.#source = source;
 		this.#log = log;
 	}
 
-	/** App `num` (id `app`) may have records for `url`: deliver them. */
-	wake(num: number, url: string, app: string): void {
+	/** The app `app` (the source's `key`) may have records for `url`: deliver them. */
+	wake(key: string, url: string, app: string): void {
 		if (this.#closed) return;
-		let t = this.#targets.get(num);
+		let t = this.#targets.get(key);
 		if (t === undefined) {
 			t = { url, app, busy: false, again: false, failures: 0, timer: undefined };
-			this.#targets.set(num, t);
+			this.#targets.set(key, t);
 		}
 		if (t.url !== url) {
 			// Another URL: a fresh target (a delivery to the old one in progress sees it was replaced).
 			clearTimeout(t.timer);
 			t = { url, app, busy: false, again: false, failures: 0, timer: undefined };
-			this.#targets.set(num, t);
+			this.#targets.set(key, t);
 		}
 		if (t.busy || t.timer !== undefined) {
 			t.again = true;
 			return;
 		}
 		t.busy = true;
-		void this.#queue.add(() => this.#deliver(num, t));
+		void this.#queue.add(() => this.#deliver(key, t));
 	}
 
-	async #deliver(num: number, t: Target): Promise<void> {
+	async #deliver(key: string, t: Target): Promise<void> {
 		for (;;) {
 			t.again = false;
-			const batch = this.#store.webhookBatch(num, WEBHOOK_BATCH);
-			if (batch.length === 0 || this.#closed) break;
-			const body = JSON.stringify({ app: t.app, feedback: batch.map((r) => ({ seq: r.seq, token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })) });
 			let failure: string | undefined;
+			let last = 0;
 			try {
+				const batch = await this.#source.batch(key, WEBHOOK_BATCH);
+				if (batch.length === 0 || this.#closed) break;
+				last = batch[batch.length - 1]!.seq;
+				const body = JSON.stringify({ app: t.app, feedback: batch.map((r) => ({ seq: r.seq, token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })) });
 				const res = await fetch(t.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
 				await res.body?.cancel();
 				if (!res.ok) failure = `HTTP ${res.status}`;
@@ -76,11 +92,15 @@ export class Webhooks {
 				failure = (error as Error).message;
 			}
 			// Forgotten meanwhile (the app deleted, its webhook removed or changed): this delivery is over.
-			if (this.#closed || this.#targets.get(num) !== t) return;
+			if (this.#closed || this.#targets.get(key) !== t) return;
 			if (failure === undefined) {
-				this.#store.webhookDelivered(num, batch[batch.length - 1]!.seq);
-				t.failures = 0;
-				continue;
+				try {
+					await this.#source.delivered(key, last);
+					t.failures = 0;
+					continue;
+				} catch (error) {
+					failure = `cursor not stored: ${(error as Error).message}`;
+				}
 			}
 			t.failures++;
 			const delay = backoffDelay(t.failures, BACKOFF);
@@ -88,20 +108,20 @@ export class Webhooks {
 			t.busy = false;
 			t.timer = setTimeout(() => {
 				t.timer = undefined;
-				if (this.#targets.get(num) === t) this.wake(num, t.url, t.app);
+				if (this.#targets.get(key) === t) this.wake(key, t.url, t.app);
 			}, delay);
 			t.timer.unref();
 			return;
 		}
 		t.busy = false;
-		if (t.again && !this.#closed) this.wake(num, t.url, t.app);
+		if (t.again && !this.#closed) this.wake(key, t.url, t.app);
 	}
 
 	/** Forget an app (deleted, or its webhook removed). */
-	forget(num: number): void {
-		const t = this.#targets.get(num);
+	forget(key: string): void {
+		const t = this.#targets.get(key);
 		if (t !== undefined) clearTimeout(t.timer);
-		this.#targets.delete(num);
+		this.#targets.delete(key);
 	}
 
 	close(): void {

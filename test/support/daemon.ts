@@ -37,11 +37,11 @@ export interface RunningDaemon {
 	api(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
 }
 
-/** Start `apns-worker serve` on `dir`; resolves once it listens (rejects if it exits first). */
-export async function startDaemon(t: TestContext, dir: string, options: { env?: Record<string, string | undefined>; args?: string[] } = {}): Promise<RunningDaemon> {
+/** Start `apns-worker serve` on `dir` (undefined: no --data, as with --redis); resolves once it listens (rejects if it exits first). */
+export async function startDaemon(t: TestContext, dir: string | undefined, options: { env?: Record<string, string | undefined>; args?: string[] } = {}): Promise<RunningDaemon> {
 	const env: Record<string, string | undefined> = { ...process.env, APNS_WORKER_SECRET: SECRET, APNS_WORKER_API_KEY: API_KEY, LOG_LEVEL: 'warn', ...options.env };
 	for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-	const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--data', dir, '--shutdown-timeout', '5', ...(options.args ?? [])], { env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+	const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...(dir === undefined ? [] : ['--data', dir]), '--shutdown-timeout', '5', ...(options.args ?? [])], { env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
 	let output = '';
 	child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
 	child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
@@ -91,9 +91,9 @@ export async function request(url: string, method: string, path: string, body?: 
 }
 
 /** An HTTP/2 mock APNs trusting {@link P8}, closed after the test. */
-export async function mockApns(t: TestContext, faults: MockApnsHttp2Faults = {}, record = true): Promise<MockApnsHttp2> {
+export async function mockApns(t: TestContext, faults: MockApnsHttp2Faults = {}, record = true, onAccepted?: (token: string) => void): Promise<MockApnsHttp2> {
 	const c = certs();
-	const mock = await startMockApnsHttp2({ server: c.server, keys: [{ keyId: P8.keyId, teamId: P8.teamId, publicKey: p8.publicKey }], topics: [TOPIC], faults, record });
+	const mock = await startMockApnsHttp2({ server: c.server, keys: [{ keyId: P8.keyId, teamId: P8.teamId, publicKey: p8.publicKey }], topics: [TOPIC], faults, record, ...(onAccepted === undefined ? {} : { onAccepted }) });
 	t.after(() => mock.close());
 	return mock;
 }
@@ -111,4 +111,16 @@ export async function until<T>(check: () => Promise<T | undefined>, what: string
 		await new Promise((resolve) => setTimeout(resolve, everyMs));
 	}
 	throw new Error(`gave up waiting for ${what}`);
+}
+
+/** How `tokens` fared at `mock`: never received (lost), and received more than once (the extra copies). */
+export function tally(mock: { counts: ReadonlyMap<string, number> }, tokens: Iterable<string>): { lost: number; duplicates: number } {
+	let lost = 0;
+	let duplicates = 0;
+	for (const token of tokens) {
+		const n = mock.counts.get(token) ?? 0;
+		if (n === 0) lost++;
+		else duplicates += n - 1;
+	}
+	return { lost, duplicates };
 }

@@ -1,0 +1,335 @@
+/**
+ * What daemons that scale out share in Redis, besides BullMQ's queue (see redis-daemon.ts): apps,
+ * notification outcomes, per-job progress, pending counts, feedback and idempotency answers. Every key
+ * starts with `aw:`.
+ *
+ * | key | type | holds |
+ * |---|---|---|
+ * | `aw:meta` | hash | the secret's salt and check value |
+ * | `aw:apps` | hash | app id → JSON {@link RedisApp}; changes are published on `aw:apps:changed` |
+ * | `aw:pending` | hash | app incarnation → notifications accepted and not yet settled |
+ * | `aw:n:{gen}:{id}` | hash | a notification's `total`, `sent`, `failed` (expires with the retention) |
+ * | `aw:nf:{gen}:{id}` | list | its failures, JSON (expires with the retention) |
+ * | `aw:p:{jobId}` | string | a job's progress: one bit per token, set once its outcome is recorded |
+ * | `aw:fb:{gen}` | stream | the app's feedback, entry ids `0-{seq}` (seq is the API's cursor) |
+ * | `aw:fbseq`, `aw:whc` | hash | per incarnation: the last feedback seq; the webhook's cursor |
+ * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
+ *
+ * An app's `gen` is a random id made when it is created: a deleted app's leftovers (jobs in the queue,
+ * outcomes) can never reach an app created later under the same id.
+ *
+ * Outcomes and progress are recorded by one script ({@link SETTLE}) so that they are atomic together:
+ * a token whose bit is already set is not counted again — a job run twice (taken over from a daemon
+ * that looked dead and was not) records each token's outcome once.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+/** An app as stored in `aw:apps`. */
+export interface RedisApp {
+	readonly id: string;
+	/** Its incarnation: made at creation, kept by updates. */
+	readonly gen: string;
+	/** JSON of its public settings. */
+	readonly settings: string;
+	readonly sealed: string | undefined;
+	readonly createdAt: number;
+	readonly updatedAt: number;
+}
+
+/** One failed token, as a settlement records it. */
+export interface RedisFailure {
+	/** Its index in the job. */
+	readonly index: number;
+	readonly token: string;
+	readonly status: number;
+	readonly reason: string;
+	/** For a 410: when APNs found the token invalid (ms); the token becomes feedback. */
+	readonly feedbackAt: number | undefined;
+}
+
+export const APPS_CHANNEL = 'aw:apps:changed';
+
+/**
+ * Record a job's outcomes and progress at once. KEYS: progress, notification hash, failures list, pending
+ * hash, feedback stream, feedback seq hash. ARGV: gen, tokens in the job, retention (s), now (ms), bitmap of
+ * the tokens delivered, number of failures, then per failure: index, failure JSON, feedback token ('' for
+ * none), when (ms), reason. Returns {newly delivered, newly failed, feedback records added}.
+ */
+const SETTLE = `
+local count = tonumber(ARGV[2])
+local nbytes = math.floor((count + 7) / 8)
+local old = redis.call('GET', KEYS[1]) or ''
+local sent = ARGV[5]
+local bytes = {}
+local newSent = 0
+for i = 1, nbytes do
+	local o = string.byte(old, i) or 0
+	local s = string.byte(sent, i) or 0
+	local fresh = bit.band(s, bit.bnot(o))
+	while fresh ~= 0 do fresh = bit.band(fresh, fresh - 1); newSent = newSent + 1 end
+	bytes[i] = bit.bor(o, s)
+end
+local newFailed = 0
+local feedback = 0
+for k = 0, tonumber(ARGV[6]) - 1 do
+	local a = 7 + k * 5
+	local index = tonumber(ARGV[a])
+	local at = math.floor(index / 8) + 1
+	local mask = bit.lshift(1, index % 8)
+	if bit.band(bytes[at], mask) == 0 then
+		bytes[at] = bit.bor(bytes[at], mask)
+		newFailed = newFailed + 1
+		redis.call('RPUSH', KEYS[3], ARGV[a + 1])
+		if ARGV[a + 2] ~= '' then
+			local seq = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
+			redis.call('XADD', KEYS[5], '0-' .. seq, 't', ARGV[a + 2], 'w', ARGV[a + 3], 'r', ARGV[a + 4], 's', ARGV[4])
+			feedback = feedback + 1
+		end
+	end
+end
+if newSent + newFailed > 0 then
+	if newSent > 0 then redis.call('HINCRBY', KEYS[2], 'sent', newSent) end
+	if newFailed > 0 then
+		redis.call('HINCRBY', KEYS[2], 'failed', newFailed)
+		redis.call('EXPIRE', KEYS[3], ARGV[3])
+	end
+	redis.call('EXPIRE', KEYS[2], ARGV[3])
+	-- Counted as pending only once its acceptance is recorded (ACCEPT subtracts what settled before).
+	if redis.call('HEXISTS', KEYS[2], 'total') == 1 then
+		redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed))
+	end
+end
+local done = 0
+for i = 1, nbytes do
+	local c = bytes[i]
+	while c ~= 0 do c = bit.band(c, c - 1); done = done + 1 end
+end
+-- Kept a while after the last token (not deleted): a second run of the job must still see every bit.
+local ttl = ARGV[3]
+if done >= count then ttl = math.min(tonumber(ARGV[3]), 3600) end
+redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ttl)
+return {newSent, newFailed, feedback}
+`;
+
+/**
+ * Record accepted notifications (after their jobs were added). KEYS: pending hash, then one notification
+ * hash each; ARGV: gen, now, retention (s), then one total each. A notification recorded already (a
+ * retry with the same Idempotency-Key) is not counted again; one whose tokens settled before this ran
+ * (its jobs were quick) is counted without them.
+ */
+const ACCEPT = `
+for i = 2, #KEYS do
+	if redis.call('HSETNX', KEYS[i], 'total', ARGV[i + 2]) == 1 then
+		local settled = tonumber(redis.call('HGET', KEYS[i], 'sent') or '0') + tonumber(redis.call('HGET', KEYS[i], 'failed') or '0')
+		redis.call('HSET', KEYS[i], 'created', ARGV[2])
+		redis.call('EXPIRE', KEYS[i], ARGV[3])
+		redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[i + 2]) - settled)
+	end
+end
+return 1
+`;
+
+/** Create or update an app. KEYS: apps; ARGV: id, settings, sealed ('' for none), now, fresh gen. Returns {json, created}. */
+const PUT_APP = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+local gen = ARGV[5]
+local created = ARGV[4]
+local isNew = 1
+if old then
+	local app = cjson.decode(old)
+	gen = app.gen
+	created = app.createdAt
+	isNew = 0
+end
+local app = { id = ARGV[1], gen = gen, settings = ARGV[2], createdAt = created, updatedAt = ARGV[4] }
+if ARGV[3] ~= '' then app.sealed = ARGV[3] end
+local json = cjson.encode(app)
+redis.call('HSET', KEYS[1], ARGV[1], json)
+redis.call('PUBLISH', '${APPS_CHANNEL}', ARGV[1])
+return {json, isNew}
+`;
+
+/** Delete an app. KEYS: apps, pending, fbseq, webhook cursors; ARGV: id. Returns the pending count dropped (-1: no app). */
+const DELETE_APP = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return -1 end
+local gen = cjson.decode(old).gen
+local dropped = tonumber(redis.call('HGET', KEYS[2], gen) or '0')
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], gen)
+redis.call('HDEL', KEYS[3], gen)
+redis.call('HDEL', KEYS[4], gen)
+redis.call('DEL', 'aw:fb:' .. gen)
+redis.call('PUBLISH', '${APPS_CHANNEL}', ARGV[1])
+return dropped
+`;
+
+type Scripted = Redis & {
+	awSettle(...args: Array<string | number | Buffer>): Promise<[number, number, number]>;
+	awPutApp(...args: Array<string | number>): Promise<[string, number]>;
+	awDeleteApp(...args: Array<string | number>): Promise<number>;
+	awAccept(numberOfKeys: number, ...args: Array<string | number>): Promise<number>;
+};
+
+/** The shared state's operations (one command, pipeline or script each). */
+export class RedisStore {
+	readonly #r: Scripted;
+	readonly #retentionS: number;
+
+	constructor(client: Redis, retentionMs: number) {
+		client.defineCommand('awSettle', { numberOfKeys: 6, lua: SETTLE });
+		client.defineCommand('awPutApp', { numberOfKeys: 1, lua: PUT_APP });
+		client.defineCommand('awDeleteApp', { numberOfKeys: 4, lua: DELETE_APP });
+		client.defineCommand('awAccept', { lua: ACCEPT });
+		this.#r = client as Scripted;
+		this.#retentionS = Math.max(1, Math.ceil(retentionMs / 1000));
+	}
+
+	/** `field` of `aw:meta`, set to `value` first if it has none (the first daemon's value wins). */
+	async metaOnce(field: string, value: () => string): Promise<string> {
+		const existing = await this.#r.hget('aw:meta', field);
+		if (existing !== null) return existing;
+		await this.#r.hsetnx('aw:meta', field, value());
+		return (await this.#r.hget('aw:meta', field))!;
+	}
+
+	async getMeta(field: string): Promise<string | undefined> {
+		return (await this.#r.hget('aw:meta', field)) ?? undefined;
+	}
+
+	async getApp(id: string): Promise<RedisApp | undefined> {
+		const json = await this.#r.hget('aw:apps', id);
+		return json === null ? undefined : toApp(json);
+	}
+
+	async listApps(): Promise<RedisApp[]> {
+		return Object.values(await this.#r.hgetall('aw:apps')).map(toApp);
+	}
+
+	/** Create or update an app (its gen kept), and tell every daemon. */
+	async putApp(id: string, settings: string, sealed: string | undefined, now: number): Promise<{ app: RedisApp; created: boolean }> {
+		const [json, created] = await this.#r.awPutApp('aw:apps', id, settings, sealed ?? '', now, randomUUID());
+		return { app: toApp(json), created: created === 1 };
+	}
+
+	/** Delete an app and what it had (its notifications' outcomes expire); the pending count dropped, or undefined when there was no app. */
+	async deleteApp(id: string): Promise<number | undefined> {
+		const dropped = await this.#r.awDeleteApp('aw:apps', 'aw:pending', 'aw:fbseq', 'aw:whc', id);
+		return dropped < 0 ? undefined : dropped;
+	}
+
+	/**
+	 * Record accepted notifications, once their jobs are in the queue: their totals, and the app's pending
+	 * count. Recording the same notification again changes nothing; if this fails, the client retries.
+	 */
+	async accepted(gen: string, notifications: ReadonlyArray<{ id: string; total: number }>, now: number): Promise<void> {
+		await this.#r.awAccept(notifications.length + 1, 'aw:pending', ...notifications.map((n) => `aw:n:${gen}:${n.id}`), gen, now, this.#retentionS, ...notifications.map((n) => n.total));
+	}
+
+	/** The answer given to an earlier request with this Idempotency-Key. */
+	async idempotent(gen: string, key: string): Promise<string | undefined> {
+		return (await this.#r.get(`aw:idem:${gen}:${key}`)) ?? undefined;
+	}
+
+	/** Remember the answer to an Idempotency-Key; the answer that is kept (an earlier one wins). */
+	async remember(gen: string, key: string, response: string): Promise<string> {
+		const k = `aw:idem:${gen}:${key}`;
+		const [set, kept] = await exec(this.#r.pipeline().set(k, response, 'EX', this.#retentionS, 'NX').get(k));
+		return set === 'OK' ? response : ((kept as string | null) ?? response);
+	}
+
+	async pending(gens: readonly string[]): Promise<number[]> {
+		if (gens.length === 0) return [];
+		return (await this.#r.hmget('aw:pending', ...gens)).map((v) => Math.max(0, Number(v ?? 0)));
+	}
+
+	async status(gen: string, id: string): Promise<{ total: number; sent: number; failed: number; failures: Array<{ token: string; status: number; reason: string }> } | undefined> {
+		const [counts, failures] = await exec(this.#r.pipeline().hmget(`aw:n:${gen}:${id}`, 'total', 'sent', 'failed').lrange(`aw:nf:${gen}:${id}`, 0, -1));
+		const [total, sent, failed] = counts as Array<string | null>;
+		if (total === null || total === undefined) return undefined;
+		return { total: Number(total), sent: Number(sent ?? 0), failed: Number(failed ?? 0), failures: (failures as string[]).map((f) => JSON.parse(f) as { token: string; status: number; reason: string }) };
+	}
+
+	/** A job's progress bitmap (undefined before its first settlement). */
+	async progress(jobId: string): Promise<Buffer | undefined> {
+		return (await this.#r.getBuffer(`aw:p:${jobId}`)) ?? undefined;
+	}
+
+	/** Record outcomes of a job's tokens; what was newly recorded (a token already recorded is not counted again). */
+	async settle(job: { id: string; gen: string; notification: string; count: number }, sent: Uint8Array, failures: readonly RedisFailure[], now: number): Promise<{ sent: number; failed: number; feedback: number }> {
+		const args: Array<string | number | Buffer> = [`aw:p:${job.id}`, `aw:n:${job.gen}:${job.notification}`, `aw:nf:${job.gen}:${job.notification}`, 'aw:pending', `aw:fb:${job.gen}`, 'aw:fbseq'];
+		args.push(job.gen, job.count, this.#retentionS, now, Buffer.from(sent.buffer, sent.byteOffset, sent.byteLength), failures.length);
+		for (const f of failures) args.push(f.index, JSON.stringify({ token: f.token, status: f.status, reason: f.reason }), f.feedbackAt === undefined ? '' : f.token, f.feedbackAt ?? 0, f.reason);
+		const [s, f, fb] = await this.#r.awSettle(...args);
+		return { sent: s, failed: f, feedback: fb };
+	}
+
+	/**
+	 * Feedback after `after`, at most `limit`; what is at or below `after` was read past and is deleted —
+	 * with a webhook, only once the webhook has it too.
+	 */
+	async feedback(gen: string, after: number, limit: number, webhook: boolean): Promise<Array<{ seq: number; token: string; when: number; reason: string }>> {
+		const upTo = webhook ? Math.min(after, Number((await this.#r.hget('aw:whc', gen)) ?? 0)) : after;
+		if (upTo > 0) await this.#r.xtrim(`aw:fb:${gen}`, 'MINID', `0-${upTo + 1}`);
+		return this.#read(gen, after, limit);
+	}
+
+	/** Feedback after the webhook's cursor (not deleted: the API's readers may not have read it). */
+	async webhookBatch(gen: string, limit: number): Promise<Array<{ seq: number; token: string; when: number; reason: string }>> {
+		return this.#read(gen, Number((await this.#r.hget('aw:whc', gen)) ?? 0), limit);
+	}
+
+	/** The webhook has everything up to `seq` (the cursor only moves forward: two daemons may deliver). */
+	async webhookDelivered(gen: string, seq: number): Promise<void> {
+		await this.#r.eval("if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end", 1, 'aw:whc', gen, seq);
+	}
+
+	/**
+	 * Drop feedback stored before `before` that no one read (with a webhook, only what it has). Entries are
+	 * in the order they were stored, so the cut is a prefix: pages are read until an entry is young enough.
+	 */
+	async pruneFeedback(gen: string, before: number, webhook: boolean): Promise<number> {
+		const key = `aw:fb:${gen}`;
+		let cut = 0;
+		for (let page = 0; page < 100; page++) {
+			const entries = await this.#r.xrange(key, `(0-${cut}`, '+', 'COUNT', 1000);
+			let young = false;
+			for (const [id, fields] of entries) {
+				const stored = Number(fields[fields.indexOf('s') + 1]);
+				if (stored >= before) {
+					young = true;
+					break;
+				}
+				cut = Number(id.slice(2));
+			}
+			if (young || entries.length < 1000) break;
+		}
+		if (webhook) cut = Math.min(cut, Number((await this.#r.hget('aw:whc', gen)) ?? 0));
+		return cut > 0 ? this.#r.xtrim(key, 'MINID', `0-${cut + 1}`) : 0;
+	}
+
+	async #read(gen: string, after: number, limit: number): Promise<Array<{ seq: number; token: string; when: number; reason: string }>> {
+		const entries = await this.#r.xrange(`aw:fb:${gen}`, `(0-${after}`, '+', 'COUNT', limit);
+		return entries.map(([id, fields]) => {
+			const f = new Map<string, string>();
+			for (let i = 0; i < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!);
+			return { seq: Number(id.slice(2)), token: f.get('t')!, when: Number(f.get('w')), reason: f.get('r')! };
+		});
+	}
+}
+
+function toApp(json: string): RedisApp {
+	// Times are kept as strings: Lua's JSON encoder would round large numbers.
+	const a = JSON.parse(json) as { id: string; gen: string; settings: string; sealed?: string; createdAt: string; updatedAt: string };
+	return { id: a.id, gen: a.gen, settings: a.settings, sealed: a.sealed, createdAt: Number(a.createdAt), updatedAt: Number(a.updatedAt) };
+}
+
+/** Run a pipeline; its replies, or the first error. */
+async function exec(p: ReturnType<Redis['pipeline']>): Promise<unknown[]> {
+	const replies = (await p.exec()) ?? [];
+	return replies.map(([error, value]) => {
+		if (error !== null) throw error;
+		return value;
+	});
+}

@@ -1,0 +1,159 @@
+/**
+ * What the HTTP API needs of a daemon, whatever it stores in: the embedded SQLite one ({@link Daemon} in
+ * daemon.ts) or the Redis one that many daemons share (`RedisDaemon` in redis-daemon.ts). Also the
+ * checks both make the same way: a notification entry checked as the manager will check it, and an
+ * app's input turned into settings, sealed credentials and a working manager.
+ */
+import type { Logger } from 'pino';
+import { ApnsManager, InvalidArgumentError, ServerError } from '../index.js';
+import { Message } from '../message.js';
+import { checkHttp2Message } from '../protocol/http2.js';
+import { certificateFacts, managerOptions, splitInput, type AppInput, type AppSecrets, type AppSettings, type SharedTokens } from './apps.js';
+import type { Metrics } from './metrics.js';
+import type { SecretBox } from './secrets.js';
+
+/** A request the daemon refuses: the HTTP status, a stable code, and the field at fault. */
+export class RequestError extends Error {
+	readonly status: number;
+	readonly code: string;
+	readonly field: string | undefined;
+	constructor(status: number, code: string, message: string, field?: string) {
+		super(message);
+		this.status = status;
+		this.code = code;
+		this.field = field;
+	}
+}
+
+/** The body of `POST /v1/apps/{appId}/notifications`, one entry. */
+export interface NotificationInput {
+	readonly tokens: readonly string[];
+	readonly aps?: Record<string, unknown>;
+	readonly payload?: Record<string, unknown>;
+	readonly pushType?: string;
+	readonly priority?: number;
+	readonly expiration?: number;
+	readonly collapseId?: string;
+	readonly topic?: string;
+}
+
+/** What is stored of a notification entry: the payload and the message options. */
+export interface StoredBody {
+	readonly payload: Record<string, unknown>;
+	readonly options: { pushType?: string; priority?: number; expiration?: number; collapseId?: string; topic?: string };
+}
+
+/** A notification's outcome so far, as `GET …/notifications/{id}` answers it. */
+export interface NotificationView {
+	readonly id: string;
+	readonly pending: number;
+	readonly sent: number;
+	readonly failed: ReadonlyArray<{ token: string; status: number; reason: string }>;
+}
+
+/** A page of feedback, as `GET …/feedback` answers it. */
+export interface FeedbackPage {
+	readonly feedback: Array<{ token: string; when: string; reason: string }>;
+	readonly next: number;
+}
+
+/** The operations behind the `/v1` routes (a result or a promise of one; refusals are {@link RequestError}s). */
+export interface PushService {
+	readonly log: Logger;
+	readonly metrics: Metrics;
+	readonly apiKey: string;
+	/** Shutting down: `/v1` answers 503. */
+	readonly closing: boolean;
+	/** Why the storage cannot be used now (`/v1` answers 503 with it), or undefined when it can. */
+	readonly unavailable: string | undefined;
+	putApp(id: string, input: AppInput): Promise<Record<string, unknown>>;
+	getApp(id: string): Record<string, unknown> | Promise<Record<string, unknown>>;
+	listApps(): Array<Record<string, unknown>> | Promise<Array<Record<string, unknown>>>;
+	deleteApp(id: string): Promise<{ dropped: number }>;
+	accept(id: string, notifications: readonly NotificationInput[], idempotencyKey: string | undefined): { status: number; body: unknown } | Promise<{ status: number; body: unknown }>;
+	status(id: string, notificationId: string): NotificationView | Promise<NotificationView>;
+	feedback(id: string, after: number, limit: number): FeedbackPage | Promise<FeedbackPage>;
+}
+
+/** The stored body of one notification entry, checked as the manager will check it. */
+export function storedBody(n: NotificationInput, i: number): StoredBody {
+	const at = `body/notifications/${i}`;
+	if (n.aps === undefined && n.payload === undefined) throw new RequestError(400, 'invalid_notification', `${at}: aps or payload is required`, at);
+	if (n.aps !== undefined && n.payload?.['aps'] !== undefined) throw new RequestError(400, 'invalid_notification', `${at}/payload/aps: give aps once (as aps, or inside payload)`, `${at}/payload/aps`);
+	const payload = { ...n.payload, ...(n.aps === undefined ? {} : { aps: n.aps }) };
+	const options = {
+		...(n.pushType === undefined ? {} : { pushType: n.pushType }),
+		...(n.priority === undefined ? {} : { priority: n.priority }),
+		...(n.expiration === undefined ? {} : { expiration: n.expiration }),
+		...(n.collapseId === undefined ? {} : { collapseId: n.collapseId }),
+		...(n.topic === undefined ? {} : { topic: n.topic }),
+	};
+	try {
+		// One token is enough to check the payload and options (the schema checked every token).
+		checkHttp2Message(new Message(n.tokens[0]!, payload, options as ConstructorParameters<typeof Message>[2]), 'payload');
+	} catch (error) {
+		if (!(error instanceof InvalidArgumentError)) throw error;
+		const field = `${at}/${error.argument.replace(/^options\./, '')}`;
+		throw new RequestError(400, 'invalid_notification', `${at}: ${error.message}`, field);
+	}
+	return { payload, options };
+}
+
+/** One message of a stored body to `tokens` (hex). */
+export function storedMessage(tokens: string[], body: StoredBody): Message {
+	return new Message(tokens, body.payload, body.options as ConstructorParameters<typeof Message>[2]);
+}
+
+/** An app input made ready to store: its settings, its sealed credentials, and a manager that loaded them. */
+export interface PreparedApp {
+	readonly settings: AppSettings;
+	readonly sealed: string | undefined;
+	readonly manager: ApnsManager;
+}
+
+/**
+ * Check an app's input by making its manager (the credentials load, or a 400 names the field), and seal
+ * its credentials with `box` (403 when there is none to seal them with).
+ */
+export function prepareApp(id: string, input: AppInput, box: SecretBox | undefined, tokens: SharedTokens): PreparedApp {
+	let split: ReturnType<typeof splitInput>;
+	try {
+		split = splitInput(input);
+	} catch (error) {
+		throw new RequestError(400, 'invalid_app', (error as Error).message, (error as { field?: string }).field);
+	}
+	const hasSecrets = Object.keys(split.secrets).length > 0;
+	if (hasSecrets && box === undefined) throw new RequestError(403, 'no_secret', 'this daemon stores no credentials: start it with APNS_WORKER_SECRET set (or, knowingly, with --insecure-plaintext-secrets)');
+	let manager: ApnsManager;
+	try {
+		manager = new ApnsManager(managerOptions(split.settings, split.secrets, tokens));
+	} catch (error) {
+		const field = error instanceof InvalidArgumentError ? `body/${error.argument.replace(/^options\./, '')}` : credentialField(split.secrets);
+		throw new RequestError(400, 'invalid_credentials', (error as Error).message, field);
+	}
+	const settings: AppSettings = { ...split.settings, certificate: certificateFacts(manager.certificate) };
+	return { settings, sealed: hasSecrets ? box!.seal(JSON.stringify(split.secrets), id) : undefined, manager };
+}
+
+/** A stored app's manager: its credentials opened with `box`. @throws when they cannot be (the app stays stopped). */
+export function openApp(id: string, settings: AppSettings, sealed: string | undefined, box: SecretBox | undefined, tokens: SharedTokens, log: Logger): ApnsManager {
+	let secrets: AppSecrets = {};
+	if (sealed !== undefined) {
+		if (box === undefined) throw new ServerError('APNS_SERVER_SECRET', 'stored credentials cannot be opened without APNS_WORKER_SECRET');
+		secrets = JSON.parse(box.open(sealed, id)) as AppSecrets;
+	}
+	return watched(id, new ApnsManager(managerOptions(settings, secrets, tokens)), log);
+}
+
+/** Log what a manager reports that no receipt carries (it cannot reach APNs). */
+export function watched(id: string, manager: ApnsManager, log: Logger): ApnsManager {
+	manager.on('connectError', (error, info) => log.warn({ app: id, attempt: info.attempt, retryInMs: info.retryInMs, err: { message: error.message } }, 'cannot reach APNs'));
+	return manager;
+}
+
+/** Which field a credentials error is about. */
+function credentialField(secrets: AppSecrets): string {
+	if (secrets.tokenKey !== undefined) return 'body/token/key';
+	if (secrets.pfx !== undefined) return 'body/pfx';
+	return 'body/cert';
+}

@@ -1,0 +1,244 @@
+/**
+ * `apns-worker serve --redis`: several daemons (child processes) on one real `redis-server`, an HTTP/2
+ * mock APNs on 127.0.0.1. Every test counts what the mock received. Skipped, with the reason, where
+ * `redis-server` is not installed.
+ */
+import assert from 'node:assert/strict';
+import { test, type TestContext } from 'node:test';
+import { Redis } from 'ioredis';
+import { RedisStore } from '../src/server/redis-store.js';
+import { makeTokens } from './support/helpers.js';
+import { API_KEY, appBody, mockApns, P8, request, type RunningDaemon, SECRET, startDaemon, tally, until } from './support/daemon.js';
+import { REDIS_MISSING, startRedis } from './support/redis.js';
+
+const skip = REDIS_MISSING;
+
+async function redis(t: TestContext, options: { persist?: boolean } = {}): Promise<Awaited<ReturnType<typeof startRedis>>> {
+	const r = await startRedis(options);
+	t.after(() => r.close());
+	return r;
+}
+
+function serve(t: TestContext, url: string, args: string[] = [], env: Record<string, string | undefined> = {}): Promise<RunningDaemon> {
+	return startDaemon(t, undefined, { args: ['--redis', url, ...args], env });
+}
+
+/** Wait until every app has nothing pending (as `d` sees it). */
+async function drained(d: RunningDaemon, apps: readonly string[], tries = 1200): Promise<void> {
+	await until(async () => {
+		const views = await Promise.all(apps.map((app) => d.api('GET', `/v1/apps/${app}`)));
+		return views.every((v) => v.status === 200 && v.body.pending === 0) ? true : undefined;
+	}, `${apps.join(', ')} to have nothing pending`, tries, 50);
+}
+
+function metric(text: string, name: string, app: string): number {
+	return Number(new RegExp(`${name}\\{app="${app}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+}
+
+test('redis: an app provisioned through one daemon is served by another at once; outcomes, feedback and Idempotency-Key answers are the same from either; no secret in Redis', { skip }, async (t) => {
+	const tokens = makeTokens(300, 0x71);
+	const gone = [tokens[10]!, tokens[200]!];
+	const bad = tokens[20]!;
+	const mock = await mockApns(t, { unregistered: gone, badTokens: [bad] });
+	const r = await redis(t);
+	const a = await serve(t, r.url);
+	const b = await serve(t, r.url);
+	assert.equal((await a.api('PUT', '/v1/apps/shop', appBody(mock))).status, 200);
+	const seen = await b.api('GET', '/v1/apps/shop');
+	assert.equal(seen.status, 200, 'the other daemon knows the app without a restart');
+	assert.deepEqual([seen.body.state, seen.body.keyId], ['sending', P8.keyId]);
+
+	const body = { notifications: [{ tokens: tokens.slice(0, 150), aps: { alert: 'one' } }, { tokens: tokens.slice(150), aps: { alert: 'two' } }] };
+	const first = await b.api('POST', '/v1/apps/shop/notifications', body, { 'idempotency-key': 'order-1' });
+	assert.equal(first.status, 202, JSON.stringify(first.body));
+	assert.equal(first.body.accepted, 300);
+	const retry = await a.api('POST', '/v1/apps/shop/notifications', body, { 'idempotency-key': 'order-1' });
+	assert.deepEqual(retry, first, 'a retry through another daemon gets the first answer and stores nothing');
+	await drained(a, ['shop']);
+	const [s1, s2] = await Promise.all(first.body.ids.map((id: string) => a.api('GET', `/v1/apps/shop/notifications/${id}`)));
+	assert.deepEqual([s1!.body.pending, s1!.body.sent, s1!.body.failed.map((f: { reason: string }) => f.reason).sort()], [0, 148, ['BadDeviceToken', 'Unregistered']]);
+	assert.deepEqual([s2!.body.pending, s2!.body.sent, s2!.body.failed.map((f: { token: string; status: number }) => [f.token, f.status])], [0, 149, [[gone[1], 410]]]);
+	for (const token of tokens) assert.equal(mock.counts.get(token) ?? 0, gone.includes(token) || token === bad ? 0 : 1, `${token} delivered once (or refused by APNs)`);
+
+	const feedback = await b.api('GET', '/v1/apps/shop/feedback?after=0');
+	assert.deepEqual(feedback.body.feedback.map((f: { token: string; reason: string }) => [f.token, f.reason]).sort(), gone.map((g) => [g, 'Unregistered']).sort());
+	const next = await a.api('GET', `/v1/apps/shop/feedback?after=${feedback.body.next}`);
+	assert.deepEqual(next.body, { feedback: [], next: feedback.body.next }, 'read past: gone from every daemon');
+
+	const metrics = ((await request(a.url, 'GET', '/metrics')).body as string) + ((await request(b.url, 'GET', '/metrics')).body as string);
+	const delivered = [...metrics.matchAll(/apns_worker_delivered_total\{app="shop"\} (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+	assert.equal(delivered, 297, 'the two daemons together delivered each once');
+
+	// Secrets: sealed in Redis, never in the clear.
+	const c = new Redis(r.url);
+	t.after(() => c.disconnect());
+	const stored = JSON.stringify(await c.hgetall('aw:apps'));
+	assert.ok(!stored.includes(P8.key.split('\n')[1]!), 'the key is not stored in the clear');
+
+	const deleted = await b.api('DELETE', '/v1/apps/shop');
+	assert.deepEqual(deleted.body, { dropped: 0 });
+	assert.equal((await a.api('GET', '/v1/apps/shop')).status, 404, 'deleted for every daemon');
+	assert.equal((await a.api('POST', '/v1/apps/shop/notifications', body)).status, 404);
+});
+
+test('redis: kill -9 one of two daemons halfway through 20,000 notifications: the other takes its jobs over and sends only what was not settled — 0 lost, duplicates <= in doubt', { skip }, async (t) => {
+	// Killed from the mock's own count: at the 10,000th delivery, whatever the machine's speed.
+	let kill: () => void = () => {};
+	let killedAt = 0;
+	const mock = await mockApns(t, { responseDelayMs: 2 }, false, () => {
+		if (killedAt === 0 && mock.counts.size >= 10_000) {
+			killedAt = mock.counts.size;
+			kill();
+		}
+	});
+	const r = await redis(t);
+	const args = ['--lock-timeout', '2', '--concurrency', '4'];
+	const a = await serve(t, r.url, args);
+	const b = await serve(t, r.url, args);
+	kill = () => a.child.kill('SIGKILL');
+	const apps = ['north', 'south'];
+	for (const app of apps) assert.equal((await a.api('PUT', `/v1/apps/${app}`, appBody(mock))).status, 200);
+	// 40 requests of 500 tokens, half through each daemon; every token distinct. A request cut off by the
+	// kill is sent again through the other daemon (a client's retry).
+	const requests = Array.from({ length: 40 }, (_, i) => ({ app: apps[i % 2]!, tokens: makeTokens(500, 0x2000 + i) }));
+	await Promise.all(requests.map(async (req, i) => {
+		const body = { notifications: [{ tokens: req.tokens, aps: { alert: `batch ${i}` } }] };
+		const res = await (i % 2 === 0 ? a : b).api('POST', `/v1/apps/${req.app}/notifications`, body).catch(() => undefined);
+		if (res?.status !== 202) assert.equal((await b.api('POST', `/v1/apps/${req.app}/notifications`, body)).status, 202);
+	}));
+	await a.exited;
+	assert.ok(killedAt < 20_000, `killed halfway (the mock had ${killedAt})`);
+	await drained(b, apps);
+	const metrics = (await request(b.url, 'GET', '/metrics')).body as string;
+	const inDoubt = apps.reduce((sum, app) => sum + metric(metrics, 'apns_worker_in_doubt', app), 0);
+	const { lost, duplicates } = tally(mock, requests.flatMap((r) => r.tokens));
+	t.diagnostic(`killed with ${killedAt} of 20,000 delivered; taken over in doubt ${inDoubt}; duplicates ${duplicates}; lost ${lost}`);
+	assert.equal(lost, 0);
+	assert.ok(duplicates <= inDoubt, `duplicates ${duplicates} <= in doubt ${inDoubt}`);
+	assert.equal(mock.counts.size, 20_000, 'nothing else was sent');
+	assert.ok(b.output().includes('taking over a job') || inDoubt === 0, 'the takeover is logged');
+	const statuses = await Promise.all(apps.map((app) => b.api('GET', `/v1/apps/${app}`)));
+	assert.deepEqual(statuses.map((s) => s.body.pending), [0, 0], 'pending counts settle at 0 (each token counted once)');
+});
+
+test('redis: Redis goes away and comes back — 503 while it is gone (nothing accepted), then everything is delivered: 0 lost', { skip }, async (t) => {
+	const mock = await mockApns(t, { responseDelayMs: 1 }, false);
+	const r = await redis(t, { persist: true });
+	const d = await serve(t, r.url, ['--lock-timeout', '2']);
+	assert.equal((await d.api('PUT', '/v1/apps/shop', appBody(mock))).status, 200);
+	const before = makeTokens(5000, 0x81);
+	assert.equal((await d.api('POST', '/v1/apps/shop/notifications', { notifications: [{ tokens: before, aps: { alert: 'before' } }] })).status, 202);
+	await until(async () => (mock.counts.size >= 500 ? true : undefined), 'some delivered', 2000, 5);
+	await r.stop();
+	const atStop = mock.counts.size;
+	const refused = await until(async () => {
+		const res = await d.api('POST', '/v1/apps/shop/notifications', { notifications: [{ tokens: makeTokens(1, 0x82), aps: { alert: 'during' } }] });
+		return res.status === 503 ? res : undefined;
+	}, 'a 503 while Redis is gone', 100, 50);
+	assert.equal(refused.body.error, 'storage_unavailable');
+	assert.equal((await request(d.url, 'GET', '/healthz')).status, 503);
+	await new Promise((resolve) => setTimeout(resolve, 1500));
+	await r.restart();
+	await until(async () => ((await request(d.url, 'GET', '/healthz')).status === 200 ? true : undefined), 'the daemon to see Redis again', 400, 50);
+	const after = makeTokens(1000, 0x83);
+	const res = await until(async () => {
+		const p = await d.api('POST', '/v1/apps/shop/notifications', { notifications: [{ tokens: after, aps: { alert: 'after' } }] });
+		return p.status === 202 ? p : undefined;
+	}, 'a 202 once Redis is back', 100, 100);
+	assert.equal(res.body.accepted, 1000);
+	await drained(d, ['shop']).catch(async (error: unknown) => {
+		const c = new Redis(r.url);
+		const state = await c.pipeline().llen('bull:aw-send:wait').llen('bull:aw-send:active').zcard('bull:aw-send:delayed').zcard('bull:aw-send:failed').zcard('bull:aw-send:prioritized').hgetall('aw:pending').exec();
+		c.disconnect();
+		const lost = [...before, ...after].filter((tk) => (mock.counts.get(tk) ?? 0) === 0).length;
+		t.diagnostic(`queue wait/active/delayed/failed/prioritized/pending: ${JSON.stringify(state?.map((x) => x[1]))}; mock ${mock.counts.size}, unsent ${lost}\n${d.output().slice(-4000)}`);
+		throw error;
+	});
+	const { lost, duplicates } = tally(mock, [...before, ...after]);
+	t.diagnostic(`Redis stopped with ${atStop} of 5,000 delivered; after: lost ${lost}, duplicates ${duplicates}`);
+	assert.ok(atStop < 5000, 'stopped while notifications were in flight');
+	assert.equal(lost, 0);
+	assert.equal(mock.counts.get(makeTokens(1, 0x82)[0]!) ?? 0, 0, 'what was refused with 503 was not sent');
+	assert.ok(d.output().includes('Redis connection lost'), 'the outage is logged');
+});
+
+test('redis: SIGTERM answers 503 at once, exits 0 within the shutdown timeout, and hands its unfinished jobs back to the queue: another daemon sends them, none in doubt', { skip }, async (t) => {
+	const mock = await mockApns(t, {}, false);
+	const r = await redis(t);
+	const a = await serve(t, r.url, ['--shutdown-timeout', '1']);
+	// APNs unreachable: the jobs this daemon takes cannot finish.
+	assert.equal((await a.api('PUT', '/v1/apps/later', appBody({ host: '127.0.0.1', port: 9 }))).status, 200);
+	const tokens = makeTokens(3000, 0x91);
+	const post = await a.api('POST', '/v1/apps/later/notifications', { notifications: [{ tokens, aps: { alert: 'x' } }] });
+	assert.equal(post.status, 202);
+	await until(async () => (a.output().includes('cannot reach APNs') ? true : undefined), 'the daemon to try APNs', 400, 25);
+	a.child.kill('SIGTERM');
+	const refused = await until(async () => {
+		const res = await a.api('POST', '/v1/apps/later/notifications', { notifications: [{ tokens: makeTokens(1, 0x92), aps: {} }] }).catch(() => undefined);
+		return res?.status === 503 ? res : undefined;
+	}, 'a 503 while shutting down', 100, 10);
+	assert.equal(refused.body.error, 'shutting_down');
+	assert.deepEqual(await a.exited, { code: 0, signal: null });
+	const b = await serve(t, r.url);
+	assert.equal((await b.api('GET', '/v1/apps/later')).body.pending, 3000, 'nothing settled, nothing lost');
+	assert.equal((await b.api('PUT', '/v1/apps/later', appBody(mock))).status, 200, 'APNs reachable again');
+	await drained(b, ['later']);
+	assert.deepEqual([...new Set(tokens.map((tk) => mock.counts.get(tk)))], [1], 'each sent once');
+	assert.equal(metric((await request(b.url, 'GET', '/metrics')).body as string, 'apns_worker_in_doubt', 'later'), 0, 'handed back, not taken over from a dead daemon');
+});
+
+test('redis: a daemon refuses to start without APNS_WORKER_SECRET or APNS_WORKER_API_KEY, with another secret than the deployment\'s, or without a Redis to reach (exit 2, no secret printed)', { skip }, async (t) => {
+	const r = await redis(t);
+	const first = await serve(t, r.url);
+	assert.equal((await first.api('GET', '/v1/apps')).status, 200);
+	for (const [env, expected] of [
+		[{ APNS_WORKER_SECRET: undefined }, /APNS_WORKER_SECRET is required with --redis/],
+		[{ APNS_WORKER_API_KEY: undefined }, /APNS_WORKER_API_KEY .* is required with --redis/],
+		[{ APNS_WORKER_SECRET: 'another-secret-0123456789' }, /not the secret the credentials in Redis/],
+	] as const) {
+		const started = serve(t, r.url, [], env);
+		const error = await started.then(() => undefined, (e: Error) => e);
+		assert.ok(error !== undefined && expected.test(error.message) && error.message.includes("exited (code 2)"), `refused with exit 2: ${error?.message}`);
+		assert.ok(!error.message.includes(SECRET) && !error.message.includes('another-secret'), 'the secret is not printed');
+	}
+	const unreachable = await serve(t, 'redis://127.0.0.1:9').then(() => undefined, (e: Error) => e);
+	assert.match(unreachable?.message ?? '', /cannot reach Redis at redis:\/\/127\.0\.0\.1:9/);
+	const withData = await startDaemon(t, '/tmp', { args: ['--redis', r.url] }).then(() => undefined, (e: Error) => e);
+	assert.match(withData?.message ?? '', /--data is the embedded store/);
+	assert.ok(API_KEY.length >= 16);
+});
+
+test('redis: outcomes recorded twice for one job (a daemon taken for dead that was not) count each token once', { skip }, async (t) => {
+	const r = await redis(t);
+	const client = new Redis(r.url);
+	t.after(() => client.disconnect());
+	const store = new RedisStore(client, 60_000);
+	const job = { id: 'job-1', gen: 'g1', notification: 'n1', count: 10 };
+	await store.accepted('g1', [{ id: 'n1', total: 10 }], Date.now());
+	const sent = new Uint8Array(2);
+	for (const i of [0, 1, 2, 3]) sent[i >> 3]! |= 1 << (i & 7);
+	const failure = { index: 4, token: 'aa'.repeat(32), status: 410, reason: 'Unregistered', feedbackAt: 1_700_000_000_000 };
+	assert.deepEqual(await store.settle(job, sent, [failure], Date.now()), { sent: 4, failed: 1, feedback: 1 });
+	// The zombie run records the same tokens, and two more.
+	const again = new Uint8Array(2);
+	for (const i of [0, 1, 2, 3, 5, 9]) again[i >> 3]! |= 1 << (i & 7);
+	assert.deepEqual(await store.settle(job, again, [failure, { ...failure, index: 6, feedbackAt: undefined, status: 400, reason: 'BadDeviceToken' }], Date.now()), { sent: 2, failed: 1, feedback: 0 });
+	const status = await store.status('g1', 'n1');
+	assert.deepEqual([status?.total, status?.sent, status?.failed, status?.failures.map((f) => f.reason)], [10, 6, 2, ['Unregistered', 'BadDeviceToken']]);
+	assert.deepEqual(await store.pending(['g1']), [2]);
+	const progress = await store.progress('job-1');
+	assert.deepEqual([...progress!], [0b0111_1111, 0b10]);
+	assert.deepEqual((await store.feedback('g1', 0, 10, false)).map((f) => [f.seq, f.reason, f.when]), [[1, 'Unregistered', 1_700_000_000_000]]);
+
+	// Jobs are added before their acceptance is recorded: outcomes that come first are not counted twice,
+	// and recording an acceptance again (a retry with the same Idempotency-Key) changes nothing.
+	const quick = { id: 'job-2', gen: 'g1', notification: 'n2', count: 5 };
+	assert.deepEqual(await store.settle(quick, Uint8Array.of(0b111), [], Date.now()), { sent: 3, failed: 0, feedback: 0 });
+	assert.deepEqual(await store.pending(['g1']), [2], 'not pending before it is recorded');
+	await store.accepted('g1', [{ id: 'n2', total: 5 }], Date.now());
+	await store.accepted('g1', [{ id: 'n2', total: 5 }], Date.now());
+	assert.deepEqual(await store.pending(['g1']), [4], 'its 2 unsettled tokens, once');
+	await store.settle(quick, Uint8Array.of(0b11111), [], Date.now());
+	assert.deepEqual(await store.pending(['g1']), [2]);
+	assert.deepEqual((await store.status('g1', 'n2'))?.sent, 5);
+});
