@@ -71,14 +71,14 @@ export async function provision(d: Daemon, id: string, certs: Certs, gateway: { 
 	if (r.status !== 200) throw new Error(`provision: ${r.status} ${JSON.stringify(r.body)}`);
 }
 
-/** POST tokens `from`..`to` (token(i) of common.ts) to app `id`, PER_REQUEST a request, IN_FLIGHT at once; the wall time. */
-export async function postAll(d: Daemon, id: string, from: number, to: number): Promise<number> {
+/** POST tokens `from`..`to` (token(i) of common.ts) to app `id`, `perRequest` a request, IN_FLIGHT at once; the wall time. */
+export async function postAll(d: Daemon, id: string, from: number, to: number, perRequest = PER_REQUEST): Promise<number> {
 	const t0 = performance.now();
 	let next = from;
 	const worker = async (): Promise<void> => {
 		while (next < to) {
 			const start = next;
-			next = Math.min(to, next + PER_REQUEST);
+			next = Math.min(to, next + perRequest);
 			const tokens: string[] = [];
 			for (let i = start; i < next; i++) tokens.push(token(i));
 			const r = await api(d.url, 'POST', `/v1/apps/${id}/notifications`, { notifications: [{ tokens, aps: { alert: 'Benchmark notification', badge: 1, sound: 'default' } }] });

@@ -214,7 +214,7 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	t.after(() => client.disconnect());
 	const store = new RedisStore(client, 60_000);
 	const job = { id: 'job-1', gen: 'g1', notification: 'n1', count: 10 };
-	await store.accepted('g1', [{ id: 'n1', total: 10 }], Date.now());
+	await store.accepted('g1', [{ id: 'n1', total: 10 }]);
 	const sent = new Uint8Array(2);
 	for (const i of [0, 1, 2, 3]) sent[i >> 3]! |= 1 << (i & 7);
 	const failure = { index: 4, token: 'aa'.repeat(32), status: 410, reason: 'Unregistered', feedbackAt: 1_700_000_000_000 };
@@ -235,8 +235,8 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	const quick = { id: 'job-2', gen: 'g1', notification: 'n2', count: 5 };
 	assert.deepEqual(await store.settle(quick, Uint8Array.of(0b111), [], Date.now()), { sent: 3, failed: 0, feedback: 0 });
 	assert.deepEqual(await store.pending(['g1']), [2], 'not pending before it is recorded');
-	await store.accepted('g1', [{ id: 'n2', total: 5 }], Date.now());
-	await store.accepted('g1', [{ id: 'n2', total: 5 }], Date.now());
+	await store.accepted('g1', [{ id: 'n2', total: 5 }]);
+	await store.accepted('g1', [{ id: 'n2', total: 5 }]);
 	assert.deepEqual(await store.pending(['g1']), [4], 'its 2 unsettled tokens, once');
 	await store.settle(quick, Uint8Array.of(0b11111), [], Date.now());
 	assert.deepEqual(await store.pending(['g1']), [2]);

@@ -43,7 +43,7 @@ Scale out (several daemons, any machines, one Redis; the README's "Scale out"):
   --redis URL                  keep apps, notifications (BullMQ jobs), outcomes and feedback in Redis
                                instead of SQLite (also APNS_WORKER_REDIS); needs APNS_WORKER_API_KEY
                                and APNS_WORKER_SECRET, the same on every daemon; --data is not used
-  --concurrency N              jobs (up to 1,000 tokens each) this daemon works at once (default 16)
+  --concurrency N              jobs (up to 5,000 tokens each) this daemon works at once (default 16)
   --lock-timeout SECONDS       a daemon that stops (kill -9, lost machine) has its jobs taken over by
                                the others after about this long (default 30)
 

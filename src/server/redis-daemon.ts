@@ -38,7 +38,7 @@ export interface RedisDaemonOptions {
 	readonly shutdownTimeoutMs?: number;
 	/** A job's lock: a daemon that stops renewing it (killed) has its jobs taken over after about this long, in ms. @default 30_000 */
 	readonly lockMs?: number;
-	/** Jobs a daemon works at once (each up to 1,000 tokens). @default 16 */
+	/** Jobs a daemon works at once (each up to 5,000 tokens). @default 16 */
 	readonly concurrency?: number;
 	readonly logger: Logger;
 }
@@ -368,7 +368,7 @@ export class RedisDaemon implements PushService {
 			const accepted = notifications.reduce((sum, n) => sum + n.tokens.length, 0);
 			// Jobs first: a notification counted as pending always has its jobs (see ACCEPT in redis-store.ts).
 			await this.#queue.addBulk(jobs);
-			await this.#store.accepted(gen, notifications.map((n, i) => ({ id: ids[i]!, total: n.tokens.length })), Date.now());
+			await this.#store.accepted(gen, notifications.map((n, i) => ({ id: ids[i]!, total: n.tokens.length })));
 			let response: unknown = { accepted, ids };
 			if (idempotencyKey !== undefined) response = JSON.parse(await this.#store.remember(gen, idempotencyKey, JSON.stringify(response)));
 			this.metrics.accepted.inc({ app: id }, accepted);

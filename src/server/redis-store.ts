@@ -94,10 +94,12 @@ if newSent + newFailed > 0 then
 		redis.call('HINCRBY', KEYS[2], 'failed', newFailed)
 		redis.call('EXPIRE', KEYS[3], ARGV[3])
 	end
-	redis.call('EXPIRE', KEYS[2], ARGV[3])
-	-- Counted as pending only once its acceptance is recorded (ACCEPT subtracts what settled before).
+	-- Counted as pending only once its acceptance is recorded (ACCEPT subtracts what settled before, and
+	-- sets the expiry; until then this sets it, so a notification never accepted does not stay for ever).
 	if redis.call('HEXISTS', KEYS[2], 'total') == 1 then
 		redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed))
+	else
+		redis.call('EXPIRE', KEYS[2], ARGV[3])
 	end
 end
 local done = 0
@@ -114,17 +116,17 @@ return {newSent, newFailed, feedback}
 
 /**
  * Record accepted notifications (after their jobs were added). KEYS: pending hash, then one notification
- * hash each; ARGV: gen, now, retention (s), then one total each. A notification recorded already (a
+ * hash each; ARGV: gen, retention (s), then one total each. A notification recorded already (a
  * retry with the same Idempotency-Key) is not counted again; one whose tokens settled before this ran
  * (its jobs were quick) is counted without them.
  */
 const ACCEPT = `
 for i = 2, #KEYS do
-	if redis.call('HSETNX', KEYS[i], 'total', ARGV[i + 2]) == 1 then
-		local settled = tonumber(redis.call('HGET', KEYS[i], 'sent') or '0') + tonumber(redis.call('HGET', KEYS[i], 'failed') or '0')
-		redis.call('HSET', KEYS[i], 'created', ARGV[2])
-		redis.call('EXPIRE', KEYS[i], ARGV[3])
-		redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[i + 2]) - settled)
+	if redis.call('HSETNX', KEYS[i], 'total', ARGV[i + 1]) == 1 then
+		local counts = redis.call('HMGET', KEYS[i], 'sent', 'failed')
+		local settled = tonumber(counts[1] or '0') + tonumber(counts[2] or '0')
+		redis.call('EXPIRE', KEYS[i], ARGV[2])
+		redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[i + 1]) - settled)
 	end
 end
 return 1
@@ -223,8 +225,8 @@ export class RedisStore {
 	 * Record accepted notifications, once their jobs are in the queue: their totals, and the app's pending
 	 * count. Recording the same notification again changes nothing; if this fails, the client retries.
 	 */
-	async accepted(gen: string, notifications: ReadonlyArray<{ id: string; total: number }>, now: number): Promise<void> {
-		await this.#r.awAccept(notifications.length + 1, 'aw:pending', ...notifications.map((n) => `aw:n:${gen}:${n.id}`), gen, now, this.#retentionS, ...notifications.map((n) => n.total));
+	async accepted(gen: string, notifications: ReadonlyArray<{ id: string; total: number }>): Promise<void> {
+		await this.#r.awAccept(notifications.length + 1, 'aw:pending', ...notifications.map((n) => `aw:n:${gen}:${n.id}`), gen, this.#retentionS, ...notifications.map((n) => n.total));
 	}
 
 	/** The answer given to an earlier request with this Idempotency-Key. */
