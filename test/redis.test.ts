@@ -81,6 +81,40 @@ test('redis: an app provisioned through one daemon is served by another at once;
 	assert.equal((await a.api('POST', '/v1/apps/shop/notifications', body)).status, 404);
 });
 
+test('redis: an update through one daemon reaches the others without a restart (pub/sub), and feedback reaches the app\'s webhook', { skip }, async (t) => {
+	const tokens = makeTokens(50, 0x75);
+	const gone = [tokens[3]!, tokens[30]!];
+	const mock = await mockApns(t, { unregistered: gone });
+	const { createServer } = await import('node:http');
+	const received: string[] = [];
+	const hook = createServer((req, res) => {
+		let body = '';
+		req.on('data', (c: Buffer) => (body += c.toString()));
+		req.on('end', () => {
+			received.push(...(JSON.parse(body) as { feedback: Array<{ token: string }> }).feedback.map((f) => f.token));
+			res.writeHead(200).end();
+		});
+	});
+	await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+	t.after(() => new Promise<void>((resolve) => hook.close(() => resolve())));
+	const webhook = { url: `http://127.0.0.1:${(hook.address() as { port: number }).port}/feedback` };
+	const r = await redis(t);
+	const a = await serve(t, r.url, ['--shutdown-timeout', '1']);
+	const b = await serve(t, r.url, ['--shutdown-timeout', '1']);
+	// A gateway where nothing listens: what is posted waits.
+	assert.equal((await a.api('PUT', '/v1/apps/moved', appBody({ host: '127.0.0.1', port: 9 }, { webhook }))).status, 200);
+	assert.equal((await b.api('GET', '/v1/apps/moved')).status, 200, 'the other daemon has loaded it');
+	assert.equal((await b.api('POST', '/v1/apps/moved/notifications', { notifications: [{ tokens, aps: { alert: 'x' } }] })).status, 202);
+	// Fixed through A; then A stops, so only B can send: it must have taken the update without a restart.
+	assert.equal((await a.api('PUT', '/v1/apps/moved', appBody(mock, { webhook }))).status, 200);
+	a.child.kill('SIGTERM');
+	assert.deepEqual(await a.exited, { code: 0, signal: null });
+	await drained(b, ['moved']);
+	assert.deepEqual(tokens.map((tk) => mock.counts.get(tk) ?? 0), tokens.map((tk) => (gone.includes(tk) ? 0 : 1)), 'each delivered once, through the updated gateway');
+	await until(async () => (received.length >= gone.length ? true : undefined), 'the webhook to get the feedback', 400, 50);
+	assert.deepEqual([...received].sort(), [...gone].sort());
+});
+
 test('redis: kill -9 one of two daemons halfway through 20,000 notifications: the other takes its jobs over and sends only what was not settled — 0 lost, duplicates <= in doubt', { skip }, async (t) => {
 	// Killed from the mock's own count: at the 10,000th delivery, whatever the machine's speed.
 	let kill: () => void = () => {};
@@ -136,7 +170,8 @@ test('redis: Redis goes away and comes back — 503 while it is gone (nothing ac
 		return res.status === 503 ? res : undefined;
 	}, 'a 503 while Redis is gone', 100, 50);
 	assert.equal(refused.body.error, 'storage_unavailable');
-	assert.equal((await request(d.url, 'GET', '/healthz')).status, 503);
+	// The first refusals may come from a command that failed before the connection's loss was noticed.
+	await until(async () => ((await request(d.url, 'GET', '/healthz')).status === 503 ? true : undefined), '/healthz to answer 503', 100, 50);
 	await new Promise((resolve) => setTimeout(resolve, 1500));
 	await r.restart();
 	await until(async () => ((await request(d.url, 'GET', '/healthz')).status === 200 ? true : undefined), 'the daemon to see Redis again', 400, 50);
@@ -241,4 +276,15 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	await store.settle(quick, Uint8Array.of(0b11111), [], Date.now());
 	assert.deepEqual(await store.pending(['g1']), [2]);
 	assert.deepEqual((await store.status('g1', 'n2'))?.sent, 5);
+
+	// Unread feedback stored before the retention's start is pruned; with a webhook, only what it has.
+	const old = { id: 'job-3', gen: 'g2', notification: 'n3', count: 3 };
+	const dead = (index: number) => ({ index, token: String(index).repeat(64), status: 410, reason: 'Unregistered', feedbackAt: 1 });
+	await store.settle(old, new Uint8Array(1), [dead(0), dead(1)], 1000);
+	await store.settle(old, new Uint8Array(1), [dead(2)], 5000);
+	assert.equal(await store.pruneFeedback('g2', 2000, true), 0, 'held for the webhook');
+	await store.webhookDelivered('g2', 1);
+	assert.equal(await store.pruneFeedback('g2', 2000, true), 1, 'what the webhook has');
+	assert.equal(await store.pruneFeedback('g2', 2000, false), 1, 'without a webhook, every old one');
+	assert.deepEqual((await store.feedback('g2', 0, 10, false)).map((f) => [f.seq, f.token]), [[3, '2'.repeat(64)]], 'the young one stays');
 });
