@@ -45,7 +45,7 @@ Scale out (several daemons, any machines, one Redis; the README's "Scale out"):
                                and APNS_WORKER_SECRET, the same on every daemon; --data is not used
   --concurrency N              jobs (up to 5,000 tokens each) this daemon works at once (default 16)
   --lock-timeout SECONDS       a daemon that stops (kill -9, lost machine) has its jobs taken over by
-                               the others after about this long (default 30)
+                               the others after one to two times this long (default 30)
 
 Environment:
   APNS_WORKER_API_KEY   the API key (Authorization: Bearer KEY); without it one is generated on

@@ -11,7 +11,8 @@
  * not stored), ioredis reconnects with capped backoff, and outcomes wait in memory to be recorded.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { Queue, Worker, type Job } from 'bullmq';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { ServerError, type ApnsManager, type Receipt } from '../index.js';
@@ -56,6 +57,10 @@ const RECONNECT = { initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 } as cons
 const JOB_RETRY = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 } as const;
 /** Attempts of a job: it never fails for good (it is retried, backed off, until its tokens are settled or its app deleted). */
 const ATTEMPTS = 1_000_000_000;
+/** How often every daemon compares its apps with Redis and wakes their webhooks (a missed message, a dead daemon's delivery). */
+const RECONCILE_MS = 30_000;
+/** A Redis command unanswered this long fails (a half-open connection): the API answers 503. */
+const COMMAND_TIMEOUT_MS = 5000;
 
 /** A job given back unfinished because its manager closed (an update, a shutdown): retried at once, by any daemon. */
 class HandedBack extends Error {
@@ -93,6 +98,9 @@ export class RedisDaemon implements PushService {
 	readonly #abandon = new AbortController();
 	#closing = false;
 	#pruneTimer: NodeJS.Timeout | undefined;
+	#reconcileTimer: NodeJS.Timeout | undefined;
+	/** The resync in progress (one at a time), retried with backoff until every app loaded. */
+	#resyncing: Promise<void> | undefined;
 
 	private constructor(options: RedisDaemonOptions, connections: { cmd: Redis; sub: Redis; queue: Redis; worker: Redis }, box: SecretBox) {
 		this.log = options.logger;
@@ -121,9 +129,10 @@ export class RedisDaemon implements PushService {
 		this.#webhooks = new Webhooks({ batch: (gen, limit) => this.#store.webhookBatch(gen, limit), delivered: (gen, seq) => this.#store.webhookDelivered(gen, seq) }, this.log);
 		this.#queue = new Queue<JobData>(QUEUE_NAME, {
 			connection: connections.queue,
-			defaultJobOptions: { attempts: ATTEMPTS, backoff: { type: 'apns-worker' }, removeOnComplete: true, removeOnFail: false },
+			// One stack trace kept: BullMQ appends one per retry otherwise, without limit.
+			defaultJobOptions: { attempts: ATTEMPTS, backoff: { type: 'apns-worker' }, removeOnComplete: true, removeOnFail: false, stackTraceLimit: 1 },
 		});
-		this.#worker = new Worker<JobData>(QUEUE_NAME, (job) => this.#process(job), {
+		this.#worker = new Worker<JobData>(QUEUE_NAME, (job, token) => this.#process(job, token), {
 			connection: connections.worker,
 			autorun: false,
 			concurrency: this.#options.concurrency,
@@ -159,7 +168,7 @@ export class RedisDaemon implements PushService {
 		let cmd: Redis;
 		try {
 			// Commands fail at once while disconnected (the API answers 503) instead of waiting in a queue.
-			cmd = new Redis(options.redis, { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true });
+			cmd = new Redis(options.redis, { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: COMMAND_TIMEOUT_MS, lazyConnect: true });
 		} catch (error) {
 			throw new ServerError('APNS_SERVER_CONFIG', `--redis: ${(error as Error).message}`, { cause: error });
 		}
@@ -178,7 +187,7 @@ export class RedisDaemon implements PushService {
 			throw error;
 		}
 		const sub = new Redis(options.redis, { ...base, lazyConnect: true });
-		const queue = new Redis(options.redis, { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+		const queue = new Redis(options.redis, { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: COMMAND_TIMEOUT_MS });
 		// BullMQ's workers block on Redis and must retry for ever (its documented setting).
 		const worker = new Redis(options.redis, { ...base, maxRetriesPerRequest: null });
 		for (const c of [sub, queue, worker]) c.on('error', () => {});
@@ -190,16 +199,26 @@ export class RedisDaemon implements PushService {
 	/** Work the queue and follow app changes (once the API listens). */
 	async start(): Promise<void> {
 		if (this.#closing) return;
-		this.#cmd.on('ready', () => this.log.info({ redis: this.#where }, 'Redis is back'));
+		this.#cmd.on('ready', () => {
+			this.log.info({ redis: this.#where }, 'Redis is back');
+			this.#resync();
+		});
 		this.#cmd.on('close', () => {
 			if (!this.#closing) this.log.warn({ redis: this.#where }, 'Redis connection lost: the API answers 503 until it is back');
 		});
-		this.#sub.on('message', (_channel: string, id: string) => void this.#load(id));
+		this.#sub.on('message', (_channel: string, id: string) => {
+			this.#load(id).catch((error: unknown) => {
+				this.log.warn({ app: id, err: { message: (error as Error).message } }, 'cannot load a changed app yet: all apps are loaded again');
+				this.#resync();
+			});
+		});
 		// Every (re)connection: subscribe, then load every app (what was published meanwhile was missed).
 		this.#sub.on('ready', () => {
-			void this.#sub.subscribe(APPS_CHANNEL).then(() => this.#loadAll()).catch((error: unknown) => this.log.warn({ err: { message: (error as Error).message } }, 'cannot follow app changes yet'));
+			this.#sub.subscribe(APPS_CHANNEL).then(() => this.#resync(), () => {});
 		});
 		await this.#sub.connect();
+		this.#reconcileTimer = setInterval(() => this.#resync(true), RECONCILE_MS);
+		this.#reconcileTimer.unref();
 		void this.#worker.run().catch((error: unknown) => this.log.error({ err: { message: (error as Error).message } }, 'worker stopped'));
 		this.#pruneTimer = setInterval(() => void this.#prune(), Math.min(this.#options.retentionMs, 3_600_000));
 		this.#pruneTimer.unref();
@@ -220,26 +239,52 @@ export class RedisDaemon implements PushService {
 
 	// ---- apps ----
 
+	/** Load every app again; rejects if any could not be. */
 	async #loadAll(): Promise<void> {
 		const stored = await this.#store.listApps();
-		const ids = new Set([...stored.map((a) => a.id), ...this.#apps.keys()]);
-		await Promise.all([...ids].map((id) => this.#load(id)));
+		const byId = new Map(stored.map((a) => [a.id, a]));
+		const ids = new Set([...byId.keys(), ...this.#apps.keys()]);
+		await Promise.all([...ids].map((id) => this.#load(id, byId.get(id) ?? null)));
 	}
 
-	/** Load app `id` from Redis again (one load per app at a time). */
-	#load(id: string, prepared?: { app: RedisApp; manager: ApnsManager }): Promise<void> {
-		const next = (this.#loading.get(id) ?? Promise.resolve()).then(() => this.#apply(id, prepared)).catch((error: unknown) => this.log.warn({ app: id, err: { message: (error as Error).message } }, 'cannot load the app from Redis (loaded again when it is back)'));
-		this.#loading.set(id, next);
-		void next.finally(() => {
-			if (this.#loading.get(id) === next) this.#loading.delete(id);
+	/**
+	 * Load every app again until it succeeds (backed off: 0.1 s doubling to 5 s): after a reconnection,
+	 * a missed message, and every {@link RECONCILE_MS}, when the webhooks are woken too.
+	 */
+	#resync(wakeWebhooks = false): void {
+		if (this.#resyncing !== undefined || this.#closing) return;
+		this.#resyncing = (async () => {
+			for (let attempt = 1; !this.#closing; attempt++) {
+				try {
+					await this.#loadAll();
+					break;
+				} catch (error) {
+					if (attempt === 1) this.log.warn({ err: { message: (error as Error).message } }, 'cannot load the apps from Redis yet: retrying');
+					await sleep(backoffDelay(attempt, RECONNECT), undefined, { ref: false });
+				}
+			}
+			if (wakeWebhooks) for (const a of this.#apps.values()) if (a.settings.webhook !== undefined) this.#webhooks.wake(a.app.gen, a.settings.webhook.url, a.app.id);
+		})().finally(() => (this.#resyncing = undefined));
+	}
+
+	/**
+	 * Bring app `id` in line with Redis: `stored` is what Redis holds (null: no such app; undefined: ask
+	 * it). Loads run one after another per app. Rejects when Redis could not be asked.
+	 */
+	#load(id: string, stored?: RedisApp | null, prepared?: ApnsManager): Promise<void> {
+		const next = (this.#loading.get(id) ?? Promise.resolve()).then(async () => this.#apply(id, stored === undefined ? await this.#store.getApp(id) : (stored ?? undefined), prepared));
+		const settledNext = next.catch(() => {});
+		this.#loading.set(id, settledNext);
+		void settledNext.then(() => {
+			if (this.#loading.get(id) === settledNext) this.#loading.delete(id);
 		});
 		return next;
 	}
 
-	async #apply(id: string, prepared: { app: RedisApp; manager: ApnsManager } | undefined): Promise<void> {
-		const app = prepared?.app ?? (await this.#store.getApp(id));
+	#apply(id: string, app: RedisApp | undefined, prepared: ApnsManager | undefined): void {
 		const live = this.#apps.get(id);
 		if (app === undefined) {
+			void prepared?.close({ timeoutMs: 0 }).catch(() => {});
 			if (live === undefined) return;
 			this.#apps.delete(id);
 			// Deleted: what its manager holds is dropped with it (the DELETE counted it).
@@ -250,13 +295,13 @@ export class RedisDaemon implements PushService {
 			return;
 		}
 		if (live !== undefined && live.app.gen === app.gen && live.app.updatedAt === app.updatedAt && live.app.settings === app.settings && live.app.sealed === app.sealed) {
-			void prepared?.manager.close({ timeoutMs: 0 }).catch(() => {});
+			void prepared?.close({ timeoutMs: 0 }).catch(() => {});
 			return;
 		}
 		const settings = JSON.parse(app.settings) as AppSettings;
 		let manager: ApnsManager | undefined;
 		let stopped: string | undefined;
-		if (prepared !== undefined) manager = watched(id, prepared.manager, this.log);
+		if (prepared !== undefined) manager = watched(id, prepared, this.log);
 		else {
 			try {
 				manager = openApp(id, settings, app.sealed, this.#box, this.#tokens, this.log);
@@ -278,14 +323,17 @@ export class RedisDaemon implements PushService {
 		this.log.info({ app: id, environment: settings.environment, auth: settings.auth }, live === undefined ? 'app loaded' : 'app reloaded');
 	}
 
-	/** The app `id` (loaded from Redis if this daemon has not seen it yet), or 404. */
+	/** The app `id` as Redis holds it now (this daemon's copy brought in line first), or 404; 503 when Redis cannot be asked. */
 	async #live(id: string): Promise<LiveApp> {
-		let live = this.#apps.get(id);
-		if (live === undefined) {
-			await this.#load(id);
-			live = this.#apps.get(id);
+		let stored: RedisApp | undefined;
+		try {
+			stored = await this.#store.getApp(id);
+			await this.#load(id, stored ?? null);
+		} catch (error) {
+			throw this.#unavailable(error);
 		}
-		if (live === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}`, 'appId');
+		const live = this.#apps.get(id);
+		if (stored === undefined || live === undefined || live.app.gen !== stored.gen) throw new RequestError(404, 'unknown_app', `no app ${id}`, 'appId');
 		return live;
 	}
 
@@ -299,7 +347,7 @@ export class RedisDaemon implements PushService {
 			throw this.#unavailable(error);
 		}
 		// This daemon takes the manager it checked; the others load the app from the message.
-		await this.#load(id, { app: stored.app, manager });
+		await this.#load(id, stored.app, manager).catch(() => {});
 		this.log.info({ app: id, created: stored.created, auth: settings.auth, environment: settings.environment }, stored.created ? 'app provisioned' : 'app updated');
 		return this.#view(this.#apps.get(id) ?? { app: stored.app, settings, manager: undefined, stopped: undefined });
 	}
@@ -326,7 +374,7 @@ export class RedisDaemon implements PushService {
 			throw this.#unavailable(error);
 		}
 		if (dropped === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}`, 'appId');
-		await this.#load(id);
+		await this.#load(id, null);
 		return { dropped };
 	}
 
@@ -368,7 +416,10 @@ export class RedisDaemon implements PushService {
 			const accepted = notifications.reduce((sum, n) => sum + n.tokens.length, 0);
 			// Jobs first: a notification counted as pending always has its jobs (see ACCEPT in redis-store.ts).
 			await this.#queue.addBulk(jobs);
-			await this.#store.accepted(gen, notifications.map((n, i) => ({ id: ids[i]!, total: n.tokens.length })));
+			if (!(await this.#store.accepted(id, gen, notifications.map((n, i) => ({ id: ids[i]!, total: n.tokens.length }))))) {
+				// Deleted (or deleted and made again) meanwhile: nothing was accepted; those jobs are dropped.
+				throw new RequestError(409, 'app_changed', `app ${id} was deleted or re-created while the request was stored: nothing was accepted; retry`, 'appId');
+			}
 			let response: unknown = { accepted, ids };
 			if (idempotencyKey !== undefined) response = JSON.parse(await this.#store.remember(gen, idempotencyKey, JSON.stringify(response)));
 			this.metrics.accepted.inc({ app: id }, accepted);
@@ -410,29 +461,36 @@ export class RedisDaemon implements PushService {
 
 	// ---- the queue ----
 
-	/** Send one job's unsettled tokens through its app's manager; outcomes recorded as they come. */
-	async #process(job: Job<JobData>): Promise<void> {
+	/**
+	 * Send one job's unsettled tokens through its app's manager; outcomes recorded as they come. Every
+	 * way out but "its app was deleted" and "every token recorded" throws, and BullMQ runs the job again.
+	 */
+	async #process(job: Job<JobData>, lock: string | undefined): Promise<void> {
 		const d = job.data;
-		let live = this.#apps.get(d.a);
-		if (live?.app.gen !== d.g) {
-			await this.#load(d.a);
-			live = this.#apps.get(d.a);
-		}
-		// The app was deleted (its pending count dropped with it): so are its jobs.
-		if (live === undefined || live.app.gen !== d.g) return;
+		// Asked of Redis every time (a throw retries the job): a daemon that cannot tell must not drop it.
+		const stored = await this.#store.getApp(d.a);
+		// Deleted, or deleted and made again (its pending count went with it): so are its jobs.
+		if (stored === undefined || stored.gen !== d.g) return;
+		await this.#load(d.a, stored);
+		const live = this.#apps.get(d.a);
+		if (live?.app.gen !== d.g) throw new Error(`app ${d.a} is not loaded`);
 		const manager = live.manager;
-		if (manager === undefined) throw new Error(`app ${d.a} is stopped (${live.stopped ?? 'starting'}): its jobs wait`);
+		if (manager === undefined) {
+			// Stopped (its credentials do not load): the job waits, backed off, without counting an attempt.
+			await job.moveToDelayed(Date.now() + backoffDelay(job.attemptsStarted, JOB_RETRY), lock);
+			throw new DelayedError();
+		}
 		const tokens = Buffer.from(d.t, 'base64');
 		const count = tokens.length / 32;
 		const done = new Uint8Array(Math.ceil(count / 8));
-		if (job.attemptsStarted > 1) {
-			const progress = await this.#store.progress(job.id!);
-			if (progress !== undefined) done.set(progress.subarray(0, done.length));
-			const open = count - popcount(done);
-			if (job.stalledCounter > 0 && open > 0) {
-				this.metrics.inDoubt.inc({ app: d.a }, open);
-				this.log.warn({ app: d.a, job: job.id, inDoubt: open, settled: count - open }, 'taking over a job of a daemon that stopped: its unsettled tokens are sent again (APNs may have some already)');
-			}
+		// Read every time: a job run again (taken over, handed back, or re-added by a retried request
+		// with the same Idempotency-Key) sends only what is not recorded.
+		const progress = await this.#store.progress(job.id!);
+		if (progress !== undefined) done.set(progress.subarray(0, done.length));
+		const open = count - popcount(done);
+		if (open > 0 && (job.stalledCounter > 0 || (progress !== undefined && job.attemptsStarted <= 1))) {
+			this.metrics.inDoubt.inc({ app: d.a }, open);
+			this.log.warn({ app: d.a, job: job.id, inDoubt: open, settled: count - open }, 'taking over a job that was started before: its unsettled tokens are sent again (APNs may have some already)');
 		}
 		const run = new JobRun(this.#store, { id: job.id!, gen: d.g, notification: d.n, count }, {
 			delivered: (n) => this.metrics.delivered.inc({ app: d.a }, n),
@@ -446,11 +504,13 @@ export class RedisDaemon implements PushService {
 		const settled: Array<Promise<void>> = [];
 		let indices: number[] = [];
 		let hex: string[] = [];
+		let handed = 0;
 		const send = (): void => {
 			const i = indices;
 			const h = hex;
 			indices = [];
 			hex = [];
+			handed += i.length;
 			let receipt: Receipt;
 			try {
 				receipt = manager.send(storedMessage(h, d.b));
@@ -472,7 +532,16 @@ export class RedisDaemon implements PushService {
 		if (indices.length > 0) send();
 		await Promise.all(settled);
 		await run.flush();
-		if (run.dropped > 0) throw new HandedBack(`${run.dropped} of job ${job.id} handed back unsent (its manager closed)`);
+		if (run.dropped > 0) {
+			// Some may have been written to APNs before the manager closed: counted in doubt here (unless the
+			// manager never wrote a request at all, as with an unreachable gateway).
+			const inDoubt = manager.stats.written > 0 ? run.dropped : 0;
+			this.metrics.inDoubt.inc({ app: d.a }, inDoubt);
+			this.log.warn({ app: d.a, job: job.id, handedBack: run.dropped, inDoubt }, 'job handed back unfinished (its manager closed): the rest is sent by the next run');
+			throw new HandedBack(`${run.dropped} of job ${job.id} handed back unsent (its manager closed)`);
+		}
+		// Every token handed to the manager has an outcome recorded, or the job runs again for the rest.
+		if (run.recorded < handed) throw new Error(`${handed - run.recorded} tokens of job ${job.id} have no outcome: run again`);
 	}
 
 	async #prune(): Promise<void> {
@@ -494,6 +563,7 @@ export class RedisDaemon implements PushService {
 		if (this.#closing) return;
 		this.#closing = true;
 		clearInterval(this.#pruneTimer);
+		clearInterval(this.#reconcileTimer);
 		this.#webhooks.close();
 		const graceful = this.#worker.close();
 		const within = (ms: number): Promise<unknown> => Promise.race([graceful, new Promise((resolve) => setTimeout(resolve, ms).unref())]);

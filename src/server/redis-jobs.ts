@@ -10,6 +10,7 @@
  * finish, their events), and each flush about 6, so a job of 5,000 tokens costs about 0.015 commands a
  * notification, a job of 500 about 0.1.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { SendResult } from '../index.js';
 import { backoffDelay } from '../drivers/backoff.js';
 import type { RedisFailure, RedisStore } from './redis-store.js';
@@ -75,6 +76,8 @@ export class JobRun {
 	#chain: Promise<void> = Promise.resolve();
 	/** Tokens a closing manager handed back unsent: the job is run again. */
 	dropped = 0;
+	/** Tokens whose outcome (delivered or failed) was taken for recording. */
+	recorded = 0;
 
 	/** @param abandoned - aborted when the daemon stops waiting for Redis (its flushes give up). */
 	constructor(store: RedisStore, job: { id: string; gen: string; notification: string; count: number }, events: JobEvents, abandoned: AbortSignal) {
@@ -100,12 +103,14 @@ export class JobRun {
 			this.#sent[index >> 3]! |= 1 << (index & 7);
 			this.#anySent = true;
 			this.#waiting++;
+			this.recorded++;
 		}
 		for (const f of result.failed) {
 			const index = byToken.get(f.token)?.shift();
 			if (index === undefined) continue;
 			this.#failures.push({ index, token: f.token, status: f.status, reason: f.reason, feedbackAt: f.status === 410 ? (f.timestamp ?? new Date()).getTime() : undefined });
 			this.#waiting++;
+			this.recorded++;
 		}
 		this.dropped += result.dropped.length;
 		if (this.#waiting >= FLUSH_OUTCOMES) void this.flush().catch(() => {});
@@ -146,11 +151,7 @@ export class JobRun {
 				// Unrecorded outcomes stay in doubt: if the daemon gives up, whoever runs the job next sends them again.
 				if (this.#abandoned.aborted) throw error;
 				this.#events.retrying(error as Error, attempt);
-				const delay = backoffDelay(attempt, FLUSH_RETRY);
-				await new Promise<void>((resolve) => {
-					const timer = setTimeout(resolve, delay);
-					this.#abandoned.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-				});
+				await sleep(backoffDelay(attempt, FLUSH_RETRY), undefined, { signal: this.#abandoned }).catch(() => {});
 			}
 		}
 	}

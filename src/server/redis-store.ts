@@ -49,12 +49,18 @@ export interface RedisFailure {
 }
 
 export const APPS_CHANNEL = 'aw:apps:changed';
+/** At least this long (s) a notification's counts and a job's progress are kept while unsettled: 30 days. */
+const UNSETTLED_S = 30 * 24 * 3600;
 
 /**
  * Record a job's outcomes and progress at once. KEYS: progress, notification hash, failures list, pending
  * hash, feedback stream, feedback seq hash. ARGV: gen, tokens in the job, retention (s), now (ms), bitmap of
- * the tokens delivered, number of failures, then per failure: index, failure JSON, feedback token ('' for
- * none), when (ms), reason. Returns {newly delivered, newly failed, feedback records added}.
+ * the tokens delivered, number of failures, how long unsettled state is kept (s), then per failure: index,
+ * failure JSON, feedback token ('' for none), when (ms), reason. Returns {newly delivered, newly failed,
+ * feedback records added}.
+ *
+ * A notification's keys expire with the retention once all its tokens are settled; until then they are
+ * kept for the longer unsettled period (a backlog or a stopped app must not outlive its counts).
  */
 const SETTLE = `
 local count = tonumber(ARGV[2])
@@ -73,7 +79,7 @@ end
 local newFailed = 0
 local feedback = 0
 for k = 0, tonumber(ARGV[6]) - 1 do
-	local a = 7 + k * 5
+	local a = 8 + k * 5
 	local index = tonumber(ARGV[a])
 	local at = math.floor(index / 8) + 1
 	local mask = bit.lshift(1, index % 8)
@@ -90,16 +96,21 @@ for k = 0, tonumber(ARGV[6]) - 1 do
 end
 if newSent + newFailed > 0 then
 	if newSent > 0 then redis.call('HINCRBY', KEYS[2], 'sent', newSent) end
-	if newFailed > 0 then
-		redis.call('HINCRBY', KEYS[2], 'failed', newFailed)
-		redis.call('EXPIRE', KEYS[3], ARGV[3])
-	end
-	-- Counted as pending only once its acceptance is recorded (ACCEPT subtracts what settled before, and
-	-- sets the expiry; until then this sets it, so a notification never accepted does not stay for ever).
-	if redis.call('HEXISTS', KEYS[2], 'total') == 1 then
+	if newFailed > 0 then redis.call('HINCRBY', KEYS[2], 'failed', newFailed) end
+	local c = redis.call('HMGET', KEYS[2], 'total', 'sent', 'failed')
+	if c[1] then
+		-- Counted as pending once its acceptance is recorded (ACCEPT subtracts what settled before it).
 		redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed))
+		if tonumber(c[2] or '0') + tonumber(c[3] or '0') >= tonumber(c[1]) then
+			redis.call('EXPIRE', KEYS[2], ARGV[3])
+			redis.call('EXPIRE', KEYS[3], ARGV[3])
+		elseif newFailed > 0 then
+			redis.call('EXPIRE', KEYS[3], ARGV[7])
+		end
 	else
-		redis.call('EXPIRE', KEYS[2], ARGV[3])
+		-- Not recorded as accepted yet: kept for the unsettled period (ACCEPT sets it right).
+		redis.call('EXPIRE', KEYS[2], ARGV[7])
+		if newFailed > 0 then redis.call('EXPIRE', KEYS[3], ARGV[7]) end
 	end
 end
 local done = 0
@@ -108,25 +119,30 @@ for i = 1, nbytes do
 	while c ~= 0 do c = bit.band(c, c - 1); done = done + 1 end
 end
 -- Kept a while after the last token (not deleted): a second run of the job must still see every bit.
-local ttl = ARGV[3]
-if done >= count then ttl = math.min(tonumber(ARGV[3]), 3600) end
+local ttl = ARGV[7]
+if done >= count then ttl = 3600 end
 redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ttl)
 return {newSent, newFailed, feedback}
 `;
 
 /**
- * Record accepted notifications (after their jobs were added). KEYS: pending hash, then one notification
- * hash each; ARGV: gen, retention (s), then one total each. A notification recorded already (a
- * retry with the same Idempotency-Key) is not counted again; one whose tokens settled before this ran
- * (its jobs were quick) is counted without them.
+ * Record accepted notifications (after their jobs were added). KEYS: pending hash, apps hash, then one
+ * notification hash each; ARGV: gen, retention (s), app id, unsettled period (s), then one total each.
+ * Returns 0 (nothing recorded) when the app is no longer that incarnation: deleted, or deleted and made
+ * again, since the request began — its jobs are then dropped by whoever takes them. A notification
+ * recorded already (a retry with the same Idempotency-Key) is not counted again; one whose tokens
+ * settled before this ran (its jobs were quick) is counted without them.
  */
 const ACCEPT = `
-for i = 2, #KEYS do
-	if redis.call('HSETNX', KEYS[i], 'total', ARGV[i + 1]) == 1 then
+local app = redis.call('HGET', KEYS[2], ARGV[3])
+if not app or cjson.decode(app).gen ~= ARGV[1] then return 0 end
+for i = 3, #KEYS do
+	local total = tonumber(ARGV[i + 2])
+	if redis.call('HSETNX', KEYS[i], 'total', total) == 1 then
 		local counts = redis.call('HMGET', KEYS[i], 'sent', 'failed')
 		local settled = tonumber(counts[1] or '0') + tonumber(counts[2] or '0')
-		redis.call('EXPIRE', KEYS[i], ARGV[2])
-		redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[i + 1]) - settled)
+		if settled >= total then redis.call('EXPIRE', KEYS[i], ARGV[2]) else redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+		redis.call('HINCRBY', KEYS[1], ARGV[1], total - settled)
 	end
 end
 return 1
@@ -178,6 +194,8 @@ type Scripted = Redis & {
 export class RedisStore {
 	readonly #r: Scripted;
 	readonly #retentionS: number;
+	/** How long a notification's state is kept while it is not settled (a backlog, a stopped app). */
+	readonly #unsettledS: number;
 
 	constructor(client: Redis, retentionMs: number) {
 		client.defineCommand('awSettle', { numberOfKeys: 6, lua: SETTLE });
@@ -186,6 +204,7 @@ export class RedisStore {
 		client.defineCommand('awAccept', { lua: ACCEPT });
 		this.#r = client as Scripted;
 		this.#retentionS = Math.max(1, Math.ceil(retentionMs / 1000));
+		this.#unsettledS = Math.max(this.#retentionS, UNSETTLED_S);
 	}
 
 	/** `field` of `aw:meta`, set to `value` first if it has none (the first daemon's value wins). */
@@ -224,9 +243,11 @@ export class RedisStore {
 	/**
 	 * Record accepted notifications, once their jobs are in the queue: their totals, and the app's pending
 	 * count. Recording the same notification again changes nothing; if this fails, the client retries.
+	 * False, with nothing recorded, when app `app` is no longer incarnation `gen`.
 	 */
-	async accepted(gen: string, notifications: ReadonlyArray<{ id: string; total: number }>): Promise<void> {
-		await this.#r.awAccept(notifications.length + 1, 'aw:pending', ...notifications.map((n) => `aw:n:${gen}:${n.id}`), gen, this.#retentionS, ...notifications.map((n) => n.total));
+	async accepted(app: string, gen: string, notifications: ReadonlyArray<{ id: string; total: number }>): Promise<boolean> {
+		const keys = notifications.map((n) => `aw:n:${gen}:${n.id}`);
+		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, this.#unsettledS, ...notifications.map((n) => n.total))) === 1;
 	}
 
 	/** The answer given to an earlier request with this Idempotency-Key. */
@@ -261,7 +282,7 @@ export class RedisStore {
 	/** Record outcomes of a job's tokens; what was newly recorded (a token already recorded is not counted again). */
 	async settle(job: { id: string; gen: string; notification: string; count: number }, sent: Uint8Array, failures: readonly RedisFailure[], now: number): Promise<{ sent: number; failed: number; feedback: number }> {
 		const args: Array<string | number | Buffer> = [`aw:p:${job.id}`, `aw:n:${job.gen}:${job.notification}`, `aw:nf:${job.gen}:${job.notification}`, 'aw:pending', `aw:fb:${job.gen}`, 'aw:fbseq'];
-		args.push(job.gen, job.count, this.#retentionS, now, Buffer.from(sent.buffer, sent.byteOffset, sent.byteLength), failures.length);
+		args.push(job.gen, job.count, this.#retentionS, now, Buffer.from(sent.buffer, sent.byteOffset, sent.byteLength), failures.length, this.#unsettledS);
 		for (const f of failures) args.push(f.index, JSON.stringify({ token: f.token, status: f.status, reason: f.reason }), f.feedbackAt === undefined ? '' : f.token, f.feedbackAt ?? 0, f.reason);
 		const [s, f, fb] = await this.#r.awSettle(...args);
 		return { sent: s, failed: f, feedback: fb };
