@@ -106,6 +106,10 @@ test('secrets: sealed values open only with the same secret and for the same app
 	assert.throws(() => SecretBox.fromSecret('short', salt), { code: 'APNS_SERVER_CONFIG' });
 	assert.ok(box.verify(box.check()));
 	assert.ok(!SecretBox.fromSecret('another-secret-of-length', salt).verify(box.check()));
+	// Stored while insecure: readable by the SQLite daemon, refused where everything must be sealed (Redis).
+	const plain = SecretBox.insecure().seal('-----BEGIN PRIVATE KEY-----', 'app1');
+	assert.equal(box.open(plain, 'app1'), '-----BEGIN PRIVATE KEY-----');
+	assert.throws(() => SecretBox.fromSecret('a-secret-of-enough-length', salt, { plainAllowed: false }).open(plain, 'app1'), { code: 'APNS_SERVER_SECRET' });
 });
 
 test('store: notification and app numbers are never reused (a cached body or a late outcome cannot reach a newer row)', (t) => {

@@ -99,6 +99,7 @@ export class RedisDaemon implements PushService {
 	#closing = false;
 	#pruneTimer: NodeJS.Timeout | undefined;
 	#reconcileTimer: NodeJS.Timeout | undefined;
+	#workerStopped: string | undefined;
 	/** The resync in progress (one at a time), retried with backoff until every app loaded. */
 	#resyncing: Promise<void> | undefined;
 
@@ -219,7 +220,11 @@ export class RedisDaemon implements PushService {
 		await this.#sub.connect();
 		this.#reconcileTimer = setInterval(() => this.#resync(true), RECONCILE_MS);
 		this.#reconcileTimer.unref();
-		void this.#worker.run().catch((error: unknown) => this.log.error({ err: { message: (error as Error).message } }, 'worker stopped'));
+		this.#worker.run().catch((error: unknown) => {
+			// A daemon that no longer works the queue must not look healthy: /healthz and /v1 answer 503.
+			this.#workerStopped = (error as Error).message;
+			this.log.error({ err: { message: this.#workerStopped } }, 'the BullMQ worker stopped: this daemon sends nothing; restart it');
+		});
 		this.#pruneTimer = setInterval(() => void this.#prune(), Math.min(this.#options.retentionMs, 3_600_000));
 		this.#pruneTimer.unref();
 	}
@@ -229,7 +234,8 @@ export class RedisDaemon implements PushService {
 	}
 
 	get unavailable(): string | undefined {
-		return this.#cmd.status === 'ready' ? undefined : `Redis (${this.#where}) is unreachable: nothing can be stored; retry`;
+		if (this.#workerStopped !== undefined) return 'this daemon no longer works the queue (see its log): use another';
+		return this.#cmd.status === 'ready' ? undefined : 'Redis is unreachable: nothing can be stored; retry';
 	}
 
 	/** Where the shared state is (for logs): host and port, never a password. */
@@ -456,7 +462,7 @@ export class RedisDaemon implements PushService {
 	#unavailable(error: unknown): Error {
 		if (error instanceof RequestError) return error;
 		this.log.warn({ redis: this.#where, err: { message: (error as Error).message } }, 'Redis refused a request');
-		return new RequestError(503, 'storage_unavailable', `Redis (${this.#where}) did not take the request: retry`);
+		return new RequestError(503, 'storage_unavailable', 'Redis did not take the request: retry');
 	}
 
 	// ---- the queue ----
@@ -586,7 +592,7 @@ export class RedisDaemon implements PushService {
 /** The deployment's secret box: the first daemon stores the salt and check value, the others must match. */
 async function secretBox(store: RedisStore, secret: string, where: string): Promise<SecretBox> {
 	const salt = await store.metaOnce('secret-salt', () => randomUUID());
-	const box = SecretBox.fromSecret(secret, Buffer.from(salt));
+	const box = SecretBox.fromSecret(secret, Buffer.from(salt), { plainAllowed: false });
 	const check = await store.metaOnce('secret-check', () => box.check());
 	if (!box.verify(check)) throw new ServerError('APNS_SERVER_SECRET', `APNS_WORKER_SECRET is not the secret the credentials in Redis (${where}) were sealed with`);
 	return box;

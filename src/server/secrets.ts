@@ -18,20 +18,25 @@ const CHECK = 'apns-worker secret check';
 /** Seals and opens secrets for the store. */
 export class SecretBox {
 	readonly #key: Buffer | undefined;
+	readonly #plainAllowed: boolean;
 
-	private constructor(key: Buffer | undefined) {
+	private constructor(key: Buffer | undefined, plainAllowed: boolean) {
 		this.#key = key;
+		this.#plainAllowed = plainAllowed;
 	}
 
-	/** A box keyed by `secret` (at least 16 characters) and the database's `salt`. */
-	static fromSecret(secret: string, salt: Buffer): SecretBox {
+	/**
+	 * A box keyed by `secret` (at least 16 characters) and the database's `salt`. `plainAllowed: false`
+	 * refuses values stored unsealed (a shared Redis: whoever can write to it must not plant credentials).
+	 */
+	static fromSecret(secret: string, salt: Buffer, options: { plainAllowed?: boolean } = {}): SecretBox {
 		if (secret.length < 16) throw new ServerError('APNS_SERVER_CONFIG', 'APNS_WORKER_SECRET must be at least 16 characters (32 random bytes, base64, is a good choice)');
-		return new SecretBox(scryptSync(secret, salt, 32));
+		return new SecretBox(scryptSync(secret, salt, 32), options.plainAllowed ?? true);
 	}
 
 	/** A box that stores secrets as they are: only with `--insecure-plaintext-secrets`. */
 	static insecure(): SecretBox {
-		return new SecretBox(undefined);
+		return new SecretBox(undefined, true);
 	}
 
 	/** Whether this box encrypts. */
@@ -56,7 +61,10 @@ export class SecretBox {
 	 */
 	open(sealed: string, appId: string): string {
 		// Stored while the daemon ran insecure: readable either way (and sealed on the app's next update).
-		if (sealed.startsWith(PLAIN)) return Buffer.from(sealed.slice(PLAIN.length), 'base64').toString('utf8');
+		if (sealed.startsWith(PLAIN)) {
+			if (!this.#plainAllowed) throw new ServerError('APNS_SERVER_SECRET', 'a stored credential is not sealed: refused (credentials in a shared Redis are always sealed)');
+			return Buffer.from(sealed.slice(PLAIN.length), 'base64').toString('utf8');
+		}
 		if (!sealed.startsWith(SEALED)) throw new ServerError('APNS_SERVER_SECRET', 'a stored secret is in an unknown format');
 		if (this.#key === undefined) throw new ServerError('APNS_SERVER_SECRET', 'stored credentials are encrypted: start the daemon with the APNS_WORKER_SECRET they were sealed with');
 		const raw = Buffer.from(sealed.slice(SEALED.length), 'base64');
