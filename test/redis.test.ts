@@ -345,4 +345,15 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	assert.equal(await store.pruneFeedback('g2', 2000, true), 1, 'what the webhook has');
 	assert.equal(await store.pruneFeedback('g2', 2000, false), 1, 'without a webhook, every old one');
 	assert.deepEqual((await store.feedback('g2', 0, 10, false)).map((f) => [f.seq, f.token]), [[3, '2'.repeat(64)]], 'the young one stays');
+
+	// One daemon at a time delivers an app's webhook: a turn is taken, extended by its owner, given up.
+	assert.equal(await store.webhookClaim('g2', 'daemon-a'), true);
+	assert.equal(await store.webhookClaim('g2', 'daemon-b'), false, 'another daemon has the turn');
+	assert.equal(await store.webhookClaim('g2', 'daemon-a'), true, 'extended by its owner');
+	await store.webhookRelease('g2', 'daemon-b');
+	assert.equal(await store.webhookClaim('g2', 'daemon-b'), false, 'only its owner gives it up');
+	await store.webhookRelease('g2', 'daemon-a');
+	assert.equal(await store.webhookClaim('g2', 'daemon-b'), true);
+	const turn = await client.pttl('aw:whl:g2');
+	assert.ok(turn > 0 && turn <= 30_000, 'a daemon that dies holding it gives it up within 30 s');
 });

@@ -127,7 +127,13 @@ export class RedisDaemon implements PushService {
 				return []; // Redis is unreachable: no pending series this scrape
 			}
 		});
-		this.#webhooks = new Webhooks({ batch: (gen, limit) => this.#store.webhookBatch(gen, limit), delivered: (gen, seq) => this.#store.webhookDelivered(gen, seq) }, this.log);
+		const me = randomUUID();
+		this.#webhooks = new Webhooks({
+			batch: (gen, limit) => this.#store.webhookBatch(gen, limit),
+			delivered: (gen, seq) => this.#store.webhookDelivered(gen, seq),
+			claim: (gen) => this.#store.webhookClaim(gen, me),
+			release: (gen) => this.#store.webhookRelease(gen, me),
+		}, this.log);
 		this.#queue = new Queue<JobData>(QUEUE_NAME, {
 			connection: connections.queue,
 			// One stack trace kept: BullMQ appends one per retry otherwise, without limit.

@@ -13,6 +13,7 @@
  * | `aw:p:{jobId}` | string | a job's progress: one bit per token, set once its outcome is recorded |
  * | `aw:fb:{gen}` | stream | the app's feedback, entry ids `0-{seq}` (seq is the API's cursor) |
  * | `aw:fbseq`, `aw:whc` | hash | per incarnation: the last feedback seq; the webhook's cursor |
+ * | `aw:whl:{gen}` | string | which daemon delivers the app's webhook now (expires in 30 s unless extended) |
  * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
  *
  * An app's `gen` is a random id made when it is created: a deleted app's leftovers (jobs in the queue,
@@ -49,6 +50,8 @@ export interface RedisFailure {
 }
 
 export const APPS_CHANNEL = 'aw:apps:changed';
+/** How long a daemon's turn to deliver an app's webhook lasts unless extended (a daemon that dies gives it up so). */
+const WEBHOOK_TURN_MS = 30_000;
 /** At least this long (s) a notification's counts and a job's progress are kept while unsettled: 30 days. */
 const UNSETTLED_S = 30 * 24 * 3600;
 
@@ -301,6 +304,17 @@ export class RedisStore {
 	/** Feedback after the webhook's cursor (not deleted: the API's readers may not have read it). */
 	async webhookBatch(gen: string, limit: number): Promise<Array<{ seq: number; token: string; when: number; reason: string }>> {
 		return this.#read(gen, Number((await this.#r.hget('aw:whc', gen)) ?? 0), limit);
+	}
+
+	/** Take or extend `owner`'s turn to deliver the webhook of `gen` (30 s, extended per batch); false while another owner has it. */
+	async webhookClaim(gen: string, owner: string): Promise<boolean> {
+		const script = "local v = redis.call('GET', KEYS[1]) if v and v ~= ARGV[1] then return 0 end redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1";
+		return (await this.#r.eval(script, 1, `aw:whl:${gen}`, owner, WEBHOOK_TURN_MS)) === 1;
+	}
+
+	/** Give `owner`'s turn up, if it still has it. */
+	async webhookRelease(gen: string, owner: string): Promise<void> {
+		await this.#r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1, `aw:whl:${gen}`, owner);
 	}
 
 	/** The webhook has everything up to `seq` (the cursor only moves forward: two daemons may deliver). */

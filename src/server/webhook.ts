@@ -15,6 +15,13 @@ export interface FeedbackSource {
 	batch(key: string, limit: number): ReadonlyArray<FeedbackItem> | Promise<ReadonlyArray<FeedbackItem>>;
 	/** The receiver has every record up to `seq`. */
 	delivered(key: string, seq: number): void | Promise<void>;
+	/**
+	 * Where several daemons share the feedback (Redis): take, or extend, this daemon's turn to deliver
+	 * `key`'s records; false while another daemon has it. Without it, this daemon always delivers.
+	 */
+	claim?(key: string): Promise<boolean>;
+	/** Give the turn up (the records are all delivered, or the receiver is failing). */
+	release?(key: string): Promise<void>;
 }
 
 export interface FeedbackItem {
@@ -29,6 +36,8 @@ export const WEBHOOK_BATCH = 500;
 /** Webhook deliveries in progress at once, over all apps. */
 const CONCURRENCY = 4;
 const REQUEST_TIMEOUT_MS = 10_000;
+/** While another daemon delivers an app's records, look again this often (it may stop, or die). */
+const HELD_RETRY_MS = 15_000;
 /** Between failed deliveries to one receiver: 1 s doubling to 60 s, up to a fifth less for jitter. */
 const BACKOFF = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 } as const;
 
@@ -80,6 +89,11 @@ export class Webhooks {
 			t.again = false;
 			let failure: string | undefined;
 			let last = 0;
+			if (this.#source.claim !== undefined) {
+				// One daemon at a time per app: the others would POST the same records again.
+				const mine = await this.#source.claim(key).catch(() => false);
+				if (!mine) return this.#later(key, t, HELD_RETRY_MS);
+			}
 			try {
 				const batch = await this.#source.batch(key, WEBHOOK_BATCH);
 				if (batch.length === 0 || this.#closed) break;
@@ -105,16 +119,22 @@ export class Webhooks {
 			t.failures++;
 			const delay = backoffDelay(t.failures, BACKOFF);
 			this.#log.warn({ app: t.app, failures: t.failures, retryInMs: Math.round(delay), error: failure }, 'feedback webhook failed; retrying');
-			t.busy = false;
-			t.timer = setTimeout(() => {
-				t.timer = undefined;
-				if (this.#targets.get(key) === t) this.wake(key, t.url, t.app);
-			}, delay);
-			t.timer.unref();
-			return;
+			await this.#source.release?.(key).catch(() => {});
+			return this.#later(key, t, delay);
 		}
+		await this.#source.release?.(key).catch(() => {});
 		t.busy = false;
 		if (t.again && !this.#closed) this.wake(key, t.url, t.app);
+	}
+
+	/** Deliver `key`'s records again in `delay` ms. */
+	#later(key: string, t: Target, delay: number): void {
+		t.busy = false;
+		t.timer = setTimeout(() => {
+			t.timer = undefined;
+			if (this.#targets.get(key) === t) this.wake(key, t.url, t.app);
+		}, delay);
+		t.timer.unref();
 	}
 
 	/** Forget an app (deleted, or its webhook removed). */
