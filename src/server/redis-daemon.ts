@@ -61,6 +61,13 @@ const ATTEMPTS = 1_000_000_000;
 const RECONCILE_MS = 30_000;
 /** A Redis command unanswered this long fails (a half-open connection): the API answers 503. */
 const COMMAND_TIMEOUT_MS = 5000;
+/**
+ * A connection with commands waiting and nothing received this long is cut and made again (a half-open
+ * link: /healthz answers 503 meanwhile). The worker's is longer than BullMQ's longest block (10 s).
+ */
+const SOCKET_TIMEOUT_MS = { commands: 10_000, worker: 30_000 } as const;
+/** How often an idle daemon pings Redis: a link that died silently is noticed without traffic. */
+const HEARTBEAT_MS = 5000;
 
 /** A job given back unfinished because its manager closed (an update, a shutdown): retried at once, by any daemon. */
 class HandedBack extends Error {
@@ -102,6 +109,9 @@ export class RedisDaemon implements PushService {
 	#workerStopped: string | undefined;
 	/** The resync in progress (one at a time), retried with backoff until every app loaded. */
 	#resyncing: Promise<void> | undefined;
+	/** Resolved when the command connection is back (jobs wait on it rather than fail, one log line each). */
+	#readyWait: Promise<void> | undefined;
+	#heartbeatTimer: NodeJS.Timeout | undefined;
 
 	private constructor(options: RedisDaemonOptions, connections: { cmd: Redis; sub: Redis; queue: Redis; worker: Redis }, box: SecretBox) {
 		this.log = options.logger;
@@ -172,10 +182,13 @@ export class RedisDaemon implements PushService {
 			retryStrategy: (times) => backoffDelay(times, RECONNECT),
 			connectionName: 'apns-worker',
 		};
+		// Commands fail at once while disconnected (the API answers 503) instead of waiting in a queue, and a
+		// command that failed is never sent again after a reconnection: a DELETE the client was told failed
+		// (503) must not delete the app it made again meanwhile.
+		const commands: RedisOptions = { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1, autoResendUnfulfilledCommands: false, commandTimeout: COMMAND_TIMEOUT_MS, socketTimeout: SOCKET_TIMEOUT_MS.commands };
 		let cmd: Redis;
 		try {
-			// Commands fail at once while disconnected (the API answers 503) instead of waiting in a queue.
-			cmd = new Redis(options.redis, { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: COMMAND_TIMEOUT_MS, lazyConnect: true });
+			cmd = new Redis(options.redis, { ...commands, lazyConnect: true });
 		} catch (error) {
 			throw new ServerError('APNS_SERVER_CONFIG', `--redis: ${(error as Error).message}`, { cause: error });
 		}
@@ -194,9 +207,9 @@ export class RedisDaemon implements PushService {
 			throw error;
 		}
 		const sub = new Redis(options.redis, { ...base, lazyConnect: true });
-		const queue = new Redis(options.redis, { ...base, enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: COMMAND_TIMEOUT_MS });
+		const queue = new Redis(options.redis, commands);
 		// BullMQ's workers block on Redis and must retry for ever (its documented setting).
-		const worker = new Redis(options.redis, { ...base, maxRetriesPerRequest: null });
+		const worker = new Redis(options.redis, { ...base, maxRetriesPerRequest: null, socketTimeout: SOCKET_TIMEOUT_MS.worker });
 		for (const c of [sub, queue, worker]) c.on('error', () => {});
 		const daemon = new RedisDaemon(options, { cmd, sub, queue, worker }, box);
 		await daemon.#loadAll();
@@ -226,6 +239,11 @@ export class RedisDaemon implements PushService {
 		await this.#sub.connect();
 		this.#reconcileTimer = setInterval(() => this.#resync(true), RECONCILE_MS);
 		this.#reconcileTimer.unref();
+		// A command with no answer for SOCKET_TIMEOUT_MS cuts the link: this makes sure there is one to wait.
+		this.#heartbeatTimer = setInterval(() => {
+			if (this.#cmd.status === 'ready') this.#cmd.ping().catch(() => {});
+		}, HEARTBEAT_MS);
+		this.#heartbeatTimer.unref();
 		this.#worker.run().catch((error: unknown) => {
 			// A daemon that no longer works the queue must not look healthy: /healthz and /v1 answer 503.
 			this.#workerStopped = (error as Error).message;
@@ -253,10 +271,8 @@ export class RedisDaemon implements PushService {
 
 	/** Load every app again; rejects if any could not be. */
 	async #loadAll(): Promise<void> {
-		const stored = await this.#store.listApps();
-		const byId = new Map(stored.map((a) => [a.id, a]));
-		const ids = new Set([...byId.keys(), ...this.#apps.keys()]);
-		await Promise.all([...ids].map((id) => this.#load(id, byId.get(id) ?? null)));
+		const ids = new Set([...(await this.#store.listApps()).map((a) => a.id), ...this.#apps.keys()]);
+		await Promise.all([...ids].map((id) => this.#load(id)));
 	}
 
 	/**
@@ -280,12 +296,26 @@ export class RedisDaemon implements PushService {
 	}
 
 	/**
-	 * Bring app `id` in line with Redis: `stored` is what Redis holds (null: no such app; undefined: ask
-	 * it). Loads run one after another per app. Rejects when Redis could not be asked.
+	 * Bring app `id` in line with what Redis holds now, and return that (undefined: no such app). Loads run
+	 * one after another per app, and each reads Redis in its turn: a copy read earlier can never be applied
+	 * over a newer one. `prepared` is the manager a PUT here checked for `app`: taken if Redis still holds
+	 * exactly that. Rejects when Redis could not be asked.
 	 */
-	#load(id: string, stored?: RedisApp | null, prepared?: ApnsManager): Promise<void> {
-		const next = (this.#loading.get(id) ?? Promise.resolve()).then(async () => this.#apply(id, stored === undefined ? await this.#store.getApp(id) : (stored ?? undefined), prepared));
-		const settledNext = next.catch(() => {});
+	#load(id: string, prepared?: { app: RedisApp; manager: ApnsManager }): Promise<RedisApp | undefined> {
+		const next = (this.#loading.get(id) ?? Promise.resolve()).then(async () => {
+			let app: RedisApp | undefined;
+			try {
+				app = await this.#store.getApp(id);
+			} catch (error) {
+				void prepared?.manager.close({ timeoutMs: 0 }).catch(() => {});
+				throw error;
+			}
+			const mine = prepared !== undefined && app !== undefined && sameApp(prepared.app, app) ? prepared.manager : undefined;
+			if (mine === undefined) void prepared?.manager.close({ timeoutMs: 0 }).catch(() => {});
+			this.#apply(id, app, mine);
+			return app;
+		});
+		const settledNext = next.then(() => {}, () => {});
 		this.#loading.set(id, settledNext);
 		void settledNext.then(() => {
 			if (this.#loading.get(id) === settledNext) this.#loading.delete(id);
@@ -296,7 +326,6 @@ export class RedisDaemon implements PushService {
 	#apply(id: string, app: RedisApp | undefined, prepared: ApnsManager | undefined): void {
 		const live = this.#apps.get(id);
 		if (app === undefined) {
-			void prepared?.close({ timeoutMs: 0 }).catch(() => {});
 			if (live === undefined) return;
 			this.#apps.delete(id);
 			// Deleted: what its manager holds is dropped with it (the DELETE counted it).
@@ -306,7 +335,7 @@ export class RedisDaemon implements PushService {
 			this.log.info({ app: id }, 'app deleted');
 			return;
 		}
-		if (live !== undefined && live.app.gen === app.gen && live.app.updatedAt === app.updatedAt && live.app.settings === app.settings && live.app.sealed === app.sealed) {
+		if (live !== undefined && sameApp(live.app, app)) {
 			void prepared?.close({ timeoutMs: 0 }).catch(() => {});
 			return;
 		}
@@ -339,8 +368,7 @@ export class RedisDaemon implements PushService {
 	async #live(id: string): Promise<LiveApp> {
 		let stored: RedisApp | undefined;
 		try {
-			stored = await this.#store.getApp(id);
-			await this.#load(id, stored ?? null);
+			stored = await this.#load(id);
 		} catch (error) {
 			throw this.#unavailable(error);
 		}
@@ -359,7 +387,7 @@ export class RedisDaemon implements PushService {
 			throw this.#unavailable(error);
 		}
 		// This daemon takes the manager it checked; the others load the app from the message.
-		await this.#load(id, stored.app, manager).catch(() => {});
+		await this.#load(id, { app: stored.app, manager }).catch(() => {});
 		this.log.info({ app: id, created: stored.created, auth: settings.auth, environment: settings.environment }, stored.created ? 'app provisioned' : 'app updated');
 		return this.#view(this.#apps.get(id) ?? { app: stored.app, settings, manager: undefined, stopped: undefined });
 	}
@@ -386,7 +414,7 @@ export class RedisDaemon implements PushService {
 			throw this.#unavailable(error);
 		}
 		if (dropped === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}`, 'appId');
-		await this.#load(id, null);
+		await this.#load(id).catch(() => {}); // the others, and this daemon's next request, load it anyway
 		return { dropped };
 	}
 
@@ -480,10 +508,14 @@ export class RedisDaemon implements PushService {
 	async #process(job: Job<JobData>, lock: string | undefined): Promise<void> {
 		const d = job.data;
 		// Asked of Redis every time (a throw retries the job): a daemon that cannot tell must not drop it.
-		const stored = await this.#store.getApp(d.a);
-		// Deleted, or deleted and made again (its pending count went with it): so are its jobs.
-		if (stored === undefined || stored.gen !== d.g) return;
-		await this.#load(d.a, stored);
+		await this.#ready();
+		const stored = await this.#load(d.a);
+		if (stored === undefined || stored.gen !== d.g) {
+			// Deleted, or deleted and made again (its pending count went with it): so are its jobs, and what
+			// they had recorded (no one can ask for it: the incarnation is gone).
+			await this.#store.forgetJob(job.id!, d.g, d.n);
+			return;
+		}
 		const live = this.#apps.get(d.a);
 		if (live?.app.gen !== d.g) throw new Error(`app ${d.a} is not loaded`);
 		const manager = live.manager;
@@ -511,7 +543,10 @@ export class RedisDaemon implements PushService {
 				const now = this.#apps.get(d.a);
 				if (now?.settings.webhook !== undefined) this.#webhooks.wake(now.app.gen, now.settings.webhook.url, d.a);
 			},
-			retrying: (error, attempt) => this.log.warn({ app: d.a, job: job.id, attempt, err: { message: error.message } }, 'cannot record outcomes in Redis yet: retrying'),
+			// Once, then every tenth attempt: an outage must not fill the log.
+			retrying: (error, attempt) => {
+				if (attempt === 1 || attempt % 10 === 0) this.log.warn({ app: d.a, job: job.id, attempt, err: { message: error.message } }, 'cannot record outcomes in Redis yet: retrying');
+			},
 		}, this.#abandon.signal);
 		const settled: Array<Promise<void>> = [];
 		let indices: number[] = [];
@@ -556,6 +591,22 @@ export class RedisDaemon implements PushService {
 		if (run.recorded < handed) throw new Error(`${handed - run.recorded} tokens of job ${job.id} have no outcome: run again`);
 	}
 
+	/** Until the command connection is ready, or the daemon stops waiting for Redis. */
+	#ready(): Promise<void> {
+		if (this.#cmd.status === 'ready' || this.#abandon.signal.aborted) return Promise.resolve();
+		this.#readyWait ??= new Promise<void>((resolve) => {
+			const done = (): void => {
+				this.#cmd.off('ready', done);
+				this.#abandon.signal.removeEventListener('abort', done);
+				this.#readyWait = undefined;
+				resolve();
+			};
+			this.#cmd.on('ready', done);
+			this.#abandon.signal.addEventListener('abort', done);
+		});
+		return this.#readyWait;
+	}
+
 	async #prune(): Promise<void> {
 		const before = Date.now() - this.#options.retentionMs;
 		for (const live of this.#apps.values()) {
@@ -576,6 +627,7 @@ export class RedisDaemon implements PushService {
 		this.#closing = true;
 		clearInterval(this.#pruneTimer);
 		clearInterval(this.#reconcileTimer);
+		clearInterval(this.#heartbeatTimer);
 		this.#webhooks.close();
 		const graceful = this.#worker.close();
 		const within = (ms: number): Promise<unknown> => Promise.race([graceful, new Promise((resolve) => setTimeout(resolve, ms).unref())]);
@@ -602,6 +654,11 @@ async function secretBox(store: RedisStore, secret: string, where: string): Prom
 	const check = await store.metaOnce('secret-check', () => box.check());
 	if (!box.verify(check)) throw new ServerError('APNS_SERVER_SECRET', `APNS_WORKER_SECRET is not the secret the credentials in Redis (${where}) were sealed with`);
 	return box;
+}
+
+/** Whether two copies of an app are the same version. */
+function sameApp(a: RedisApp, b: RedisApp): boolean {
+	return a.gen === b.gen && a.updatedAt === b.updatedAt && a.settings === b.settings && a.sealed === b.sealed;
 }
 
 /** A UUID-shaped id from a hash and an index (ids of a request with an Idempotency-Key). */

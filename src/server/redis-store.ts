@@ -8,13 +8,18 @@
  * | `aw:meta` | hash | the secret's salt and check value |
  * | `aw:apps` | hash | app id → JSON {@link RedisApp}; changes are published on `aw:apps:changed` |
  * | `aw:pending` | hash | app incarnation → notifications accepted and not yet settled |
- * | `aw:n:{gen}:{id}` | hash | a notification's `total`, `sent`, `failed` (expires with the retention) |
- * | `aw:nf:{gen}:{id}` | list | its failures, JSON (expires with the retention) |
+ * | `aw:n:{gen}:{id}` | hash | a notification's `total`, `sent`, `failed` |
+ * | `aw:nf:{gen}:{id}` | list | its failures, JSON |
  * | `aw:p:{jobId}` | string | a job's progress: one bit per token, set once its outcome is recorded |
  * | `aw:fb:{gen}` | stream | the app's feedback, entry ids `0-{seq}` (seq is the API's cursor) |
  * | `aw:fbseq`, `aw:whc` | hash | per incarnation: the last feedback seq; the webhook's cursor |
  * | `aw:whl:{gen}` | string | which daemon delivers the app's webhook now (expires in 30 s unless extended) |
  * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
+ *
+ * A notification's keys and its jobs' progress are kept while it is unsettled, and expire with the
+ * retention once settled; a job dropped because its app is gone deletes them. (Outcomes recorded before
+ * the acceptance is — its jobs were quick, or the request then failed — expire after 30 days unless
+ * ACCEPT comes.)
  *
  * An app's `gen` is a random id made when it is created: a deleted app's leftovers (jobs in the queue,
  * outcomes) can never reach an app created later under the same id.
@@ -52,7 +57,7 @@ export interface RedisFailure {
 export const APPS_CHANNEL = 'aw:apps:changed';
 /** How long a daemon's turn to deliver an app's webhook lasts unless extended (a daemon that dies gives it up so). */
 const WEBHOOK_TURN_MS = 30_000;
-/** At least this long (s) a notification's counts and a job's progress are kept while unsettled: 30 days. */
+/** How long (s) outcomes are kept for a notification whose acceptance is not recorded (yet): 30 days. */
 const UNSETTLED_S = 30 * 24 * 3600;
 
 /**
@@ -62,8 +67,9 @@ const UNSETTLED_S = 30 * 24 * 3600;
  * failure JSON, feedback token ('' for none), when (ms), reason. Returns {newly delivered, newly failed,
  * feedback records added}.
  *
- * A notification's keys expire with the retention once all its tokens are settled; until then they are
- * kept for the longer unsettled period (a backlog or a stopped app must not outlive its counts).
+ * A notification's keys expire with the retention once all its tokens are settled, a job's progress
+ * once all its tokens are; until then they are kept (ACCEPT made them persistent; a job that is dropped
+ * deletes them).
  */
 const SETTLE = `
 local count = tonumber(ARGV[2])
@@ -102,13 +108,12 @@ if newSent + newFailed > 0 then
 	if newFailed > 0 then redis.call('HINCRBY', KEYS[2], 'failed', newFailed) end
 	local c = redis.call('HMGET', KEYS[2], 'total', 'sent', 'failed')
 	if c[1] then
-		-- Counted as pending once its acceptance is recorded (ACCEPT subtracts what settled before it).
-		redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed))
+		-- Counted as pending once its acceptance is recorded (ACCEPT subtracts what settled before it);
+		-- not at all once its app is deleted (DELETE_APP removed the count: it must not come back negative).
+		if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed)) end
 		if tonumber(c[2] or '0') + tonumber(c[3] or '0') >= tonumber(c[1]) then
 			redis.call('EXPIRE', KEYS[2], ARGV[3])
 			redis.call('EXPIRE', KEYS[3], ARGV[3])
-		elseif newFailed > 0 then
-			redis.call('EXPIRE', KEYS[3], ARGV[7])
 		end
 	else
 		-- Not recorded as accepted yet: kept for the unsettled period (ACCEPT sets it right).
@@ -121,16 +126,19 @@ for i = 1, nbytes do
 	local c = bytes[i]
 	while c ~= 0 do c = bit.band(c, c - 1); done = done + 1 end
 end
--- Kept a while after the last token (not deleted): a second run of the job must still see every bit.
-local ttl = ARGV[7]
-if done >= count then ttl = 3600 end
-redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ttl)
+-- Kept for the retention after the last token (not deleted): a second run of the job (a retried
+-- request with the same Idempotency-Key re-adds it) must still see every bit.
+if done >= count then
+	redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ARGV[3])
+else
+	redis.call('SET', KEYS[1], string.char(unpack(bytes)))
+end
 return {newSent, newFailed, feedback}
 `;
 
 /**
- * Record accepted notifications (after their jobs were added). KEYS: pending hash, apps hash, then one
- * notification hash each; ARGV: gen, retention (s), app id, unsettled period (s), then one total each.
+ * Record accepted notifications (after their jobs were added). KEYS: pending hash, apps hash, then per
+ * notification its hash and its failures list; ARGV: gen, retention (s), app id, then one total each.
  * Returns 0 (nothing recorded) when the app is no longer that incarnation: deleted, or deleted and made
  * again, since the request began — its jobs are then dropped by whoever takes them. A notification
  * recorded already (a retry with the same Idempotency-Key) is not counted again; one whose tokens
@@ -139,12 +147,21 @@ return {newSent, newFailed, feedback}
 const ACCEPT = `
 local app = redis.call('HGET', KEYS[2], ARGV[3])
 if not app or cjson.decode(app).gen ~= ARGV[1] then return 0 end
-for i = 3, #KEYS do
-	local total = tonumber(ARGV[i + 2])
-	if redis.call('HSETNX', KEYS[i], 'total', total) == 1 then
-		local counts = redis.call('HMGET', KEYS[i], 'sent', 'failed')
+for k = 0, (#KEYS - 2) / 2 - 1 do
+	local hash = KEYS[3 + 2 * k]
+	local list = KEYS[4 + 2 * k]
+	local total = tonumber(ARGV[4 + k])
+	if redis.call('HSETNX', hash, 'total', total) == 1 then
+		local counts = redis.call('HMGET', hash, 'sent', 'failed')
 		local settled = tonumber(counts[1] or '0') + tonumber(counts[2] or '0')
-		if settled >= total then redis.call('EXPIRE', KEYS[i], ARGV[2]) else redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+		if settled >= total then
+			redis.call('EXPIRE', hash, ARGV[2])
+			redis.call('EXPIRE', list, ARGV[2])
+		else
+			-- Kept until settled (or dropped with its app): a backlog or a stopped app must not outlive its counts.
+			redis.call('PERSIST', hash)
+			redis.call('PERSIST', list)
+		end
 		redis.call('HINCRBY', KEYS[1], ARGV[1], total - settled)
 	end
 end
@@ -197,7 +214,7 @@ type Scripted = Redis & {
 export class RedisStore {
 	readonly #r: Scripted;
 	readonly #retentionS: number;
-	/** How long a notification's state is kept while it is not settled (a backlog, a stopped app). */
+	/** How long outcomes of a notification whose acceptance is not recorded are kept. */
 	readonly #unsettledS: number;
 
 	constructor(client: Redis, retentionMs: number) {
@@ -249,8 +266,8 @@ export class RedisStore {
 	 * False, with nothing recorded, when app `app` is no longer incarnation `gen`.
 	 */
 	async accepted(app: string, gen: string, notifications: ReadonlyArray<{ id: string; total: number }>): Promise<boolean> {
-		const keys = notifications.map((n) => `aw:n:${gen}:${n.id}`);
-		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, this.#unsettledS, ...notifications.map((n) => n.total))) === 1;
+		const keys = notifications.flatMap((n) => [`aw:n:${gen}:${n.id}`, `aw:nf:${gen}:${n.id}`]);
+		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, ...notifications.map((n) => n.total))) === 1;
 	}
 
 	/** The answer given to an earlier request with this Idempotency-Key. */
@@ -280,6 +297,11 @@ export class RedisStore {
 	/** A job's progress bitmap (undefined before its first settlement). */
 	async progress(jobId: string): Promise<Buffer | undefined> {
 		return (await this.#r.getBuffer(`aw:p:${jobId}`)) ?? undefined;
+	}
+
+	/** Forget a job dropped with its app (deleted, or made again): its progress and its notification's outcomes. */
+	async forgetJob(jobId: string, gen: string, notification: string): Promise<void> {
+		await this.#r.del(`aw:p:${jobId}`, `aw:n:${gen}:${notification}`, `aw:nf:${gen}:${notification}`);
 	}
 
 	/** Record outcomes of a job's tokens; what was newly recorded (a token already recorded is not counted again). */

@@ -116,3 +116,65 @@ export async function startRedis(options: { persist?: boolean } = {}): Promise<R
 		},
 	};
 }
+
+/** A TCP relay to a Redis that can turn into a black hole: connections stay open, nothing gets through. */
+export interface RedisRelay {
+	readonly url: string;
+	/** From now on nothing is relayed either way, and no connection is closed (a half-open link). */
+	hold(): void;
+	/** Relay again: the connections that saw the black hole are cut (their replies were lost). */
+	release(): void;
+	close(): Promise<void>;
+}
+
+/** A {@link RedisRelay} on 127.0.0.1 (port 0) to Redis on `port`. */
+export async function startRelay(port: number): Promise<RedisRelay> {
+	const { connect } = await import('node:net');
+	let holding = false;
+	const pairs = new Set<{ a: import('node:net').Socket; b: import('node:net').Socket; held: boolean }>();
+	const server = createServer((a) => {
+		const b = connect(port, '127.0.0.1');
+		const pair = { a, b, held: holding };
+		pairs.add(pair);
+		const end = (): void => {
+			pairs.delete(pair);
+			a.destroy();
+			b.destroy();
+		};
+		a.on('data', (chunk: Buffer) => {
+			if (holding) pair.held = true;
+			else b.write(chunk);
+		});
+		b.on('data', (chunk: Buffer) => {
+			if (holding) pair.held = true;
+			else a.write(chunk);
+		});
+		for (const s of [a, b]) {
+			s.on('error', end);
+			s.on('close', end);
+		}
+	});
+	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	return {
+		url: `redis://127.0.0.1:${(server.address() as { port: number }).port}`,
+		hold() {
+			holding = true;
+			for (const p of pairs) p.held = true;
+		},
+		release() {
+			holding = false;
+			for (const p of [...pairs]) if (p.held) {
+				p.a.destroy();
+				p.b.destroy();
+				pairs.delete(p);
+			}
+		},
+		async close() {
+			for (const p of pairs) {
+				p.a.destroy();
+				p.b.destroy();
+			}
+			await new Promise<void>((resolve) => server.close(() => resolve()));
+		},
+	};
+}
