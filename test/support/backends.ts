@@ -23,4 +23,5 @@ export interface BackendUnderTest {
 export const BACKENDS: readonly BackendUnderTest[] = [
 	{ name: 'evented', options: { backend: 'evented' }, callerThreadTimers: true },
 	{ name: 'threaded', options: { backend: 'threaded' }, callerThreadTimers: false },
+	{ name: 'threaded×2', options: { backend: 'threaded', threads: 2 }, callerThreadTimers: false },
 ];
