@@ -10,6 +10,7 @@
  * and the heap right after it ('handedOver'), so what is measured is what the client library keeps.
  */
 import { sign } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { monitorEventLoopDelay, performance, type EventLoopUtilization } from 'node:perf_hooks';
 import type { ApnsManager, ApnsManagerOptions, DeliveryError } from '../src/index.js';
@@ -22,6 +23,29 @@ const sendAndExit = (message: ClientMessage): void => void process.send!(message
 const finish = new Promise<void>((resolve) => process.once('message', () => resolve()));
 const peakRss = (): number => process.resourceUsage().maxRSS * 1024;
 
+/** CPU ms (user + system, 10 ms ticks) of each thread of this process, by thread id; empty where there is no /proc. */
+function threadCpu(): Map<string, number> {
+	const out = new Map<string, number>();
+	try {
+		for (const tid of readdirSync('/proc/self/task')) {
+			try {
+				const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+				// Fields after the command name: utime and stime are the 12th and 13th.
+				const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+				out.set(tid, (Number(f[11]) + Number(f[12])) * 10);
+			} catch {
+				// The thread ended meanwhile.
+			}
+		}
+	} catch {
+		// Not Linux.
+	}
+	return out;
+}
+
+/** The threads the process had before any client library was loaded: the main one, V8's and libuv's. */
+const RUNTIME_THREADS = new Set(threadCpu().keys());
+
 /**
  * The caller's event-loop delay, the process's CPU and the main thread's busy time, from the first send
  * ({@link started}) to {@link LoopMeter.stop}: the last settlement an apns-worker client saw, or 'finish'.
@@ -31,6 +55,7 @@ class LoopMeter {
 	#cpu: NodeJS.CpuUsage | undefined;
 	#elu: EventLoopUtilization | undefined;
 	#t0 = 0;
+	#threads = new Map<string, number>();
 	#result: LoopMeasure | undefined;
 
 	get result(): LoopMeasure | undefined {
@@ -39,6 +64,7 @@ class LoopMeter {
 
 	start(): void {
 		this.#t0 = performance.now();
+		this.#threads = threadCpu();
 		this.#cpu = process.cpuUsage();
 		this.#elu = performance.eventLoopUtilization();
 		this.#histogram.enable();
@@ -48,6 +74,13 @@ class LoopMeter {
 	stop(): void {
 		if (this.#cpu === undefined || this.#result !== undefined) return;
 		this.#histogram.disable();
+		const threads = { caller: 0, runtime: 0, started: 0 };
+		for (const [tid, ms] of threadCpu()) {
+			const used = ms - (this.#threads.get(tid) ?? 0);
+			if (tid === String(process.pid)) threads.caller += used;
+			else if (RUNTIME_THREADS.has(tid)) threads.runtime += used;
+			else threads.started += used;
+		}
 		const wallMs = performance.now() - this.#t0;
 		const cpu = process.cpuUsage(this.#cpu);
 		const elu = performance.eventLoopUtilization(this.#elu);
@@ -58,6 +91,7 @@ class LoopMeter {
 			delayMs: { p50: late(h.percentile(50)), p99: late(h.percentile(99)), max: late(h.max), mean: late(h.mean), samples: h.count },
 			cpuMs: (cpu.user + cpu.system) / 1000,
 			callerBusyMs: elu.active,
+			...(RUNTIME_THREADS.size === 0 ? {} : { threadCpuMs: threads }),
 			wallMs,
 		};
 	}

@@ -410,6 +410,8 @@ interface ThreadsSummary {
 	p99VsEvented: number | undefined;
 	clientCpuMs: number;
 	clientCpuPercent: number;
+	/** Medians of the client's CPU by thread, in ms (undefined without /proc). */
+	threadCpuMs: { caller: number; runtime: number; started: number } | undefined;
 	callerBusyPercent: number;
 	serverCpuMs: number;
 	serverCpuPercent: number;
@@ -425,6 +427,7 @@ function threadsSummary(runs: Run[], ratios: Pick<ThreadsSummary, 'vsEvented' | 
 		delayMs: { p50: of((l) => l.delayMs.p50), p99: of((l) => l.delayMs.p99), max: of((l) => l.delayMs.max), mean: of((l) => l.delayMs.mean) },
 		clientCpuMs: of((l) => l.cpuMs),
 		clientCpuPercent: of((l) => (100 * l.cpuMs) / l.wallMs),
+		threadCpuMs: loops.every((l) => l.threadCpuMs !== undefined) && loops.length > 0 ? { caller: of((l) => l.threadCpuMs!.caller), runtime: of((l) => l.threadCpuMs!.runtime), started: of((l) => l.threadCpuMs!.started) } : undefined,
 		callerBusyPercent: of((l) => (100 * l.callerBusyMs) / l.wallMs),
 		serverCpuMs: median(runs.map((r) => r.server.cpuMs)),
 		serverCpuPercent: median(runs.map((r) => (100 * r.server.cpuMs) / r.server.wallMs)),
@@ -435,7 +438,7 @@ function threadsSummary(runs: Run[], ratios: Pick<ThreadsSummary, 'vsEvented' | 
 function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): string[] {
 	const ms = (v: number): string => (Number.isNaN(v) ? '—' : v.toFixed(1));
 	const cpu = (cpuMs: number, percent: number): string => `${(cpuMs / 1000).toFixed(2)} s (${Math.round(percent)}%)`;
-	const header = ['workload', 'client', 'notif/s', 'vs evented', 'first delivery', 'steady notif/s (vs evented)', 'done', 'lost', 'dup', 'loop delay p50 / p99 / max (mean), ms', 'p99 vs evented', 'client CPU (% of a core)', 'caller thread busy', 'gateway CPU (% of a core)'];
+	const header = ['workload', 'client', 'notif/s', 'vs evented', 'first delivery', 'steady notif/s (vs evented)', 'done', 'lost', 'dup', 'loop delay p50 / p99 / max (mean), ms', 'p99 vs evented', 'client CPU (% of a core)', 'by thread: caller / runtime / workers', 'caller thread busy', 'gateway CPU (% of a core)'];
 	const cells = rows.map((s) => {
 		const t = s.threads;
 		return [
@@ -451,6 +454,7 @@ function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): s
 			`${ms(t.delayMs.p50)} / ${ms(t.delayMs.p99)} / ${ms(t.delayMs.max)} (${ms(t.delayMs.mean)})`,
 			ratio(t.p99VsEvented),
 			cpu(t.clientCpuMs, t.clientCpuPercent),
+			t.threadCpuMs === undefined ? '—' : `${(t.threadCpuMs.caller / 1000).toFixed(2)} / ${(t.threadCpuMs.runtime / 1000).toFixed(2)} / ${(t.threadCpuMs.started / 1000).toFixed(2)} s`,
 			`${Math.round(t.callerBusyPercent)}%`,
 			cpu(t.serverCpuMs, t.serverCpuPercent),
 		];
@@ -459,7 +463,8 @@ function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): s
 		"threads: backend 'threaded' (1 or 2 worker threads) against 'evented' (the first row of each workload), alternating in the same run. Figures from the first",
 		'send to the last settlement the client saw (or to the gateway having everything, whichever came first). loop delay: how late the caller\'s event loop ran',
 		`a ${LOOP_RESOLUTION_MS} ms timer (perf_hooks.monitorEventLoopDelay, resolution ${LOOP_RESOLUTION_MS} ms, the resolution taken off). client CPU: process.cpuUsage() of the client`,
-		'process (all its threads); caller thread busy: performance.eventLoopUtilization() of its main thread, % of the wall time. gateway CPU: the mock\'s process,',
+		'process (all its threads); by thread (Linux /proc, 10 ms ticks): the caller\'s thread / the runtime\'s (V8\'s GC and compiler helpers, libuv) / those the client',
+		'started (the worker threads); caller thread busy: performance.eventLoopUtilization() of its main thread, % of the wall time. gateway CPU: the mock\'s process,',
 		'from the poll right after the client started to the poll that saw the run end. % of a core: CPU time over wall time (2 cores: 200% is all of them).',
 		'first delivery: from the client\'s start to the gateway\'s first accepted notification (library, threads, connections starting); steady: the rate from there on.',
 		`paced: ${PACED_CHUNK.toLocaleString('en-US')} tokens per sendAps call, each call in a macrotask of its own (setImmediate between), each after`,

@@ -40,6 +40,7 @@ import { COMMAND_ERROR, ERROR_RESPONSE_BYTES, frameBytes, PROBE_FRAME_BYTES, wri
 import { TOKEN_BYTES, type Message } from '../message.js';
 import { MAX_BINARY_PAYLOAD_BYTES, SentLog, settleErrorFrame, settleUnanswered } from '../protocol/binary.js';
 import type { Cursor, InFlight } from '../queue.js';
+import type { Ring } from '../ring.js';
 import { Driver } from './driver.js';
 import { CLOSE_LINGER_MS } from './schedule.js';
 
@@ -53,6 +54,8 @@ const SLAB_POOL = 16;
 export const MIN_WINDOW = 256;
 /** Connections that may wait for a probe answer at once; the next hand-over waits for one of them. */
 export const MAX_AWAITING = 3;
+/** Sent-log rings kept for reuse: as many as connections are open at once (awaiting, active, spare). */
+const RING_POOL = MAX_AWAITING + 2;
 
 
 class Connection {
@@ -127,6 +130,8 @@ export class BinaryDriver extends Driver {
 	/** A connection died holding notifications, unanswered, and nothing has been settled since. */
 	#lostSinceSettled = false;
 	readonly #cursor: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
+	/** Empty sent-log rings of finished connections, for the next ones. */
+	readonly #rings: Ring[] = [];
 	/** Reusable slabs: allocating 64 KiB per write was a large share of the garbage at a million a second. */
 	readonly #slabs: Buffer[] = [];
 	readonly #recycle = (slab: Buffer): void => {
@@ -247,8 +252,9 @@ export class BinaryDriver extends Driver {
 		if (this.reconnect.waiting) return;
 		const { tls: gateway, options } = this.ctx.setup;
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
-		// Its log is sized for what it will likely write: the window, which may double before it is active.
-		const conn = new Connection(++this.#ids, socket, new SentLog(Math.min(2 * this.#window, this.ctx.setup.options.confirmEvery)), this.#epoch);
+		// Its log is a finished connection's ring (grown to what one writes: a healthy stream writes for
+		// minConfirmIntervalMs, past the window), or one sized for the window, which may double before it is active.
+		const conn = new Connection(++this.#ids, socket, new SentLog(Math.min(2 * this.#window, this.ctx.setup.options.confirmEvery), this.#rings.pop()), this.#epoch);
 		if (role === 'active') this.#active = conn;
 		else this.#spare = conn;
 		this.#connections.add(conn);
@@ -334,6 +340,8 @@ export class BinaryDriver extends Driver {
 			}
 			settleUnanswered(queue, conn.log, conn.error?.message);
 		}
+		// Settled and empty: nothing reads it again. Reused, a ring is not grown (copied) again per connection.
+		if (conn.log.settled && conn.log.size === 0 && this.#rings.length < RING_POOL) this.#rings.push(conn.log.ring);
 		const held = conn.heldAtEnd;
 		// Ended by us: destroyed, or closing (everything is settled by then). Everything else that settled
 		// nothing is a failed attempt, however it ended.

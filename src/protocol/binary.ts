@@ -82,9 +82,10 @@ export class SentLog {
 	/**
 	 * @param expected How many it will likely hold (the driver's window): sized once, rather than grown
 	 *   (and copied) several times per connection.
+	 * @param ring An empty ring to use instead (a finished connection's, already grown to what one holds).
 	 */
-	constructor(expected?: number) {
-		this.ring = new Ring(expected === undefined || expected === 0 ? undefined : expected + 1);
+	constructor(expected?: number, ring?: Ring) {
+		this.ring = ring ?? new Ring(expected === undefined || expected === 0 ? undefined : expected + 1);
 	}
 
 	get size(): number {
