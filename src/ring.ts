@@ -30,6 +30,11 @@ export class Ring {
 		return this.#size;
 	}
 
+	/** How many it holds before it grows. */
+	get capacity(): number {
+		return this.#cap;
+	}
+
 	#grow(): void {
 		const cap = this.#cap * 2;
 		const msg = new Array<Message | undefined>(cap);

@@ -56,6 +56,8 @@ export const MIN_WINDOW = 256;
 export const MAX_AWAITING = 3;
 /** Sent-log rings kept for reuse: as many as connections are open at once (awaiting, active, spare). */
 const RING_POOL = MAX_AWAITING + 2;
+/** The largest ring kept (17 bytes a slot: ~2 MiB): a million a second for minConfirmIntervalMs fits; an outsized one is let go. */
+const RING_POOL_SLOTS = 1 << 17;
 
 
 class Connection {
@@ -254,7 +256,11 @@ export class BinaryDriver extends Driver {
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
 		// Its log is a finished connection's ring (grown to what one writes: a healthy stream writes for
 		// minConfirmIntervalMs, past the window), or one sized for the window, which may double before it is active.
-		const conn = new Connection(++this.#ids, socket, new SentLog(Math.min(2 * this.#window, this.ctx.setup.options.confirmEvery), this.#rings.pop()), this.#epoch);
+		const expected = Math.min(2 * this.#window, this.ctx.setup.options.confirmEvery);
+		// (One too small for the window now, kept from a time of losses, is let go.)
+		const top = this.#rings.pop();
+		const pooled = top !== undefined && top.capacity > expected ? top : undefined;
+		const conn = new Connection(++this.#ids, socket, new SentLog(expected, pooled), this.#epoch);
 		if (role === 'active') this.#active = conn;
 		else this.#spare = conn;
 		this.#connections.add(conn);
@@ -341,7 +347,8 @@ export class BinaryDriver extends Driver {
 			settleUnanswered(queue, conn.log, conn.error?.message);
 		}
 		// Settled and empty: nothing reads it again. Reused, a ring is not grown (copied) again per connection.
-		if (conn.log.settled && conn.log.size === 0 && this.#rings.length < RING_POOL) this.#rings.push(conn.log.ring);
+		const ring = conn.log.ring;
+		if (conn.log.settled && ring.size === 0 && ring.capacity <= RING_POOL_SLOTS && this.#rings.length < RING_POOL) this.#rings.push(ring);
 		const held = conn.heldAtEnd;
 		// Ended by us: destroyed, or closing (everything is settled by then). Everything else that settled
 		// nothing is a failed attempt, however it ended.

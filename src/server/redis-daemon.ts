@@ -63,11 +63,22 @@ const RECONCILE_MS = 30_000;
 const COMMAND_TIMEOUT_MS = 5000;
 /**
  * A connection with commands waiting and nothing received this long is cut and made again (a half-open
- * link: /healthz answers 503 meanwhile). The worker's is longer than BullMQ's longest block (10 s).
+ * link: /healthz answers 503 meanwhile). Both of the worker's connections (BullMQ duplicates the one it is
+ * given for its blocking reads) take one longer than BullMQ's longest block (10 s). Commands and socket
+ * timeouts go together: a command that failed is not sent again (see open()), and only its own timeout
+ * settles it then.
  */
-const SOCKET_TIMEOUT_MS = { commands: 10_000, worker: 30_000 } as const;
+const SOCKET_TIMEOUT_MS = { commands: 10_000, worker: 15_000 } as const;
 /** How often an idle daemon pings Redis: a link that died silently is noticed without traffic. */
 const HEARTBEAT_MS = 5000;
+
+/** How long a job waits for this daemon's command connection before it is given back (a blip passes; an outage does not hold jobs). */
+const READY_WAIT_MS = 5000;
+
+/** A job given back because this daemon cannot reach Redis for its commands: retried, backed off, by any daemon (logged once per outage, not per job). */
+class RedisAway extends Error {
+	override readonly name = 'RedisAway';
+}
 
 /** A job given back unfinished because its manager closed (an update, a shutdown): retried at once, by any daemon. */
 class HandedBack extends Error {
@@ -90,6 +101,8 @@ export class RedisDaemon implements PushService {
 	readonly #where: string;
 	readonly #cmd: Redis;
 	readonly #sub: Redis;
+	/** The connection jobs are added on (POSTs). */
+	readonly #queueConn: Redis;
 	/** Every connection, closed last (BullMQ does not close connections it was given). */
 	readonly #connections: Redis[];
 	readonly #store: RedisStore;
@@ -99,6 +112,8 @@ export class RedisDaemon implements PushService {
 	readonly #apps = new Map<string, LiveApp>();
 	/** Per app id: loads run one after another (pub/sub, a PUT here, a job for an app not seen yet). */
 	readonly #loading = new Map<string, Promise<void>>();
+	/** Per app id: the load queued and not started yet, which a caller joins rather than queue another. */
+	readonly #queuedLoad = new Map<string, Promise<RedisApp | undefined>>();
 	readonly #tokens = new SharedTokens();
 	readonly #webhooks: Webhooks;
 	/** Aborted when the daemon stops waiting for Redis: outcomes not recorded by then stay in doubt. */
@@ -109,7 +124,7 @@ export class RedisDaemon implements PushService {
 	#workerStopped: string | undefined;
 	/** The resync in progress (one at a time), retried with backoff until every app loaded. */
 	#resyncing: Promise<void> | undefined;
-	/** Resolved when the command connection is back (jobs wait on it rather than fail, one log line each). */
+	/** Resolved when the command connection is back (a job waits on it a while rather than fail at once). */
 	#readyWait: Promise<void> | undefined;
 	#heartbeatTimer: NodeJS.Timeout | undefined;
 
@@ -125,6 +140,7 @@ export class RedisDaemon implements PushService {
 		this.#where = redisWhere(options.redis);
 		this.#cmd = connections.cmd;
 		this.#sub = connections.sub;
+		this.#queueConn = connections.queue;
 		this.#connections = Object.values(connections);
 		this.#box = box;
 		this.#store = new RedisStore(this.#cmd, this.#options.retentionMs);
@@ -165,7 +181,7 @@ export class RedisDaemon implements PushService {
 		}
 		this.#worker.on('stalled', (jobId) => this.log.warn({ job: jobId }, 'a job stalled (its daemon stopped renewing it): it is taken over'));
 		this.#worker.on('failed', (job, error) => {
-			if (error.name !== 'HandedBack') this.log.warn({ job: job?.id, attempts: job?.attemptsMade, err: { message: error.message } }, 'job not finished: retried');
+			if (error.name !== 'HandedBack' && error.name !== 'RedisAway') this.log.warn({ job: job?.id, attempts: job?.attemptsMade, err: { message: error.message } }, 'job not finished: retried');
 		});
 	}
 
@@ -206,7 +222,7 @@ export class RedisDaemon implements PushService {
 			cmd.disconnect();
 			throw error;
 		}
-		const sub = new Redis(options.redis, { ...base, lazyConnect: true });
+		const sub = new Redis(options.redis, { ...base, socketTimeout: SOCKET_TIMEOUT_MS.commands, lazyConnect: true });
 		const queue = new Redis(options.redis, commands);
 		// BullMQ's workers block on Redis and must retry for ever (its documented setting).
 		const worker = new Redis(options.redis, { ...base, maxRetriesPerRequest: null, socketTimeout: SOCKET_TIMEOUT_MS.worker });
@@ -241,7 +257,8 @@ export class RedisDaemon implements PushService {
 		this.#reconcileTimer.unref();
 		// A command with no answer for SOCKET_TIMEOUT_MS cuts the link: this makes sure there is one to wait.
 		this.#heartbeatTimer = setInterval(() => {
-			if (this.#cmd.status === 'ready') this.#cmd.ping().catch(() => {});
+			// (The subscriber too: a silent one would miss every app change until the next resync.)
+			for (const c of [this.#cmd, this.#queueConn, this.#sub]) if (c.status === 'ready') c.ping().catch(() => {});
 		}, HEARTBEAT_MS);
 		this.#heartbeatTimer.unref();
 		this.#worker.run().catch((error: unknown) => {
@@ -259,7 +276,7 @@ export class RedisDaemon implements PushService {
 
 	get unavailable(): string | undefined {
 		if (this.#workerStopped !== undefined) return 'this daemon no longer works the queue (see its log): use another';
-		return this.#cmd.status === 'ready' ? undefined : 'Redis is unreachable: nothing can be stored; retry';
+		return this.#cmd.status === 'ready' && this.#queueConn.status === 'ready' ? undefined : 'Redis is unreachable: nothing can be stored; retry';
 	}
 
 	/** Where the shared state is (for logs): host and port, never a password. */
@@ -298,11 +315,18 @@ export class RedisDaemon implements PushService {
 	/**
 	 * Bring app `id` in line with what Redis holds now, and return that (undefined: no such app). Loads run
 	 * one after another per app, and each reads Redis in its turn: a copy read earlier can never be applied
-	 * over a newer one. `prepared` is the manager a PUT here checked for `app`: taken if Redis still holds
-	 * exactly that. Rejects when Redis could not be asked.
+	 * over a newer one. A caller that finds a load queued and not started joins it (its read still comes
+	 * after the call): concurrent requests for one app cost two round trips at most, not one each in line.
+	 * `prepared` is the manager a PUT here checked for `app`: taken if Redis still holds exactly that.
+	 * Rejects when Redis could not be asked.
 	 */
 	#load(id: string, prepared?: { app: RedisApp; manager: ApnsManager }): Promise<RedisApp | undefined> {
-		const next = (this.#loading.get(id) ?? Promise.resolve()).then(async () => {
+		if (prepared === undefined) {
+			const queued = this.#queuedLoad.get(id);
+			if (queued !== undefined) return queued;
+		}
+		const next: Promise<RedisApp | undefined> = (this.#loading.get(id) ?? Promise.resolve()).then(async () => {
+			if (this.#queuedLoad.get(id) === next) this.#queuedLoad.delete(id);
 			let app: RedisApp | undefined;
 			try {
 				app = await this.#store.getApp(id);
@@ -315,6 +339,7 @@ export class RedisDaemon implements PushService {
 			this.#apply(id, app, mine);
 			return app;
 		});
+		if (prepared === undefined) this.#queuedLoad.set(id, next);
 		const settledNext = next.then(() => {}, () => {});
 		this.#loading.set(id, settledNext);
 		void settledNext.then(() => {
@@ -507,8 +532,12 @@ export class RedisDaemon implements PushService {
 	 */
 	async #process(job: Job<JobData>, lock: string | undefined): Promise<void> {
 		const d = job.data;
+		if (!(await this.#ready(READY_WAIT_MS))) {
+			// Redis is away for this daemon's commands (its worker link may still be up): the job goes back,
+			// backed off, for whichever daemon can run it; it is not sent after a wait its lock may not have outlived.
+			throw new RedisAway(`Redis did not answer within ${READY_WAIT_MS / 1000} s: job ${job.id} given back`);
+		}
 		// Asked of Redis every time (a throw retries the job): a daemon that cannot tell must not drop it.
-		await this.#ready();
 		const stored = await this.#load(d.a);
 		if (stored === undefined || stored.gen !== d.g) {
 			// Deleted, or deleted and made again (its pending count went with it): so are its jobs, and what
@@ -519,8 +548,11 @@ export class RedisDaemon implements PushService {
 		const live = this.#apps.get(d.a);
 		if (live?.app.gen !== d.g) throw new Error(`app ${d.a} is not loaded`);
 		const manager = live.manager;
+		const ref = { id: job.id!, app: d.a, gen: d.g, notification: d.n, count: Buffer.byteLength(d.t, 'base64') / 32, keyed: job.id!.includes('.') };
 		if (manager === undefined) {
-			// Stopped (its credentials do not load): the job waits, backed off, without counting an attempt.
+			// Stopped (its credentials do not load): the job waits, backed off, without counting an attempt,
+			// and its notification's state is kept meanwhile.
+			await this.#store.touchJob(ref);
 			await job.moveToDelayed(Date.now() + backoffDelay(job.attemptsStarted, JOB_RETRY), lock);
 			throw new DelayedError();
 		}
@@ -536,7 +568,7 @@ export class RedisDaemon implements PushService {
 			this.metrics.inDoubt.inc({ app: d.a }, open);
 			this.log.warn({ app: d.a, job: job.id, inDoubt: open, settled: count - open }, 'taking over a job that was started before: its unsettled tokens are sent again (APNs may have some already)');
 		}
-		const run = new JobRun(this.#store, { id: job.id!, gen: d.g, notification: d.n, count }, {
+		const run = new JobRun(this.#store, ref, {
 			delivered: (n) => this.metrics.delivered.inc({ app: d.a }, n),
 			failed: (reason, n) => this.metrics.failed.inc({ app: d.a, reason }, n),
 			feedback: () => {
@@ -591,9 +623,10 @@ export class RedisDaemon implements PushService {
 		if (run.recorded < handed) throw new Error(`${handed - run.recorded} tokens of job ${job.id} have no outcome: run again`);
 	}
 
-	/** Until the command connection is ready, or the daemon stops waiting for Redis. */
-	#ready(): Promise<void> {
-		if (this.#cmd.status === 'ready' || this.#abandon.signal.aborted) return Promise.resolve();
+	/** Whether the command connection is ready, waiting up to `ms` for it (false: not in time, or the daemon stopped waiting for Redis). */
+	async #ready(ms: number): Promise<boolean> {
+		if (this.#cmd.status === 'ready') return true;
+		if (this.#abandon.signal.aborted) return false;
 		this.#readyWait ??= new Promise<void>((resolve) => {
 			const done = (): void => {
 				this.#cmd.off('ready', done);
@@ -604,7 +637,8 @@ export class RedisDaemon implements PushService {
 			this.#cmd.on('ready', done);
 			this.#abandon.signal.addEventListener('abort', done);
 		});
-		return this.#readyWait;
+		await Promise.race([this.#readyWait, sleep(ms, undefined, { ref: false })]);
+		return (this.#cmd.status as string) === 'ready'; // (TypeScript narrowed it before the await)
 	}
 
 	async #prune(): Promise<void> {

@@ -13,7 +13,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SendResult } from '../index.js';
 import { backoffDelay } from '../drivers/backoff.js';
-import type { RedisFailure, RedisStore } from './redis-store.js';
+import type { RedisFailure, RedisJobRef, RedisStore } from './redis-store.js';
 import type { StoredBody } from './service.js';
 
 /** Tokens per job (a notification entry to more tokens is split into several jobs). */
@@ -63,7 +63,7 @@ export function popcount(bits: Uint8Array): number {
 
 export class JobRun {
 	readonly #store: RedisStore;
-	readonly #job: { id: string; gen: string; notification: string; count: number };
+	readonly #job: RedisJobRef;
 	readonly #events: JobEvents;
 	readonly #abandoned: AbortSignal;
 	/** Delivered since the last flush. */
@@ -80,7 +80,7 @@ export class JobRun {
 	recorded = 0;
 
 	/** @param abandoned - aborted when the daemon stops waiting for Redis (its flushes give up). */
-	constructor(store: RedisStore, job: { id: string; gen: string; notification: string; count: number }, events: JobEvents, abandoned: AbortSignal) {
+	constructor(store: RedisStore, job: RedisJobRef, events: JobEvents, abandoned: AbortSignal) {
 		this.#store = store;
 		this.#job = job;
 		this.#events = events;

@@ -16,10 +16,10 @@
  * | `aw:whl:{gen}` | string | which daemon delivers the app's webhook now (expires in 30 s unless extended) |
  * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
  *
- * A notification's keys and its jobs' progress are kept while it is unsettled, and expire with the
- * retention once settled; a job dropped because its app is gone deletes them. (Outcomes recorded before
- * the acceptance is — its jobs were quick, or the request then failed — expire after 30 days unless
- * ACCEPT comes.)
+ * A notification's keys and its jobs' progress are kept while it is unsettled (each settlement and
+ * each run of a job pushes their expiry 30 days away), and expire with the retention once settled (a
+ * finished job's progress after an hour, unless its id came from an Idempotency-Key); a job dropped
+ * because its app is gone deletes them.
  *
  * An app's `gen` is a random id made when it is created: a deleted app's leftovers (jobs in the queue,
  * outcomes) can never reach an app created later under the same id.
@@ -43,6 +43,18 @@ export interface RedisApp {
 	readonly updatedAt: number;
 }
 
+/** A job, as the store records its progress. */
+export interface RedisJobRef {
+	readonly id: string;
+	readonly app: string;
+	readonly gen: string;
+	readonly notification: string;
+	/** Tokens in the job. */
+	readonly count: number;
+	/** Its id was made from an Idempotency-Key (a retried request adds it again). */
+	readonly keyed: boolean;
+}
+
 /** One failed token, as a settlement records it. */
 export interface RedisFailure {
 	/** Its index in the job. */
@@ -57,21 +69,34 @@ export interface RedisFailure {
 export const APPS_CHANNEL = 'aw:apps:changed';
 /** How long a daemon's turn to deliver an app's webhook lasts unless extended (a daemon that dies gives it up so). */
 const WEBHOOK_TURN_MS = 30_000;
-/** How long (s) outcomes are kept for a notification whose acceptance is not recorded (yet): 30 days. */
+/**
+ * How long (s) a notification's state lives without news: 30 days. Refreshed by every settlement and
+ * every run of one of its jobs (a stopped app's jobs run at least once a minute), so only state that no
+ * job will ever touch again lapses: a queue emptied by hand, a request that failed after its jobs were
+ * added and was never retried.
+ */
 const UNSETTLED_S = 30 * 24 * 3600;
+/** How long (s) a finished job's progress is kept when its id cannot come back (no Idempotency-Key): long enough for a zombie run's late flush. */
+const DONE_PROGRESS_S = 3600;
 
 /**
  * Record a job's outcomes and progress at once. KEYS: progress, notification hash, failures list, pending
- * hash, feedback stream, feedback seq hash. ARGV: gen, tokens in the job, retention (s), now (ms), bitmap of
- * the tokens delivered, number of failures, how long unsettled state is kept (s), then per failure: index,
- * failure JSON, feedback token ('' for none), when (ms), reason. Returns {newly delivered, newly failed,
- * feedback records added}.
+ * hash, feedback stream, feedback seq hash, apps hash. ARGV: gen, tokens in the job, retention (s), now
+ * (ms), bitmap of the tokens delivered, number of failures, how long unsettled state is kept (s), app id,
+ * how long the progress of a finished job is kept (s), then per failure: index, failure JSON, feedback
+ * token ('' for none), when (ms), reason. Returns {newly delivered, newly failed, feedback records added}.
  *
- * A notification's keys expire with the retention once all its tokens are settled, a job's progress
- * once all its tokens are; until then they are kept (ACCEPT made them persistent; a job that is dropped
- * deletes them).
+ * Nothing is recorded for an incarnation that is gone (its app deleted, or deleted and made again):
+ * DELETE_APP removed its counts and feedback, and a late flush (a run that lost its lock, outcomes
+ * retried while Redis was away) must not bring them back.
+ *
+ * A notification's keys expire with the retention once all its tokens are settled, a job's progress once
+ * all its tokens are (kept for the retention only when the job id can come back); until then each
+ * settlement pushes their expiry {@link UNSETTLED_S} away.
  */
 const SETTLE = `
+local live = redis.call('HGET', KEYS[7], ARGV[8])
+if not live or cjson.decode(live).gen ~= ARGV[1] then return {0, 0, 0} end
 local count = tonumber(ARGV[2])
 local nbytes = math.floor((count + 7) / 8)
 local old = redis.call('GET', KEYS[1]) or ''
@@ -88,7 +113,7 @@ end
 local newFailed = 0
 local feedback = 0
 for k = 0, tonumber(ARGV[6]) - 1 do
-	local a = 8 + k * 5
+	local a = 10 + k * 5
 	local index = tonumber(ARGV[a])
 	local at = math.floor(index / 8) + 1
 	local mask = bit.lshift(1, index % 8)
@@ -107,38 +132,33 @@ if newSent + newFailed > 0 then
 	if newSent > 0 then redis.call('HINCRBY', KEYS[2], 'sent', newSent) end
 	if newFailed > 0 then redis.call('HINCRBY', KEYS[2], 'failed', newFailed) end
 	local c = redis.call('HMGET', KEYS[2], 'total', 'sent', 'failed')
+	local ttl = ARGV[7]
 	if c[1] then
-		-- Counted as pending once its acceptance is recorded (ACCEPT subtracts what settled before it);
-		-- not at all once its app is deleted (DELETE_APP removed the count: it must not come back negative).
-		if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed)) end
-		if tonumber(c[2] or '0') + tonumber(c[3] or '0') >= tonumber(c[1]) then
-			redis.call('EXPIRE', KEYS[2], ARGV[3])
-			redis.call('EXPIRE', KEYS[3], ARGV[3])
-		end
-	else
-		-- Not recorded as accepted yet: kept for the unsettled period (ACCEPT sets it right).
-		redis.call('EXPIRE', KEYS[2], ARGV[7])
-		if newFailed > 0 then redis.call('EXPIRE', KEYS[3], ARGV[7]) end
+		-- Counted as pending once its acceptance is recorded (ACCEPT subtracts what settled before it).
+		redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed))
+		if tonumber(c[2] or '0') + tonumber(c[3] or '0') >= tonumber(c[1]) then ttl = ARGV[3] end
 	end
+	redis.call('EXPIRE', KEYS[2], ttl)
+	redis.call('EXPIRE', KEYS[3], ttl)
 end
 local done = 0
 for i = 1, nbytes do
 	local c = bytes[i]
 	while c ~= 0 do c = bit.band(c, c - 1); done = done + 1 end
 end
--- Kept for the retention after the last token (not deleted): a second run of the job (a retried
--- request with the same Idempotency-Key re-adds it) must still see every bit.
+-- Kept a while after the last token (not deleted): a second run of the job must still see every bit.
 if done >= count then
-	redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ARGV[3])
+	redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ARGV[9])
 else
-	redis.call('SET', KEYS[1], string.char(unpack(bytes)))
+	redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ARGV[7])
 end
 return {newSent, newFailed, feedback}
 `;
 
 /**
  * Record accepted notifications (after their jobs were added). KEYS: pending hash, apps hash, then per
- * notification its hash and its failures list; ARGV: gen, retention (s), app id, then one total each.
+ * notification its hash and its failures list; ARGV: gen, retention (s), app id, unsettled period (s),
+ * then one total each.
  * Returns 0 (nothing recorded) when the app is no longer that incarnation: deleted, or deleted and made
  * again, since the request began — its jobs are then dropped by whoever takes them. A notification
  * recorded already (a retry with the same Idempotency-Key) is not counted again; one whose tokens
@@ -150,18 +170,14 @@ if not app or cjson.decode(app).gen ~= ARGV[1] then return 0 end
 for k = 0, (#KEYS - 2) / 2 - 1 do
 	local hash = KEYS[3 + 2 * k]
 	local list = KEYS[4 + 2 * k]
-	local total = tonumber(ARGV[4 + k])
+	local total = tonumber(ARGV[5 + k])
 	if redis.call('HSETNX', hash, 'total', total) == 1 then
 		local counts = redis.call('HMGET', hash, 'sent', 'failed')
 		local settled = tonumber(counts[1] or '0') + tonumber(counts[2] or '0')
-		if settled >= total then
-			redis.call('EXPIRE', hash, ARGV[2])
-			redis.call('EXPIRE', list, ARGV[2])
-		else
-			-- Kept until settled (or dropped with its app): a backlog or a stopped app must not outlive its counts.
-			redis.call('PERSIST', hash)
-			redis.call('PERSIST', list)
-		end
+		local ttl = ARGV[4]
+		if settled >= total then ttl = ARGV[2] end
+		redis.call('EXPIRE', hash, ttl)
+		redis.call('EXPIRE', list, ttl)
 		redis.call('HINCRBY', KEYS[1], ARGV[1], total - settled)
 	end
 end
@@ -218,7 +234,7 @@ export class RedisStore {
 	readonly #unsettledS: number;
 
 	constructor(client: Redis, retentionMs: number) {
-		client.defineCommand('awSettle', { numberOfKeys: 6, lua: SETTLE });
+		client.defineCommand('awSettle', { numberOfKeys: 7, lua: SETTLE });
 		client.defineCommand('awPutApp', { numberOfKeys: 1, lua: PUT_APP });
 		client.defineCommand('awDeleteApp', { numberOfKeys: 4, lua: DELETE_APP });
 		client.defineCommand('awAccept', { lua: ACCEPT });
@@ -254,7 +270,7 @@ export class RedisStore {
 		return { app: toApp(json), created: created === 1 };
 	}
 
-	/** Delete an app and what it had (its notifications' outcomes expire); the pending count dropped, or undefined when there was no app. */
+	/** Delete an app and what it had (its notifications' outcomes go as its jobs are dropped); the pending count dropped, or undefined when there was no app. */
 	async deleteApp(id: string): Promise<number | undefined> {
 		const dropped = await this.#r.awDeleteApp('aw:apps', 'aw:pending', 'aw:fbseq', 'aw:whc', id);
 		return dropped < 0 ? undefined : dropped;
@@ -267,7 +283,7 @@ export class RedisStore {
 	 */
 	async accepted(app: string, gen: string, notifications: ReadonlyArray<{ id: string; total: number }>): Promise<boolean> {
 		const keys = notifications.flatMap((n) => [`aw:n:${gen}:${n.id}`, `aw:nf:${gen}:${n.id}`]);
-		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, ...notifications.map((n) => n.total))) === 1;
+		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, this.#unsettledS, ...notifications.map((n) => n.total))) === 1;
 	}
 
 	/** The answer given to an earlier request with this Idempotency-Key. */
@@ -299,15 +315,22 @@ export class RedisStore {
 		return (await this.#r.getBuffer(`aw:p:${jobId}`)) ?? undefined;
 	}
 
+	/** A job of a notification ran (and cannot send yet): its state is kept another {@link UNSETTLED_S}. */
+	async touchJob(job: RedisJobRef): Promise<void> {
+		await exec(this.#r.pipeline().expire(`aw:p:${job.id}`, this.#unsettledS).expire(`aw:n:${job.gen}:${job.notification}`, this.#unsettledS).expire(`aw:nf:${job.gen}:${job.notification}`, this.#unsettledS));
+	}
+
 	/** Forget a job dropped with its app (deleted, or made again): its progress and its notification's outcomes. */
 	async forgetJob(jobId: string, gen: string, notification: string): Promise<void> {
 		await this.#r.del(`aw:p:${jobId}`, `aw:n:${gen}:${notification}`, `aw:nf:${gen}:${notification}`);
 	}
 
 	/** Record outcomes of a job's tokens; what was newly recorded (a token already recorded is not counted again). */
-	async settle(job: { id: string; gen: string; notification: string; count: number }, sent: Uint8Array, failures: readonly RedisFailure[], now: number): Promise<{ sent: number; failed: number; feedback: number }> {
-		const args: Array<string | number | Buffer> = [`aw:p:${job.id}`, `aw:n:${job.gen}:${job.notification}`, `aw:nf:${job.gen}:${job.notification}`, 'aw:pending', `aw:fb:${job.gen}`, 'aw:fbseq'];
-		args.push(job.gen, job.count, this.#retentionS, now, Buffer.from(sent.buffer, sent.byteOffset, sent.byteLength), failures.length, this.#unsettledS);
+	async settle(job: RedisJobRef, sent: Uint8Array, failures: readonly RedisFailure[], now: number): Promise<{ sent: number; failed: number; feedback: number }> {
+		const args: Array<string | number | Buffer> = [`aw:p:${job.id}`, `aw:n:${job.gen}:${job.notification}`, `aw:nf:${job.gen}:${job.notification}`, 'aw:pending', `aw:fb:${job.gen}`, 'aw:fbseq', 'aw:apps'];
+		// A job id made from an Idempotency-Key comes back when the request is retried: its progress must outlive that.
+		const doneS = job.keyed ? this.#retentionS : Math.min(this.#retentionS, DONE_PROGRESS_S);
+		args.push(job.gen, job.count, this.#retentionS, now, Buffer.from(sent.buffer, sent.byteOffset, sent.byteLength), failures.length, this.#unsettledS, job.app, doneS);
 		for (const f of failures) args.push(f.index, JSON.stringify({ token: f.token, status: f.status, reason: f.reason }), f.feedbackAt === undefined ? '' : f.token, f.feedbackAt ?? 0, f.reason);
 		const [s, f, fb] = await this.#r.awSettle(...args);
 		return { sent: s, failed: f, feedback: fb };

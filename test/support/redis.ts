@@ -122,8 +122,11 @@ export interface RedisRelay {
 	readonly url: string;
 	/** From now on nothing is relayed either way, and no connection is closed (a half-open link). */
 	hold(): void;
-	/** Relay again: the connections that saw the black hole are cut (their replies were lost). */
-	release(): void;
+	/**
+	 * Relay again, for new connections. Those that saw the black hole are cut (their replies were lost),
+	 * or, with `cut: false`, stay open and silent for ever: the client must notice and cut them itself.
+	 */
+	release(options?: { cut?: boolean }): void;
 	close(): Promise<void>;
 }
 
@@ -131,10 +134,10 @@ export interface RedisRelay {
 export async function startRelay(port: number): Promise<RedisRelay> {
 	const { connect } = await import('node:net');
 	let holding = false;
-	const pairs = new Set<{ a: import('node:net').Socket; b: import('node:net').Socket; held: boolean }>();
+	const pairs = new Set<{ a: import('node:net').Socket; b: import('node:net').Socket; held: boolean; dead: boolean }>();
 	const server = createServer((a) => {
 		const b = connect(port, '127.0.0.1');
-		const pair = { a, b, held: holding };
+		const pair = { a, b, held: holding, dead: false };
 		pairs.add(pair);
 		const end = (): void => {
 			pairs.delete(pair);
@@ -143,11 +146,11 @@ export async function startRelay(port: number): Promise<RedisRelay> {
 		};
 		a.on('data', (chunk: Buffer) => {
 			if (holding) pair.held = true;
-			else b.write(chunk);
+			else if (!pair.dead) b.write(chunk);
 		});
 		b.on('data', (chunk: Buffer) => {
 			if (holding) pair.held = true;
-			else a.write(chunk);
+			else if (!pair.dead) a.write(chunk);
 		});
 		for (const s of [a, b]) {
 			s.on('error', end);
@@ -161,9 +164,14 @@ export async function startRelay(port: number): Promise<RedisRelay> {
 			holding = true;
 			for (const p of pairs) p.held = true;
 		},
-		release() {
+		release(options = {}) {
 			holding = false;
-			for (const p of [...pairs]) if (p.held) {
+			for (const p of [...pairs]) {
+				if (!p.held) continue;
+				if (options.cut === false) {
+					p.dead = true;
+					continue;
+				}
 				p.a.destroy();
 				p.b.destroy();
 				pairs.delete(p);
