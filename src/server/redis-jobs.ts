@@ -7,7 +7,7 @@
  * whose bit is not set — the ones in doubt.
  *
  * The sizes keep Redis' work per notification small: BullMQ runs about 33 commands per job (add, take,
- * finish, their events), and each flush about 6, so a job of 5,000 tokens costs about 0.015 commands a
+ * finish, their events), and each flush about 10, so a job of 5,000 tokens costs about 0.02 commands a
  * notification, a job of 500 about 0.1.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
