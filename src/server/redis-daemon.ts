@@ -75,7 +75,7 @@ const HEARTBEAT_MS = 5000;
 /** How long a job waits for this daemon's command connection before it is given back (a blip passes; an outage does not hold jobs). */
 const READY_WAIT_MS = 5000;
 
-/** A job given back because this daemon cannot reach Redis for its commands: retried, backed off, by any daemon (logged once per outage, not per job). */
+/** A job given back because this daemon could not reach Redis for its commands: retried, backed off, by any daemon (the outage is logged, not each job). */
 class RedisAway extends Error {
 	override readonly name = 'RedisAway';
 }
@@ -532,10 +532,13 @@ export class RedisDaemon implements PushService {
 	 */
 	async #process(job: Job<JobData>, lock: string | undefined): Promise<void> {
 		const d = job.data;
-		if (!(await this.#ready(READY_WAIT_MS))) {
+		if (this.#cmd.status !== 'ready') {
 			// Redis is away for this daemon's commands (its worker link may still be up): the job goes back,
-			// backed off, for whichever daemon can run it; it is not sent after a wait its lock may not have outlived.
-			throw new RedisAway(`Redis did not answer within ${READY_WAIT_MS / 1000} s: job ${job.id} given back`);
+			// backed off, for whichever daemon can run it — never sent after a wait its lock may not have
+			// outlived. The wait (until the link is back, at most READY_WAIT_MS) keeps this daemon from
+			// taking job after job meanwhile.
+			await this.#ready(READY_WAIT_MS);
+			throw new RedisAway(`Redis was unreachable when job ${job.id} was taken: given back`);
 		}
 		// Asked of Redis every time (a throw retries the job): a daemon that cannot tell must not drop it.
 		const stored = await this.#load(d.a);
@@ -623,10 +626,9 @@ export class RedisDaemon implements PushService {
 		if (run.recorded < handed) throw new Error(`${handed - run.recorded} tokens of job ${job.id} have no outcome: run again`);
 	}
 
-	/** Whether the command connection is ready, waiting up to `ms` for it (false: not in time, or the daemon stopped waiting for Redis). */
-	async #ready(ms: number): Promise<boolean> {
-		if (this.#cmd.status === 'ready') return true;
-		if (this.#abandon.signal.aborted) return false;
+	/** Until the command connection is ready, at most `ms` (or until the daemon stops waiting for Redis). */
+	async #ready(ms: number): Promise<void> {
+		if (this.#cmd.status === 'ready' || this.#abandon.signal.aborted) return;
 		this.#readyWait ??= new Promise<void>((resolve) => {
 			const done = (): void => {
 				this.#cmd.off('ready', done);
@@ -638,7 +640,6 @@ export class RedisDaemon implements PushService {
 			this.#abandon.signal.addEventListener('abort', done);
 		});
 		await Promise.race([this.#readyWait, sleep(ms, undefined, { ref: false })]);
-		return (this.#cmd.status as string) === 'ready'; // (TypeScript narrowed it before the await)
 	}
 
 	async #prune(): Promise<void> {
