@@ -455,7 +455,7 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	assert.deepEqual([await client.hexists('aw:pending', g1), await client.exists(`aw:fb:${g1}`), await client.hexists('aw:fbseq', g1)], [0, 0, 0]);
 	assert.equal((await store.status(g1, 'n1'))?.sent, 6, 'not counted');
 	// A job dropped because its app is gone takes its progress and its notification's outcomes with it.
-	await store.forgetJob('job-1', g1, 'n1');
+	await store.forgetJob(job);
 	assert.deepEqual(await client.exists('aw:p:job-1', `aw:n:${g1}:n1`, `aw:nf:${g1}:n1`), 0);
 
 	// Unread feedback stored before the retention's start is pruned; with a webhook, only what it has.

@@ -288,7 +288,7 @@ export class RedisDaemon implements PushService {
 
 	/** Load every app again; rejects if any could not be. */
 	async #loadAll(): Promise<void> {
-		const ids = new Set([...(await this.#store.listApps()).map((a) => a.id), ...this.#apps.keys()]);
+		const ids = new Set([...(await this.#store.appIds()), ...this.#apps.keys()]);
 		await Promise.all([...ids].map((id) => this.#load(id)));
 	}
 
@@ -475,7 +475,7 @@ export class RedisDaemon implements PushService {
 			notifications.forEach((n, i) => {
 				for (let first = 0; first < n.tokens.length; first += JOB_TOKENS) {
 					const tokens = Buffer.from(n.tokens.slice(first, first + JOB_TOKENS).join(''), 'hex').toString('base64');
-					jobs.push({ name: 'send', data: { a: id, g: gen, n: ids[i]!, t: tokens, b: bodies[i]! }, ...(keyed === undefined ? {} : { opts: { jobId: `${keyed.slice(0, 32)}.${i}.${first}` } }) });
+					jobs.push({ name: 'send', data: { a: id, g: gen, n: ids[i]!, t: tokens, b: bodies[i]! }, ...(keyed === undefined ? {} : { opts: { jobId: keyedJobId(keyed, i, first) } }) });
 				}
 			});
 			const accepted = notifications.reduce((sum, n) => sum + n.tokens.length, 0);
@@ -545,13 +545,15 @@ export class RedisDaemon implements PushService {
 		if (stored === undefined || stored.gen !== d.g) {
 			// Deleted, or deleted and made again (its pending count went with it): so are its jobs, and what
 			// they had recorded (no one can ask for it: the incarnation is gone).
-			await this.#store.forgetJob(job.id!, d.g, d.n);
+			await this.#store.forgetJob({ id: job.id!, gen: d.g, notification: d.n });
 			return;
 		}
 		const live = this.#apps.get(d.a);
 		if (live?.app.gen !== d.g) throw new Error(`app ${d.a} is not loaded`);
 		const manager = live.manager;
-		const ref = { id: job.id!, app: d.a, gen: d.g, notification: d.n, count: Buffer.byteLength(d.t, 'base64') / 32, keyed: job.id!.includes('.') };
+		const tokens = Buffer.from(d.t, 'base64');
+		const count = tokens.length / 32;
+		const ref = { id: job.id!, app: d.a, gen: d.g, notification: d.n, count, keyed: isKeyedJobId(job.id!) };
 		if (manager === undefined) {
 			// Stopped (its credentials do not load): the job waits, backed off, without counting an attempt,
 			// and its notification's state is kept meanwhile.
@@ -559,8 +561,6 @@ export class RedisDaemon implements PushService {
 			await job.moveToDelayed(Date.now() + backoffDelay(job.attemptsStarted, JOB_RETRY), lock);
 			throw new DelayedError();
 		}
-		const tokens = Buffer.from(d.t, 'base64');
-		const count = tokens.length / 32;
 		const done = new Uint8Array(Math.ceil(count / 8));
 		// Read every time: a job run again (taken over, handed back, or re-added by a retried request
 		// with the same Idempotency-Key) sends only what is not recorded.
@@ -694,6 +694,16 @@ async function secretBox(store: RedisStore, secret: string, where: string): Prom
 /** Whether two copies of an app are the same version. */
 function sameApp(a: RedisApp, b: RedisApp): boolean {
 	return a.gen === b.gen && a.updatedAt === b.updatedAt && a.settings === b.settings && a.sealed === b.sealed;
+}
+
+/** The job id of tokens `first`… of entry `i` of a request with an Idempotency-Key (`keyed`: its hash): a retry adds the same jobs. */
+function keyedJobId(keyed: string, i: number, first: number): string {
+	return `${keyed.slice(0, 32)}.${i}.${first}`;
+}
+
+/** Whether `id` was made by {@link keyedJobId} (BullMQ's own ids are numbers). */
+function isKeyedJobId(id: string): boolean {
+	return id.includes('.');
 }
 
 /** A UUID-shaped id from a hash and an index (ids of a request with an Idempotency-Key). */

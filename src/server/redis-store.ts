@@ -260,8 +260,9 @@ export class RedisStore {
 		return json === null ? undefined : toApp(json);
 	}
 
-	async listApps(): Promise<RedisApp[]> {
-		return Object.values(await this.#r.hgetall('aw:apps')).map(toApp);
+	/** The ids of every app (each is read in its own load, in turn: see redis-daemon.ts). */
+	async appIds(): Promise<string[]> {
+		return this.#r.hkeys('aw:apps');
 	}
 
 	/** Create or update an app (its gen kept), and tell every daemon. */
@@ -282,7 +283,7 @@ export class RedisStore {
 	 * False, with nothing recorded, when app `app` is no longer incarnation `gen`.
 	 */
 	async accepted(app: string, gen: string, notifications: ReadonlyArray<{ id: string; total: number }>): Promise<boolean> {
-		const keys = notifications.flatMap((n) => [`aw:n:${gen}:${n.id}`, `aw:nf:${gen}:${n.id}`]);
+		const keys = notifications.flatMap((n) => notificationKeys(gen, n.id));
 		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, this.#unsettledS, ...notifications.map((n) => n.total))) === 1;
 	}
 
@@ -304,7 +305,8 @@ export class RedisStore {
 	}
 
 	async status(gen: string, id: string): Promise<{ total: number; sent: number; failed: number; failures: Array<{ token: string; status: number; reason: string }> } | undefined> {
-		const [counts, failures] = await exec(this.#r.pipeline().hmget(`aw:n:${gen}:${id}`, 'total', 'sent', 'failed').lrange(`aw:nf:${gen}:${id}`, 0, -1));
+		const [countsKey, failuresKey] = notificationKeys(gen, id);
+		const [counts, failures] = await exec(this.#r.pipeline().hmget(countsKey, 'total', 'sent', 'failed').lrange(failuresKey, 0, -1));
 		const [total, sent, failed] = counts as Array<string | null>;
 		if (total === null || total === undefined) return undefined;
 		return { total: Number(total), sent: Number(sent ?? 0), failed: Number(failed ?? 0), failures: (failures as string[]).map((f) => JSON.parse(f) as { token: string; status: number; reason: string }) };
@@ -312,22 +314,24 @@ export class RedisStore {
 
 	/** A job's progress bitmap (undefined before its first settlement). */
 	async progress(jobId: string): Promise<Buffer | undefined> {
-		return (await this.#r.getBuffer(`aw:p:${jobId}`)) ?? undefined;
+		return (await this.#r.getBuffer(progressKey(jobId))) ?? undefined;
 	}
 
 	/** A job of a notification ran (and cannot send yet): its state is kept another {@link UNSETTLED_S}. */
-	async touchJob(job: RedisJobRef): Promise<void> {
-		await exec(this.#r.pipeline().expire(`aw:p:${job.id}`, this.#unsettledS).expire(`aw:n:${job.gen}:${job.notification}`, this.#unsettledS).expire(`aw:nf:${job.gen}:${job.notification}`, this.#unsettledS));
+	async touchJob(job: JobKeyed): Promise<void> {
+		const p = this.#r.pipeline();
+		for (const key of jobKeys(job)) p.expire(key, this.#unsettledS);
+		await exec(p);
 	}
 
 	/** Forget a job dropped with its app (deleted, or made again): its progress and its notification's outcomes. */
-	async forgetJob(jobId: string, gen: string, notification: string): Promise<void> {
-		await this.#r.del(`aw:p:${jobId}`, `aw:n:${gen}:${notification}`, `aw:nf:${gen}:${notification}`);
+	async forgetJob(job: JobKeyed): Promise<void> {
+		await this.#r.del(...jobKeys(job));
 	}
 
 	/** Record outcomes of a job's tokens; what was newly recorded (a token already recorded is not counted again). */
 	async settle(job: RedisJobRef, sent: Uint8Array, failures: readonly RedisFailure[], now: number): Promise<{ sent: number; failed: number; feedback: number }> {
-		const args: Array<string | number | Buffer> = [`aw:p:${job.id}`, `aw:n:${job.gen}:${job.notification}`, `aw:nf:${job.gen}:${job.notification}`, 'aw:pending', `aw:fb:${job.gen}`, 'aw:fbseq', 'aw:apps'];
+		const args: Array<string | number | Buffer> = [...jobKeys(job), 'aw:pending', `aw:fb:${job.gen}`, 'aw:fbseq', 'aw:apps'];
 		// A job id made from an Idempotency-Key comes back when the request is retried: its progress must outlive that.
 		const doneS = job.keyed ? this.#retentionS : Math.min(this.#retentionS, DONE_PROGRESS_S);
 		args.push(job.gen, job.count, this.#retentionS, now, Buffer.from(sent.buffer, sent.byteOffset, sent.byteLength), failures.length, this.#unsettledS, job.app, doneS);
@@ -399,6 +403,23 @@ export class RedisStore {
 			return { seq: Number(id.slice(2)), token: f.get('t')!, when: Number(f.get('w')), reason: f.get('r')! };
 		});
 	}
+}
+
+/** What names a job's keys. */
+type JobKeyed = Pick<RedisJobRef, 'id' | 'gen' | 'notification'>;
+
+/** A notification's counts hash and failures list. */
+function notificationKeys(gen: string, id: string): [string, string] {
+	return [`aw:n:${gen}:${id}`, `aw:nf:${gen}:${id}`];
+}
+
+function progressKey(jobId: string): string {
+	return `aw:p:${jobId}`;
+}
+
+/** A job's progress, then its notification's counts and failures (the order SETTLE takes them in). */
+function jobKeys(job: JobKeyed): [string, string, string] {
+	return [progressKey(job.id), ...notificationKeys(job.gen, job.notification)];
 }
 
 function toApp(json: string): RedisApp {
