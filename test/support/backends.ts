@@ -17,11 +17,17 @@ export interface BackendUnderTest {
 	 * clock by hand runs only where this is true; its per-backend counterpart asserts on counts and events.
 	 */
 	readonly callerThreadTimers: boolean;
+	/**
+	 * How many connections write at once (one per worker thread). With more than one there is no order
+	 * across them: a re-send goes ahead of what its own thread has not written, while another thread may
+	 * already be writing newer work.
+	 */
+	readonly writers: number;
 }
 
 /** Every backend; adding one is one line here. */
 export const BACKENDS: readonly BackendUnderTest[] = [
-	{ name: 'evented', options: { backend: 'evented' }, callerThreadTimers: true },
-	{ name: 'threaded', options: { backend: 'threaded' }, callerThreadTimers: false },
-	{ name: 'threaded×2', options: { backend: 'threaded', threads: 2 }, callerThreadTimers: false },
+	{ name: 'evented', options: { backend: 'evented' }, callerThreadTimers: true, writers: 1 },
+	{ name: 'threaded', options: { backend: 'threaded' }, callerThreadTimers: false, writers: 1 },
+	{ name: 'threaded×2', options: { backend: 'threaded', threads: 2 }, callerThreadTimers: false, writers: 2 },
 ];
