@@ -122,6 +122,8 @@ interface NodeApn {
 interface Seen {
 	failed: number[];
 	reconnects: number;
+	/** 'threaded': from the manager's construction to its last thread's `threadReady`, before the first send. */
+	threadsReadyMs?: number;
 	/** apns-worker: its events until 'finish', counted ('resent workerLost', 'disconnected goaway', 'threadExit'). */
 	events?: Record<string, number>;
 }
@@ -164,6 +166,7 @@ async function raw(all: string[]): Promise<Seen> {
 async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) => void | Promise<void>): Promise<Seen> {
 	const { ApnsManager } = await import('../src/index.js');
 	const failed: number[] = [];
+	const constructedAt = performance.now();
 	const m = new ApnsManager({ protocol: 'binary', ca: task.certs.ca, gateway: { host: '127.0.0.1', port: task.port }, errorHandler: (e: DeliveryError) => failed.push(tokenIndexOf(e.token)), ...options });
 	const events: Record<string, number> = {};
 	const count = (event: string, by = 1): void => void (events[event] = (events[event] ?? 0) + by);
@@ -171,6 +174,14 @@ async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) =
 	// With the error's words (numbers left out, so that like counts with like): which GOAWAY, which timeout.
 	m.on('disconnected', (info) => count(`disconnected ${info.reason}${info.error === undefined ? '' : ` (${info.error.message.replace(/\d+/g, 'N')})`}`));
 	m.on('threadExit', () => count('threadExit'));
+	// 'threaded': the first send waits for the threads to be up, as it waits for the library to load: a
+	// thread's start is paid once per manager, not per send. How long it took is reported on its own.
+	let threadsReadyMs: number | undefined;
+	if (options.backend === 'threaded') {
+		let ready = 0;
+		await new Promise<void>((resolve) => m.on('threadReady', () => void (++ready === (options.threads ?? 1) && resolve())));
+		threadsReadyMs = performance.now() - constructedAt;
+	}
 	await handOver(m);
 	await Promise.race([m.onPendingBelow(1), finish]);
 	loopMeter.stop();
@@ -179,7 +190,7 @@ async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) =
 	await m.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
 	const reconnects = Math.max(0, m.stats.connectAttempts - 1);
 	m.destroy();
-	return { failed, reconnects, events: seen };
+	return { failed, reconnects, events: seen, ...(threadsReadyMs === undefined ? {} : { threadsReadyMs }) };
 }
 
 /** Everything in one call: one message, one payload, all the tokens. */
@@ -577,9 +588,9 @@ async function main(): Promise<void> {
 	const peers: Partial<Record<ClientName, (all: string[]) => Promise<Seen>>> = { raw, 'node-apn': nodeApn, 'h2-bare': h2BareClean, 'parse-apn': parseApn, apns2 };
 	const options = apnsWorker[task.client];
 	if (task.workload.paced === true && options === undefined) throw new Error(`${task.client}: no paced client`);
-	const { failed, reconnects, events } = await (options === undefined ? peers[task.client]!(all) : manager(options, (task.workload.paced === true ? paced : broadcast)(all)));
+	const { failed, reconnects, events, threadsReadyMs } = await (options === undefined ? peers[task.client]!(all) : manager(options, (task.workload.paced === true ? paced : broadcast)(all)));
 	const loop = loopMeter.result;
-	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now(), ...(loop === undefined ? {} : { loop }), ...(events === undefined ? {} : { events }) });
+	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now(), ...(loop === undefined ? {} : { loop }), ...(events === undefined ? {} : { events }), ...(threadsReadyMs === undefined ? {} : { threadsReadyMs }) });
 }
 
 void main();

@@ -214,5 +214,5 @@ export interface LoopMeasure {
 export type ClientMessage =
 	| { type: 'started'; at: number }
 	| { type: 'handedOver'; measure: BurstMeasure }
-	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure; loop?: LoopMeasure; events?: Record<string, number> }
+	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure; loop?: LoopMeasure; events?: Record<string, number>; threadsReadyMs?: number }
 	| { type: 'memory'; heapBytes: number; externalBytes: number; n: number; peakRssBytes: number };

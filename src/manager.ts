@@ -49,6 +49,12 @@ export interface ApnsManagerEvents {
 	 */
 	connectError: [error: ConnectionError, info: { attempt: number; retryInMs: number }];
 	/**
+	 * `backend: 'threaded'`: a worker thread is up — started and its protocol driver loaded, `startMs`
+	 * after it was spawned (at construction, or to replace one that died). Work handed to it before then
+	 * waits in its inbox; this tells how long a thread's start takes.
+	 */
+	threadReady: [info: { thread: number; startMs: number }];
+	/**
 	 * `backend: 'threaded'`: a worker thread died (an uncaught error, `process.exit()` in it). It is
 	 * replaced after `retryInMs` (backed off while threads die before settling anything), and the `resent`
 	 * notifications it held are sent again, in doubt.
@@ -201,6 +207,10 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 				},
 				probeAnswered: () => {
 					this.#probesAnswered++;
+				},
+				threadReady: (info) => {
+					this.#logger?.info({ event: 'threadReady', thread: info.thread, startMs: info.startMs }, `worker thread ${info.thread} ready after ${info.startMs} ms`);
+					this.#emit('threadReady', info);
 				},
 				threadExit: (info) => {
 					this.#logger?.warn({ event: 'threadExit', thread: info.thread, count: info.resent, retryInMs: info.retryInMs, err: info.error.message }, `worker thread ${info.thread} died; ${info.resent} notifications it held are re-sent; replaced in ${info.retryInMs} ms`);

@@ -5,6 +5,7 @@ import type { BackendFactory } from './backends/backend.js';
 import type { CertificateCredentials, Environment } from './credentials.js';
 import type { ProviderToken, ProviderTokenOptions } from './provider-token.js';
 import type { DeliveryError } from './errors.js';
+import { MAX_TIMER_MS } from './drivers/schedule.js';
 import { InvalidArgumentError } from './errors.js';
 import { DEFAULT_FEEDBACK_TIMEOUT_MS } from './feedback.js';
 import { resolveProxies, type ResolvedProxies } from './proxy.js';
@@ -375,8 +376,7 @@ export interface ResolvedOptions {
 	readonly rateLimit: Required<RateLimit> | undefined;
 }
 
-/** The longest delay `setTimeout` honours (2^31−1 ms, ~24.8 days); longer ones fire after 1 ms. */
-export const MAX_TIMER_MS = 0x7fff_ffff;
+export { MAX_TIMER_MS };
 
 function wholeNumber(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
 	if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {

@@ -99,6 +99,19 @@ export class Ring {
 		if (this.#tries[at]! < 255) this.#tries[at]!++;
 	}
 
+	/**
+	 * Empty entry `i` in place (its message reads as undefined after): a hole, for an owner that removes
+	 * entries out of order and drops the holes once they reach the front.
+	 */
+	clear(i: number): void {
+		this.#msg[this.#at(i)] = undefined;
+	}
+
+	/** Whether entry `i` is a hole left by {@link clear}. */
+	isHole(i: number): boolean {
+		return this.#msg[this.#at(i)] === undefined;
+	}
+
 	/** Remove the last `n` entries. */
 	dropBack(n: number): void {
 		for (let i = this.#size - n; i < this.#size; i++) this.#msg[this.#at(i)] = undefined;

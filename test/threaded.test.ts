@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index.js';
 import { ThreadedBackend } from '../src/backends/threaded.js';
-import { BatchReader, BatchWriter, type WireBatch, type WireMessage } from '../src/backends/wire.js';
+import { BatchReader, BatchWriter, handleOf, type WireBatch, type WireMessage } from '../src/backends/wire.js';
 import { startMockApnsHttp2 } from '../src/testing.js';
 import { certs, gateway, makeTokens, manager, once } from './support/helpers.js';
 
@@ -22,7 +22,7 @@ function readBatch(batch: WireBatch, each: (message: WireMessage, index: number,
 	while (reader.next(n)) each(n.message as WireMessage, n.index, n.ident, n.tries);
 }
 
-test('wire: a batch crosses as one buffer; each run reads back as a Message with the same bytes, options and apns-id sequence; the writer starts afresh', () => {
+test('wire: a batch crosses as one buffer; each run reads back as a Message with the same bytes, options and apns-id sequence; handles follow the first, mod 2^32; the writer starts afresh', () => {
 	const tokens = makeTokens(6, 40);
 	const broadcast = new Message(tokens.slice(0, 4), { aps: { alert: 'b' } }, { expiration: 1_900_000_000, priority: 5, collapseId: 'c1' });
 	const single = new Message(tokens[4]!, { aps: { alert: 'x'.repeat(300) } }, { id: '123e4567-e89b-12d3-a456-4266554400a0', pushType: 'voip' });
@@ -33,8 +33,8 @@ test('wire: a batch crosses as one buffer; each run reads back as a Message with
 	const writer = new BatchWriter(2); // smaller than the batch: it grows
 	// Tokens 0, 1, 3 of the broadcast (2 was settled elsewhere): two runs of it, then the others.
 	const picks: Array<[Message, number]> = [[broadcast, 0], [broadcast, 1], [broadcast, 3], [single, 0], [last, 0]];
-	picks.forEach(([m, i], k) => writer.add(m, i, 1000 + k, k + 1, 7000 + k));
-	const batch = writer.finish();
+	picks.forEach(([m, i], k) => writer.add(m, i, 1000 + k, k + 1));
+	const batch = writer.finish(0xffff_fffe); // the handles wrap around within the batch
 	assert.equal(writer.size, 0, 'finish() starts afresh');
 	assert.ok(batch.buffer instanceof ArrayBuffer);
 	const read: Array<{ m: WireMessage; index: number; ident: number; tries: number }> = [];
@@ -47,14 +47,14 @@ test('wire: a batch crosses as one buffer; each run reads back as a Message with
 		assert.deepEqual(m.encodedPayload, orig.encodedPayload);
 		assert.deepEqual([m.priority, m.pushType, m.expiry, m.collapseId, m.id, m.topic], [orig.priority, orig.pushType, orig.expiry, orig.collapseId, orig.id, orig.topic]);
 		assert.equal(m.ordinal + index, orig.ordinal + i, 'the apns-id sequence number survives');
-		assert.deepEqual([ident, tries, m.handles[m.handleBase + index]], [1000 + k, k + 1, 7000 + k]);
+		assert.deepEqual([ident, tries, handleOf(m, index)], [1000 + k, k + 1, (0xffff_fffe + k) % 2 ** 32]);
 	});
 	assert.deepEqual(new Set(read.map((r) => r.m)).size, 4, 'runs: [0,1], [3], single, last');
 	// The next batch owes nothing to the last: token 2 of the broadcast alone (not a continuation of 1).
-	writer.add(broadcast, 2, 9, 1, 8);
-	const next: Array<[string, number]> = [];
-	readBatch(writer.finish(), (m, index, ident) => next.push([m.token(index), ident]));
-	assert.deepEqual(next, [[broadcast.token(2), 9]]);
+	writer.add(broadcast, 2, 9, 1);
+	const next: Array<[string, number, number]> = [];
+	readBatch(writer.finish(3), (m, index, ident) => next.push([m.token(index), ident, handleOf(m, index)]));
+	assert.deepEqual(next, [[broadcast.token(2), 9, 3]]);
 });
 
 const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
@@ -86,6 +86,11 @@ for (const protocol of ['binary', 'http2'] as const) {
 				const tokens = makeTokens(20_000, protocol === 'binary' ? 41 : 42);
 				const exits: Array<{ thread: number; resent: number; error: Error }> = [];
 				m.on('threadExit', (info) => exits.push(info));
+				const ready: number[] = [];
+				m.on('threadReady', ({ thread, startMs }) => {
+					assert.ok(Number.isInteger(startMs) && startMs >= 0, `startMs ${startMs}`);
+					ready.push(thread);
+				});
 				let workerLost = 0;
 				m.on('resent', ({ count, reason }) => reason === 'workerLost' && (workerLost += count));
 				const killed = once(m, 'delivered').then(() => backend().crash(1, how)); // dies while it holds the rest
@@ -99,6 +104,7 @@ for (const protocol of ['binary', 'http2'] as const) {
 				assert.match(exits[0]!.error.message, how === 'throw' ? /crashed on purpose/ : /code 3/);
 				assert.equal(workerLost, exits[0]!.resent, "what it held went back, as 'workerLost'");
 				assert.equal(backend().threads, 1, 'a new thread took its place');
+				assert.deepEqual(ready, [1, 1], 'threadReady: the first thread, then its replacement');
 				const counts = mock.counts;
 				let lost = 0;
 				let duplicated = 0;
@@ -140,6 +146,23 @@ test('threads that keep dying before anything is settled are replaced after a ba
 	backend().crash(1, 'exit');
 	await second.settled;
 	assert.equal(exits.at(-1)!.retryInMs, 0);
+});
+
+test('threadReady: each thread says so once it is up (threads: 2), logged at info; work sent before then waits and goes through', async (t) => {
+	const gw = await gateway(t);
+	const logged: Array<{ event?: string; thread?: number; startMs?: number }> = [];
+	const logger = { debug: () => {}, info: (fields: object) => void logged.push(fields), warn: () => {}, error: () => {} };
+	const m = manager(t, gw, { protocol: 'binary', backend: 'threaded', threads: 2, logger });
+	const tokens = makeTokens(100, 46);
+	const receipt = m.sendAps(tokens, { alert: 'early' }); // before any thread is up
+	const ready: Array<{ thread: number; startMs: number }> = [];
+	await new Promise<void>((resolve) => m.on('threadReady', (info) => void (ready.push(info) === 2 && resolve())));
+	assert.deepEqual(ready.map((r) => r.thread).sort(), [1, 2]);
+	assert.ok(ready.every((r) => Number.isInteger(r.startMs) && r.startMs >= 0));
+	assert.deepEqual(logged.filter((f) => f.event === 'threadReady').map((f) => [f.thread, f.startMs]).sort(), ready.map((r) => [r.thread, r.startMs]).sort());
+	const result = await receipt.settled;
+	assert.deepEqual([result.sent.length, result.dropped.length], [100, 0]);
+	assert.equal(gw.counts.size, 100);
 });
 
 test('destroy() terminates every thread and drops what they held, each token once', async (t) => {

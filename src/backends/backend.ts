@@ -23,6 +23,8 @@ export interface BackendEvents {
 	identNotFound(info: { ident: number; status: number; resent: number }): void;
 	/** Binary: a probe was answered (everything written before it on its connection is delivered). */
 	probeAnswered(): void;
+	/** `'threaded'`: a worker thread started and loaded its driver, `startMs` after it was spawned. */
+	threadReady(info: { thread: number; startMs: number }): void;
 	/** `'threaded'`: a worker thread died; what it held (`resent`) went back to the queue, in doubt. */
 	threadExit(info: { thread: number; error: Error; resent: number; retryInMs: number }): void;
 }

@@ -14,7 +14,7 @@ import type { Message } from '../message.js';
 import { Reconnect } from '../drivers/backoff.js';
 import { MAX_AWAITING } from '../drivers/binary.js';
 import { CLOSE_LINGER_MS, coalesced } from '../drivers/schedule.js';
-import type { Cursor, InFlight } from '../queue.js';
+import type { Cursor, DriverQueue, InFlight } from '../queue.js';
 import { Ring } from '../ring.js';
 import type { Backend, BackendContext } from './backend.js';
 import { BatchWriter } from './wire.js';
@@ -25,77 +25,100 @@ const BATCH = 2048;
 /** How long a closing thread may take to say it closed before it is terminated (its drivers linger CLOSE_LINGER_MS). */
 const CLOSE_GRACE_MS = CLOSE_LINGER_MS + 1000;
 
-/** The notifications a thread holds, by handle: a struct of arrays with a free list. */
-class Slots {
-	#message: Array<Message | undefined> = [];
-	#index = new Uint32Array(1024);
-	#ident = new Uint32Array(1024);
-	#tries = new Uint8Array(1024);
-	#free: number[] = [];
-	#size = 0;
+/**
+ * The notifications a thread holds, by handle: a ring in the order they were handed over, the front's
+ * handle known, so handle h is entry (h − front) mod 2^32. The thread reports deliveries as ranges;
+ * one that starts at the front, with no hole in the ring, is settled straight from it. Anything settled
+ * out of order leaves a hole, dropped once it reaches the front.
+ */
+class Held {
+	readonly #ring = new Ring();
+	/** Handle of the ring's first entry, and of the next one put. */
+	#front = 0;
+	#next = 0;
+	#holes = 0;
 
+	/** Notifications held. */
 	get size(): number {
-		return this.#size;
+		return this.#ring.size - this.#holes;
 	}
 
 	put(c: Cursor): number {
-		let h = this.#free.pop();
-		if (h === undefined) {
-			h = this.#message.length;
-			if (h === this.#index.length) this.#grow();
-			this.#message.push(undefined);
-		}
-		this.#message[h] = c.message;
-		this.#index[h] = c.index;
-		this.#ident[h] = c.ident;
-		this.#tries[h] = c.tries;
-		this.#size++;
+		const h = this.#next;
+		this.#ring.push(c.message, c.index, c.ident, c.tries);
+		this.#next = (h + 1) >>> 0;
 		return h;
 	}
 
-	/** Remove `h` into `into`; false if it is not held (a report about something already settled). */
-	take(h: number, into: { message: Message; index: number; ident: number; tries: number }): boolean {
-		const m = this.#message[h];
-		if (m === undefined) return false;
-		into.message = m;
-		into.index = this.#index[h]!;
-		into.ident = this.#ident[h]!;
-		into.tries = this.#tries[h]!;
-		this.#message[h] = undefined;
-		this.#free.push(h);
-		this.#size--;
+	/** Entry of handle `h`, or −1 if it is not held (a report about something already settled). */
+	#entry(h: number): number {
+		const i = (h - this.#front) >>> 0;
+		return i < this.#ring.size && !this.#ring.isHole(i) ? i : -1;
+	}
+
+	/** Settle the `count` handles from `first` as delivered (those still held), through `scratch` when out of order. */
+	delivered(first: number, count: number, queue: DriverQueue, scratch: Ring): void {
+		const ring = this.#ring;
+		if (this.#holes === 0 && first === this.#front && count <= ring.size) {
+			queue.settleDeliveredRing(ring, count);
+			this.#front = (first + count) >>> 0;
+			return;
+		}
+		for (let k = 0; k < count; k++) {
+			const i = this.#entry((first + k) >>> 0);
+			if (i < 0) continue;
+			scratch.push(ring.message(i), ring.index(i), ring.ident(i), ring.tries(i));
+			this.#hole(i);
+		}
+		this.#trim();
+		queue.settleDeliveredRing(scratch, scratch.size);
+	}
+
+	/** Remove `h` into `into`; false if it is not held. */
+	take(h: number, into: Cursor): boolean {
+		const i = this.#entry(h);
+		if (i < 0) return false;
+		const ring = this.#ring;
+		into.message = ring.message(i);
+		into.index = ring.index(i);
+		into.ident = ring.ident(i);
+		into.tries = ring.tries(i);
+		this.#hole(i);
+		this.#trim();
 		return true;
 	}
 
-	/** Remove everything, in handle order. */
+	/** Remove everything, in the order it was handed over. */
 	takeAll(): InFlight[] {
+		const ring = this.#ring;
 		const out: InFlight[] = [];
-		for (let h = 0; h < this.#message.length; h++) {
-			const message = this.#message[h];
-			if (message !== undefined) out.push({ message, index: this.#index[h]!, ident: this.#ident[h]!, tries: this.#tries[h]! });
-		}
-		this.#message = [];
-		this.#free = [];
-		this.#size = 0;
+		for (let i = 0; i < ring.size; i++) if (!ring.isHole(i)) out.push({ message: ring.message(i), index: ring.index(i), ident: ring.ident(i), tries: ring.tries(i) });
+		ring.dropFront(ring.size);
+		this.#front = this.#next;
+		this.#holes = 0;
 		return out;
 	}
 
-	#grow(): void {
-		const grow = <T extends Uint32Array | Uint8Array>(a: T): T => {
-			const b = new (a.constructor as new (n: number) => T)(a.length * 2);
-			b.set(a);
-			return b;
-		};
-		this.#index = grow(this.#index);
-		this.#ident = grow(this.#ident);
-		this.#tries = grow(this.#tries);
+	#hole(i: number): void {
+		this.#ring.clear(i);
+		this.#holes++;
+	}
+
+	#trim(): void {
+		const ring = this.#ring;
+		let n = 0;
+		while (n < ring.size && ring.isHole(n)) n++;
+		if (n === 0) return;
+		ring.dropFront(n);
+		this.#front = (this.#front + n) >>> 0;
+		this.#holes -= n;
 	}
 }
 
 class Thread {
 	readonly number: number;
 	readonly worker: Worker;
-	readonly slots = new Slots();
+	readonly held = new Held();
 	/** Connection ids it reported up and not down: told down if it dies. */
 	readonly connections = new Set<number>();
 	/** Its last report's count (a dead thread's attempts still count). */
@@ -108,6 +131,7 @@ class Thread {
 	closed: (() => void) | undefined;
 	/** The gateway settled something through it. */
 	settled = false;
+	readonly spawnedAt = performance.now();
 
 	constructor(number: number, worker: Worker) {
 		this.number = number;
@@ -214,17 +238,22 @@ export class ThreadedBackend implements Backend {
 		}
 		const live = this.#threads.filter((t): t is Thread => t !== undefined && !t.exited && t.closed === undefined);
 		// The least loaded first: a thread still busy with its last batch gets the rest.
-		live.sort((a, b) => a.slots.size - b.slots.size);
+		live.sort((a, b) => a.held.size - b.held.size);
 		for (const t of live) {
-			while (t.slots.size < this.#credit && queue.canTake) {
+			while (t.held.size < this.#credit && queue.canTake) {
 				const cursor = this.#cursor;
 				const writer = this.#writer;
-				while (writer.size < BATCH && t.slots.size < this.#credit && queue.take(cursor)) writer.add(cursor.message, cursor.index, cursor.ident, cursor.tries, t.slots.put(cursor));
+				let first = -1;
+				while (writer.size < BATCH && t.held.size < this.#credit && queue.take(cursor)) {
+					const h = t.held.put(cursor);
+					if (first < 0) first = h;
+					writer.add(cursor.message, cursor.index, cursor.ident, cursor.tries);
+				}
 				if (writer.size === 0) break;
-				const batch = writer.finish();
+				const batch = writer.finish(first);
 				this.#post(t, { type: 'batch', batch, unsent: queue.unsent, rateLimited: queue.rateLimited }, [batch.buffer]);
 			}
-			if (t.slots.size > 0) t.worker.ref();
+			if (t.held.size > 0) t.worker.ref();
 			this.#hint(t);
 		}
 	}
@@ -249,6 +278,8 @@ export class ThreadedBackend implements Backend {
 		if (message.type === 'tokenExpired') {
 			this.#ctx.token?.expired();
 			this.wake(); // the next pump sends the new token
+		} else if (message.type === 'ready') {
+			this.#ctx.events.threadReady({ thread: thread.number + 1, startMs: Math.round(performance.now() - thread.spawnedAt) });
 		} else if (message.type === 'closed') {
 			thread.closed?.();
 		} else {
@@ -283,21 +314,20 @@ export class ThreadedBackend implements Backend {
 			}
 		}
 		queue.recordElsewhere(report.rewritten, report.resent);
-		const n = this.#scratch;
-		if (report.delivered.length > 0) {
-			const ring = this.#ring;
-			for (const h of report.delivered) if (thread.slots.take(h, n)) ring.push(n.message, n.index, n.ident, n.tries);
+		const d = report.delivered;
+		if (d.length > 0) {
+			for (let p = 0; p < d.length; p += 2) thread.held.delivered(d[p]!, d[p + 1]!, queue, this.#ring);
 			thread.settled = true;
 			this.#respawn.succeeded();
-			queue.settleDeliveredRing(ring, ring.size);
 		}
+		const n = this.#scratch;
 		for (const f of report.failed) {
-			if (!thread.slots.take(f.handle, n)) continue;
+			if (!thread.held.take(f.handle, n)) continue;
 			thread.settled = true;
 			queue.settleFailed(n, f.status, f.detail); // read at once, not kept: the scratch cursor will do
 		}
 		// Ref'd while it holds notifications or has connections open, as the evented backend's sockets are.
-		if (thread.slots.size === 0 && thread.connections.size === 0) thread.worker.unref();
+		if (thread.held.size === 0 && thread.connections.size === 0) thread.worker.unref();
 		else thread.worker.ref();
 		this.wake();
 	}
@@ -313,7 +343,7 @@ export class ThreadedBackend implements Backend {
 		if (this.#threads[thread.number] === thread) this.#threads[thread.number] = undefined;
 		thread.closed?.();
 		if (this.#destroyed) return;
-		const held = thread.slots.takeAll();
+		const held = thread.held.takeAll();
 		const error = new ConnectionError(`Worker thread ${thread.number + 1} exited (code ${code})${thread.exitError === undefined ? '' : `: ${thread.exitError.message}`}; ${held.length} notifications it held are re-sent`, { cause: thread.exitError });
 		for (const id of thread.connections) this.#ctx.events.disconnected({ connection: id, reason: 'threadExit', error });
 		if (this.#closing && held.length === 0) return;
@@ -353,7 +383,7 @@ export class ThreadedBackend implements Backend {
 		const held: InFlight[] = [];
 		for (const t of this.#threads) {
 			if (t === undefined) continue;
-			held.push(...t.slots.takeAll());
+			held.push(...t.held.takeAll());
 			void t.worker.terminate();
 		}
 		return held;

@@ -5,16 +5,18 @@
  * A batch is laid out as runs of notifications that are consecutive tokens of one message; each run is
  * that message's own layout (its tokens back to back, then its payload), so the worker's {@link Message}
  * of a run is a view into the batch and every getter the drivers use works unchanged. Per notification
- * the batch carries its ident, its attempts and a handle, by which the worker reports what became of it.
+ * the batch carries its ident and its attempts. Its handle, by which the worker reports what became of
+ * it, is not carried: a thread's notifications are numbered in the order they are handed to it, so the
+ * k-th of a batch is the batch's first handle + k (mod 2^32), and a run of deliveries is a range.
  *
- *   header   u32 × 4      notifications, runs, offset of the per-notification arrays, offset of run records
+ *   header   u32 × 6      notifications, runs, offset of the per-notification arrays, offset of run records, first handle, pad
  *   runs     bytes        [tokens of the run][payload], 8-aligned, one after another
  *   records  per run      f64 ordinal · f64 expiry (−1: none) · u32 start · u32 count · u32 payloadLength · u32 meta · i32 extra · u32 pad
- *   arrays   u32 ident[n] · u32 handle[n] · u8 tries[n]
+ *   arrays   u32 ident[n] · u8 tries[n]
  */
 import { Message, TOKEN_BYTES } from '../message.js';
 
-const HEADER_BYTES = 16;
+const HEADER_BYTES = 24;
 const RECORD_BYTES = 40;
 
 /** What a run's rarely set options are, by index into a batch's `extras` (cloned: they are few). */
@@ -26,8 +28,13 @@ export interface WireBatch {
 	readonly extras: WireExtra[] | undefined;
 }
 
-/** A message of the worker: a view of one run of a batch, with the handle of each of its notifications. */
-export type WireMessage = Message & { readonly handles: Uint32Array; readonly handleBase: number };
+/** A message of the worker: a view of one run of a batch; its token `i` has handle `(handleBase + i) >>> 0`. */
+export type WireMessage = Message & { readonly handleBase: number };
+
+/** The handle of notification `index` of a worker's message. */
+export function handleOf(message: Message, index: number): number {
+	return ((message as WireMessage).handleBase + index) >>> 0;
+}
 
 /**
  * Builds batches on the caller's side. Not re-entrant; `finish()` hands the batch over and starts afresh.
@@ -36,7 +43,6 @@ export type WireMessage = Message & { readonly handles: Uint32Array; readonly ha
 export class BatchWriter {
 	#n = 0;
 	#idents: Uint32Array;
-	#handles: Uint32Array;
 	#tries: Uint8Array;
 	/** Runs so far: the message, its first token index, its count. */
 	#runMessage: Message[] = [];
@@ -47,7 +53,6 @@ export class BatchWriter {
 	/** @param capacity Notifications a batch usually holds (it grows past that if need be). */
 	constructor(capacity = 2048) {
 		this.#idents = new Uint32Array(capacity);
-		this.#handles = new Uint32Array(capacity);
 		this.#tries = new Uint8Array(capacity);
 	}
 
@@ -55,11 +60,10 @@ export class BatchWriter {
 		return this.#n;
 	}
 
-	add(message: Message, index: number, ident: number, tries: number, handle: number): void {
+	add(message: Message, index: number, ident: number, tries: number): void {
 		const n = this.#n;
 		if (n === this.#idents.length) this.#grow();
 		this.#idents[n] = ident;
-		this.#handles[n] = handle;
 		this.#tries[n] = tries;
 		this.#n = n + 1;
 		const runs = this.#runMessage.length;
@@ -72,20 +76,22 @@ export class BatchWriter {
 		this.#lastIndex = index;
 	}
 
-	finish(): WireBatch {
+	/** @param firstHandle The handle of the batch's first notification (the next ones follow, mod 2^32). */
+	finish(firstHandle: number): WireBatch {
 		const n = this.#n;
 		const runs = this.#runMessage.length;
 		let bodyBytes = 0;
 		for (let r = 0; r < runs; r++) bodyBytes += this.#runCount[r]! * TOKEN_BYTES + align8(this.#runMessage[r]!.payloadLength);
 		const recordsAt = HEADER_BYTES + bodyBytes;
 		const arraysAt = recordsAt + runs * RECORD_BYTES;
-		const buffer = new ArrayBuffer(arraysAt + n * 9);
+		const buffer = new ArrayBuffer(arraysAt + n * 5);
 		const bytes = Buffer.from(buffer);
 		const view = new DataView(buffer);
 		view.setUint32(0, n, true);
 		view.setUint32(4, runs, true);
 		view.setUint32(8, arraysAt, true);
 		view.setUint32(12, recordsAt, true);
+		view.setUint32(16, firstHandle, true);
 		let extras: WireExtra[] | undefined;
 		let at = HEADER_BYTES;
 		for (let r = 0; r < runs; r++) {
@@ -113,8 +119,7 @@ export class BatchWriter {
 			view.setInt32(rec + 32, extra, true);
 		}
 		new Uint32Array(buffer, arraysAt, n).set(this.#idents.subarray(0, n));
-		new Uint32Array(buffer, arraysAt + 4 * n, n).set(this.#handles.subarray(0, n));
-		new Uint8Array(buffer, arraysAt + 8 * n, n).set(this.#tries.subarray(0, n));
+		new Uint8Array(buffer, arraysAt + 4 * n, n).set(this.#tries.subarray(0, n));
 		this.#n = 0;
 		this.#runMessage = [];
 		this.#runFirst = [];
@@ -126,13 +131,10 @@ export class BatchWriter {
 	#grow(): void {
 		const size = this.#idents.length * 2;
 		const idents = new Uint32Array(size);
-		const handles = new Uint32Array(size);
 		const tries = new Uint8Array(size);
 		idents.set(this.#idents);
-		handles.set(this.#handles);
 		tries.set(this.#tries);
 		this.#idents = idents;
-		this.#handles = handles;
 		this.#tries = tries;
 	}
 }
@@ -158,11 +160,11 @@ export class BatchReader {
 		const runs = view.getUint32(4, true);
 		const arraysAt = view.getUint32(8, true);
 		const recordsAt = view.getUint32(12, true);
+		const firstHandle = view.getUint32(16, true);
 		const chunk = Buffer.from(buffer);
 		this.remaining = n;
 		this.#idents = new Uint32Array(buffer, arraysAt, n);
-		const handles = new Uint32Array(buffer, arraysAt + 4 * n, n);
-		this.#tries = new Uint8Array(buffer, arraysAt + 8 * n, n);
+		this.#tries = new Uint8Array(buffer, arraysAt + 4 * n, n);
 		let k = 0;
 		for (let r = 0; r < runs; r++) {
 			const rec = recordsAt + r * RECORD_BYTES;
@@ -181,8 +183,7 @@ export class BatchReader {
 				ordinal: view.getFloat64(rec, true),
 				open: count,
 				call: undefined,
-				handles,
-				handleBase: k,
+				handleBase: (firstHandle + k) >>> 0,
 			}) as WireMessage;
 			this.#messages.push(m);
 			k += count;

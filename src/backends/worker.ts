@@ -7,13 +7,12 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ConnectionError } from '../errors.js';
-import type { Message } from '../message.js';
 import { unshiftBatch, unshiftRing, type Cursor, type DriverQueue, type FailureDetail, type InFlight, type ResendReason } from '../queue.js';
 import { ResolvedProxy } from '../proxy.js';
 import { ApnsIds } from '../receipt.js';
 import { Ring } from '../ring.js';
 import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
-import { BatchReader, type WireBatch, type WireMessage } from './wire.js';
+import { BatchReader, handleOf, type WireBatch } from './wire.js';
 
 /** What a worker is started with. */
 export interface WorkerInit {
@@ -51,6 +50,7 @@ export type WireEvent =
 /** Outcomes and connection happenings since the last report. */
 export interface Report {
 	readonly type: 'report';
+	/** Handles settled delivered, as ranges: pairs of first handle and count (handles count mod 2^32). */
 	readonly delivered: Uint32Array;
 	readonly failed: Array<{ handle: number; status: number; detail: FailureDetail | undefined }>;
 	readonly resent: Array<[count: number, reason: ResendReason]>;
@@ -61,7 +61,7 @@ export interface Report {
 }
 
 /** Messages from a worker. */
-export type FromWorker = Report | { readonly type: 'tokenExpired' } | { readonly type: 'closed' };
+export type FromWorker = Report | { readonly type: 'ready' } | { readonly type: 'tokenExpired' } | { readonly type: 'closed' };
 
 /** The caller's queue as this thread's driver sees it. */
 class ThreadQueue implements DriverQueue {
@@ -75,7 +75,7 @@ class ThreadQueue implements DriverQueue {
 	/** Hints from the caller's thread: what waits there, and whether only the rate limit holds it. */
 	mainUnsent = 0;
 	mainRateLimited = false;
-	/** Handles settled delivered since the last report: the first {@link #deliveredCount}. */
+	/** Handles settled delivered since the last report, as ranges (first, count): the first {@link #deliveredCount} numbers. */
 	#delivered = new Uint32Array(1024);
 	#deliveredCount = 0;
 	#failed: Report['failed'] = [];
@@ -137,27 +137,36 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	#deliver(h: number): void {
-		if (this.#deliveredCount === this.#delivered.length) {
-			const grown = new Uint32Array(this.#delivered.length * 2);
-			grown.set(this.#delivered);
+		const d = this.#delivered;
+		const n = this.#deliveredCount;
+		// Mostly in the order they were handed over: the next of the last range extends it.
+		if (n > 0 && h === ((d[n - 2]! + d[n - 1]!) >>> 0)) {
+			d[n - 1]!++;
+			return;
+		}
+		if (n === d.length) {
+			const grown = new Uint32Array(d.length * 2);
+			grown.set(d);
 			this.#delivered = grown;
 		}
-		this.#delivered[this.#deliveredCount++] = h;
+		this.#delivered[n] = h;
+		this.#delivered[n + 1] = 1;
+		this.#deliveredCount = n + 2;
 	}
 
 	settleDelivered(n: InFlight): void {
-		this.#deliver(handle(n.message, n.index));
+		this.#deliver(handleOf(n.message, n.index));
 		this.#report();
 	}
 
 	settleDeliveredRing(ring: Ring, count: number): void {
-		for (let i = 0; i < count; i++) this.#deliver(handle(ring.message(i), ring.index(i)));
+		for (let i = 0; i < count; i++) this.#deliver(handleOf(ring.message(i), ring.index(i)));
 		ring.dropFront(count);
 		this.#report();
 	}
 
 	settleFailed(n: InFlight, status: number, detail?: FailureDetail): void {
-		this.#failed.push({ handle: handle(n.message, n.index), status, detail });
+		this.#failed.push({ handle: handleOf(n.message, n.index), status, detail });
 		this.#report();
 	}
 
@@ -197,11 +206,6 @@ class ThreadQueue implements DriverQueue {
 		this.#rewritten = 0;
 		return out;
 	}
-}
-
-function handle(message: Message, index: number): number {
-	const m = message as WireMessage;
-	return m.handles[m.handleBase + index]!;
 }
 
 function wireError(error: Error | undefined): WireError | undefined {
@@ -244,9 +248,9 @@ const backendEvents: BackendEvents = {
 	connectError: (error: ConnectionError, { attempt, retryInMs }) => (events.push(['connectError', wireError(error)!, attempt, retryInMs]), report()),
 	identNotFound: ({ ident, status, resent }) => (events.push(['identNotFound', ident, status, resent]), report()),
 	probeAnswered: () => (events.push(['probeAnswered']), report()),
-	threadExit: () => {
-		// Threads are the caller's thread's business.
-	},
+	// Threads are the caller's thread's business.
+	threadReady: () => {},
+	threadExit: () => {},
 };
 // Only this protocol's driver is loaded: a thread's start-up is paid before its first write.
 const createDriver = init.setup.protocol === 'http2' ? (await import('../drivers/http2.js')).createHttp2Driver : (await import('../drivers/binary.js')).createBinaryDriver;
@@ -258,6 +262,8 @@ const driver = createDriver({
 	apnsIds: init.apnsIdPrefix === undefined ? undefined : new ApnsIds(init.apnsIdPrefix),
 	wantsConfirmation: () => confirm,
 });
+
+port.postMessage({ type: 'ready' } satisfies FromWorker);
 
 port.on('message', (message: ToWorker) => {
 	switch (message.type) {

@@ -1,5 +1,10 @@
-/** Timing helpers every backend shares. */
-import { MAX_TIMER_MS } from '../options.js';
+/**
+ * Timing helpers every backend shares. (It imports nothing: a worker thread loads it, and options.ts with
+ * what that imports would add to every thread's start.)
+ */
+
+/** The longest delay `setTimeout` honours (2^31−1 ms, ~24.8 days); longer ones fire after 1 ms. */
+export const MAX_TIMER_MS = 0x7fff_ffff;
 
 /** After `close()` has ended a connection whose work is all settled, how long its peer may take to close it too. */
 export const CLOSE_LINGER_MS = 2000;
