@@ -133,3 +133,40 @@ test('a feedback token length other than 32 breaks the stream as soon as the 6-b
 	assert.equal(late.tuples.length, 1);
 	assert.match(late.error?.message ?? '', /token of 1 bytes, not 32 \(after 2 tuples/);
 });
+
+/** The frame as the protocol lays it out, built the slow way. */
+function reference(tok: Buffer, payload: Buffer, ident: number, expiry: number, priority: number): Buffer {
+	const u16 = (v: number): Buffer => Buffer.from([v >>> 8, v & 0xff]);
+	const u32 = (v: number): Buffer => {
+		const b = Buffer.alloc(4);
+		b.writeUInt32BE(v);
+		return b;
+	};
+	const body = Buffer.concat([Buffer.from([1]), u16(32), tok, Buffer.from([2]), u16(payload.length), payload, Buffer.from([3]), u16(4), u32(ident), Buffer.from([4]), u16(4), u32(expiry), Buffer.from([5]), u16(1), Buffer.from([priority])]);
+	return Buffer.concat([Buffer.from([2]), u32(body.length), body]);
+}
+
+test('writeFrame: the same bytes on both sides of the byte-by-byte copy, at an offset into shared buffers, with idents and expiries up to 2^32-1', () => {
+	const source = Buffer.alloc(7 + 32 + 2048 + 5);
+	for (let i = 0; i < source.length; i++) source[i] = (i * 31 + 7) & 0xff;
+	for (const length of [0, 1, 255, 256, 257, 2048]) {
+		for (const [ident, expiry] of [[0, 0], [0x7fff_ffff, 0x8000_0000], [0xffff_ffff, 0xffff_ffff], [0x0102_0304, 1_893_456_000]] as const) {
+			const out = Buffer.alloc(5 + frameBytes(length) + 3, 0xee);
+			const end = writeFrame(out, 5, source, 7, source, 39 + 2, length, ident, expiry, 10);
+			assert.equal(end, 5 + frameBytes(length));
+			assert.deepEqual(out.subarray(5, end), reference(source.subarray(7, 39), source.subarray(41, 41 + length), ident, expiry, 10));
+			assert.ok(out.subarray(0, 5).every((b) => b === 0xee) && out.subarray(end).every((b) => b === 0xee), 'nothing outside the frame is touched');
+		}
+	}
+});
+
+test('writeFrame: room is checked once, before anything is written (a frame one byte short throws, and writes nothing)', () => {
+	const payload = Buffer.from('{}');
+	const exact = Buffer.alloc(3 + frameBytes(2));
+	assert.equal(writeFrame(exact, 3, token, 0, payload, 0, 2, 1, 0, 10), exact.length);
+	for (const short of [1, 2, frameBytes(2)]) {
+		const out = Buffer.alloc(3 + frameBytes(2) - short, 0xaa);
+		assert.throws(() => writeFrame(out, 3, token, 0, payload, 0, 2, 1, 0, 10), RangeError);
+		assert.ok(out.every((b) => b === 0xaa), 'nothing written');
+	}
+});

@@ -10,8 +10,10 @@ import { once as onceNode } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index.js';
-import { ThreadedBackend } from '../src/backends/threaded.js';
-import { BatchReader, BatchWriter, handleOf, type WireBatch, type WireMessage } from '../src/backends/wire.js';
+import { Held, ThreadedBackend } from '../src/backends/threaded.js';
+import type { Cursor, DriverQueue } from '../src/queue.js';
+import { Ring } from '../src/ring.js';
+import { BatchReader, BatchWriter, DeliveredRanges, handleOf, type WireBatch, type WireMessage } from '../src/backends/wire.js';
 import { startMockApnsHttp2 } from '../src/testing.js';
 import { certs, gateway, makeTokens, manager, once } from './support/helpers.js';
 
@@ -55,6 +57,139 @@ test('wire: a batch crosses as one buffer; each run reads back as a Message with
 	const next: Array<[string, number, number]> = [];
 	readBatch(writer.finish(3), (m, index, ident) => next.push([m.token(index), ident, handleOf(m, index)]));
 	assert.deepEqual(next, [[broadcast.token(2), 9, 3]]);
+});
+
+test('wire: a worker reports deliveries as ranges of consecutive handles, across the wrap at 2^32; out of order starts a new range; take() starts afresh', () => {
+	const ranges = new DeliveredRanges();
+	for (const h of [0xffff_fffe, 0xffff_ffff, 0, 1, 5, 4, 6, 7, 7]) ranges.add(h);
+	assert.deepEqual([...ranges.take()], [0xffff_fffe, 4, 5, 1, 4, 1, 6, 2, 7, 1]);
+	assert.deepEqual([...ranges.take()], []);
+	// Past its first buffer (512 ranges): it grows.
+	for (let h = 0; h < 3000; h += 2) ranges.add(h);
+	const pairs = ranges.take();
+	assert.equal(pairs.length, 3000);
+	assert.deepEqual([pairs[0], pairs[1], pairs[2998], pairs[2999]], [0, 1, 2998, 1]);
+});
+
+/** A stand-in queue that records what is settled delivered, by the ident each entry was put with. */
+function recorder(): { queue: DriverQueue; delivered: number[] } {
+	const delivered: number[] = [];
+	const queue = {
+		settleDeliveredRing(ring: Ring, count: number): void {
+			for (let i = 0; i < count; i++) {
+				assert.ok(ring.message(i) !== undefined, 'a hole was settled');
+				delivered.push(ring.ident(i));
+			}
+			ring.dropFront(count);
+		},
+	} as unknown as DriverQueue;
+	return { queue, delivered };
+}
+
+const message = Message.fromAps([Buffer.alloc(32, 1).toString('hex')], { alert: 'x' });
+const cursor = (ident: number): Cursor => ({ message, index: 0, ident, tries: 1 });
+
+/** Model-based: random puts, delivered ranges (before the front, overlapping, past the end, repeated), failures and takeAll, from a first handle near 2^32. */
+for (const [start, limit] of [[0, 1 << 20], [0xffff_fff0, 1 << 20], [0xffff_ffff, 1 << 20], [0, 16], [0xffff_fff8, 16]] as const) {
+	test(`Held settles each handle at most once, whatever the order (first handle ${start}, ring limit ${limit})`, () => {
+		let seed = start + 7;
+		const rnd = (n: number): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n);
+		for (let round = 0; round < 200; round++) {
+			const held = new Held(limit, start);
+			const scratch = new Ring();
+			const { queue, delivered } = recorder();
+			const live = new Map<number, number>(); // handle -> ident
+			const handedOver: number[] = []; // handles, in order
+			let ident = 0;
+			let settledCount = 0;
+			for (let step = 0; step < 300; step++) {
+				const op = rnd(10);
+				if (op < 4) {
+					for (let k = rnd(20); k > 0; k--) {
+						const h = held.put(cursor(++ident));
+						assert.equal(h, (start + ident - 1) >>> 0);
+						live.set(h, ident);
+						handedOver.push(h);
+					}
+				} else if (op < 8 && handedOver.length > 0) {
+					// A range from anywhere around what was handed over (before the front, past the end too).
+					const from = Math.max(0, rnd(handedOver.length + 4) - 2);
+					const first = (start + from) >>> 0;
+					const count = 1 + rnd(12);
+					const before = delivered.length;
+					held.delivered(first, count, queue, scratch);
+					const expect: number[] = [];
+					for (let k = 0; k < count; k++) {
+						const h = (first + k) >>> 0;
+						const id = live.get(h);
+						if (id !== undefined) {
+							expect.push(id);
+							live.delete(h);
+						}
+					}
+					assert.deepEqual(delivered.slice(before).sort((a, b) => a - b), expect.sort((a, b) => a - b));
+					settledCount += expect.length;
+					assert.equal(scratch.size, 0);
+				} else if (op < 9 && handedOver.length > 0) {
+					const h = handedOver[rnd(handedOver.length)]!;
+					const into = cursor(0);
+					const was = live.get(h);
+					assert.equal(held.take(h, into), was !== undefined);
+					if (was !== undefined) {
+						assert.equal(into.ident, was);
+						live.delete(h);
+						settledCount++;
+					}
+				} else if (rnd(10) === 0) {
+					const all = held.takeAll().map((n) => n.ident);
+					assert.deepEqual(all, [...live.values()].sort((a, b) => a - b), 'takeAll: what is held, in hand-over order');
+					settledCount += all.length;
+					live.clear();
+				}
+				assert.equal(held.size, live.size, 'size is what is held');
+			}
+			assert.equal(new Set(delivered).size, delivered.length, 'nothing delivered twice');
+			assert.equal(settledCount + live.size, ident);
+		}
+	});
+}
+
+test('Held: ranges across the wrap at 2^32, straight from the ring and out of order', () => {
+	const held = new Held(1 << 20, 0xffff_fffe);
+	const scratch = new Ring();
+	const { queue, delivered } = recorder();
+	for (let i = 1; i <= 6; i++) held.put(cursor(i)); // handles fffffffe, ffffffff, 0, 1, 2, 3
+	held.delivered(0, 2, queue, scratch); // 0, 1: out of order, through the scratch ring
+	assert.deepEqual(delivered, [3, 4]);
+	held.delivered(0xffff_fffe, 5, queue, scratch); // fffffffe … 2: 0 and 1 already settled
+	assert.deepEqual(delivered, [3, 4, 1, 2, 5]);
+	assert.equal(held.size, 1);
+	held.delivered(3, 1, queue, scratch); // the front now, no hole: straight from the ring
+	assert.deepEqual(delivered, [3, 4, 1, 2, 5, 6]);
+	assert.equal(held.size, 0);
+	assert.equal(held.put(cursor(7)), 4);
+});
+
+test('Held: one notification held a long time (an HTTP/2 retry waiting 60 s) does not keep the ring spanning everything handed over since; it is settled when its outcome comes', () => {
+	const limit = 4096;
+	const held = new Held(limit);
+	const scratch = new Ring();
+	const { queue, delivered } = recorder();
+	held.put(cursor(0)); // handle 0 stays held
+	let next = 1;
+	let widest = 0;
+	for (let round = 0; round < 1000; round++) {
+		const first = next;
+		for (let k = 0; k < 1000; k++, next++) held.put(cursor(next));
+		held.delivered(first, 1000, queue, scratch);
+		widest = Math.max(widest, held.span);
+		assert.equal(held.size, 1);
+	}
+	assert.ok(widest <= limit + 1000, `the ring spanned ${widest} entries, limit ${limit}`);
+	assert.equal(held.span, 0, 'every hole behind it was dropped');
+	assert.equal(delivered.length, 1_000_000);
+	held.delivered(0, 1, queue, scratch); // its outcome, at last
+	assert.deepEqual([held.size, delivered.length, delivered.at(-1)], [0, 1_000_001, 0]);
 });
 
 const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });

@@ -3,7 +3,7 @@
  * connections, so TLS, HTTP/2 framing and their garbage stay off the caller's event loop. The caller's
  * thread keeps the queue: it hands each thread batches of notifications as bytes (wire.ts), up to a
  * credit per thread, and settles each one on the outcome the thread reports by handle. Until then a
- * handed-out notification is held here too (a slot per notification), so a thread that dies — an
+ * handed-out notification is held here too (see {@link Held}), so a thread that dies — an
  * uncaught error, `process.exit()` in it — loses nothing: what it held goes back to the front of the
  * queue, in doubt (`workerLost`), and a new thread takes its place, after a backoff if threads keep
  * dying before anything is settled.
@@ -29,18 +29,40 @@ const CLOSE_GRACE_MS = CLOSE_LINGER_MS + 1000;
  * The notifications a thread holds, by handle: a ring in the order they were handed over, the front's
  * handle known, so handle h is entry (h − front) mod 2^32. The thread reports deliveries as ranges;
  * one that starts at the front, with no hole in the ring, is settled straight from it. Anything settled
- * out of order leaves a hole, dropped once it reaches the front.
+ * out of order leaves a hole, dropped once it reaches the front. One held for long at the front (an
+ * HTTP/2 request waiting out a 60 s retry while the rest flow) would keep every hole behind it: once the
+ * ring spans `limit`, the front is moved aside — its live entries to {@link #parked}, its holes dropped.
+ *
+ * @internal exported for tests.
  */
-class Held {
+export class Held {
 	readonly #ring = new Ring();
+	/** Live entries taken off the front of a ring that spanned too much, by handle, in hand-over order. */
+	readonly #parked = new Map<number, InFlight>();
+	readonly #limit: number;
 	/** Handle of the ring's first entry, and of the next one put. */
-	#front = 0;
-	#next = 0;
+	#front: number;
+	#next: number;
 	#holes = 0;
+
+	/**
+	 * @param limit Entries the ring may span, holes included, before its front is moved aside (twice the
+	 *   credit: a ring in order never gets there).
+	 * @param start The first handle (tests start near 2^32).
+	 */
+	constructor(limit: number, start = 0) {
+		this.#limit = Math.max(2, limit);
+		this.#front = this.#next = start >>> 0;
+	}
 
 	/** Notifications held. */
 	get size(): number {
-		return this.#ring.size - this.#holes;
+		return this.#ring.size - this.#holes + this.#parked.size;
+	}
+
+	/** Entries the ring spans, holes included (for tests). */
+	get span(): number {
+		return this.#ring.size;
 	}
 
 	put(c: Cursor): number {
@@ -50,7 +72,7 @@ class Held {
 		return h;
 	}
 
-	/** Entry of handle `h`, or −1 if it is not held (a report about something already settled). */
+	/** Entry of handle `h` in the ring, or −1 if it is not there (parked, or already settled). */
 	#entry(h: number): number {
 		const i = (h - this.#front) >>> 0;
 		return i < this.#ring.size && !this.#ring.isHole(i) ? i : -1;
@@ -60,39 +82,57 @@ class Held {
 	delivered(first: number, count: number, queue: DriverQueue, scratch: Ring): void {
 		const ring = this.#ring;
 		if (this.#holes === 0 && first === this.#front && count <= ring.size) {
-			queue.settleDeliveredRing(ring, count);
+			// Moved first: settling calls the user's handlers.
 			this.#front = (first + count) >>> 0;
+			queue.settleDeliveredRing(ring, count);
 			return;
 		}
 		for (let k = 0; k < count; k++) {
-			const i = this.#entry((first + k) >>> 0);
-			if (i < 0) continue;
-			scratch.push(ring.message(i), ring.index(i), ring.ident(i), ring.tries(i));
-			this.#hole(i);
+			const h = (first + k) >>> 0;
+			const i = this.#entry(h);
+			if (i >= 0) {
+				scratch.push(ring.message(i), ring.index(i), ring.ident(i), ring.tries(i));
+				this.#hole(i);
+			} else {
+				const n = this.#parked.get(h);
+				if (n === undefined) continue;
+				this.#parked.delete(h);
+				scratch.push(n.message, n.index, n.ident, n.tries);
+			}
 		}
-		this.#trim();
+		this.#tidy();
 		queue.settleDeliveredRing(scratch, scratch.size);
 	}
 
 	/** Remove `h` into `into`; false if it is not held. */
 	take(h: number, into: Cursor): boolean {
 		const i = this.#entry(h);
-		if (i < 0) return false;
+		if (i < 0) {
+			const n = this.#parked.get(h);
+			if (n === undefined) return false;
+			this.#parked.delete(h);
+			into.message = n.message;
+			into.index = n.index;
+			into.ident = n.ident;
+			into.tries = n.tries;
+			return true;
+		}
 		const ring = this.#ring;
 		into.message = ring.message(i);
 		into.index = ring.index(i);
 		into.ident = ring.ident(i);
 		into.tries = ring.tries(i);
 		this.#hole(i);
-		this.#trim();
+		this.#tidy();
 		return true;
 	}
 
 	/** Remove everything, in the order it was handed over. */
 	takeAll(): InFlight[] {
 		const ring = this.#ring;
-		const out: InFlight[] = [];
+		const out = [...this.#parked.values()];
 		for (let i = 0; i < ring.size; i++) if (!ring.isHole(i)) out.push({ message: ring.message(i), index: ring.index(i), ident: ring.ident(i), tries: ring.tries(i) });
+		this.#parked.clear();
 		ring.dropFront(ring.size);
 		this.#front = this.#next;
 		this.#holes = 0;
@@ -104,21 +144,31 @@ class Held {
 		this.#holes++;
 	}
 
-	#trim(): void {
+	/**
+	 * Drop the holes at the front. If the ring still spans more than the limit with holes in it, move its
+	 * front aside until it spans half (each entry is moved at most once, so this costs O(1) per put).
+	 */
+	#tidy(): void {
 		const ring = this.#ring;
 		let n = 0;
 		while (n < ring.size && ring.isHole(n)) n++;
+		this.#holes -= n;
+		if (this.#holes > 0 && ring.size > this.#limit) {
+			for (; n < ring.size && (ring.size - n > this.#limit >> 1 || ring.isHole(n)); n++) {
+				if (ring.isHole(n)) this.#holes--;
+				else this.#parked.set((this.#front + n) >>> 0, { message: ring.message(n), index: ring.index(n), ident: ring.ident(n), tries: ring.tries(n) });
+			}
+		}
 		if (n === 0) return;
 		ring.dropFront(n);
 		this.#front = (this.#front + n) >>> 0;
-		this.#holes -= n;
 	}
 }
 
 class Thread {
 	readonly number: number;
 	readonly worker: Worker;
-	readonly held = new Held();
+	readonly held: Held;
 	/** Connection ids it reported up and not down: told down if it dies. */
 	readonly connections = new Set<number>();
 	/** Its last report's count (a dead thread's attempts still count). */
@@ -133,9 +183,10 @@ class Thread {
 	settled = false;
 	readonly spawnedAt = performance.now();
 
-	constructor(number: number, worker: Worker) {
+	constructor(number: number, worker: Worker, credit: number) {
 		this.number = number;
 		this.worker = worker;
+		this.held = new Held(2 * credit);
 	}
 }
 
@@ -210,7 +261,7 @@ export class ThreadedBackend implements Backend {
 		this.#jwt = token?.current();
 		const init: WorkerInit = { setup: { ...setup, tls: { ...setup.tls, proxy: undefined } }, proxy: setup.tls.proxy?.toWire(), maxAttempts: queue.maxAttempts, apnsIdPrefix: apnsIds?.prefix, jwt: this.#jwt };
 		const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
-		const thread = new Thread(number, worker);
+		const thread = new Thread(number, worker, this.#credit);
 		worker.on('message', (message: FromWorker) => this.#onMessage(thread, message));
 		worker.on('error', (error: Error) => {
 			thread.exitError ??= error;
@@ -383,7 +434,7 @@ export class ThreadedBackend implements Backend {
 		const held: InFlight[] = [];
 		for (const t of this.#threads) {
 			if (t === undefined) continue;
-			held.push(...t.held.takeAll());
+			for (const n of t.held.takeAll()) held.push(n); // a thread may hold 262,144: more than a spread's arguments
 			void t.worker.terminate();
 		}
 		return held;

@@ -207,6 +207,41 @@ export class BatchReader {
 	}
 }
 
+/**
+ * Handles delivered, as a worker collects them for its next report: ranges of consecutive handles
+ * (mod 2^32), since a thread's notifications are mostly settled in the order they were handed over.
+ */
+export class DeliveredRanges {
+	/** Pairs of first handle and count: the first {@link #n} numbers. */
+	#pairs = new Uint32Array(1024);
+	#n = 0;
+
+	add(h: number): void {
+		const d = this.#pairs;
+		const n = this.#n;
+		// The next of the last range extends it.
+		if (n > 0 && h === ((d[n - 2]! + d[n - 1]!) >>> 0)) {
+			d[n - 1]!++;
+			return;
+		}
+		if (n === d.length) {
+			const grown = new Uint32Array(d.length * 2);
+			grown.set(d);
+			this.#pairs = grown;
+		}
+		this.#pairs[n] = h;
+		this.#pairs[n + 1] = 1;
+		this.#n = n + 2;
+	}
+
+	/** The ranges since the last call (a buffer of their own, to be transferred), and start afresh. */
+	take(): Uint32Array {
+		const out = this.#pairs.slice(0, this.#n);
+		this.#n = 0;
+		return out;
+	}
+}
+
 function align8(n: number): number {
 	return (n + 7) & ~7;
 }

@@ -12,7 +12,7 @@ import { ResolvedProxy } from '../proxy.js';
 import { ApnsIds } from '../receipt.js';
 import { Ring } from '../ring.js';
 import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
-import { BatchReader, handleOf, type WireBatch } from './wire.js';
+import { BatchReader, DeliveredRanges, handleOf, type WireBatch } from './wire.js';
 
 /** What a worker is started with. */
 export interface WorkerInit {
@@ -75,9 +75,8 @@ class ThreadQueue implements DriverQueue {
 	/** Hints from the caller's thread: what waits there, and whether only the rate limit holds it. */
 	mainUnsent = 0;
 	mainRateLimited = false;
-	/** Handles settled delivered since the last report, as ranges (first, count): the first {@link #deliveredCount} numbers. */
-	#delivered = new Uint32Array(1024);
-	#deliveredCount = 0;
+	/** Handles settled delivered since the last report. */
+	readonly #delivered = new DeliveredRanges();
 	#failed: Report['failed'] = [];
 	#resent: Report['resent'] = [];
 	#rewritten = 0;
@@ -136,31 +135,13 @@ class ThreadQueue implements DriverQueue {
 		return n.tries >= this.maxAttempts;
 	}
 
-	#deliver(h: number): void {
-		const d = this.#delivered;
-		const n = this.#deliveredCount;
-		// Mostly in the order they were handed over: the next of the last range extends it.
-		if (n > 0 && h === ((d[n - 2]! + d[n - 1]!) >>> 0)) {
-			d[n - 1]!++;
-			return;
-		}
-		if (n === d.length) {
-			const grown = new Uint32Array(d.length * 2);
-			grown.set(d);
-			this.#delivered = grown;
-		}
-		this.#delivered[n] = h;
-		this.#delivered[n + 1] = 1;
-		this.#deliveredCount = n + 2;
-	}
-
 	settleDelivered(n: InFlight): void {
-		this.#deliver(handleOf(n.message, n.index));
+		this.#delivered.add(handleOf(n.message, n.index));
 		this.#report();
 	}
 
 	settleDeliveredRing(ring: Ring, count: number): void {
-		for (let i = 0; i < count; i++) this.#deliver(handleOf(ring.message(i), ring.index(i)));
+		for (let i = 0; i < count; i++) this.#delivered.add(handleOf(ring.message(i), ring.index(i)));
 		ring.dropFront(count);
 		this.#report();
 	}
@@ -199,8 +180,7 @@ class ThreadQueue implements DriverQueue {
 
 	/** Take what was settled since the last report. */
 	drain(): Pick<Report, 'delivered' | 'failed' | 'resent' | 'rewritten'> {
-		const out = { delivered: this.#delivered.slice(0, this.#deliveredCount), failed: this.#failed, resent: this.#resent, rewritten: this.#rewritten };
-		this.#deliveredCount = 0;
+		const out = { delivered: this.#delivered.take(), failed: this.#failed, resent: this.#resent, rewritten: this.#rewritten };
 		this.#failed = [];
 		this.#resent = [];
 		this.#rewritten = 0;
