@@ -317,6 +317,19 @@ test('destroy() terminates every thread and drops what they held, each token onc
 	assert.equal(backend().threads, 0);
 });
 
+test('destroy() with more held than a call can take as spread arguments (200,000 in one thread): each token dropped or sent once', async (t) => {
+	const gw = await gateway(t, { readPauseMs: 50 });
+	const m = manager(t, gw, { protocol: 'binary', backend: 'threaded' });
+	const tokens = makeTokens(200_000, 47);
+	const receipt = m.sendAps(tokens, { alert: 'x' });
+	await once(m, 'connected'); // everything was handed to the thread at once (its credit is 262,144)
+	m.destroy();
+	const result = await receipt.settled;
+	assert.equal(result.sent.length + result.dropped.length, tokens.length);
+	assert.ok(result.dropped.length > 125_000, `${result.dropped.length} dropped`);
+	assert.equal(new Set(result.dropped).size, result.dropped.length, 'each dropped once');
+});
+
 test('an idle threaded manager does not keep the process alive (its threads are unref’d while they hold nothing)', async () => {
 	const index = fileURLToPath(new URL('../src/index.js', import.meta.url));
 	const testing = fileURLToPath(new URL('../src/testing.js', import.meta.url));
