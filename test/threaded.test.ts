@@ -71,6 +71,12 @@ test('wire: a worker reports deliveries as ranges of consecutive handles, across
 	assert.deepEqual([pairs[0], pairs[1], pairs[2998], pairs[2999]], [0, 1, 2998, 1]);
 });
 
+/** As the caller's report does: each range, then what went through `scratch`, settled once. */
+function deliver(held: Held, first: number, count: number, queue: DriverQueue, scratch: Ring): void {
+	held.delivered(first, count, queue, scratch);
+	queue.settleDeliveredRing(scratch, scratch.size);
+}
+
 /** A stand-in queue that records what is settled delivered, by the ident each entry was put with. */
 function recorder(): { queue: DriverQueue; delivered: number[] } {
 	const delivered: number[] = [];
@@ -117,7 +123,7 @@ for (const [start, limit] of [[0, 1 << 20], [0xffff_fff0, 1 << 20], [0xffff_ffff
 					const first = (start + from) >>> 0;
 					const count = 1 + rnd(12);
 					const before = delivered.length;
-					held.delivered(first, count, queue, scratch);
+					deliver(held, first, count, queue, scratch);
 					const expect: number[] = [];
 					for (let k = 0; k < count; k++) {
 						const h = (first + k) >>> 0;
@@ -159,12 +165,12 @@ test('Held: ranges across the wrap at 2^32, straight from the ring and out of or
 	const scratch = new Ring();
 	const { queue, delivered } = recorder();
 	for (let i = 1; i <= 6; i++) held.put(cursor(i)); // handles fffffffe, ffffffff, 0, 1, 2, 3
-	held.delivered(0, 2, queue, scratch); // 0, 1: out of order, through the scratch ring
+	deliver(held, 0, 2, queue, scratch); // 0, 1: out of order, through the scratch ring
 	assert.deepEqual(delivered, [3, 4]);
-	held.delivered(0xffff_fffe, 5, queue, scratch); // fffffffe … 2: 0 and 1 already settled
+	deliver(held, 0xffff_fffe, 5, queue, scratch); // fffffffe … 2: 0 and 1 already settled
 	assert.deepEqual(delivered, [3, 4, 1, 2, 5]);
 	assert.equal(held.size, 1);
-	held.delivered(3, 1, queue, scratch); // the front now, no hole: straight from the ring
+	deliver(held, 3, 1, queue, scratch); // the front now, no hole: straight from the ring
 	assert.deepEqual(delivered, [3, 4, 1, 2, 5, 6]);
 	assert.equal(held.size, 0);
 	assert.equal(held.put(cursor(7)), 4);
@@ -181,14 +187,14 @@ test('Held: one notification held a long time (an HTTP/2 retry waiting 60 s) doe
 	for (let round = 0; round < 1000; round++) {
 		const first = next;
 		for (let k = 0; k < 1000; k++, next++) held.put(cursor(next));
-		held.delivered(first, 1000, queue, scratch);
+		deliver(held, first, 1000, queue, scratch);
 		widest = Math.max(widest, held.span);
 		assert.equal(held.size, 1);
 	}
 	assert.ok(widest <= limit + 1000, `the ring spanned ${widest} entries, limit ${limit}`);
 	assert.equal(held.span, 0, 'every hole behind it was dropped');
 	assert.equal(delivered.length, 1_000_000);
-	held.delivered(0, 1, queue, scratch); // its outcome, at last
+	deliver(held, 0, 1, queue, scratch); // its outcome, at last
 	assert.deepEqual([held.size, delivered.length, delivered.at(-1)], [0, 1_000_001, 0]);
 });
 

@@ -78,7 +78,11 @@ export class Held {
 		return i < this.#ring.size && !this.#ring.isHole(i) ? i : -1;
 	}
 
-	/** Settle the `count` handles from `first` as delivered (those still held), through `scratch` when out of order. */
+	/**
+	 * The `count` handles from `first` were delivered: settled at once if they are the front of a ring
+	 * without holes; otherwise those still held are moved to `scratch`, for the caller to settle with the
+	 * rest of the report (one settlement per report, not per range: HTTP/2 answers out of order).
+	 */
 	delivered(first: number, count: number, queue: DriverQueue, scratch: Ring): void {
 		const ring = this.#ring;
 		if (this.#holes === 0 && first === this.#front && count <= ring.size) {
@@ -101,7 +105,6 @@ export class Held {
 			}
 		}
 		this.#tidy();
-		queue.settleDeliveredRing(scratch, scratch.size);
 	}
 
 	/** Remove `h` into `into`; false if it is not held. */
@@ -367,7 +370,9 @@ export class ThreadedBackend implements Backend {
 		queue.recordElsewhere(report.rewritten, report.resent);
 		const d = report.delivered;
 		if (d.length > 0) {
-			for (let p = 0; p < d.length; p += 2) thread.held.delivered(d[p]!, d[p + 1]!, queue, this.#ring);
+			const scratch = this.#ring;
+			for (let p = 0; p < d.length; p += 2) thread.held.delivered(d[p]!, d[p + 1]!, queue, scratch);
+			queue.settleDeliveredRing(scratch, scratch.size);
 			thread.settled = true;
 			this.#respawn.succeeded();
 		}
