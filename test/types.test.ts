@@ -12,6 +12,7 @@ function typeChecks(m: ApnsManager): void {
 	m.on('connectError', (e: ConnectionError, info) => [e.code, info.retryInMs satisfies number]);
 	m.on('resent', ({ count, reason }) => [count satisfies number, reason satisfies 'error' | 'shutdown' | 'temporary' | 'retry' | 'unanswered' | 'refused' | 'goaway' | 'silentClose' | 'sessionLost' | 'identNotFound' | 'workerLost']);
 	m.on('disconnected', ({ reason }) => reason satisfies 'errorFrame' | 'probeAnswered' | 'silentClose' | 'goaway' | 'protocolError' | 'timeout' | 'closed' | 'destroyed' | 'threadExit');
+	m.on('threadReady', ({ thread, startMs }) => [thread satisfies number, startMs satisfies number]);
 	// @ts-expect-error: no such event
 	m.on('deliveryErorr', () => {});
 	// @ts-expect-error: deliveryError carries a DeliveryError, not a string
