@@ -13,7 +13,7 @@ import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index
 import { Held, ThreadedBackend } from '../src/backends/threaded.js';
 import type { Cursor, DriverQueue } from '../src/queue.js';
 import { Ring } from '../src/ring.js';
-import { BatchReader, BatchWriter, DeliveredRanges, handleOf, type WireBatch, type WireMessage } from '../src/backends/wire.js';
+import { BatchLedger, BatchReader, BatchWriter, DeliveredRanges, handleOf, type WireBatch, type WireMessage } from '../src/backends/wire.js';
 import { startMockApnsHttp2 } from '../src/testing.js';
 import { certs, gateway, makeTokens, manager, once } from './support/helpers.js';
 
@@ -69,6 +69,40 @@ test('wire: a worker reports deliveries as ranges of consecutive handles, across
 	const pairs = ranges.take();
 	assert.equal(pairs.length, 3000);
 	assert.deepEqual([pairs[0], pairs[1], pairs[2998], pairs[2999]], [0, 1, 2998, 1]);
+});
+
+test("wire: a worker gives a batch's buffer back only once every notification of it is settled, in any order, across the wrap at 2^32; the caller reuses one that is large enough", () => {
+	const message = new Message(makeTokens(8, 48), { aps: { alert: 'x' } });
+	const writer = new BatchWriter(4);
+	const batch = (first: number, indexes: number[], pool?: ArrayBuffer[]): BatchReader => {
+		for (const i of indexes) writer.add(message, i, i + 1, 0);
+		return new BatchReader(writer.finish(first, pool));
+	};
+	const ledger = new BatchLedger();
+	const a = batch(0xffff_fffe, [0, 1, 2]); // handles fffffffe, ffffffff, 0
+	const b = batch(1, [3, 4]); // handles 1, 2
+	ledger.add(a);
+	ledger.add(b);
+	for (const h of [2, 0xffff_fffe, 0]) ledger.settled(h); // b's second, then two of a's
+	assert.deepEqual(ledger.take(), [], 'nothing yet: each has one unsettled');
+	ledger.settled(1);
+	assert.deepEqual(ledger.take(), [b.buffer], 'b, the later batch, first: all of it settled');
+	ledger.settled(0xffff_ffff);
+	ledger.settled(77); // not a handle of any batch: ignored
+	assert.deepEqual(ledger.take(), [a.buffer]);
+	assert.deepEqual(ledger.take(), []);
+	// The caller's next batch reuses a buffer large enough, and reads back right.
+	const pool = [a.buffer];
+	const c = batch(3, [5, 6], pool);
+	assert.equal(c.buffer, a.buffer);
+	assert.equal(pool.length, 0);
+	const read: Array<[string, number]> = [];
+	const n = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
+	while (c.next(n)) read.push([n.message.token(n.index), handleOf(n.message, n.index)]);
+	assert.deepEqual(read, [[message.token(5), 3], [message.token(6), 4]]);
+	// One too small is not used.
+	const small = [new ArrayBuffer(8)];
+	assert.notEqual(batch(5, [7], small).buffer, small[0]);
 });
 
 /** As the caller's report does: each range, then what went through `scratch`, settled once. */

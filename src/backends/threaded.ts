@@ -22,6 +22,8 @@ import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './work
 
 /** Notifications per batch message. */
 const BATCH = 2048;
+/** Batch buffers a thread gave back, kept for reuse (~76 KiB each when full: at most ~2.4 MiB). */
+const POOL_BUFFERS = 32;
 /** How long a closing thread may take to say it closed before it is terminated (its drivers linger CLOSE_LINGER_MS). */
 const CLOSE_GRACE_MS = CLOSE_LINGER_MS + 1000;
 
@@ -213,6 +215,8 @@ export class ThreadedBackend implements Backend {
 	readonly #cursor: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
 	readonly #scratch: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
 	readonly #ring = new Ring();
+	/** Batch buffers given back by the threads (binary only; see BatchLedger in wire.ts). */
+	readonly #pool: ArrayBuffer[] = [];
 
 	constructor(context: BackendContext) {
 		this.#ctx = context;
@@ -304,7 +308,7 @@ export class ThreadedBackend implements Backend {
 					writer.add(cursor.message, cursor.index, cursor.ident, cursor.tries);
 				}
 				if (writer.size === 0) break;
-				const batch = writer.finish(first);
+				const batch = writer.finish(first, this.#pool);
 				this.#post(t, { type: 'batch', batch, unsent: queue.unsent, rateLimited: queue.rateLimited }, [batch.buffer]);
 			}
 			if (t.held.size > 0) t.worker.ref();
@@ -368,6 +372,7 @@ export class ThreadedBackend implements Backend {
 			}
 		}
 		queue.recordElsewhere(report.rewritten, report.resent);
+		for (const b of report.buffers) if (this.#pool.length < POOL_BUFFERS) this.#pool.push(b);
 		const d = report.delivered;
 		if (d.length > 0) {
 			const scratch = this.#ring;

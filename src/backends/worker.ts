@@ -12,7 +12,7 @@ import { ResolvedProxy } from '../proxy.js';
 import { ApnsIds } from '../receipt.js';
 import { Ring } from '../ring.js';
 import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
-import { BatchReader, DeliveredRanges, handleOf, type WireBatch } from './wire.js';
+import { BatchLedger, BatchReader, DeliveredRanges, handleOf, type WireBatch } from './wire.js';
 
 /** What a worker is started with. */
 export interface WorkerInit {
@@ -58,6 +58,8 @@ export interface Report {
 	readonly rewritten: number;
 	readonly events: WireEvent[];
 	readonly connectAttempts: number;
+	/** Buffers of batches whose notifications are all settled, given back for reuse (transferred). */
+	readonly buffers: ArrayBuffer[];
 }
 
 /** Messages from a worker. */
@@ -83,9 +85,13 @@ class ThreadQueue implements DriverQueue {
 	readonly #report: () => void;
 	readonly #scratch = { tries: 0 } as Cursor;
 
-	constructor(maxAttempts: number, report: () => void) {
+	/** Batches to give back once settled; none over HTTP/2 (see {@link BatchLedger}). */
+	readonly #ledger: BatchLedger | undefined;
+
+	constructor(maxAttempts: number, report: () => void, giveBack: boolean) {
 		this.maxAttempts = maxAttempts;
 		this.#report = report;
+		this.#ledger = giveBack ? new BatchLedger() : undefined;
 	}
 
 	get canTake(): boolean {
@@ -99,6 +105,7 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	add(batch: BatchReader): void {
+		this.#ledger?.add(batch);
 		this.#batches.push(batch);
 		this.#inBatches += batch.remaining;
 	}
@@ -136,18 +143,25 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	settleDelivered(n: InFlight): void {
-		this.#delivered.add(handleOf(n.message, n.index));
+		this.#settled(handleOf(n.message, n.index));
 		this.#report();
 	}
 
 	settleDeliveredRing(ring: Ring, count: number): void {
-		for (let i = 0; i < count; i++) this.#delivered.add(handleOf(ring.message(i), ring.index(i)));
+		for (let i = 0; i < count; i++) this.#settled(handleOf(ring.message(i), ring.index(i)));
 		ring.dropFront(count);
 		this.#report();
 	}
 
+	#settled(h: number): void {
+		this.#delivered.add(h);
+		this.#ledger?.settled(h);
+	}
+
 	settleFailed(n: InFlight, status: number, detail?: FailureDetail): void {
-		this.#failed.push({ handle: handleOf(n.message, n.index), status, detail });
+		const h = handleOf(n.message, n.index);
+		this.#failed.push({ handle: h, status, detail });
+		this.#ledger?.settled(h);
 		this.#report();
 	}
 
@@ -179,8 +193,8 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	/** Take what was settled since the last report. */
-	drain(): Pick<Report, 'delivered' | 'failed' | 'resent' | 'rewritten'> {
-		const out = { delivered: this.#delivered.take(), failed: this.#failed, resent: this.#resent, rewritten: this.#rewritten };
+	drain(): Pick<Report, 'delivered' | 'failed' | 'resent' | 'rewritten' | 'buffers'> {
+		const out = { delivered: this.#delivered.take(), failed: this.#failed, resent: this.#resent, rewritten: this.#rewritten, buffers: this.#ledger?.take() ?? [] };
 		this.#failed = [];
 		this.#resent = [];
 		this.#rewritten = 0;
@@ -216,10 +230,11 @@ function report(): void {
 function postReport(): void {
 	const message: Report = { type: 'report', ...queue.drain(), events, connectAttempts: driver.connectAttempts };
 	events = [];
-	port.postMessage(message, [message.delivered.buffer as ArrayBuffer]);
+	port.postMessage(message, [message.delivered.buffer as ArrayBuffer, ...message.buffers]);
 }
 
-const queue = new ThreadQueue(init.maxAttempts, report);
+// Binary frames are encoded into the driver's own slabs, so a settled batch's bytes are not read again.
+const queue = new ThreadQueue(init.maxAttempts, report, init.setup.protocol === 'binary');
 let jwt = init.jwt;
 let confirm = false;
 const backendEvents: BackendEvents = {
