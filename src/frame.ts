@@ -50,12 +50,8 @@ export function writeFrame(
 	// two per frame) and the checked writeUInt*BE calls cost ~40% more, and most of the garbage.
 	if (offset + FRAME_OVERHEAD + payloadLength > out.length) throw new RangeError(`No room for a ${FRAME_OVERHEAD + payloadLength}-byte frame at ${offset} of ${out.length}`);
 	let o = offset;
-	const length = FRAME_OVERHEAD - 5 + payloadLength;
 	out[o] = COMMAND_FRAME;
-	out[o + 1] = length >>> 24;
-	out[o + 2] = (length >>> 16) & 0xff;
-	out[o + 3] = (length >>> 8) & 0xff;
-	out[o + 4] = length & 0xff;
+	putU32(out, o + 1, FRAME_OVERHEAD - 5 + payloadLength);
 	out[o + 5] = ITEM_TOKEN;
 	out[o + 6] = 0;
 	out[o + 7] = TOKEN_BYTES;
@@ -69,26 +65,30 @@ export function writeFrame(
 	if (payloadLength < LOOP_COPY_BYTES) for (let i = 0; i < payloadLength; i++) out[o + i] = payload[payloadAt + i]!;
 	else payload.copy(out, o, payloadAt, payloadAt + payloadLength);
 	o += payloadLength;
-	out[o] = ITEM_IDENT;
+	o = putU32Item(out, o, ITEM_IDENT, ident);
+	o = putU32Item(out, o, ITEM_EXPIRY, expiry);
+	out[o] = ITEM_PRIORITY;
 	out[o + 1] = 0;
-	out[o + 2] = 4;
-	out[o + 3] = ident >>> 24;
-	out[o + 4] = (ident >>> 16) & 0xff;
-	out[o + 5] = (ident >>> 8) & 0xff;
-	out[o + 6] = ident & 0xff;
-	out[o + 7] = ITEM_EXPIRY;
-	out[o + 8] = 0;
-	out[o + 9] = 4;
-	out[o + 10] = expiry >>> 24;
-	out[o + 11] = (expiry >>> 16) & 0xff;
-	out[o + 12] = (expiry >>> 8) & 0xff;
-	out[o + 13] = expiry & 0xff;
-	out[o + 14] = ITEM_PRIORITY;
-	out[o + 15] = 0;
-	out[o + 16] = 1;
-	out[o + 17] = priority;
-	o += 18;
-	return o;
+	out[o + 2] = 1;
+	out[o + 3] = priority;
+	return o + 4;
+}
+
+/** A big-endian u32 at `at` (unchecked: the caller checked the room). */
+function putU32(out: Buffer, at: number, value: number): void {
+	out[at] = value >>> 24;
+	out[at + 1] = (value >>> 16) & 0xff;
+	out[at + 2] = (value >>> 8) & 0xff;
+	out[at + 3] = value & 0xff;
+}
+
+/** A 4-byte item: its id, length 4, `value`; returns the offset after it. */
+function putU32Item(out: Buffer, at: number, item: number, value: number): number {
+	out[at] = item;
+	out[at + 1] = 0;
+	out[at + 2] = 4;
+	putU32(out, at + 3, value);
+	return at + 7;
 }
 
 /** Payloads shorter than this are copied byte by byte (see {@link writeFrame}). */

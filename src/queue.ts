@@ -317,10 +317,7 @@ export class NotificationQueue implements DriverQueue {
 		}
 		if (this.unsent === 0 || !this.#admitted()) return false;
 		if (this.#resend.size > 0) {
-			cursor.message = this.#resend.message(0);
-			cursor.index = this.#resend.index(0);
-			cursor.ident = this.#resend.ident(0);
-			cursor.tries = this.#resend.tries(0);
+			this.#resend.read(0, cursor);
 			this.#resend.dropFront(1);
 		} else {
 			const range = this.#ranges[this.#rangeHead];

@@ -4,6 +4,7 @@
  * in one.
  */
 import type { Message } from './message.js';
+import type { Cursor, InFlight } from './queue.js';
 
 export class Ring {
 	#cap: number;
@@ -93,6 +94,21 @@ export class Ring {
 	tries(i: number): number {
 		return this.#tries[this.#at(i)]!;
 	}
+	/** Entry `i`, as an object of its own (it outlives the ring's slot). */
+	entry(i: number): InFlight {
+		const at = this.#at(i);
+		return { message: this.#msg[at]!, index: this.#index[at]!, ident: this.#ident[at]!, tries: this.#tries[at]! };
+	}
+
+	/** Copy entry `i` into `into` (no object made: the hot paths' way). */
+	read(i: number, into: Cursor): void {
+		const at = this.#at(i);
+		into.message = this.#msg[at]!;
+		into.index = this.#index[at]!;
+		into.ident = this.#ident[at]!;
+		into.tries = this.#tries[at]!;
+	}
+
 	/** Count one more attempt for entry `i` (capped at 255). */
 	bumpTries(i: number): void {
 		const at = this.#at(i);

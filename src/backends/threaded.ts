@@ -122,11 +122,7 @@ export class Held {
 			into.tries = n.tries;
 			return true;
 		}
-		const ring = this.#ring;
-		into.message = ring.message(i);
-		into.index = ring.index(i);
-		into.ident = ring.ident(i);
-		into.tries = ring.tries(i);
+		this.#ring.read(i, into);
 		this.#hole(i);
 		this.#tidy();
 		return true;
@@ -136,7 +132,7 @@ export class Held {
 	takeAll(): InFlight[] {
 		const ring = this.#ring;
 		const out = [...this.#parked.values()];
-		for (let i = 0; i < ring.size; i++) if (!ring.isHole(i)) out.push({ message: ring.message(i), index: ring.index(i), ident: ring.ident(i), tries: ring.tries(i) });
+		for (let i = 0; i < ring.size; i++) if (!ring.isHole(i)) out.push(ring.entry(i));
 		this.#parked.clear();
 		ring.dropFront(ring.size);
 		this.#front = this.#next;
@@ -161,7 +157,7 @@ export class Held {
 		if (this.#holes > 0 && ring.size > this.#limit) {
 			for (; n < ring.size && (ring.size - n > this.#limit >> 1 || ring.isHole(n)); n++) {
 				if (ring.isHole(n)) this.#holes--;
-				else this.#parked.set((this.#front + n) >>> 0, { message: ring.message(n), index: ring.index(n), ident: ring.ident(n), tries: ring.tries(n) });
+				else this.#parked.set((this.#front + n) >>> 0, ring.entry(n));
 			}
 		}
 		if (n === 0) return;

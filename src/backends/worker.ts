@@ -113,10 +113,7 @@ class ThreadQueue implements DriverQueue {
 	take(cursor: Cursor): boolean {
 		const front = this.#front;
 		if (front.size > 0) {
-			cursor.message = front.message(0);
-			cursor.index = front.index(0);
-			cursor.ident = front.ident(0);
-			cursor.tries = front.tries(0);
+			front.read(0, cursor);
 			front.dropFront(1);
 			this.#rewritten++;
 			this.#report();
@@ -166,7 +163,7 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	settleFailedRing(ring: Ring, status: number, detail?: FailureDetail): void {
-		this.settleFailed({ message: ring.message(0), index: ring.index(0), ident: ring.ident(0), tries: ring.tries(0) }, status, detail);
+		this.settleFailed(ring.entry(0), status, detail);
 		ring.dropFront(1);
 	}
 

@@ -405,7 +405,7 @@ export class BinaryDriver extends Driver {
 			if (log.settled) continue;
 			log.settled = true; // its socket's close must not re-queue into a cleared queue
 			const ring = log.ring;
-			for (let i = 0; i < ring.size; i++) held.push({ message: ring.message(i), index: ring.index(i), ident: ring.ident(i), tries: ring.tries(i) });
+			for (let i = 0; i < ring.size; i++) held.push(ring.entry(i));
 		}
 		return held;
 	}
