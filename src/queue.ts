@@ -171,6 +171,13 @@ export interface DriverQueue {
 	/** Work waits only for the rate limit (a driver should not treat that as "out of work"). */
 	readonly rateLimited: boolean;
 	take(cursor: Cursor): boolean;
+	/**
+	 * Like {@link DriverQueue.take}, for up to `max` notifications at once: a *run* of one message's
+	 * consecutive tokens, with consecutive idents (never across the wrap) and one attempt count. The
+	 * cursor gets the first; returns how many (0: as `take` returning false). A run may be shorter than
+	 * what waits: a re-send or a rate limit hands out one at a time.
+	 */
+	takeRun(cursor: Cursor, max: number): number;
 	takeOne(): InFlight | undefined;
 	exhausted(n: { readonly tries: number }): boolean;
 	settleDelivered(n: InFlight): void;
@@ -333,6 +340,29 @@ export class NotificationQueue implements DriverQueue {
 		this.#retained++;
 		this.#stats.written++;
 		return true;
+	}
+
+	/** See {@link DriverQueue.takeRun}. */
+	takeRun(cursor: Cursor, max: number): number {
+		// One at a time where each needs its own say: re-sends (idents and attempts of their own), a rate
+		// limit (a grant each), the retention cap (reported once reached).
+		if (max < 1) return 0;
+		if (max === 1 || this.#resend.size > 0 || this.#gate !== undefined || this.#retained >= this.maxRetained) return this.take(cursor) ? 1 : 0;
+		const range = this.#ranges[this.#rangeHead];
+		if (range === undefined) return 0;
+		const ident = this.#nextIdent;
+		const n = Math.min(max, range.count - this.#headNext, this.maxRetained - this.#retained, 0xffff_ffff - ident + 1);
+		cursor.message = range;
+		cursor.index = this.#headNext;
+		cursor.ident = ident;
+		cursor.tries = 1;
+		this.#headNext += n;
+		this.#nextIdent = ident + n > 0xffff_ffff ? 1 : ident + n;
+		this.#unsentNew -= n;
+		this.#retained += n;
+		this.#stats.written += n;
+		if (this.#headNext === range.count) this.#advanceRange();
+		return n;
 	}
 
 	/** {@link NotificationQueue.take} into a new object, for drivers that keep one per request (HTTP/2). */

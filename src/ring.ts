@@ -71,6 +71,24 @@ export class Ring {
 		this.#size++;
 	}
 
+	/**
+	 * Append `count` notifications of one message at once: indexes `index`… and idents `ident`… in step,
+	 * one attempt count (a run from the queue's `takeRun`: its idents never wrap).
+	 */
+	pushRun(message: Message, index: number, ident: number, tries: number, count: number): void {
+		while (this.#size + count > this.#cap) this.#grow();
+		const mask = this.#mask;
+		let at = (this.#head + this.#size) & mask;
+		for (let k = 0; k < count; k++) {
+			this.#msg[at] = message;
+			this.#index[at] = index + k;
+			this.#ident[at] = ident + k;
+			this.#tries[at] = tries;
+			at = (at + 1) & mask;
+		}
+		this.#size += count;
+	}
+
 	unshift(message: Message, index: number, ident: number, tries: number): void {
 		if (this.#size === this.#cap) this.#grow();
 		this.#head = (this.#head - 1) & this.#mask;

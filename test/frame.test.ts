@@ -8,6 +8,7 @@ import {
 	parseNotification,
 	PROBE_FRAME_BYTES,
 	writeFrame,
+	writeFrames,
 	writeProbeFrame,
 } from '../src/frame.js';
 import { ProtocolError } from '../src/errors.js';
@@ -169,4 +170,28 @@ test('writeFrame: room is checked once, before anything is written (a frame one 
 		assert.throws(() => writeFrame(out, 3, token, 0, payload, 0, 2, 1, 0, 10), RangeError);
 		assert.ok(out.every((b) => b === 0xaa), 'nothing written');
 	}
+});
+
+test('writeFrames: the same bytes as a writeFrame per notification (consecutive tokens and idents, across 2^32), at an offset; room for all is checked before anything is written', () => {
+	const tokens = Buffer.alloc(3 + 32 * 40);
+	for (let i = 0; i < tokens.length; i++) tokens[i] = (i * 13 + 5) & 0xff;
+	const source = Buffer.alloc(2 + 2048);
+	for (let i = 0; i < source.length; i++) source[i] = (i * 31 + 7) & 0xff;
+	for (const length of [0, 2, 255, 256, 2048]) {
+		for (const count of [1, 2, 3, 40]) {
+			for (const ident of [1, 0xffff_fffe]) {
+				const size = frameBytes(length);
+				const expected = Buffer.alloc(4 + count * size + 3, 0xee);
+				let at = 4;
+				for (let k = 0; k < count; k++) at = writeFrame(expected, at, tokens, 3 + 32 * k, source, 2, length, (ident + k) >>> 0, 1_893_456_000, 5);
+				const out = Buffer.alloc(expected.length, 0xee);
+				assert.equal(writeFrames(out, 4, tokens, 3, count, source, 2, length, ident, 1_893_456_000, 5), at, `${count} of ${length} bytes`);
+				assert.ok(out.equals(expected), `${count} frames of ${length} bytes from ident ${ident}`);
+			}
+		}
+	}
+	assert.equal(writeFrames(Buffer.alloc(0), 0, tokens, 0, 0, source, 0, 2, 1, 0, 10), 0, 'none: nothing to write');
+	const out = Buffer.alloc(3 * frameBytes(2) - 1, 0xaa);
+	assert.throws(() => writeFrames(out, 0, tokens, 0, 3, source, 0, 2, 1, 0, 10), RangeError);
+	assert.ok(out.every((b) => b === 0xaa), 'nothing written');
 });

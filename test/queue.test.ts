@@ -369,3 +369,41 @@ test('Reconnect: after a settlement the first failure retries at once, the next 
 	assert.ok(third >= 100 && third <= 200, `third: ${third} ms`);
 	worked.cancel();
 });
+
+test('takeRun hands out exactly what take would, in the same order (runs of one message, never across the ident wrap; re-sends one at a time); the retention cap holds and is reported once', () => {
+	let seed = 7;
+	const random = (n: number): number => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) % n);
+	for (const [initialIdent, maxRetained] of [[1, 1_000_000], [0xffff_fff0, 1_000_000], [1, 37]] as const) {
+		const one = setup({ initialIdent, maxRetained });
+		const runs = setup({ initialIdent, maxRetained });
+		for (const s of [one, runs]) for (const n of [5, 1, 40, 3]) s.queue.push(new Message(makeTokens(n, n), { aps: {} }));
+		const logOne = one.queue.openLog();
+		const logRuns = runs.queue.openLog();
+		const byOne = one.take(logOne);
+		const byRuns: Array<[string, number, number]> = [];
+		const cursor = { index: 0, ident: 0, tries: 0 } as Cursor;
+		assert.equal(runs.queue.takeRun(cursor, 0), 0, 'max 0: nothing');
+		for (;;) {
+			const n = runs.queue.takeRun(cursor, 1 + random(12));
+			if (n === 0) break;
+			logRuns.ring.pushRun(cursor.message, cursor.index, cursor.ident, cursor.tries, n);
+			for (let k = 0; k < n; k++) byRuns.push([cursor.message.token(cursor.index + k), cursor.ident + k, cursor.tries]);
+		}
+		assert.deepEqual(byRuns.map(([t, i]) => [t, i]), byOne, `initialIdent ${initialIdent}, maxRetained ${maxRetained}`);
+		assert.ok(byRuns.every(([, ident]) => ident >= 1 && ident <= 0xffff_ffff), 'no run crosses the wrap');
+		assert.deepEqual(runs.events.full, one.events.full, 'the cap is reported as by take');
+		assert.deepEqual([runs.queue.stats, runs.queue.retained, runs.queue.unsent], [one.queue.stats, one.queue.retained, one.queue.unsent]);
+		// Rejected in the middle: what followed comes back as re-sends, handed out one at a time, same idents.
+		const mid = byOne[Math.floor(byOne.length / 2)]![1];
+		one.queue.errorFrame(logOne, 8, mid);
+		runs.queue.errorFrame(logRuns, 8, mid);
+		const again = one.take(one.queue.openLog());
+		const againRuns: Array<[string, number]> = [];
+		for (let n = runs.queue.takeRun(cursor, 50); n > 0; n = runs.queue.takeRun(cursor, 50)) {
+			if (againRuns.length < byOne.length - byOne.findIndex(([, i]) => i === mid) - 1) assert.equal(n, 1, 'a re-send is handed out alone');
+			for (let k = 0; k < n; k++) againRuns.push([cursor.message.token(cursor.index + k), cursor.ident + k]);
+		}
+		assert.deepEqual(againRuns, again);
+		assert.deepEqual(runs.queue.stats, one.queue.stats);
+	}
+});

@@ -105,6 +105,52 @@ test("wire: a worker gives a batch's buffer back only once every notification of
 	assert.notEqual(batch(5, [7], small).buffer, small[0]);
 });
 
+test('wire: runs go in and come out whole — the writer takes a run at once, the reader hands back runs (one message, consecutive idents, one attempt count; never past max); ranges and the ledger take counts, across batches and the wrap', () => {
+	const a = new Message(makeTokens(10, 60), { aps: { alert: 'a' } });
+	const b = new Message(makeTokens(3, 70), { aps: { alert: 'b' } });
+	const writer = new BatchWriter(4);
+	writer.add(a, 0, 100, 1, 5); // a 0-4, idents 100-104
+	writer.add(a, 5, 200, 1, 2); // a 5-6: the same run of the batch, but idents jump
+	writer.add(a, 7, 202, 3); // a 7: another attempt count
+	writer.add(a, 8, 203, 1, 2);
+	writer.add(b, 0, 205, 1, 3);
+	const reader = new BatchReader(writer.finish(0xffff_fffd));
+	const runs: Array<[string, number, number, number, number]> = [];
+	const n = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
+	for (let k = reader.nextRun(n, 4); k > 0; k = reader.nextRun(n, 4)) runs.push([n.message.token(n.index), n.ident, n.tries, k, handleOf(n.message, n.index)]);
+	assert.deepEqual(runs, [
+		[a.token(0), 100, 1, 4, 0xffff_fffd], // max 4
+		[a.token(4), 104, 1, 1, 1],
+		[a.token(5), 200, 1, 2, 2],
+		[a.token(7), 202, 3, 1, 4],
+		[a.token(8), 203, 1, 2, 5],
+		[b.token(0), 205, 1, 3, 7],
+	]);
+	assert.equal(reader.remaining, 0);
+	const ranges = new DeliveredRanges();
+	ranges.add(0xffff_fffe, 2);
+	ranges.add(0, 3); // follows across the wrap
+	ranges.add(9, 1);
+	ranges.add(10, 4);
+	assert.deepEqual([...ranges.take()], [0xffff_fffe, 5, 9, 5]);
+	// The ledger: a range that spans two batches settles both; one past the last of ours is dropped.
+	const ledger = new BatchLedger();
+	const batch = (first: number, count: number): BatchReader => {
+		writer.add(a, 0, 1, 1, count);
+		const r = new BatchReader(writer.finish(first));
+		ledger.add(r);
+		return r;
+	};
+	const x = batch(0xffff_fffe, 4); // fffffffe … 1
+	const y = batch(2, 3); // 2 … 4
+	ledger.settled(0xffff_ffff, 4); // ffffffff … 2
+	assert.deepEqual(ledger.take(), []);
+	ledger.settled(0xffff_fffe);
+	assert.deepEqual(ledger.take(), [x.buffer]);
+	ledger.settled(3, 5); // 3, 4 of y, then 5 … 7: not ours
+	assert.deepEqual(ledger.take(), [y.buffer]);
+});
+
 /** As the caller's report does: each range, then what went through `scratch`, settled once. */
 function deliver(held: Held, first: number, count: number, queue: DriverQueue, scratch: Ring): void {
 	held.delivered(first, count, queue, scratch);

@@ -67,10 +67,11 @@ export class Held {
 		return this.#ring.size;
 	}
 
-	put(c: Cursor): number {
+	/** Hold the run of `count` the cursor starts (see `DriverQueue.takeRun`); returns its first handle. */
+	put(c: Cursor, count = 1): number {
 		const h = this.#next;
-		this.#ring.push(c.message, c.index, c.ident, c.tries);
-		this.#next = (h + 1) >>> 0;
+		this.#ring.pushRun(c.message, c.index, c.ident, c.tries, count);
+		this.#next = (h + count) >>> 0;
 		return h;
 	}
 
@@ -298,10 +299,12 @@ export class ThreadedBackend implements Backend {
 				const cursor = this.#cursor;
 				const writer = this.#writer;
 				let first = -1;
-				while (writer.size < BATCH && t.held.size < this.#credit && queue.take(cursor)) {
-					const h = t.held.put(cursor);
+				for (;;) {
+					const n = queue.takeRun(cursor, Math.min(BATCH - writer.size, this.#credit - t.held.size));
+					if (n === 0) break;
+					const h = t.held.put(cursor, n);
 					if (first < 0) first = h;
-					writer.add(cursor.message, cursor.index, cursor.ident, cursor.tries);
+					writer.add(cursor.message, cursor.index, cursor.ident, cursor.tries, n);
 				}
 				if (writer.size === 0) break;
 				const batch = writer.finish(first, this.#pool);

@@ -60,20 +60,22 @@ export class BatchWriter {
 		return this.#n;
 	}
 
-	add(message: Message, index: number, ident: number, tries: number): void {
+	/** Add `count` notifications from token `index` of `message`, idents from `ident` (a run: see `DriverQueue.takeRun`). */
+	add(message: Message, index: number, ident: number, tries: number, count = 1): void {
 		const n = this.#n;
-		if (n === this.#idents.length) this.#grow();
-		this.#idents[n] = ident;
-		this.#tries[n] = tries;
-		this.#n = n + 1;
+		while (n + count > this.#idents.length) this.#grow();
+		for (let k = 0; k < count; k++) this.#idents[n + k] = ident + k;
+		this.#tries.fill(tries, n, n + count);
+		this.#n = n + count;
 		const runs = this.#runMessage.length;
-		if (runs > 0 && this.#runMessage[runs - 1] === message && index === this.#lastIndex + 1) this.#runCount[runs - 1]!++;
+		// A batch's run is its message's consecutive tokens (attempts and idents are per notification).
+		if (runs > 0 && this.#runMessage[runs - 1] === message && index === this.#lastIndex + 1) this.#runCount[runs - 1]! += count;
 		else {
 			this.#runMessage.push(message);
 			this.#runFirst.push(index);
-			this.#runCount.push(1);
+			this.#runCount.push(count);
 		}
-		this.#lastIndex = index;
+		this.#lastIndex = index + count - 1;
 	}
 
 	/**
@@ -205,18 +207,35 @@ export class BatchReader {
 
 	/** Read the next notification into `into`; false when none is left. */
 	next(into: { message: Message; index: number; ident: number; tries: number }): boolean {
-		if (this.remaining === 0) return false;
+		return this.nextRun(into, 1) === 1;
+	}
+
+	/**
+	 * Read up to `max` notifications that make a run (one message's consecutive tokens, consecutive
+	 * idents, one attempt count) into `into` (the first of them); returns how many, 0 when none is left.
+	 */
+	nextRun(into: { message: Message; index: number; ident: number; tries: number }, max: number): number {
+		if (this.remaining === 0 || max < 1) return 0;
 		let m = this.#messages[this.#run]!;
 		if (this.#i === m.count) {
 			m = this.#messages[++this.#run]!;
 			this.#i = 0;
 		}
+		const k = this.#k;
+		const ident = this.#idents[k]!;
+		const tries = this.#tries[k]!;
+		const end = k + Math.min(max, m.count - this.#i);
+		let j = k + 1;
+		while (j < end && this.#idents[j] === ident + (j - k) && this.#tries[j] === tries) j++;
+		const n = j - k;
 		into.message = m;
-		into.index = this.#i++;
-		into.ident = this.#idents[this.#k]!;
-		into.tries = this.#tries[this.#k++]!;
-		this.remaining--;
-		return true;
+		into.index = this.#i;
+		into.ident = ident;
+		into.tries = tries;
+		this.#i += n;
+		this.#k = j;
+		this.remaining -= n;
+		return n;
 	}
 }
 
@@ -229,12 +248,12 @@ export class DeliveredRanges {
 	#pairs = new Uint32Array(1024);
 	#n = 0;
 
-	add(h: number): void {
+	add(h: number, count = 1): void {
 		const d = this.#pairs;
 		const n = this.#n;
-		// The next of the last range extends it.
+		// What follows the last range extends it.
 		if (n > 0 && h === ((d[n - 2]! + d[n - 1]!) >>> 0)) {
-			d[n - 1]!++;
+			d[n - 1]! += count;
 			return;
 		}
 		if (n === d.length) {
@@ -243,7 +262,7 @@ export class DeliveredRanges {
 			this.#pairs = grown;
 		}
 		this.#pairs[n] = h;
-		this.#pairs[n + 1] = 1;
+		this.#pairs[n + 1] = count;
 		this.#n = n + 2;
 	}
 
@@ -272,20 +291,34 @@ export class BatchLedger {
 		this.#batches.push({ first: reader.firstHandle, count: reader.count, open: reader.count, buffer: reader.buffer });
 	}
 
-	/** Handle `h` was settled (each handle once). */
-	settled(h: number): void {
+	/** The `count` handles from `h` were settled (each handle once; they may span batches). */
+	settled(h: number, count = 1): void {
 		const batches = this.#batches;
-		let k = this.#last < batches.length ? this.#last : 0;
-		for (let tried = 0; tried < batches.length; tried++, k = k + 1 === batches.length ? 0 : k + 1) {
-			const b = batches[k]!;
-			if (((h - b.first) >>> 0) >= b.count) continue;
-			this.#last = k;
-			if (--b.open === 0) {
-				this.#free.push(b.buffer);
-				batches.splice(k, 1);
-				this.#last = 0;
+		while (count > 0) {
+			let k = this.#last < batches.length ? this.#last : 0;
+			let found = false;
+			for (let tried = 0; tried < batches.length; tried++, k = k + 1 === batches.length ? 0 : k + 1) {
+				const b = batches[k]!;
+				const at = (h - b.first) >>> 0;
+				if (at >= b.count) continue;
+				const n = Math.min(count, b.count - at);
+				h = (h + n) >>> 0;
+				count -= n;
+				this.#last = k;
+				b.open -= n;
+				if (b.open === 0) {
+					this.#free.push(b.buffer);
+					batches.splice(k, 1);
+					this.#last = 0;
+				}
+				found = true;
+				break;
 			}
-			return;
+			if (!found) {
+				// Not one of ours (never so): the rest of the range may be.
+				h = (h + 1) >>> 0;
+				count--;
+			}
 		}
 	}
 

@@ -111,23 +111,28 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	take(cursor: Cursor): boolean {
+		return this.takeRun(cursor, 1) === 1;
+	}
+
+	takeRun(cursor: Cursor, max: number): number {
+		if (max < 1) return 0;
 		const front = this.#front;
 		if (front.size > 0) {
 			front.read(0, cursor);
 			front.dropFront(1);
 			this.#rewritten++;
 			this.#report();
-			return true;
+			return 1;
 		}
-		if (this.#inBatches === 0) return false;
+		if (this.#inBatches === 0) return 0;
 		let batch = this.#batches[0]!;
 		if (batch.remaining === 0) {
 			this.#batches.shift();
 			batch = this.#batches[0]!;
 		}
-		batch.next(cursor);
-		this.#inBatches--;
-		return true;
+		const n = batch.nextRun(cursor, max);
+		this.#inBatches -= n;
+		return n;
 	}
 
 	takeOne(): InFlight | undefined {
@@ -145,14 +150,22 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	settleDeliveredRing(ring: Ring, count: number): void {
-		for (let i = 0; i < count; i++) this.#settled(handleOf(ring.message(i), ring.index(i)));
+		// By runs: a message's consecutive tokens have consecutive handles.
+		for (let i = 0; i < count; ) {
+			const m = ring.message(i);
+			const index = ring.index(i);
+			let j = i + 1;
+			while (j < count && ring.message(j) === m && ring.index(j) === index + (j - i)) j++;
+			this.#settled(handleOf(m, index), j - i);
+			i = j;
+		}
 		ring.dropFront(count);
 		this.#report();
 	}
 
-	#settled(h: number): void {
-		this.#delivered.add(h);
-		this.#ledger?.settled(h);
+	#settled(h: number, count = 1): void {
+		this.#delivered.add(h, count);
+		this.#ledger?.settled(h, count);
 	}
 
 	settleFailed(n: InFlight, status: number, detail?: FailureDetail): void {

@@ -36,7 +36,7 @@ import type tls from 'node:tls';
 import type { BackendContext, DisconnectReason } from '../backends/backend.js';
 import { connectTls } from '../credentials.js';
 import { ConnectionError, ProtocolError } from '../errors.js';
-import { COMMAND_ERROR, ERROR_RESPONSE_BYTES, frameBytes, PROBE_FRAME_BYTES, writeFrame, writeProbeFrame } from '../frame.js';
+import { COMMAND_ERROR, ERROR_RESPONSE_BYTES, frameBytes, PROBE_FRAME_BYTES, writeFrames, writeProbeFrame } from '../frame.js';
 import { TOKEN_BYTES, type Message } from '../message.js';
 import { MAX_BINARY_PAYLOAD_BYTES, SentLog, settleErrorFrame, settleUnanswered } from '../protocol/binary.js';
 import type { Cursor, InFlight } from '../queue.js';
@@ -203,11 +203,15 @@ export class BinaryDriver extends Driver {
 			const slab = this.#slabs.pop() ?? Buffer.allocUnsafeSlow(SLAB_BYTES);
 			let used = 0;
 			const cursor = this.#cursor;
-			while (used + MAX_FRAME_BYTES <= SLAB_BYTES && (!limited || log.sinceProof < every) && queue.take(cursor)) {
-				log.ring.push(cursor.message, cursor.index, cursor.ident, cursor.tries);
-				log.sinceProof++;
+			// Runs of one message's tokens: what the slab has room for at the largest frame, within the window.
+			for (;;) {
+				const room = Math.floor((SLAB_BYTES - used) / MAX_FRAME_BYTES);
+				const n = queue.takeRun(cursor, limited ? Math.min(room, every - log.sinceProof) : room);
+				if (n === 0) break;
+				log.ring.pushRun(cursor.message, cursor.index, cursor.ident, cursor.tries, n);
+				log.sinceProof += n;
 				const m = cursor.message;
-				used = writeFrame(slab, used, m.chunk, m.start + cursor.index * TOKEN_BYTES, m.chunk, m.payloadStart, m.payloadLength, cursor.ident, m.expiry ?? 0, m.priority);
+				used = writeFrames(slab, used, m.chunk, m.start + cursor.index * TOKEN_BYTES, n, m.chunk, m.payloadStart, m.payloadLength, cursor.ident, m.expiry ?? 0, m.priority);
 			}
 			if (used === 0) {
 				this.#recycle(slab);
