@@ -22,8 +22,6 @@ import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './work
 
 /** Notifications per batch message. */
 const BATCH = 2048;
-/** Batch buffers a thread gave back, kept for reuse (~76 KiB each when full: at most ~2.4 MiB). */
-const POOL_BUFFERS = 32;
 /** How long a closing thread may take to say it closed before it is terminated (its drivers linger CLOSE_LINGER_MS). */
 const CLOSE_GRACE_MS = CLOSE_LINGER_MS + 1000;
 
@@ -214,6 +212,12 @@ export class ThreadedBackend implements Backend {
 	readonly #ring = new Ring();
 	/** Batch buffers given back by the threads (binary only; see BatchLedger in wire.ts). */
 	readonly #pool: ArrayBuffer[] = [];
+	/**
+	 * As many as the threads' credit spans (~76 KiB each when full: ~10 MiB a binary thread), the memory
+	 * in flight at full credit anyway; emptied once no thread holds anything. (With 32 kept, half of a
+	 * million's batches were fresh memory: a probe's answer gives back ~30 batches at once.)
+	 */
+	readonly #poolLimit: number;
 
 	constructor(context: BackendContext) {
 		this.#ctx = context;
@@ -227,6 +231,7 @@ export class ThreadedBackend implements Backend {
 		// instead of 1.33-1.45 s, evented 1.44-1.57 s.)
 		const window = Math.max(options.confirmEvery, options.minConfirmIntervalMs * 1000);
 		this.#credit = protocol === 'binary' ? Math.max(1 << 18, (MAX_AWAITING + 2) * window) : Math.max(8192, 2 * options.connections * options.maxStreamsPerSession);
+		this.#poolLimit = (context.threads ?? 1) * Math.ceil(this.#credit / BATCH);
 		this.#respawn = new Reconnect(options.reconnect, () => this.#spawnMissing());
 		this.#threads = new Array<Thread | undefined>(context.threads ?? 1).fill(undefined);
 		this.#spawnMissing();
@@ -371,7 +376,7 @@ export class ThreadedBackend implements Backend {
 			}
 		}
 		queue.recordElsewhere(report.rewritten, report.resent);
-		for (const b of report.buffers) if (this.#pool.length < POOL_BUFFERS) this.#pool.push(b);
+		for (const b of report.buffers) if (this.#pool.length < this.#poolLimit) this.#pool.push(b);
 		const d = report.delivered;
 		if (d.length > 0) {
 			const scratch = this.#ring;
@@ -389,6 +394,7 @@ export class ThreadedBackend implements Backend {
 		// Ref'd while it holds notifications or has connections open, as the evented backend's sockets are.
 		if (thread.held.size === 0 && thread.connections.size === 0) thread.worker.unref();
 		else thread.worker.ref();
+		if (this.#pool.length > 0 && this.#threads.every((t) => t === undefined || t.held.size === 0)) this.#pool.length = 0;
 		this.wake();
 	}
 

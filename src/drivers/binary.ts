@@ -56,8 +56,13 @@ export const MIN_WINDOW = 256;
 export const MAX_AWAITING = 3;
 /** Sent-log rings kept for reuse: as many as connections are open at once (awaiting, active, spare). */
 const RING_POOL = MAX_AWAITING + 2;
-/** The largest ring kept (17 bytes a slot: ~2 MiB): a million a second for minConfirmIntervalMs fits; an outsized one is let go. */
-const RING_POOL_SLOTS = 1 << 17;
+/**
+ * The largest ring kept (17 bytes a slot: ~4.5 MiB): what a connection writes in minConfirmIntervalMs at
+ * two million a second, or while its writes wait on a slow gateway. (At 2^17, a third of the connections of
+ * a million-a-second stream outgrew it, and each of the next ones grew a ring again, copying it three
+ * times.) An outsized one is let go, and the pool is emptied once the driver is idle.
+ */
+const RING_POOL_SLOTS = 1 << 18;
 
 
 class Connection {
@@ -366,6 +371,8 @@ export class BinaryDriver extends Driver {
 			const reason = this.destroyed ? 'destroyed' : (conn.reason ?? (ours ? 'closed' : 'silentClose'));
 			events.disconnected({ connection: conn.id, reason, ...(conn.error === undefined ? {} : { error: conn.error }) });
 		}
+		// Idle: the kept rings are a stream's memory, not an idle manager's.
+		if (this.#connections.size === 0 && queue.unsent === 0) this.#rings.length = 0;
 		this.connectionGone();
 	}
 
