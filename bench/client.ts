@@ -129,11 +129,11 @@ interface Seen {
 }
 
 async function raw(all: string[]): Promise<Seen> {
-	// The ceiling for any client: frames encoded in a loop into 1 MiB chunks, written to one socket. Same
+	// The ceiling for any client: frames encoded into 1 MiB chunks, written to one socket. Same
 	// start as every other client (tokens as hex strings, a payload object, no connection yet); no
 	// validation, no retention, no error handling.
 	const { default: tls } = await import('node:tls');
-	const { frameBytes, writeFrame } = await import('../src/frame.js');
+	const { frameBytes, writeFrames } = await import('../src/frame.js');
 	started();
 	const socket = tls.connect({ host: '127.0.0.1', port: task.port, cert: task.certs.client.cert, key: task.certs.client.key, ca: task.certs.ca });
 	await new Promise<void>((resolve, reject) => {
@@ -143,15 +143,14 @@ async function raw(all: string[]): Promise<Seen> {
 	const payload = Buffer.from(JSON.stringify(PAYLOAD));
 	const size = frameBytes(payload.length);
 	const perChunk = Math.floor((1 << 20) / size);
-	const token = Buffer.allocUnsafe(32);
+	// The chunk's tokens decoded back to back, then its frames written as apns-worker's driver writes a run.
+	const tokens = Buffer.allocUnsafe(perChunk * 32);
 	for (let i = 0; i < all.length; ) {
 		const count = Math.min(perChunk, all.length - i);
 		const chunk = Buffer.allocUnsafe(count * size);
-		let o = 0;
-		for (let k = 0; k < count; k++, i++) {
-			token.write(all[i]!, 'hex');
-			o = writeFrame(chunk, o, token, 0, payload, 0, payload.length, i + 1, 0, 10);
-		}
+		for (let k = 0; k < count; k++) tokens.write(all[i + k]!, k * 32, 'hex');
+		writeFrames(chunk, 0, tokens, 0, count, payload, 0, payload.length, i + 1, 0, 10);
+		i += count;
 		if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve));
 	}
 	await finish;
