@@ -175,7 +175,7 @@ function recorder(): { queue: DriverQueue; delivered: number[] } {
 const message = Message.fromAps([Buffer.alloc(32, 1).toString('hex')], { alert: 'x' });
 const cursor = (ident: number): Cursor => ({ message, index: 0, ident, tries: 1 });
 
-/** Model-based: random puts, delivered ranges (before the front, overlapping, past the end, repeated), failures and takeAll, from a first handle near 2^32. */
+/** Model-based: random puts (runs of 1 to 4), delivered ranges (before the front, overlapping, past the end, repeated), failures and takeAll, from a first handle near 2^32. */
 for (const [start, limit] of [[0, 1 << 20], [0xffff_fff0, 1 << 20], [0xffff_ffff, 1 << 20], [0, 16], [0xffff_fff8, 16]] as const) {
 	test(`Held settles each handle at most once, whatever the order (first handle ${start}, ring limit ${limit})`, () => {
 		let seed = start + 7;
@@ -191,11 +191,17 @@ for (const [start, limit] of [[0, 1 << 20], [0xffff_fff0, 1 << 20], [0xffff_ffff
 			for (let step = 0; step < 300; step++) {
 				const op = rnd(10);
 				if (op < 4) {
-					for (let k = rnd(20); k > 0; k--) {
-						const h = held.put(cursor(++ident));
-						assert.equal(h, (start + ident - 1) >>> 0);
-						live.set(h, ident);
-						handedOver.push(h);
+					// Runs of 1 to 4, as the caller takes them (idents in step with handles).
+					for (let k = rnd(20); k > 0; ) {
+						const n = Math.min(k, 1 + rnd(4));
+						const h = held.put(cursor(ident + 1), n);
+						assert.equal(h, (start + ident) >>> 0);
+						for (let j = 0; j < n; j++) {
+							live.set((h + j) >>> 0, ident + 1 + j);
+							handedOver.push((h + j) >>> 0);
+						}
+						ident += n;
+						k -= n;
 					}
 				} else if (op < 8 && handedOver.length > 0) {
 					// A range from anywhere around what was handed over (before the front, past the end too).
