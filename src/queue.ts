@@ -302,12 +302,6 @@ export class NotificationQueue implements DriverQueue {
 		return message;
 	}
 
-	#allocIdent(): number {
-		const ident = this.#nextIdent;
-		this.#nextIdent = ident === 0xffff_ffff ? 1 : ident + 1;
-		return ident;
-	}
-
 	/**
 	 * Hand out the next notification into `cursor`: re-sends first, then new work. From here the driver
 	 * holds it until it settles or re-queues it. Returns false when there is nothing to write, the
@@ -326,15 +320,8 @@ export class NotificationQueue implements DriverQueue {
 		if (this.#resend.size > 0) {
 			this.#resend.read(0, cursor);
 			this.#resend.dropFront(1);
-		} else {
-			const range = this.#ranges[this.#rangeHead];
-			if (range === undefined) return false;
-			cursor.message = range;
-			cursor.index = this.#headNext++;
-			cursor.ident = this.#allocIdent();
-			cursor.tries = 1;
-			this.#unsentNew--;
-			if (this.#headNext === range.count) this.#advanceRange();
+		} else if (this.#takeNew(cursor, 1) === 0) {
+			return false;
 		}
 		this.#gate?.take();
 		this.#retained++;
@@ -348,10 +335,21 @@ export class NotificationQueue implements DriverQueue {
 		// limit (a grant each), the retention cap (reported once reached).
 		if (max < 1) return 0;
 		if (max === 1 || this.#resend.size > 0 || this.#gate !== undefined || this.#retained >= this.maxRetained) return this.take(cursor) ? 1 : 0;
+		const n = this.#takeNew(cursor, Math.min(max, this.maxRetained - this.#retained));
+		this.#retained += n;
+		this.#stats.written += n;
+		return n;
+	}
+
+	/**
+	 * New work into `cursor`: up to `max` of the head message's next tokens, on their first attempt, with
+	 * consecutive idents (never across the wrap from 2^32−1 to 1). Returns how many.
+	 */
+	#takeNew(cursor: Cursor, max: number): number {
 		const range = this.#ranges[this.#rangeHead];
 		if (range === undefined) return 0;
 		const ident = this.#nextIdent;
-		const n = Math.min(max, range.count - this.#headNext, this.maxRetained - this.#retained, 0xffff_ffff - ident + 1);
+		const n = Math.min(max, range.count - this.#headNext, 0xffff_ffff - ident + 1);
 		cursor.message = range;
 		cursor.index = this.#headNext;
 		cursor.ident = ident;
@@ -359,8 +357,6 @@ export class NotificationQueue implements DriverQueue {
 		this.#headNext += n;
 		this.#nextIdent = ident + n > 0xffff_ffff ? 1 : ident + n;
 		this.#unsentNew -= n;
-		this.#retained += n;
-		this.#stats.written += n;
 		if (this.#headNext === range.count) this.#advanceRange();
 		return n;
 	}

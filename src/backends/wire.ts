@@ -293,33 +293,35 @@ export class BatchLedger {
 
 	/** The `count` handles from `h` were settled (each handle once; they may span batches). */
 	settled(h: number, count = 1): void {
-		const batches = this.#batches;
 		while (count > 0) {
-			let k = this.#last < batches.length ? this.#last : 0;
-			let found = false;
-			for (let tried = 0; tried < batches.length; tried++, k = k + 1 === batches.length ? 0 : k + 1) {
-				const b = batches[k]!;
-				const at = (h - b.first) >>> 0;
-				if (at >= b.count) continue;
-				const n = Math.min(count, b.count - at);
-				h = (h + n) >>> 0;
-				count -= n;
-				this.#last = k;
-				b.open -= n;
-				if (b.open === 0) {
-					this.#free.push(b.buffer);
-					batches.splice(k, 1);
-					this.#last = 0;
-				}
-				found = true;
-				break;
-			}
-			if (!found) {
+			const k = this.#find(h);
+			if (k < 0) {
 				// Not one of ours (never so): the rest of the range may be.
 				h = (h + 1) >>> 0;
 				count--;
+				continue;
+			}
+			const b = this.#batches[k]!;
+			const n = Math.min(count, b.count - ((h - b.first) >>> 0));
+			h = (h + n) >>> 0;
+			count -= n;
+			b.open -= n;
+			if (b.open === 0) {
+				this.#free.push(b.buffer);
+				this.#batches.splice(k, 1);
+				this.#last = 0;
 			}
 		}
+	}
+
+	/** Index of the batch that holds handle `h`, or −1; the search starts where the last one was found. */
+	#find(h: number): number {
+		const batches = this.#batches;
+		let k = this.#last < batches.length ? this.#last : 0;
+		for (let tried = 0; tried < batches.length; tried++, k = k + 1 === batches.length ? 0 : k + 1) {
+			if (((h - batches[k]!.first) >>> 0) < batches[k]!.count) return (this.#last = k);
+		}
+		return -1;
 	}
 
 	/** The buffers that may be given back since the last call (to be transferred: unusable here after). */
