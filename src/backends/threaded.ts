@@ -15,7 +15,7 @@ import { Reconnect } from '../drivers/backoff.js';
 import { MAX_AWAITING } from '../drivers/binary.js';
 import { CLOSE_LINGER_MS, coalesced } from '../drivers/schedule.js';
 import type { Cursor, DriverQueue, InFlight } from '../queue.js';
-import { Ring } from '../ring.js';
+import { releaseSpareChunks, Ring } from '../ring.js';
 import type { Backend, BackendContext } from './backend.js';
 import { BatchWriter } from './wire.js';
 import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './worker.js';
@@ -394,7 +394,11 @@ export class ThreadedBackend implements Backend {
 		// Ref'd while it holds notifications or has connections open, as the evented backend's sockets are.
 		if (thread.held.size === 0 && thread.connections.size === 0) thread.worker.unref();
 		else thread.worker.ref();
-		if (this.#pool.length > 0 && this.#threads.every((t) => t === undefined || t.held.size === 0)) this.#pool.length = 0;
+		// Nothing held anywhere: the batch buffers and spare ring chunks are a stream's memory, not an idle manager's.
+		if (this.#threads.every((t) => t === undefined || t.held.size === 0)) {
+			this.#pool.length = 0;
+			releaseSpareChunks();
+		}
 		this.wake();
 	}
 

@@ -40,7 +40,7 @@ import { COMMAND_ERROR, ERROR_RESPONSE_BYTES, frameBytes, PROBE_FRAME_BYTES, wri
 import { TOKEN_BYTES, type Message } from '../message.js';
 import { MAX_BINARY_PAYLOAD_BYTES, SentLog, settleErrorFrame, settleUnanswered } from '../protocol/binary.js';
 import type { Cursor, InFlight } from '../queue.js';
-import type { Ring } from '../ring.js';
+import { releaseSpareChunks } from '../ring.js';
 import { Driver } from './driver.js';
 import { CLOSE_LINGER_MS } from './schedule.js';
 
@@ -54,15 +54,6 @@ const SLAB_POOL = 16;
 export const MIN_WINDOW = 256;
 /** Connections that may wait for a probe answer at once; the next hand-over waits for one of them. */
 export const MAX_AWAITING = 3;
-/** Sent-log rings kept for reuse: as many as connections are open at once (awaiting, active, spare). */
-const RING_POOL = MAX_AWAITING + 2;
-/**
- * The largest ring kept (17 bytes a slot: ~4.5 MiB): what a connection writes in minConfirmIntervalMs at
- * two million a second, or while its writes wait on a slow gateway. (At 2^17, a third of the connections of
- * a million-a-second stream outgrew it, and each of the next ones grew a ring again, copying it three
- * times.) An outsized one is let go, and the pool is emptied once the driver is idle.
- */
-const RING_POOL_SLOTS = 1 << 18;
 
 
 class Connection {
@@ -137,8 +128,6 @@ export class BinaryDriver extends Driver {
 	/** A connection died holding notifications, unanswered, and nothing has been settled since. */
 	#lostSinceSettled = false;
 	readonly #cursor: Cursor = { message: undefined as unknown as Message, index: 0, ident: 0, tries: 0 };
-	/** Empty sent-log rings of finished connections, for the next ones. */
-	readonly #rings: Ring[] = [];
 	/** Reusable slabs: allocating 64 KiB per write was a large share of the garbage at a million a second. */
 	readonly #slabs: Buffer[] = [];
 	readonly #recycle = (slab: Buffer): void => {
@@ -263,13 +252,7 @@ export class BinaryDriver extends Driver {
 		if (this.reconnect.waiting) return;
 		const { tls: gateway, options } = this.ctx.setup;
 		const socket = connectTls(gateway, this.#session === undefined ? {} : { session: this.#session });
-		// Its log is a finished connection's ring (grown to what one writes: a healthy stream writes for
-		// minConfirmIntervalMs, past the window), or one sized for the window, which may double before it is active.
-		const expected = Math.min(2 * this.#window, this.ctx.setup.options.confirmEvery);
-		// (One too small for the window now, kept from a time of losses, is let go.)
-		const top = this.#rings.pop();
-		const pooled = top !== undefined && top.capacity > expected ? top : undefined;
-		const conn = new Connection(++this.#ids, socket, new SentLog(expected, pooled), this.#epoch);
+		const conn = new Connection(++this.#ids, socket, new SentLog(), this.#epoch);
 		if (role === 'active') this.#active = conn;
 		else this.#spare = conn;
 		this.#connections.add(conn);
@@ -355,9 +338,8 @@ export class BinaryDriver extends Driver {
 			}
 			settleUnanswered(queue, conn.log, conn.error?.message);
 		}
-		// Settled and empty: nothing reads it again. Reused, a ring is not grown (copied) again per connection.
-		const ring = conn.log.ring;
-		if (conn.log.settled && ring.size === 0 && ring.capacity <= RING_POOL_SLOTS && this.#rings.length < RING_POOL) this.#rings.push(ring);
+		// Settled and empty: nothing reads it again, and its chunks serve the next connections.
+		if (conn.log.settled && conn.log.ring.size === 0) conn.log.ring.release();
 		const held = conn.heldAtEnd;
 		// Ended by us: destroyed, or closing (everything is settled by then). Everything else that settled
 		// nothing is a failed attempt, however it ended.
@@ -371,8 +353,8 @@ export class BinaryDriver extends Driver {
 			const reason = this.destroyed ? 'destroyed' : (conn.reason ?? (ours ? 'closed' : 'silentClose'));
 			events.disconnected({ connection: conn.id, reason, ...(conn.error === undefined ? {} : { error: conn.error }) });
 		}
-		// Idle: the kept rings are a stream's memory, not an idle manager's.
-		if (this.#connections.size === 0 && queue.unsent === 0) this.#rings.length = 0;
+		// Idle: the spare ring chunks are a stream's memory, not an idle manager's.
+		if (this.#connections.size === 0 && queue.unsent === 0) releaseSpareChunks();
 		this.connectionGone();
 	}
 

@@ -67,8 +67,6 @@ export function checkBinaryMessage(message: Message, argument: string): void {
 
 /** What a connection has written and not yet had settled. */
 export class SentLog {
-	/** The notifications, in write order. */
-	readonly ring: Ring;
 	/** Ident of the probe written on this connection, if any. */
 	probeIdent: number | undefined;
 	/** Notifications written since the last proof (a settled error frame or probe answer). */
@@ -79,14 +77,7 @@ export class SentLog {
 	answered = 0;
 
 	/** Notifications written on this connection and not yet settled. */
-	/**
-	 * @param expected How many it will likely hold (the driver's window): sized once, rather than grown
-	 *   (and copied) several times per connection.
-	 * @param ring An empty ring to use instead (a finished connection's, already grown to what one holds).
-	 */
-	constructor(expected?: number, ring?: Ring) {
-		this.ring = ring ?? new Ring(expected === undefined || expected === 0 ? undefined : expected + 1);
-	}
+	readonly ring = new Ring();
 
 	get size(): number {
 		return this.ring.size;
