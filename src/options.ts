@@ -131,7 +131,8 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 * long before a full window makes it probe, so probe reconnects stay under 1000 / minConfirmIntervalMs
 	 * a second however fast notifications flow (APNs treats rapid connect/disconnect as abuse). At high
 	 * rates the window stretches to what this interval carries; that is then the most the first silent
-	 * close can duplicate (after it, the window is counted only). 0 turns the limit off.
+	 * close can duplicate (after it, the window is counted only). With `backend: 'threaded'` each of T
+	 * threads waits T times this, so the manager's reconnects stay under the same bound. 0 turns the limit off.
 	 * @default 50
 	 */
 	readonly minConfirmIntervalMs?: number;
@@ -162,7 +163,8 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 * as many. Over it, a healthy binary stream writes on past its window; a shrunk one waits. APNs treats
 	 * rapid connect/disconnect as abuse. (A binary reconnect after the gateway rejected a notification and
 	 * closed is the protocol's own and is not throttled; one after an unanswered end waits out the
-	 * `reconnect` backoff.) 0 turns the ceiling off.
+	 * `reconnect` backoff.) The ceiling is the manager's: with `backend: 'threaded'` its threads share it.
+	 * 0 turns the ceiling off.
 	 * @default 20
 	 */
 	readonly maxConnectsPerSecond?: number;

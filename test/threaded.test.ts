@@ -10,12 +10,13 @@ import { once as onceNode } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index.js';
-import { Held, ThreadedBackend } from '../src/backends/threaded.js';
+import { Held, threadShare, ThreadedBackend } from '../src/backends/threaded.js';
+import { DEFAULT_OPTIONS } from '../src/options.js';
 import type { Cursor, DriverQueue } from '../src/queue.js';
 import { Ring } from '../src/ring.js';
 import { BatchLedger, BatchReader, BatchWriter, DeliveredRanges, handleOf, type WireBatch, type WireMessage } from '../src/backends/wire.js';
 import { startMockApnsHttp2 } from '../src/testing.js';
-import { certs, gateway, makeTokens, manager, once } from './support/helpers.js';
+import { account, certs, gateway, makeTokens, manager, once } from './support/helpers.js';
 
 /** Every notification of `batch`, in order, as a worker reads it. */
 function readBatch(batch: WireBatch, each: (message: WireMessage, index: number, ident: number, tries: number) => void): void {
@@ -420,6 +421,32 @@ test('destroy() with more held than a call can take as spread arguments (200,000
 	assert.equal(result.sent.length + result.dropped.length, tokens.length);
 	assert.ok(result.dropped.length > 125_000, `${result.dropped.length} dropped`);
 	assert.equal(new Set(result.dropped).size, result.dropped.length, 'each dropped once');
+});
+
+test('the connection ceilings are the manager\'s, not each thread\'s: threads share maxConnectsPerSecond and stretch minConfirmIntervalMs between them', async (t) => {
+	assert.deepEqual(
+		(({ maxConnectsPerSecond, minConfirmIntervalMs }) => ({ maxConnectsPerSecond, minConfirmIntervalMs }))(threadShare({ ...DEFAULT_OPTIONS, maxConnectsPerSecond: 20, minConfirmIntervalMs: 50 }, 4)),
+		{ maxConnectsPerSecond: 5, minConfirmIntervalMs: 200 },
+	);
+	const off = threadShare({ ...DEFAULT_OPTIONS, maxConnectsPerSecond: 0, minConfirmIntervalMs: 0 }, 2);
+	assert.deepEqual([off.maxConnectsPerSecond, off.minConfirmIntervalMs], [0, 0], 'off stays off');
+	// Both threads busy (more than one thread's credit, 262,144, waits), each wanting a probe — a new
+	// connection — every 10 notifications. The manager may open 2 a second, in bursts of 6, plus the first
+	// active and spare connection of each thread; per thread, twice that would be allowed.
+	const gw = await gateway(t);
+	const tokens = makeTokens(300_000, 48);
+	const rate = 2;
+	const t0 = performance.now();
+	const m = manager(t, gw, { protocol: 'binary', backend: 'threaded', threads: 2, confirmEvery: 10, minConfirmIntervalMs: 0, maxConnectsPerSecond: rate });
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	const seconds = (performance.now() - t0) / 1000;
+	assert.deepEqual(account(gw, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+	// A bound from the ceiling's own definition, over the time the buckets have existed (a slower run only raises it).
+	const bound = 2 * 2 + 3 * rate + Math.ceil(rate * seconds);
+	assert.ok(gw.connectionsAccepted <= bound, `${gw.connectionsAccepted} connections in ${seconds.toFixed(1)} s, at most ${bound}`);
+	assert.ok(m.stats.probesAnswered >= 2, 'both threads probed');
+	t.diagnostic(`${gw.connectionsAccepted} connections in ${seconds.toFixed(1)} s, at most ${bound}`);
 });
 
 test('an idle threaded manager does not keep the process alive (its threads are unref’d while they hold nothing)', async () => {

@@ -16,7 +16,7 @@ import { MAX_AWAITING } from '../drivers/binary.js';
 import { CLOSE_LINGER_MS, coalesced } from '../drivers/schedule.js';
 import type { Cursor, DriverQueue, InFlight } from '../queue.js';
 import { releaseSpareChunks, Ring } from '../ring.js';
-import type { Backend, BackendContext } from './backend.js';
+import type { Backend, BackendContext, DriverOptions } from './backend.js';
 import { BatchWriter } from './wire.js';
 import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './worker.js';
 
@@ -268,7 +268,7 @@ export class ThreadedBackend implements Backend {
 	#spawn(number: number): Thread {
 		const { setup, token, apnsIds, queue } = this.#ctx;
 		this.#jwt = token?.current();
-		const init: WorkerInit = { setup: { ...setup, tls: { ...setup.tls, proxy: undefined } }, proxy: setup.tls.proxy?.toWire(), maxAttempts: queue.maxAttempts, apnsIdPrefix: apnsIds?.prefix, jwt: this.#jwt };
+		const init: WorkerInit = { setup: { ...setup, options: threadShare(setup.options, this.#threads.length), tls: { ...setup.tls, proxy: undefined } }, proxy: setup.tls.proxy?.toWire(), maxAttempts: queue.maxAttempts, apnsIdPrefix: apnsIds?.prefix, jwt: this.#jwt };
 		const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
 		const thread = new Thread(number, worker, this.#credit);
 		worker.on('message', (message: FromWorker) => this.#onMessage(thread, message));
@@ -464,6 +464,19 @@ export class ThreadedBackend implements Backend {
 		const t = this.#threads[number - 1];
 		if (t !== undefined) this.#post(t, { type: 'crash', how });
 	}
+}
+
+/**
+ * A thread's share of the manager's connection ceilings, so that `threads` threads together open no
+ * more connections than one driver would: each gets 1/threads of `maxConnectsPerSecond` (and so of its
+ * burst) and writes `threads` times `minConfirmIntervalMs` on a connection before a probe hands over.
+ * (At 1/threads of the rate each, a thread's window in count is what it was.) What APNs sees as
+ * connect/disconnect churn is the manager's, however many threads make it.
+ *
+ * @internal exported for tests.
+ */
+export function threadShare(options: DriverOptions, threads: number): DriverOptions {
+	return { ...options, maxConnectsPerSecond: options.maxConnectsPerSecond / threads, minConfirmIntervalMs: options.minConfirmIntervalMs * threads };
 }
 
 /** Rebuild an error that crossed from a worker, as the evented backend would have made it. */
