@@ -177,97 +177,153 @@ export interface ParsedNotification {
 const MAX_FRAME_BYTES = 16 * 1024;
 
 /**
- * Parse one notification (command 0, 1 or 2) at `offset`. Returns `undefined` when more bytes are needed,
- * or the notification and the offset after it. A frame the gateway could not even delimit (an unknown
- * command, an absurd length) comes back with status 128 and `end` = -1: the stream cannot be resynchronised.
+ * A notification as {@link scanNotification} finds it: where its token and payload are, no copies. One
+ * object is filled again for every frame (a gateway reading a million a second makes no garbage per frame).
  */
-export function parseNotification(buf: Buffer, offset: number): { notification: ParsedNotification; end: number } | undefined {
+export interface ScannedNotification {
+	command: number;
+	/** 0 for command 0 (which carries none) and when the item is missing. */
+	ident: number;
+	expiry: number;
+	priority: number;
+	tokenStart: number;
+	tokenLength: number;
+	payloadStart: number;
+	payloadLength: number;
+	/** 0 when valid, else the status the gateway answers with. */
+	status: number;
+}
+
+/** A new {@link ScannedNotification} to fill. */
+export function scannedNotification(): ScannedNotification {
+	return { command: 0, ident: 0, expiry: 0, priority: 10, tokenStart: 0, tokenLength: 0, payloadStart: 0, payloadLength: 0, status: 0 };
+}
+
+/** {@link scanNotification}: more bytes are needed. */
+export const SCAN_MORE = -1;
+/** {@link scanNotification}: a frame the gateway cannot even delimit (an unknown command, an absurd length); the stream cannot be resynchronised. */
+export const SCAN_BROKEN = -2;
+
+/**
+ * Scan one notification (command 0, 1 or 2) at `offset` into `n`. Returns the offset after it, or
+ * {@link SCAN_MORE}, or {@link SCAN_BROKEN} (then `n.status` is 128).
+ */
+export function scanNotification(buf: Buffer, offset: number, n: ScannedNotification): number {
 	const available = buf.length - offset;
-	if (available < 1) return undefined;
-	const command = buf[offset];
-	const broken = (): { notification: ParsedNotification; end: number } => ({
-		notification: { command: command ?? -1, ident: 0, expiry: 0, priority: 10, token: EMPTY, payload: EMPTY, status: 128 },
-		end: -1,
-	});
+	if (available < 1) return SCAN_MORE;
+	const command = buf[offset]!;
+	n.command = command;
+	n.ident = 0;
+	n.expiry = 0;
+	n.priority = 10;
+	n.tokenStart = n.tokenLength = n.payloadStart = n.payloadLength = 0;
+	n.status = 0;
 	if (command === COMMAND_FRAME) {
-		if (available < 5) return undefined;
-		const length = buf.readUInt32BE(offset + 1);
-		if (length > MAX_FRAME_BYTES) return broken();
-		if (available < 5 + length) return undefined;
-		return { notification: parseItems(buf, offset + 5, offset + 5 + length), end: offset + 5 + length };
+		if (available < 5) return SCAN_MORE;
+		const length = ((buf[offset + 1]! << 24) | (buf[offset + 2]! << 16) | (buf[offset + 3]! << 8) | buf[offset + 4]!) >>> 0;
+		if (length > MAX_FRAME_BYTES) {
+			n.status = 128;
+			return SCAN_BROKEN;
+		}
+		if (available < 5 + length) return SCAN_MORE;
+		const end = offset + 5 + length;
+		n.status = scanItems(buf, offset + 5, end, n);
+		return end;
 	}
 	if (command === COMMAND_SIMPLE || command === COMMAND_ENHANCED) {
 		const head = command === COMMAND_SIMPLE ? 1 : 9;
-		if (available < head + 2) return undefined;
+		if (available < head + 2) return SCAN_MORE;
 		const tokenLength = buf.readUInt16BE(offset + head);
-		if (available < head + 2 + tokenLength + 2) return undefined;
+		if (available < head + 2 + tokenLength + 2) return SCAN_MORE;
 		const payloadLength = buf.readUInt16BE(offset + head + 2 + tokenLength);
 		const end = offset + head + 2 + tokenLength + 2 + payloadLength;
-		if (buf.length < end) return undefined;
-		const tokenStart = offset + head + 2;
-		const notification: ParsedNotification = {
-			command,
-			ident: command === COMMAND_ENHANCED ? buf.readUInt32BE(offset + 1) : 0,
-			expiry: command === COMMAND_ENHANCED ? buf.readUInt32BE(offset + 5) : 0,
-			priority: 10,
-			token: buf.subarray(tokenStart, tokenStart + tokenLength),
-			payload: buf.subarray(end - payloadLength, end),
-			status: 0,
-		};
-		notification.status = validate(notification, true, true);
-		return { notification, end };
+		if (buf.length < end) return SCAN_MORE;
+		if (command === COMMAND_ENHANCED) {
+			n.ident = buf.readUInt32BE(offset + 1);
+			n.expiry = buf.readUInt32BE(offset + 5);
+		}
+		n.tokenStart = offset + head + 2;
+		n.tokenLength = tokenLength;
+		n.payloadStart = end - payloadLength;
+		n.payloadLength = payloadLength;
+		n.status = validate(n, true, true);
+		return end;
 	}
-	return broken();
+	n.status = 128;
+	return SCAN_BROKEN;
 }
 
-const EMPTY = Buffer.alloc(0);
-
-function parseItems(buf: Buffer, start: number, end: number): ParsedNotification {
-	const n: ParsedNotification = { command: COMMAND_FRAME, ident: 0, expiry: 0, priority: 10, token: EMPTY, payload: EMPTY, status: 0 };
+/** A command 2 frame's items into `n`; returns its status. */
+function scanItems(buf: Buffer, start: number, end: number, n: ScannedNotification): number {
 	let hasToken = false;
 	let hasPayload = false;
 	let o = start;
 	while (o < end) {
-		if (end - o < 3) return { ...n, status: 128 };
-		const id = buf[o];
-		const length = buf.readUInt16BE(o + 1);
+		if (end - o < 3) return 128;
+		const id = buf[o]!;
+		const length = (buf[o + 1]! << 8) | buf[o + 2]!;
 		const data = o + 3;
 		o = data + length;
-		if (o > end) return { ...n, status: 128 };
+		if (o > end) return 128;
 		switch (id) {
 			case ITEM_TOKEN:
-				n.token = buf.subarray(data, o);
+				n.tokenStart = data;
+				n.tokenLength = length;
 				hasToken = true;
 				break;
 			case ITEM_PAYLOAD:
-				n.payload = buf.subarray(data, o);
+				n.payloadStart = data;
+				n.payloadLength = length;
 				hasPayload = true;
 				break;
 			case ITEM_IDENT:
-				if (length !== 4) return { ...n, status: 128 };
-				n.ident = buf.readUInt32BE(data);
+				if (length !== 4) return 128;
+				n.ident = ((buf[data]! << 24) | (buf[data + 1]! << 16) | (buf[data + 2]! << 8) | buf[data + 3]!) >>> 0;
 				break;
 			case ITEM_EXPIRY:
-				if (length !== 4) return { ...n, status: 128 };
-				n.expiry = buf.readUInt32BE(data);
+				if (length !== 4) return 128;
+				n.expiry = ((buf[data]! << 24) | (buf[data + 1]! << 16) | (buf[data + 2]! << 8) | buf[data + 3]!) >>> 0;
 				break;
 			case ITEM_PRIORITY:
-				if (length !== 1) return { ...n, status: 128 };
-				n.priority = buf[data] ?? 0;
+				if (length !== 1) return 128;
+				n.priority = buf[data]!;
 				break;
 			default:
-				return { ...n, status: 128 };
+				return 128;
 		}
 	}
-	n.status = validate(n, hasToken, hasPayload);
-	return n;
+	return validate(n, hasToken, hasPayload);
 }
 
-function validate(n: ParsedNotification, hasToken: boolean, hasPayload: boolean): number {
-	if (!hasToken || n.token.length === 0) return 2;
-	if (!hasPayload || n.payload.length === 0) return 4;
-	if (n.token.length !== TOKEN_BYTES) return 5;
-	if (n.payload.length > MAX_BINARY_PAYLOAD_BYTES) return 7;
+/**
+ * Parse one notification (command 0, 1 or 2) at `offset`: {@link scanNotification}, with the token and
+ * payload as views. Returns `undefined` when more bytes are needed, or the notification and the offset
+ * after it. A frame the gateway could not even delimit comes back with status 128 and `end` = -1.
+ */
+export function parseNotification(buf: Buffer, offset: number): { notification: ParsedNotification; end: number } | undefined {
+	const n = scannedNotification();
+	const end = scanNotification(buf, offset, n);
+	if (end === SCAN_MORE) return undefined;
+	const broken = end === SCAN_BROKEN;
+	const notification: ParsedNotification = {
+		command: n.command,
+		ident: n.ident,
+		expiry: n.expiry,
+		priority: n.priority,
+		token: broken ? EMPTY : buf.subarray(n.tokenStart, n.tokenStart + n.tokenLength),
+		payload: broken ? EMPTY : buf.subarray(n.payloadStart, n.payloadStart + n.payloadLength),
+		status: n.status,
+	};
+	return { notification, end: broken ? -1 : end };
+}
+
+const EMPTY = Buffer.alloc(0);
+
+function validate(n: ScannedNotification, hasToken: boolean, hasPayload: boolean): number {
+	if (!hasToken || n.tokenLength === 0) return 2;
+	if (!hasPayload || n.payloadLength === 0) return 4;
+	if (n.tokenLength !== TOKEN_BYTES) return 5;
+	if (n.payloadLength > MAX_BINARY_PAYLOAD_BYTES) return 7;
 	if (n.priority !== 5 && n.priority !== 10) return 128;
 	return 0;
 }

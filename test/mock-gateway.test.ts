@@ -172,3 +172,41 @@ test('stallReadMs: after the first chunk a connection is not read for that long,
 	socket.destroy();
 	other.destroy();
 });
+
+test('frames split anywhere across reads are reassembled, in order, whole; a frame longer than a read (a command 1 frame with a 20 KB payload) too', async (t) => {
+	const gw = await gateway(t);
+	const socket = await rawClient(gw.port);
+	const frames: Buffer[] = [];
+	const expected: Array<[number, string]> = [];
+	for (let i = 0; i < 300; i++) {
+		const p = Buffer.from(JSON.stringify({ aps: { alert: 'x'.repeat((i * 37) % 900) }, i }));
+		const f = Buffer.alloc(frameBytes(p.length));
+		writeFrame(f, 0, token, 0, p, 0, p.length, 1000 + i, 0, 10);
+		frames.push(f);
+		expected.push([1000 + i, p.toString()]);
+	}
+	// Command 1 with a payload over the 2,048-byte limit: delimited by its lengths, answered with status 7.
+	const big = Buffer.alloc(20_000, 0x61);
+	const head = Buffer.alloc(9);
+	head[0] = 1;
+	head.writeUInt32BE(4242, 1);
+	frames.push(Buffer.concat([head, Buffer.from([0, 32]), token, Buffer.from([big.length >> 8, big.length & 0xff]), big]));
+	const all = Buffer.concat(frames);
+	const closed = answer(socket);
+	// Slices of 1 to 3,000 bytes, each its own write and turn, so the mock's reads end mid-frame.
+	let seed = 7;
+	for (let o = 0; o < all.length; ) {
+		seed = (seed * 1103515245 + 12345) >>> 0;
+		const n = 1 + (seed % 3000);
+		socket.write(all.subarray(o, o + n));
+		o += n;
+		await new Promise((resolve) => setImmediate(resolve));
+	}
+	const reply = await closed;
+	assert.deepEqual([...reply], [...encodeErrorResponse(7, 4242)]);
+	assert.deepEqual(
+		gw.received.map((r) => [r.ident, r.payload]),
+		expected,
+	);
+	assert.equal(gw.framesReceived, 301);
+});

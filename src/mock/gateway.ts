@@ -4,7 +4,8 @@
  * documented: an accepted notification gets no answer; a rejected one gets an error response, after
  * which the connection is closed and everything sent after it is discarded.
  */
-import { encodeErrorResponse, parseNotification } from '../frame.js';
+import { encodeErrorResponse, parseNotification, SCAN_BROKEN, SCAN_MORE, scannedNotification, scanNotification } from '../frame.js';
+import { TOKEN_BYTES } from '../message.js';
 import { STATUS_SHUTDOWN } from '../protocol/binary.js';
 import { startMockTlsServer, type MockTlsServerOptions } from './tls-server.js';
 
@@ -134,6 +135,13 @@ function toRejectMap(faults: MockGatewayFaults): Map<string, number> {
 /** Ident named by `errorUnknownIdent`: a client counting from 1 never gets this far in a test. */
 const UNKNOWN_IDENT = 0x7fffffff;
 const GARBAGE = Buffer.from([0xde, 0xad, 0xbe, 0xef, 0xfe, 0xed]);
+const EMPTY = Buffer.alloc(0);
+/** What a frame's processing returns when nothing more is read on its connection. */
+const STOP = -3;
+/** At most this much of a new chunk is joined to the bytes left over (a command 2 frame is at most 16 KiB + 5). */
+const STRADDLE_BYTES = 16 * 1024 + 5;
+/** The token handed to `onAccepted` and `onFrame`: one buffer, refilled per frame (each is a view valid only during the call). */
+const scratchToken = Buffer.alloc(TOKEN_BYTES);
 
 /**
  * What `garbage`, `wrongCommand` and `truncatedError` send in place of processing a connection's first data
@@ -206,14 +214,80 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 			errorsSent.push({ status, ident, connection: id });
 			answerAndClose(encodeErrorResponse(status, ident));
 		};
+		const n = scannedNotification();
+		/** The token of `n` in `buf`, as a view valid only during a callback (a 32-byte one is copied into a scratch buffer: no view made per frame). */
+		const tokenOf = (buf: Buffer): Buffer => {
+			if (n.tokenLength !== TOKEN_BYTES) return buf.subarray(n.tokenStart, n.tokenStart + n.tokenLength);
+			for (let k = 0; k < TOKEN_BYTES; k++) scratchToken[k] = buf[n.tokenStart + k]!;
+			return scratchToken;
+		};
+		/** Process the frame at `offset`: returns the offset after it, SCAN_MORE, or STOP (nothing more is read on this connection). */
+		const frame = (buf: Buffer, offset: number): number => {
+			const end = scanNotification(buf, offset, n);
+			if (end === SCAN_MORE) return SCAN_MORE;
+			frames++;
+			if (options.onFrame !== undefined) options.onFrame(end === SCAN_BROKEN ? EMPTY : tokenOf(buf));
+			if (end === SCAN_BROKEN) {
+				fail(n.status, 0);
+				return STOP;
+			}
+			if (n.status !== 0) {
+				fail(n.status, n.ident);
+				return STOP;
+			}
+			seen++;
+			if ((faults.silentDropEvery !== undefined && seen % faults.silentDropEvery === 0) || (dropToken !== undefined && dropToken.equals(buf.subarray(n.tokenStart, n.tokenStart + n.tokenLength)))) {
+				dead = true;
+				silentDrops++;
+				socket.destroy();
+				return STOP;
+			}
+			// Hex only when something keyed by it needs it: big benchmark runs do without.
+			const token = record || countTokens || rejects.size > 0 ? buf.toString('hex', n.tokenStart, n.tokenStart + n.tokenLength) : '';
+			const rejectStatus = (rejects.size > 0 ? rejects.get(token) : undefined) ?? faults.rejectToken?.(buf.subarray(n.tokenStart, n.tokenStart + n.tokenLength));
+			if (rejectStatus !== undefined) {
+				fail(rejectStatus, n.ident);
+				return STOP;
+			}
+			accepted++;
+			if (countTokens) counts.set(token, (counts.get(token) ?? 0) + 1);
+			if (onAccepted !== undefined) onAccepted(tokenOf(buf));
+			if (record) {
+				received.push({ token, payload: buf.toString('utf8', n.payloadStart, n.payloadStart + n.payloadLength), ident: n.ident, expiry: n.expiry, priority: n.priority, command: n.command, connection: id });
+			}
+			if (faults.shutdownEvery !== undefined && accepted % faults.shutdownEvery === 0) {
+				fail(STATUS_SHUTDOWN, n.ident);
+				return STOP;
+			}
+			return end;
+		};
 		socket.on('data', (chunk: Buffer) => {
 			if (dead) return;
 			bytes += chunk.length;
-			const buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
+			let buf = chunk;
+			let offset = 0;
+			if (pending !== undefined) {
+				// Only the frame across the two chunks is copied: the bytes left over and what it needs of the
+				// new chunk (joining the whole chunk onto them copied every byte read).
+				const left = pending.length;
+				const taken = Math.min(chunk.length, STRADDLE_BYTES);
+				const head = Buffer.concat([pending, chunk.subarray(0, taken)]);
+				if (scanNotification(head, 0, n) === SCAN_MORE) {
+					// Still incomplete: the chunk is all in `head`, or the frame is longer than STRADDLE_BYTES (only
+					// commands 0 and 1 can be) and the two are joined whole.
+					buf = taken === chunk.length ? head : Buffer.concat([pending, chunk]);
+				} else {
+					// Complete (or broken) in `head`: processed there, then on in the chunk, after its end.
+					pending = undefined;
+					const next = frame(head, 0);
+					if (next === STOP) return;
+					offset = next - left;
+				}
+			}
 			const stall = first ? (faults.stallReadMs ?? 0) : 0;
 			if (first) {
 				first = false;
-				const answer = garbledAnswer(faults, parseNotification(buf, 0)?.notification.ident ?? 0);
+				const answer = garbledAnswer(faults, parseNotification(buf, offset)?.notification.ident ?? 0);
 				if (answer !== undefined || faults.errorUnknownIdent) {
 					garbled++;
 					if (answer !== undefined) answerAndClose(answer);
@@ -221,46 +295,10 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 					return;
 				}
 			}
-			let offset = 0;
 			while (!dead) {
-				const parsed = parseNotification(buf, offset);
-				if (parsed === undefined) break;
-				frames++;
-				const n = parsed.notification;
-				options.onFrame?.(n.token);
-				if (parsed.end < 0) {
-					fail(n.status, 0);
-					break;
-				}
-				offset = parsed.end;
-				if (n.status !== 0) {
-					fail(n.status, n.ident);
-					break;
-				}
-				seen++;
-				if ((faults.silentDropEvery !== undefined && seen % faults.silentDropEvery === 0) || (dropToken !== undefined && n.token.equals(dropToken))) {
-					dead = true;
-					silentDrops++;
-					socket.destroy();
-					break;
-				}
-				// Hex only when something keyed by it needs it: big benchmark runs do without.
-				const token = record || countTokens || rejects.size > 0 ? n.token.toString('hex') : '';
-				const rejectStatus = (rejects.size > 0 ? rejects.get(token) : undefined) ?? faults.rejectToken?.(n.token);
-				if (rejectStatus !== undefined) {
-					fail(rejectStatus, n.ident);
-					break;
-				}
-				accepted++;
-				if (countTokens) counts.set(token, (counts.get(token) ?? 0) + 1);
-				onAccepted?.(n.token);
-				if (record) {
-					received.push({ token, payload: n.payload.toString('utf8'), ident: n.ident, expiry: n.expiry, priority: n.priority, command: n.command, connection: id });
-				}
-				if (faults.shutdownEvery !== undefined && accepted % faults.shutdownEvery === 0) {
-					fail(STATUS_SHUTDOWN, n.ident);
-					break;
-				}
+				const next = frame(buf, offset);
+				if (next === SCAN_MORE || next === STOP) break;
+				offset = next;
 			}
 			pending = dead || offset === buf.length ? undefined : buf.subarray(offset);
 			if (dead) return;
