@@ -14,7 +14,7 @@ import type { Message } from './message.js';
 import type { Cursor, InFlight } from './queue.js';
 
 const CHUNK_BITS = 12;
-/** Slots per chunk: 4,096 (36 KiB of numbers, 16 KiB of references, each below V8's large-object size). */
+/** Slots per chunk: 4,096 (36 KiB of numbers, 32 KiB of references — 16 KiB where V8 compresses pointers —, each below V8's 128 KiB large-object size). */
 const CHUNK = 1 << CHUNK_BITS;
 const SLOT = CHUNK - 1;
 
@@ -37,7 +37,7 @@ class Chunk {
  * message is cleared before a chunk comes here, so the list keeps no message alive.
  */
 const spare: Chunk[] = [];
-/** The most kept: 256 chunks, 1,048,576 slots (~13 MiB), what the default `maxRetained` holds. */
+/** The most kept: 256 chunks, 1,048,576 slots (~17 MiB), what the default `maxRetained` holds. */
 const SPARE_LIMIT = 256;
 
 function takeChunk(): Chunk {

@@ -469,7 +469,8 @@ export class ThreadedBackend implements Backend {
 /**
  * A thread's share of the manager's connection ceilings, so that `threads` threads together open no
  * more connections than one driver would: each gets 1/threads of `maxConnectsPerSecond` (and so of its
- * burst) and writes `threads` times `minConfirmIntervalMs` on a connection before a probe hands over.
+ * burst, though never less than one connection: under threads/3 a second, the threads together may burst
+ * to one each) and writes `threads` times `minConfirmIntervalMs` on a connection before a probe hands over.
  * (At 1/threads of the rate each, a thread's window in count is what it was.) What APNs sees as
  * connect/disconnect churn is the manager's, however many threads make it.
  *

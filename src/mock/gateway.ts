@@ -138,8 +138,8 @@ const GARBAGE = Buffer.from([0xde, 0xad, 0xbe, 0xef, 0xfe, 0xed]);
 const EMPTY = Buffer.alloc(0);
 /** What a frame's processing returns when nothing more is read on its connection. */
 const STOP = -3;
-/** At most this much of a new chunk is joined to the bytes left over (a command 2 frame is at most 16 KiB + 5). */
-const STRADDLE_BYTES = 16 * 1024 + 5;
+/** How much of a new read is first joined to the bytes a frame left over (a frame with a 2 KiB payload is ~2.1 KiB). */
+const STRADDLE_FIRST_BYTES = 512;
 /** The token handed to `onAccepted` and `onFrame`: one buffer, refilled per frame (each is a view valid only during the call). */
 const scratchToken = Buffer.alloc(TOKEN_BYTES);
 
@@ -267,17 +267,21 @@ export async function startMockGateway(options: MockGatewayOptions): Promise<Moc
 			let buf = chunk;
 			let offset = 0;
 			if (pending !== undefined) {
-				// Only the frame across the two chunks is copied: the bytes left over and what it needs of the
-				// new chunk (joining the whole chunk onto them copied every byte read).
+				// Only the frame across the two reads is joined: the bytes left over and as much of the new read as
+				// it needs, found by trying a few hundred bytes and then eight times more (joining the whole read
+				// onto them copied every byte, as most reads end inside a frame).
 				const left = pending.length;
-				const taken = Math.min(chunk.length, STRADDLE_BYTES);
-				const head = Buffer.concat([pending, chunk.subarray(0, taken)]);
-				if (scanNotification(head, 0, n) === SCAN_MORE) {
-					// Still incomplete: the chunk is all in `head`, or the frame is longer than STRADDLE_BYTES (only
-					// commands 0 and 1 can be) and the two are joined whole.
-					buf = taken === chunk.length ? head : Buffer.concat([pending, chunk]);
+				let taken = Math.min(chunk.length, STRADDLE_FIRST_BYTES);
+				let head = Buffer.concat([pending, chunk.subarray(0, taken)]);
+				while (scanNotification(head, 0, n) === SCAN_MORE && taken < chunk.length) {
+					taken = Math.min(chunk.length, taken * 8);
+					head = Buffer.concat([pending, chunk.subarray(0, taken)]);
+				}
+				if (taken === chunk.length) {
+					// The whole read is in `head` (the frame may still be incomplete): go on from there.
+					buf = head;
 				} else {
-					// Complete (or broken) in `head`: processed there, then on in the chunk, after its end.
+					// Complete (or broken) in `head`: processed there, then on in the read, after its end.
 					pending = undefined;
 					const next = frame(head, 0);
 					if (next === STOP) return;
