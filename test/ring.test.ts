@@ -1,7 +1,7 @@
 /**
  * The ring every sent-log, re-send list and held set is built on, against a plain array of entries:
  * random operations across chunk boundaries (a chunk is 4,096 slots), and its chunks going back to the
- * spare list and coming out again.
+ * spare list and coming out again — and the owners that let the spare list go once idle.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -9,6 +9,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Message } from '../src/message.js';
 import { releaseSpareChunks, Ring, spareChunks } from '../src/ring.js';
+import { gateway, makeTokens, manager } from './support/helpers.js';
 
 interface Entry {
 	message: Message | undefined;
@@ -186,4 +187,28 @@ test('Ring: a dropped entry keeps its message no longer (a sent-log of a million
 		[true, true, true],
 	);
 	assert.equal(ring.message(0), keep);
+});
+
+test('a binary manager: finished connections give their chunks to the next ones, and once idle the spare list is let go', async (t) => {
+	releaseSpareChunks();
+	const gw = await gateway(t);
+	const m = manager(t, gw, { confirmEvery: 5000, minConfirmIntervalMs: 0 });
+	let peak = 0;
+	m.on('disconnected', () => (peak = Math.max(peak, spareChunks())));
+	m.sendAps(makeTokens(40_000, 60), { alert: 'x' });
+	await m.flushMessages();
+	await m.close();
+	assert.equal(gw.acceptedCount, 40_000);
+	assert.ok(peak > 0, 'a finished connection gave its chunks back while the stream went on');
+	assert.equal(spareChunks(), 0, 'idle: nothing kept');
+});
+
+test('a threaded manager: once no thread holds anything, the caller lets its spare chunks go (what it held spanned ten chunks)', async (t) => {
+	releaseSpareChunks();
+	const gw = await gateway(t);
+	const m = manager(t, gw, { backend: 'threaded' });
+	m.sendAps(makeTokens(40_000, 61), { alert: 'x' });
+	await m.flushMessages();
+	assert.equal(gw.acceptedCount, 40_000);
+	assert.equal(spareChunks(), 0);
 });
