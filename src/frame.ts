@@ -220,7 +220,7 @@ export function scanNotification(buf: Buffer, offset: number, n: ScannedNotifica
 	n.status = 0;
 	if (command === COMMAND_FRAME) {
 		if (available < 5) return SCAN_MORE;
-		const length = ((buf[offset + 1]! << 24) | (buf[offset + 2]! << 16) | (buf[offset + 3]! << 8) | buf[offset + 4]!) >>> 0;
+		const length = buf.readUInt32BE(offset + 1);
 		if (length > MAX_FRAME_BYTES) {
 			n.status = 128;
 			return SCAN_BROKEN;
@@ -261,7 +261,7 @@ function scanItems(buf: Buffer, start: number, end: number, n: ScannedNotificati
 	while (o < end) {
 		if (end - o < 3) return 128;
 		const id = buf[o]!;
-		const length = (buf[o + 1]! << 8) | buf[o + 2]!;
+		const length = buf.readUInt16BE(o + 1);
 		const data = o + 3;
 		o = data + length;
 		if (o > end) return 128;
@@ -278,11 +278,11 @@ function scanItems(buf: Buffer, start: number, end: number, n: ScannedNotificati
 				break;
 			case ITEM_IDENT:
 				if (length !== 4) return 128;
-				n.ident = ((buf[data]! << 24) | (buf[data + 1]! << 16) | (buf[data + 2]! << 8) | buf[data + 3]!) >>> 0;
+				n.ident = buf.readUInt32BE(data);
 				break;
 			case ITEM_EXPIRY:
 				if (length !== 4) return 128;
-				n.expiry = ((buf[data]! << 24) | (buf[data + 1]! << 16) | (buf[data + 2]! << 8) | buf[data + 3]!) >>> 0;
+				n.expiry = buf.readUInt32BE(data);
 				break;
 			case ITEM_PRIORITY:
 				if (length !== 1) return 128;
