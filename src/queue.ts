@@ -14,7 +14,7 @@
 import type { Message } from './message.js';
 import type { RateGate } from './rate-limit.js';
 import { tokenDelivered, tokenDropped, tokenFailed } from './receipt.js';
-import { Ring } from './ring.js';
+import { releaseSpareChunks, Ring } from './ring.js';
 
 /** Options of a {@link NotificationQueue}. */
 export interface QueueOptions {
@@ -496,6 +496,8 @@ export class NotificationQueue implements DriverQueue {
 		if (this.outstanding === 0) {
 			if (!this.#idleReported) {
 				this.#idleReported = true;
+				// The spare ring chunks are a stream's memory, not an idle manager's.
+				releaseSpareChunks();
 				this.#listener?.idle();
 			}
 		} else if (this.canTake) this.#listener?.wake();

@@ -48,7 +48,10 @@ function giveBack(chunk: Chunk): void {
 	if (spare.length < SPARE_LIMIT) spare.push(chunk);
 }
 
-/** Let the spare chunks go (an owner that went idle: a stream's memory is not an idle manager's). */
+/**
+ * Let the spare chunks go: a stream's memory is not an idle manager's. A queue calls it once nothing it
+ * handed out is outstanding (the manager's queue, and each worker thread's stand-in for it).
+ */
 export function releaseSpareChunks(): void {
 	spare.length = 0;
 }
@@ -193,8 +196,8 @@ export class Ring {
 		this.#clearRange(end - n, end);
 		this.#size -= n;
 		if (this.#size === 0) this.#head = 0;
-		// Chunks past the last entry go back (one is kept while the ring is in use).
-		const needed = Math.max(1, Math.ceil((this.#head + this.#size) / CHUNK));
+		// Chunks past the last entry go back (all of them once it is empty).
+		const needed = Math.ceil((this.#head + this.#size) / CHUNK);
 		while (this.#chunks.length > needed) giveBack(this.#chunks.pop()!);
 	}
 
@@ -205,9 +208,10 @@ export class Ring {
 		this.#size -= n;
 		const chunks = this.#chunks;
 		if (this.#size === 0) {
-			// Empty: start again at the first chunk; the others go back.
+			// Empty: every chunk goes back (an idle ring holds no memory; the next push takes one from the
+			// spare list, most likely the one just given back).
 			this.#head = 0;
-			while (chunks.length > 1) giveBack(chunks.pop()!);
+			while (chunks.length > 0) giveBack(chunks.pop()!);
 			return;
 		}
 		let done = this.#head >>> CHUNK_BITS;

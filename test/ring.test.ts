@@ -9,7 +9,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Message } from '../src/message.js';
 import { releaseSpareChunks, Ring, spareChunks } from '../src/ring.js';
-import { gateway, makeTokens, manager } from './support/helpers.js';
+import { startMockApnsHttp2 } from '../src/testing.js';
+import { certs, gateway, makeTokens, manager } from './support/helpers.js';
 
 interface Entry {
 	message: Message | undefined;
@@ -136,6 +137,7 @@ test('Ring: emptied chunks go to the spare list and the next rings take them; dr
 	b.push(messages[2]!, 0, 1, 1);
 	assert.equal(b.message(4095), messages[2]);
 	a.dropFront(a.size);
+	assert.equal(spareChunks(), 3, 'emptied: its last chunk went back too');
 	a.release();
 	assert.equal(spareChunks(), 3);
 	assert.throws(() => b.release(), /still holds entries/);
@@ -143,19 +145,26 @@ test('Ring: emptied chunks go to the spare list and the next rings take them; dr
 	assert.equal(spareChunks(), 0);
 });
 
-test('Ring: a ring emptied from the front starts again at its first chunk (a long-lived ring does not walk through memory)', () => {
+test('Ring: an emptied ring holds no chunk (an idle manager\'s rings keep no memory); its next push takes back the one it gave, so a long-lived ring does not walk through memory', () => {
 	releaseSpareChunks();
 	const ring = new Ring();
 	for (let round = 0; round < 50; round++) {
 		ring.pushRun(messages[0]!, 0, 1, 1, 1000);
+		assert.equal(spareChunks(), 0, 'the chunk given back, taken again');
 		ring.dropFront(1000);
+		assert.equal(spareChunks(), 1, 'emptied from the front: its chunk went back');
 	}
-	assert.equal(ring.size, 0);
-	assert.equal(spareChunks(), 0, 'one chunk, reused in place');
 	ring.pushRun(messages[0]!, 0, 1, 1, 5000);
 	ring.dropFront(5000);
-	assert.equal(spareChunks(), 1, 'the second chunk went back');
-	ring.release();
+	assert.equal(spareChunks(), 2, 'both chunks went back');
+	ring.pushRun(messages[0]!, 0, 1, 1, 10);
+	ring.dropBack(10);
+	assert.equal(spareChunks(), 2, 'emptied from the back: the same');
+	ring.unshift(messages[0]!, 0, 1, 1);
+	assert.equal(spareChunks(), 1);
+	assert.equal(ring.message(0), messages[0]);
+	ring.dropFront(1);
+	assert.equal(spareChunks(), 2);
 	releaseSpareChunks();
 });
 
@@ -211,4 +220,23 @@ test('a threaded manager: once no thread holds anything, the caller lets its spa
 	await m.flushMessages();
 	assert.equal(gw.acceptedCount, 40_000);
 	assert.equal(spareChunks(), 0);
+});
+
+test('an HTTP/2 manager: its queue\'s re-sends (every third request answered 503) give their chunk back each time they run out, and once idle the spare list is let go', async (t) => {
+	releaseSpareChunks();
+	const c = certs();
+	const server = await startMockApnsHttp2({ server: c.server, ca: c.ca.cert, topics: ['com.example.app'], faults: { statusEvery: { every: 3, status: 503, retryAfterSeconds: 0 } } });
+	t.after(() => server.close());
+	const m = manager(t, server, { protocol: 'http2', maxAttempts: 30 });
+	let resent = 0;
+	let peak = 0;
+	m.on('resent', ({ count }) => (resent += count));
+	m.on('delivered', () => (peak = Math.max(peak, spareChunks())));
+	const tokens = makeTokens(6000, 62);
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.ok(tokens.every((tk) => server.counts.get(tk) === 1), 'each delivered once');
+	assert.ok(resent >= 2000, `re-sent ${resent}`);
+	assert.ok(peak > 0, 'the re-send ring, emptied, gave its chunk back while the stream went on');
+	assert.equal(spareChunks(), 0, 'idle: nothing kept');
 });

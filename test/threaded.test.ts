@@ -449,6 +449,23 @@ test('the connection ceilings are the manager\'s, not each thread\'s: threads sh
 	t.diagnostic(`${gw.connectionsAccepted} connections in ${seconds.toFixed(1)} s, at most ${bound}`);
 });
 
+test('a worker thread lets its spare ring chunks go once it holds nothing (binary: its finished connections gave it their sent-logs\' chunks)', async (t) => {
+	const mock = await startMock(t, 'binary');
+	const { m, backend } = threaded(t, mock, 'binary', { confirmEvery: 5000, minConfirmIntervalMs: 0 });
+	let peak = 0;
+	let asking = Promise.resolve();
+	m.on('disconnected', () => {
+		asking = asking.then(async () => void (peak = Math.max(peak, await backend().spareChunks(1)))).catch(() => {});
+	});
+	const tokens = makeTokens(40_000, 43);
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	await asking;
+	assert.ok(tokens.every((tk) => mock.counts.get(tk) === 1), 'each delivered once');
+	assert.ok(peak > 0, 'finished connections gave their chunks to the spare list while the stream went on');
+	assert.equal(await backend().spareChunks(1), 0, 'idle: nothing kept');
+});
+
 test('an idle threaded manager does not keep the process alive (its threads are unref’d while they hold nothing)', async () => {
 	const index = fileURLToPath(new URL('../src/index.js', import.meta.url));
 	const testing = fileURLToPath(new URL('../src/testing.js', import.meta.url));

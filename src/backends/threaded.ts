@@ -15,7 +15,7 @@ import { Reconnect } from '../drivers/backoff.js';
 import { MAX_AWAITING } from '../drivers/binary.js';
 import { CLOSE_LINGER_MS, coalesced } from '../drivers/schedule.js';
 import type { Cursor, DriverQueue, InFlight } from '../queue.js';
-import { releaseSpareChunks, Ring } from '../ring.js';
+import { Ring } from '../ring.js';
 import type { Backend, BackendContext, DriverOptions } from './backend.js';
 import { BatchWriter } from './wire.js';
 import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './worker.js';
@@ -181,6 +181,8 @@ class Thread {
 	closed: (() => void) | undefined;
 	/** The gateway settled something through it. */
 	settled = false;
+	/** For tests: answers to `spareChunks` asked of it, in order. */
+	readonly spareAnswers: Array<(count: number) => void> = [];
 	readonly spawnedAt = performance.now();
 
 	constructor(number: number, worker: Worker, credit: number) {
@@ -195,7 +197,7 @@ export function createThreadedBackend(context: BackendContext): Backend {
 	return new ThreadedBackend(context);
 }
 
-/** @internal exported for tests (`crash`). */
+/** @internal exported for tests (`crash`, `spareChunks`). */
 export class ThreadedBackend implements Backend {
 	readonly #ctx: BackendContext;
 	readonly #threads: Array<Thread | undefined>;
@@ -344,6 +346,8 @@ export class ThreadedBackend implements Backend {
 			this.#ctx.events.threadReady({ thread: thread.number + 1, startMs: Math.round(performance.now() - thread.spawnedAt) });
 		} else if (message.type === 'closed') {
 			thread.closed?.();
+		} else if (message.type === 'spareChunks') {
+			thread.spareAnswers.shift()?.(message.count);
 		} else {
 			this.#report(thread, message);
 		}
@@ -394,11 +398,9 @@ export class ThreadedBackend implements Backend {
 		// Ref'd while it holds notifications or has connections open, as the evented backend's sockets are.
 		if (thread.held.size === 0 && thread.connections.size === 0) thread.worker.unref();
 		else thread.worker.ref();
-		// Nothing held anywhere: the batch buffers and spare ring chunks are a stream's memory, not an idle manager's.
-		if (this.#threads.every((t) => t === undefined || t.held.size === 0)) {
-			this.#pool.length = 0;
-			releaseSpareChunks();
-		}
+		// Nothing held anywhere: the batch buffers are a stream's memory, not an idle manager's (the queue
+		// lets the spare ring chunks go once nothing is outstanding).
+		if (this.#threads.every((t) => t === undefined || t.held.size === 0)) this.#pool.length = 0;
 		this.wake();
 	}
 
@@ -457,6 +459,16 @@ export class ThreadedBackend implements Backend {
 			void t.worker.terminate();
 		}
 		return held;
+	}
+
+	/** @internal For tests: the spare ring chunks thread `number` (from 1) keeps. */
+	spareChunks(number: number): Promise<number> {
+		const t = this.#threads[number - 1];
+		if (t === undefined || t.exited) return Promise.reject(new Error(`no thread ${number}`));
+		return new Promise((resolve) => {
+			t.spareAnswers.push(resolve);
+			this.#post(t, { type: 'spareChunks' });
+		});
 	}
 
 	/** @internal For tests: make thread `number` (from 1) die by an uncaught error or `process.exit()`. */

@@ -10,7 +10,7 @@ import type { ConnectionError } from '../errors.js';
 import { unshiftBatch, unshiftRing, type Cursor, type DriverQueue, type FailureDetail, type InFlight, type ResendReason } from '../queue.js';
 import { ResolvedProxy } from '../proxy.js';
 import { ApnsIds } from '../receipt.js';
-import { Ring } from '../ring.js';
+import { releaseSpareChunks, Ring, spareChunks } from '../ring.js';
 import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
 import { BatchLedger, BatchReader, DeliveredRanges, handleOf, type WireBatch } from './wire.js';
 
@@ -37,7 +37,8 @@ export type ToWorker =
 	| { readonly type: 'hint'; readonly unsent: number; readonly rateLimited: boolean; readonly confirm: boolean }
 	| { readonly type: 'token'; readonly jwt: string }
 	| { readonly type: 'close' }
-	| { readonly type: 'crash'; readonly how: 'throw' | 'exit' };
+	| { readonly type: 'crash'; readonly how: 'throw' | 'exit' }
+	| { readonly type: 'spareChunks' };
 
 /** A connection-level happening, as it crosses. */
 export type WireEvent =
@@ -63,7 +64,7 @@ export interface Report {
 }
 
 /** Messages from a worker. */
-export type FromWorker = Report | { readonly type: 'ready' } | { readonly type: 'tokenExpired' } | { readonly type: 'closed' };
+export type FromWorker = Report | { readonly type: 'ready' } | { readonly type: 'tokenExpired' } | { readonly type: 'closed' } | { readonly type: 'spareChunks'; readonly count: number };
 
 /** The caller's queue as this thread's driver sees it. */
 class ThreadQueue implements DriverQueue {
@@ -74,6 +75,8 @@ class ThreadQueue implements DriverQueue {
 	readonly #batches: BatchReader[] = [];
 	/** Notifications not yet read from {@link #batches}. */
 	#inBatches = 0;
+	/** Notifications handed to this thread and not yet settled. */
+	#outstanding = 0;
 	/** Hints from the caller's thread: what waits there, and whether only the rate limit holds it. */
 	mainUnsent = 0;
 	mainRateLimited = false;
@@ -108,6 +111,7 @@ class ThreadQueue implements DriverQueue {
 		this.#ledger?.add(batch);
 		this.#batches.push(batch);
 		this.#inBatches += batch.remaining;
+		this.#outstanding += batch.remaining;
 	}
 
 	take(cursor: Cursor): boolean {
@@ -146,7 +150,7 @@ class ThreadQueue implements DriverQueue {
 
 	settleDelivered(n: InFlight): void {
 		this.#settled(handleOf(n.message, n.index));
-		this.#report();
+		this.#afterSettle(1);
 	}
 
 	settleDeliveredRing(ring: Ring, count: number): void {
@@ -160,7 +164,7 @@ class ThreadQueue implements DriverQueue {
 			i = j;
 		}
 		ring.dropFront(count);
-		this.#report();
+		this.#afterSettle(count);
 	}
 
 	#settled(h: number, count = 1): void {
@@ -172,6 +176,13 @@ class ThreadQueue implements DriverQueue {
 		const h = handleOf(n.message, n.index);
 		this.#failed.push({ handle: h, status, detail });
 		this.#ledger?.settled(h);
+		this.#afterSettle(1);
+	}
+
+	#afterSettle(count: number): void {
+		this.#outstanding -= count;
+		// Nothing held here: the spare ring chunks are a stream's memory, not an idle thread's.
+		if (this.#outstanding === 0) releaseSpareChunks();
 		this.#report();
 	}
 
@@ -293,6 +304,10 @@ port.on('message', (message: ToWorker) => {
 				postReport();
 				port.postMessage({ type: 'closed' } satisfies FromWorker);
 			});
+			break;
+		case 'spareChunks':
+			// For tests: what this thread's spare list holds.
+			port.postMessage({ type: 'spareChunks', count: spareChunks() } satisfies FromWorker);
 			break;
 		case 'crash':
 			// For tests of a worker that dies: an uncaught error, or process.exit() in it.

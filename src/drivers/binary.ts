@@ -40,7 +40,6 @@ import { COMMAND_ERROR, ERROR_RESPONSE_BYTES, frameBytes, PROBE_FRAME_BYTES, wri
 import { TOKEN_BYTES, type Message } from '../message.js';
 import { MAX_BINARY_PAYLOAD_BYTES, SentLog, settleErrorFrame, settleUnanswered } from '../protocol/binary.js';
 import type { Cursor, InFlight } from '../queue.js';
-import { releaseSpareChunks } from '../ring.js';
 import { Driver } from './driver.js';
 import { CLOSE_LINGER_MS } from './schedule.js';
 
@@ -353,8 +352,6 @@ export class BinaryDriver extends Driver {
 			const reason = this.destroyed ? 'destroyed' : (conn.reason ?? (ours ? 'closed' : 'silentClose'));
 			events.disconnected({ connection: conn.id, reason, ...(conn.error === undefined ? {} : { error: conn.error }) });
 		}
-		// Idle: the spare ring chunks are a stream's memory, not an idle manager's.
-		if (this.#connections.size === 0 && queue.unsent === 0) releaseSpareChunks();
 		this.connectionGone();
 	}
 
