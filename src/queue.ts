@@ -443,6 +443,7 @@ export class NotificationQueue implements DriverQueue {
 		this.#unsentNew = 0;
 		this.#resend.dropFront(this.#resend.size);
 		this.#retained = 0;
+		releaseSpareChunks(); // nothing is outstanding any more, as after the last settlement
 		return dropped;
 	}
 

@@ -50,7 +50,9 @@ function giveBack(chunk: Chunk): void {
 
 /**
  * Let the spare chunks go: a stream's memory is not an idle manager's. A queue calls it once nothing it
- * handed out is outstanding (the manager's queue, and each worker thread's stand-in for it).
+ * handed out is outstanding (the manager's queue, and each worker thread's stand-in for it). The list is
+ * the thread's, shared by every manager in it: one going idle lets go chunks another gave back, which
+ * that one then allocates afresh (speed, never correctness).
  */
 export function releaseSpareChunks(): void {
 	spare.length = 0;
@@ -218,13 +220,6 @@ export class Ring {
 		if (done === 0) return;
 		this.#head &= SLOT;
 		while (done-- > 0) giveBack(chunks.shift()!);
-	}
-
-	/** Give every chunk back; the ring must be empty (an owner done with it, e.g. a finished connection's log). */
-	release(): void {
-		if (this.#size !== 0) throw new Error('Ring.release: the ring still holds entries');
-		while (this.#chunks.length > 0) giveBack(this.#chunks.pop()!);
-		this.#head = 0;
 	}
 
 	/** Position of the newest entry with this ident, or -1. Scans from the newest: errors name recent writes. */

@@ -103,7 +103,6 @@ test('Ring: random pushes, runs, unshifts, drops, holes and attempt counts agree
 			assertSame(ring, model, label);
 		}
 		ring.dropFront(ring.size);
-		ring.release();
 	}
 });
 
@@ -138,9 +137,6 @@ test('Ring: emptied chunks go to the spare list and the next rings take them; dr
 	assert.equal(b.message(4095), messages[2]);
 	a.dropFront(a.size);
 	assert.equal(spareChunks(), 3, 'emptied: its last chunk went back too');
-	a.release();
-	assert.equal(spareChunks(), 3);
-	assert.throws(() => b.release(), /still holds entries/);
 	releaseSpareChunks();
 	assert.equal(spareChunks(), 0);
 });
@@ -158,8 +154,12 @@ test('Ring: an emptied ring holds no chunk (an idle manager\'s rings keep no mem
 	ring.dropFront(5000);
 	assert.equal(spareChunks(), 2, 'both chunks went back');
 	ring.pushRun(messages[0]!, 0, 1, 1, 10);
-	ring.dropBack(10);
-	assert.equal(spareChunks(), 2, 'emptied from the back: the same');
+	ring.dropFront(3);
+	ring.dropBack(7);
+	assert.equal(spareChunks(), 2, 'emptied from the back, its front moved on: the same');
+	ring.push(messages[1]!, 5, 6, 7);
+	assert.deepEqual([ring.size, ring.message(0), ring.index(0), ring.ident(0), ring.tries(0)], [1, messages[1], 5, 6, 7]);
+	ring.dropBack(1);
 	ring.unshift(messages[0]!, 0, 1, 1);
 	assert.equal(spareChunks(), 1);
 	assert.equal(ring.message(0), messages[0]);
@@ -227,7 +227,7 @@ test('an HTTP/2 manager: its queue\'s re-sends (every third request answered 503
 	const c = certs();
 	const server = await startMockApnsHttp2({ server: c.server, ca: c.ca.cert, topics: ['com.example.app'], faults: { statusEvery: { every: 3, status: 503, retryAfterSeconds: 0 } } });
 	t.after(() => server.close());
-	const m = manager(t, server, { protocol: 'http2', maxAttempts: 30 });
+	const m = manager(t, server, { protocol: 'http2', maxAttempts: 30, retry: { initialDelayMs: 5, maxDelayMs: 20 } });
 	let resent = 0;
 	let peak = 0;
 	m.on('resent', ({ count }) => (resent += count));
@@ -239,4 +239,16 @@ test('an HTTP/2 manager: its queue\'s re-sends (every third request answered 503
 	assert.ok(resent >= 2000, `re-sent ${resent}`);
 	assert.ok(peak > 0, 'the re-send ring, emptied, gave its chunk back while the stream went on');
 	assert.equal(spareChunks(), 0, 'idle: nothing kept');
+});
+
+test('destroy() with re-sends waiting lets the spare chunks go too (a gateway that answers garbage: what each connection wrote goes back to the queue\'s re-sends)', async (t) => {
+	releaseSpareChunks();
+	const gw = await gateway(t, { garbage: true });
+	const m = manager(t, gw, { protocol: 'binary' });
+	const receipt = m.sendAps(makeTokens(20_000, 63), { alert: 'x' });
+	while (m.stats.resent === 0) await new Promise((resolve) => setImmediate(resolve));
+	m.destroy();
+	const { dropped } = await receipt.settled;
+	assert.equal(dropped.length, 20_000);
+	assert.equal(spareChunks(), 0);
 });

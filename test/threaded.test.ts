@@ -464,6 +464,23 @@ test('a worker thread lets its spare ring chunks go once it holds nothing (binar
 	assert.ok(tokens.every((tk) => mock.counts.get(tk) === 1), 'each delivered once');
 	assert.ok(peak > 0, 'finished connections gave their chunks to the spare list while the stream went on');
 	assert.equal(await backend().spareChunks(1), 0, 'idle: nothing kept');
+	// A thread that exits before it answers fails the question rather than leaving it hanging.
+	backend().crash(1, 'exit');
+	const asked = backend().spareChunks(1); // posted after the crash: the thread exits before it reads the question
+	await assert.rejects(asked, /thread 1 exited/);
+});
+
+test('a worker thread lets its spare ring chunks go when the last to settle is a rejection (status 8 for the last token)', async (t) => {
+	const tokens = makeTokens(20_000, 45);
+	const gw = await gateway(t, { rejectTokens: { [tokens[tokens.length - 1]!]: 8 } });
+	const { m, backend } = threaded(t, gw, 'binary');
+	const failed: string[] = [];
+	m.on('deliveryError', (e) => failed.push(e.token));
+	m.sendAps(tokens, { alert: 'x' });
+	await m.flushMessages();
+	assert.deepEqual(failed, [tokens[tokens.length - 1]]);
+	assert.deepEqual(account(gw, tokens, new Set(failed)), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
+	assert.equal(await backend().spareChunks(1), 0, 'idle: nothing kept');
 });
 
 test('an idle threaded manager does not keep the process alive (its threads are unref’d while they hold nothing)', async () => {

@@ -181,8 +181,8 @@ class Thread {
 	closed: (() => void) | undefined;
 	/** The gateway settled something through it. */
 	settled = false;
-	/** For tests: answers to `spareChunks` asked of it, in order. */
-	readonly spareAnswers: Array<(count: number) => void> = [];
+	/** For tests: who waits for its answers to `spareChunks`, in order. */
+	readonly spareAnswers: Array<{ resolve: (count: number) => void; reject: (error: Error) => void }> = [];
 	readonly spawnedAt = performance.now();
 
 	constructor(number: number, worker: Worker, credit: number) {
@@ -347,7 +347,7 @@ export class ThreadedBackend implements Backend {
 		} else if (message.type === 'closed') {
 			thread.closed?.();
 		} else if (message.type === 'spareChunks') {
-			thread.spareAnswers.shift()?.(message.count);
+			thread.spareAnswers.shift()?.resolve(message.count);
 		} else {
 			this.#report(thread, message);
 		}
@@ -411,6 +411,7 @@ export class ThreadedBackend implements Backend {
 
 	#onExit(thread: Thread, code: number): void {
 		thread.exited = true;
+		for (const waiter of thread.spareAnswers.splice(0)) waiter.reject(new Error(`thread ${thread.number + 1} exited`));
 		this.#connectAttemptsOfDead += thread.connectAttempts;
 		if (this.#threads[thread.number] === thread) this.#threads[thread.number] = undefined;
 		thread.closed?.();
@@ -465,8 +466,8 @@ export class ThreadedBackend implements Backend {
 	spareChunks(number: number): Promise<number> {
 		const t = this.#threads[number - 1];
 		if (t === undefined || t.exited) return Promise.reject(new Error(`no thread ${number}`));
-		return new Promise((resolve) => {
-			t.spareAnswers.push(resolve);
+		return new Promise((resolve, reject) => {
+			t.spareAnswers.push({ resolve, reject });
 			this.#post(t, { type: 'spareChunks' });
 		});
 	}

@@ -187,8 +187,10 @@ class ThreadQueue implements DriverQueue {
 	}
 
 	settleFailedRing(ring: Ring, status: number, detail?: FailureDetail): void {
-		this.settleFailed(ring.entry(0), status, detail);
+		// Out of the ring before it is settled: the last settlement lets the spare chunks go, this ring's too.
+		const n = ring.entry(0);
 		ring.dropFront(1);
+		this.settleFailed(n, status, detail);
 	}
 
 	requeue(batch: readonly InFlight[], reason: ResendReason): void {

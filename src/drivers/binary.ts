@@ -337,8 +337,6 @@ export class BinaryDriver extends Driver {
 			}
 			settleUnanswered(queue, conn.log, conn.error?.message);
 		}
-		// Settled and empty: nothing reads it again, and its chunks serve the next connections.
-		if (conn.log.settled && conn.log.ring.size === 0) conn.log.ring.release();
 		const held = conn.heldAtEnd;
 		// Ended by us: destroyed, or closing (everything is settled by then). Everything else that settled
 		// nothing is a failed attempt, however it ended.
