@@ -114,8 +114,8 @@ interface LibraryEvents {
 	errorEvents: number;
 	warnings: Record<string, number>;
 	warningSample: string | undefined;
-	/** Whether flushMessages()/close() settled within the bound, after how long, and how. */
-	settle: { call: string; afterMs: number | undefined; outcome: string | undefined };
+	/** Whether flushMessages()/close() settled within the bound, after how long, and how (a TimeoutError's `pending`: what it says it dropped). */
+	settle: { call: string; afterMs: number | undefined; outcome: string | undefined; pending?: number | undefined };
 }
 
 function noEvents(call: string): LibraryEvents {
@@ -184,10 +184,11 @@ interface Row extends LibraryEvents {
 	pending: number | undefined;
 	inDoubt: number | undefined;
 	stats: Record<string, number> | undefined;
-	settle: { call: string; afterMs: number | undefined; outcome: string | undefined };
+	settle: { call: string; afterMs: number | undefined; outcome: string | undefined; pending?: number | undefined };
 	/**
-	 * Dropped by a `close({ timeoutMs })` that ran out, before the stop, and reported so: in the receipt's
-	 * `dropped` (and the TimeoutError's count). Only close scenarios can drop before the stop.
+	 * Dropped by a `close({ timeoutMs })` that ran out, before the stop, and reported so: the tokens its
+	 * receipt lists as dropped (the TimeoutError's own count is `settle.pending`). Only such a close can
+	 * drop before the stop.
 	 */
 	dropped: number;
 	/** Never accepted by the mock and never reported failed or dropped. */
@@ -412,7 +413,7 @@ function tableRows(rows: readonly Row[]): string[] {
 		const reasons = Object.entries(r.reasons)
 			.map(([k, v]) => `${v}× ${k}`)
 			.join(', ');
-		const settle = r.settle.afterMs === undefined ? `${r.settle.call}: no` : `${r.settle.call}: ${(r.settle.afterMs / 1000).toFixed(1)} s ${r.settle.outcome === 'resolved' ? 'ok' : r.settle.outcome}`;
+		const settle = r.settle.afterMs === undefined ? `${r.settle.call}: no` : `${r.settle.call}: ${(r.settle.afterMs / 1000).toFixed(1)} s ${r.settle.outcome === 'resolved' ? 'ok' : r.settle.outcome}${r.settle.pending === undefined ? '' : ` (${r.settle.pending} dropped)`}`;
 		const warnings = Object.values(r.warnings).reduce((a, b) => a + b, 0);
 		return [
 			'',
@@ -454,7 +455,7 @@ function legend(report: { date: string; lib: string; node: string; cpus: number;
 		'connects: TCP connections the mock accepted (failed handshakes included), and per second. mock got: HTTP/2 requests (streams) or binary notification frames the mock received; got/s: in the first and the last whole second.',
 		'hottest: most requests/frames one token got. accepted: distinct tokens the mock accepted / queued. dup: acceptances beyond the first.',
 		'errors reported: deliveryError events (status reason). connErr: connectError events. pending, inDoubt: manager.stats at the stop.',
-		'flush/close: whether flushMessages()/close() settled within the bound, after how long, and how. dropped: dropped by a close({ timeoutMs }) that ran out, and reported so (the receipt\'s dropped, the TimeoutError\'s count). lost: never accepted, never reported failed or dropped, and (at least this many) no longer pending; after a crash, all never accepted nor reported.',
+		'flush/close: whether flushMessages()/close() settled within the bound, after how long, and how. dropped: tokens the receipt of a close({ timeoutMs }) that ran out lists as dropped, i.e. reported (the flush/close cell gives the TimeoutError\'s own count). lost: never accepted, never reported failed or dropped, and (at least this many) no longer pending; after a crash, all never accepted nor reported.',
 		'RSS MB: peak RSS of the library process (+ growth over the process before the library loaded). CPU s: the library process. warnings: process warnings (see JSON for names). crash: uncaught exception, or killed when it did not stop.',
 	].join('\n');
 }
@@ -569,8 +570,8 @@ async function child(task: Task): Promise<void> {
 	t0 = performance.now();
 	const receipt = manager.sendAps(tokens, PAYLOAD.aps);
 	// A close that runs out of time drops what is left and says which in the receipt: reported, not lost.
-	// Held only for close scenarios: a receipt keeps every outcome (300,000 in scenario 7's heap figure).
-	if (scenario.then.call === 'close') {
+	// Held only for those: a receipt keeps every outcome (300,000 in scenario 7's heap figure).
+	if (scenario.then.call === 'close' && scenario.then.timeoutMs !== undefined) {
 		void receipt?.settled.then((result) => {
 			if (finished) return; // our own destroy() at the stop: those were pending then
 			for (const token of result.dropped) {
@@ -593,7 +594,8 @@ async function child(task: Task): Promise<void> {
 		},
 		(error: unknown) => {
 			if (finished) return; // our own destroy() rejecting it
-			figures.settle = { call: then.call, afterMs: Math.round(performance.now() - t0), outcome: `rejected ${error instanceof Error ? error.name : String(error)}` };
+			const pending = (error as { pending?: unknown }).pending;
+			figures.settle = { call: then.call, afterMs: Math.round(performance.now() - t0), outcome: `rejected ${error instanceof Error ? error.name : String(error)}`, pending: typeof pending === 'number' ? pending : undefined };
 		},
 	);
 	setTimeout(() => void finish(), task.boundMs);
