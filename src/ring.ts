@@ -80,14 +80,16 @@ export class Ring {
 		return this.#chunks[c]!;
 	}
 
-	push(message: Message, index: number, ident: number, tries: number): void {
-		const at = this.#head + this.#size;
-		const chunk = this.#chunkFor(at);
-		const s = at & SLOT;
+	#set(chunk: Chunk, s: number, message: Message, index: number, ident: number, tries: number): void {
 		chunk.msg[s] = message;
 		chunk.index[s] = index;
 		chunk.ident[s] = ident;
 		chunk.tries[s] = tries;
+	}
+
+	push(message: Message, index: number, ident: number, tries: number): void {
+		const at = this.#head + this.#size;
+		this.#set(this.#chunkFor(at), at & SLOT, message, index, ident, tries);
 		this.#size++;
 	}
 
@@ -120,12 +122,7 @@ export class Ring {
 			this.#head = CHUNK;
 		}
 		this.#head--;
-		const chunk = this.#chunks[0]!;
-		const s = this.#head;
-		chunk.msg[s] = message;
-		chunk.index[s] = index;
-		chunk.ident[s] = ident;
-		chunk.tries[s] = tries;
+		this.#set(this.#chunks[0]!, this.#head, message, index, ident, tries);
 		this.#size++;
 	}
 
@@ -198,7 +195,11 @@ export class Ring {
 		this.#clearRange(end - n, end);
 		this.#size -= n;
 		if (this.#size === 0) this.#head = 0;
-		// Chunks past the last entry go back (all of them once it is empty).
+		this.#giveBackPastEnd();
+	}
+
+	/** Give back the chunks past the last entry: all of them once the ring is empty (an idle ring holds no memory). */
+	#giveBackPastEnd(): void {
 		const needed = Math.ceil((this.#head + this.#size) / CHUNK);
 		while (this.#chunks.length > needed) giveBack(this.#chunks.pop()!);
 	}
@@ -210,10 +211,9 @@ export class Ring {
 		this.#size -= n;
 		const chunks = this.#chunks;
 		if (this.#size === 0) {
-			// Empty: every chunk goes back (an idle ring holds no memory; the next push takes one from the
-			// spare list, most likely the one just given back).
+			// Empty: every chunk goes back (the next push takes one from the spare list, most likely the one just given back).
 			this.#head = 0;
-			while (chunks.length > 0) giveBack(chunks.pop()!);
+			this.#giveBackPastEnd();
 			return;
 		}
 		let done = this.#head >>> CHUNK_BITS;

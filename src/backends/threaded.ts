@@ -400,7 +400,7 @@ export class ThreadedBackend implements Backend {
 		else thread.worker.ref();
 		// Nothing held anywhere: the batch buffers are a stream's memory, not an idle manager's (the queue
 		// lets the spare ring chunks go once nothing is outstanding).
-		if (this.#threads.every((t) => t === undefined || t.held.size === 0)) this.#pool.length = 0;
+		if (this.#pool.length > 0 && this.#threads.every((t) => t === undefined || t.held.size === 0)) this.#pool.length = 0;
 		this.wake();
 	}
 
