@@ -124,6 +124,8 @@ interface Seen {
 	reconnects: number;
 	/** 'threaded': from the manager's construction to its last thread's `threadReady`, before the first send. */
 	threadsReadyMs?: number;
+	/** 'threaded': the most threads taking work at once (`threadsInUse`), until 'finish'. */
+	threadsUsed?: number;
 	/** apns-worker: its events until 'finish', counted ('resent workerLost', 'disconnected goaway', 'threadExit'). */
 	events?: Record<string, number>;
 }
@@ -173,6 +175,8 @@ async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) =
 	// With the error's words (numbers left out, so that like counts with like): which GOAWAY, which timeout.
 	m.on('disconnected', (info) => count(`disconnected ${info.reason}${info.error === undefined ? '' : ` (${info.error.message.replace(/\d+/g, 'N')})`}`));
 	m.on('threadExit', () => count('threadExit'));
+	let threadsUsed = options.backend === 'threaded' ? (options.minThreads ?? 1) : undefined;
+	m.on('threadsInUse', (info) => void (threadsUsed = Math.max(threadsUsed ?? 0, info.inUse)));
 	// 'threaded': the first send waits for the threads to be up, as it waits for the library to load: a
 	// thread's start is paid once per manager, not per send. How long it took is reported on its own.
 	let threadsReadyMs: number | undefined;
@@ -186,10 +190,11 @@ async function manager(options: ApnsManagerOptions, handOver: (m: ApnsManager) =
 	loopMeter.stop();
 	await finish;
 	const seen = { ...events };
+	const used = threadsUsed;
 	await m.flushMessages({ timeoutMs: 10_000 }).catch(() => {});
 	const reconnects = Math.max(0, m.stats.connectAttempts - 1);
 	m.destroy();
-	return { failed, reconnects, events: seen, ...(threadsReadyMs === undefined ? {} : { threadsReadyMs }) };
+	return { failed, reconnects, events: seen, ...(threadsReadyMs === undefined ? {} : { threadsReadyMs }), ...(used === undefined ? {} : { threadsUsed: used }) };
 }
 
 /** Everything in one call: one message, one payload, all the tokens. */
@@ -580,16 +585,18 @@ async function main(): Promise<void> {
 		worker: BINARY,
 		'worker-threaded': { ...BINARY, ...threaded(1) },
 		'worker-threaded2': { ...BINARY, ...threaded(2) },
+		'worker-threaded2-all': { ...BINARY, ...threaded(2), minThreads: 2 },
 		'h2-worker': H2_WORKER,
 		'h2-threaded': { ...H2_WORKER, ...threaded(1) },
 		'h2-threaded2': { ...H2_WORKER, ...threaded(2) },
+		'h2-threaded2-all': { ...H2_WORKER, ...threaded(2), minThreads: 2 },
 	};
 	const peers: Partial<Record<ClientName, (all: string[]) => Promise<Seen>>> = { raw, 'node-apn': nodeApn, 'h2-bare': h2BareClean, 'parse-apn': parseApn, apns2 };
 	const options = apnsWorker[task.client];
 	if (task.workload.paced === true && options === undefined) throw new Error(`${task.client}: no paced client`);
-	const { failed, reconnects, events, threadsReadyMs } = await (options === undefined ? peers[task.client]!(all) : manager(options, (task.workload.paced === true ? paced : broadcast)(all)));
+	const { failed, reconnects, events, threadsReadyMs, threadsUsed } = await (options === undefined ? peers[task.client]!(all) : manager(options, (task.workload.paced === true ? paced : broadcast)(all)));
 	const loop = loopMeter.result;
-	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now(), ...(loop === undefined ? {} : { loop }), ...(events === undefined ? {} : { events }), ...(threadsReadyMs === undefined ? {} : { threadsReadyMs }) });
+	sendAndExit({ type: 'result', failed, reconnects, peakRssBytes: peakRss(), baselineRssBytes, doneAt: Date.now(), ...(loop === undefined ? {} : { loop }), ...(events === undefined ? {} : { events }), ...(threadsReadyMs === undefined ? {} : { threadsReadyMs }), ...(threadsUsed === undefined ? {} : { threadsUsed }) });
 }
 
 void main();

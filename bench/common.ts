@@ -8,8 +8,11 @@ import { makeTestCertificates, type PemPair } from '../src/mock/certs.js';
 
 export type ClientName = 'raw' | 'worker' | 'node-apn' | 'h2-bare' | 'h2-worker' | 'parse-apn' | 'apns2' | ThreadedClientName;
 
-/** apns-worker with `backend: 'threaded'`: binary or HTTP/2, one or two worker threads. */
-export type ThreadedClientName = 'worker-threaded' | 'worker-threaded2' | 'h2-threaded' | 'h2-threaded2';
+/**
+ * apns-worker with `backend: 'threaded'`: binary or HTTP/2, one or two worker threads (the second taking
+ * work only while the first is compute-bound, the default), or two both taking work (`-all`: minThreads 2).
+ */
+export type ThreadedClientName = 'worker-threaded' | 'worker-threaded2' | 'worker-threaded2-all' | 'h2-threaded' | 'h2-threaded2' | 'h2-threaded2-all';
 
 export const TOPIC = 'com.example.bench';
 
@@ -214,5 +217,5 @@ export interface LoopMeasure {
 export type ClientMessage =
 	| { type: 'started'; at: number }
 	| { type: 'handedOver'; measure: BurstMeasure }
-	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure; loop?: LoopMeasure; events?: Record<string, number>; threadsReadyMs?: number }
+	| { type: 'result'; failed: number[]; reconnects: number; peakRssBytes: number; baselineRssBytes: number; doneAt: number; burst?: BurstMeasure; loop?: LoopMeasure; events?: Record<string, number>; threadsReadyMs?: number; threadsUsed?: number }
 	| { type: 'memory'; heapBytes: number; externalBytes: number; n: number; peakRssBytes: number };

@@ -53,11 +53,11 @@ const WORKLOADS: readonly Workload[] = [
 	{ name: 'HTTP/2 burst: 200k distinct payloads at once', n: 200_000, faults: {}, protocol: 'http2', clients: ['h2-bare', 'h2-worker', 'parse-apn'], burst: true },
 	// Issue 10: backend 'threaded' (1 and 2 worker threads) against 'evented', same workloads, alternating.
 	// Five reps each: rep by rep, the binary ratios swing from 0.6x to 1.1x on two shared cores, HTTP/2's by ±15%.
-	{ name: 'threads: clean 100k', n: 100_000, faults: {}, clients: ['worker', 'worker-threaded', 'worker-threaded2'], threads: true, reps: 5 },
+	{ name: 'threads: clean 100k', n: 100_000, faults: {}, clients: ['worker', 'worker-threaded', 'worker-threaded2', 'worker-threaded2-all'], threads: true, reps: 5 },
 	// A 100k binary run lasts a quarter of a second, a worker thread's start-up a fifth of that: 1M shows the sustained rate.
-	{ name: 'threads: clean 1M', n: 1_000_000, faults: {}, clients: ['worker', 'worker-threaded', 'worker-threaded2'], threads: true, reps: 5 },
-	{ name: 'threads: HTTP/2 clean 50k', n: 50_000, faults: {}, protocol: 'http2', clients: ['h2-worker', 'h2-threaded', 'h2-threaded2'], threads: true, reps: 5 },
-	{ name: 'threads: HTTP/2 200k paced', n: 200_000, faults: {}, protocol: 'http2', clients: ['h2-worker', 'h2-threaded', 'h2-threaded2'], threads: true, paced: true, reps: 5 },
+	{ name: 'threads: clean 1M', n: 1_000_000, faults: {}, clients: ['worker', 'worker-threaded', 'worker-threaded2', 'worker-threaded2-all'], threads: true, reps: 5 },
+	{ name: 'threads: HTTP/2 clean 50k', n: 50_000, faults: {}, protocol: 'http2', clients: ['h2-worker', 'h2-threaded', 'h2-threaded2', 'h2-threaded2-all'], threads: true, reps: 5 },
+	{ name: 'threads: HTTP/2 200k paced', n: 200_000, faults: {}, protocol: 'http2', clients: ['h2-worker', 'h2-threaded', 'h2-threaded2', 'h2-threaded2-all'], threads: true, paced: true, reps: 5 },
 ];
 const MEMORY: Workload = { name: 'memory: 1M queued, gateway unreachable', n: 1_000_000, faults: {}, clients: ['worker', 'node-apn'] };
 
@@ -94,6 +94,8 @@ interface Run {
 	steadyPerSecond: number;
 	/** 'threaded': from the manager's construction to its threads being up; the run's clock starts after. */
 	threadsReadyMs?: number;
+	/** 'threaded': the most threads taking work at once (the `threadsInUse` event; `minThreads` if none came). */
+	threadsUsed?: number;
 	/** apns-worker: its events until the run ended, counted (re-sends by reason, disconnections by reason, thread exits). */
 	events?: Record<string, number>;
 }
@@ -272,6 +274,7 @@ async function runOnce(gateway: GatewayProcess, certs: Certs, workload: Workload
 		...(result.loop === undefined ? {} : { loop: result.loop }),
 		...(result.events === undefined ? {} : { events: result.events }),
 		...(result.threadsReadyMs === undefined ? {} : { threadsReadyMs: result.threadsReadyMs }),
+		...(result.threadsUsed === undefined ? {} : { threadsUsed: result.threadsUsed }),
 		server,
 		firstDeliveryMs: (progress.firstAt ?? Number.NaN) - started.at,
 		steadyPerSecond: Math.round(((progress.unique - 1) / Math.max(1, (progress.completeAt ?? progress.lastProgressAt) - (progress.firstAt ?? Number.NaN))) * 1000),
@@ -411,6 +414,8 @@ interface ThreadsSummary {
 	coldVsEvented: number | undefined;
 	/** From the manager's construction to its threads being up (before the first send). */
 	threadsReadyMs: number | undefined;
+	/** The fewest and most threads that took work at once, over the reps ('threaded'). */
+	threadsUsed: { min: number; max: number } | undefined;
 	firstDeliveryMs: number;
 	steadyPerSecond: number;
 	steadyVsEvented: number | undefined;
@@ -431,6 +436,7 @@ function threadsSummary(runs: Run[], ratios: Pick<ThreadsSummary, 'vsEvented' | 
 	return {
 		...ratios,
 		threadsReadyMs: runs.every((r) => r.threadsReadyMs !== undefined) ? median(runs.map((r) => r.threadsReadyMs!)) : undefined,
+		threadsUsed: runs.length > 0 && runs.every((r) => r.threadsUsed !== undefined) ? { min: Math.min(...runs.map((r) => r.threadsUsed!)), max: Math.max(...runs.map((r) => r.threadsUsed!)) } : undefined,
 		firstDeliveryMs: median(runs.map((r) => r.firstDeliveryMs)),
 		steadyPerSecond: median(runs.map((r) => r.steadyPerSecond)),
 		delayMs: { p50: of((l) => l.delayMs.p50), p99: of((l) => l.delayMs.p99), max: of((l) => l.delayMs.max), mean: of((l) => l.delayMs.mean) },
@@ -447,7 +453,7 @@ function threadsSummary(runs: Run[], ratios: Pick<ThreadsSummary, 'vsEvented' | 
 function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): string[] {
 	const ms = (v: number): string => (Number.isNaN(v) ? '—' : v.toFixed(1));
 	const cpu = (cpuMs: number, percent: number): string => `${(cpuMs / 1000).toFixed(2)} s (${Math.round(percent)}%)`;
-	const header = ['workload', 'client', 'notif/s', 'vs evented', 'threads up', 'vs evented, threads\' start included', 'first delivery', 'steady notif/s (vs evented)', 'done', 'lost', 'dup', 'loop delay p50 / p99 / max (mean), ms', 'p99 vs evented', 'client CPU (% of a core)', 'by thread: caller / runtime / workers', 'caller thread busy', 'gateway CPU (% of a core)'];
+	const header = ['workload', 'client', 'notif/s', 'vs evented', 'threads working', 'threads up', 'vs evented, threads\' start included', 'first delivery', 'steady notif/s (vs evented)', 'done', 'lost', 'dup', 'loop delay p50 / p99 / max (mean), ms', 'p99 vs evented', 'client CPU (% of a core)', 'by thread: caller / runtime / workers', 'caller thread busy', 'gateway CPU (% of a core)'];
 	const cells = rows.map((s) => {
 		const t = s.threads;
 		return [
@@ -455,6 +461,7 @@ function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): s
 			s.client,
 			fmt(s.perSecond),
 			ratio(t.vsEvented),
+			t.threadsUsed === undefined ? '' : t.threadsUsed.min === t.threadsUsed.max ? String(t.threadsUsed.min) : `${t.threadsUsed.min}-${t.threadsUsed.max}`,
 			t.threadsReadyMs === undefined ? '' : `${fmt(t.threadsReadyMs)} ms`,
 			ratio(t.coldVsEvented),
 			`${fmt(t.firstDeliveryMs)} ms`,
@@ -471,7 +478,9 @@ function threadsTable(rows: Array<DeliveryRow & { threads: ThreadsSummary }>): s
 		];
 	});
 	return [
-		"threads: backend 'threaded' (1 or 2 worker threads) against 'evented' (the first row of each workload), alternating in the same run. threads up: from the",
+		"threads: backend 'threaded' (1 or 2 worker threads) against 'evented' (the first row of each workload), alternating in the same run. -threaded2: two threads, the",
+		'second taking work only while the first is compute-bound (the default, minThreads 1); -threaded2-all: both always take work (minThreads 2). threads working:',
+		'the most threads that took work at once in a rep (the threadsInUse event), fewest-most over the reps. threads up: from the',
 		"manager's construction to its last thread's threadReady event; the first send waits for it (a thread's start is paid once per manager, as the library's",
 		"load is), so the figures after it leave it out; 'threads' start included' puts it back: n over (threads up + the run). Figures from the first",
 		'send to the last settlement the client saw (or to the gateway having everything, whichever came first). loop delay: how late the caller\'s event loop ran',

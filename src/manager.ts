@@ -60,6 +60,11 @@ export interface ApnsManagerEvents {
 	 * notifications it held are sent again, in doubt.
 	 */
 	threadExit: [info: { thread: number; error: Error; resent: number; retryInMs: number }];
+	/**
+	 * `backend: 'threaded'`: the number of threads taking work changed (see the `minThreads` option).
+	 * `busy` is what each live thread used of a core over the last reading (0–1), in thread order.
+	 */
+	threadsInUse: [info: { inUse: number; busy: number[] }];
 	/** Nothing is queued or awaiting confirmation. */
 	idle: [];
 	/** A listener, the `errorHandler` or a feedback callback threw. */
@@ -199,6 +204,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			token: this.#token,
 			apnsIds: this.#apnsIds,
 			threads: o.threads,
+			minThreads: o.minThreads,
 			events: {
 				identNotFound: (info) => {
 					this.#identsNotFound++;
@@ -211,6 +217,10 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 				threadReady: (info) => {
 					this.#logger?.info({ event: 'threadReady', thread: info.thread, startMs: info.startMs }, `worker thread ${info.thread} ready after ${info.startMs} ms`);
 					this.#emit('threadReady', info);
+				},
+				threadsInUse: (info) => {
+					this.#logger?.info({ event: 'threadsInUse', count: info.inUse, busy: info.busy.map((b) => Math.round(b * 100) / 100) }, `${info.inUse} of ${o.threads} worker threads take work`);
+					this.#emit('threadsInUse', info);
 				},
 				threadExit: (info) => {
 					this.#logger?.warn({ event: 'threadExit', thread: info.thread, count: info.resent, retryInMs: info.retryInMs, err: info.error.message }, `worker thread ${info.thread} died; ${info.resent} notifications it held are re-sent; replaced in ${info.retryInMs} ms`);

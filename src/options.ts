@@ -53,8 +53,25 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 * @default 'evented'
 	 */
 	readonly backend?: 'evented' | 'threaded' | BackendFactory;
-	/** With `backend: 'threaded'`: how many worker threads, each with its own connections. @default 1 */
+	/**
+	 * With `backend: 'threaded'`: how many worker threads, each with its own connections. All start with
+	 * the manager; `minThreads` of them always take work, and each of the others only while every thread
+	 * taking work is compute-bound (see `minThreads`). @default 1
+	 */
 	readonly threads?: number;
+	/**
+	 * With `backend: 'threaded'`: how many of the `threads` always take work (1 to `threads`). One more
+	 * thread is put to work when every thread taking work ran on a CPU for at least 90 % of the last
+	 * 50 ms or more — it is compute-bound, so another thread can add throughput — and one is left to
+	 * finish what it holds when the threads taking work would fit in one fewer at 60 % each. (On Linux a
+	 * thread's CPU time is the kernel's count for it, so time spent waiting for a core does not make it
+	 * busy: on a machine with no core to spare a second thread only adds work; elsewhere, its event-loop
+	 * utilization.) A thread that is not taking work still settles what it holds and keeps its
+	 * connections. More connections for a far gateway are `connections`' business, not a thread's.
+	 * `minThreads: threads` puts every thread to work at once.
+	 * @default 1
+	 */
+	readonly minThreads?: number;
 	/**
 	 * HTTP/2 token (JWT) authentication with a .p8 key, instead of a client certificate. A
 	 * {@link ProviderToken} instance may be shared by several managers (apps of one team): one token
@@ -224,6 +241,7 @@ const OPTION_PROTOCOL: Readonly<Record<keyof ApnsManagerOptions, 'both' | 'binar
 	protocol: 'both',
 	backend: 'both',
 	threads: 'both',
+	minThreads: 'both',
 	environment: 'both',
 	gateway: 'both',
 	checkCertificateEnvironment: 'both',
@@ -321,6 +339,7 @@ export const DEFAULT_OPTIONS = {
 	protocol: 'http2',
 	backend: 'evented',
 	threads: 1,
+	minThreads: 1,
 	environment: 'production',
 	checkCertificateEnvironment: true,
 	// maxRetained, maxAttempts, initialIdent: the queue's own defaults, kept in one place.
@@ -350,6 +369,8 @@ export interface ResolvedOptions {
 	readonly backend: 'evented' | 'threaded' | BackendFactory;
 	/** Worker threads of the `'threaded'` backend. */
 	readonly threads: number;
+	/** Of those, how many always take work. */
+	readonly minThreads: number;
 	readonly environment: Environment;
 	readonly gateway: Address;
 	readonly feedback: Address;
@@ -451,6 +472,8 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 	if (backend !== 'evented' && backend !== 'threaded' && typeof backend !== 'function') throw new InvalidArgumentError('options.backend', "'evented', 'threaded' or a backend factory", backend);
 	// A thread count the backend would ignore is refused, like an option of the other protocol.
 	if (options.threads !== undefined && backend !== 'threaded') throw new InvalidArgumentError('options.threads', "backend: 'threaded' (it does nothing on another backend)", options.threads);
+	if (options.minThreads !== undefined && backend !== 'threaded') throw new InvalidArgumentError('options.minThreads', "backend: 'threaded' (it does nothing on another backend)", options.minThreads);
+	const threads = wholeNumber('threads', options.threads ?? DEFAULT_OPTIONS.threads, 1, 64);
 	const defaults = ENVIRONMENTS[environment];
 	const gateway = address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway);
 	const feedback = address('feedback', options.feedback, defaults.feedback);
@@ -458,7 +481,8 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		environment,
 		protocol,
 		backend: backend as ResolvedOptions['backend'],
-		threads: wholeNumber('threads', options.threads ?? DEFAULT_OPTIONS.threads, 1, 64),
+		threads,
+		minThreads: wholeNumber('minThreads', options.minThreads ?? DEFAULT_OPTIONS.minThreads, 1, threads),
 		gateway,
 		feedback,
 		proxy: resolveProxies(options.proxy, { gateway, feedback }),

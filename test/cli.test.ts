@@ -81,10 +81,10 @@ const p8Flags = (server: { port: number }): string[] => ['--p8', files.p8, '--ke
 
 const byToken = (a: { token: string }, b: { token: string }): number => a.token.localeCompare(b.token);
 
-test('send --threads 2: the connections run in worker threads; the same report, every token once', async (t) => {
+test('send --threads 2 --min-threads 2: the connections run in worker threads, both taking work; the same report, every token once', async (t) => {
 	const tokens = makeTokens(500, 0x34);
 	const server = await mock(t, { badTokens: [tokens[7]!] });
-	const run = await cli(['send', ...p8Flags(server), ...tokens.flatMap((tk) => ['--token', tk]), '--alert', 'Hi', '--threads', '2', '--json']);
+	const run = await cli(['send', ...p8Flags(server), ...tokens.flatMap((tk) => ['--token', tk]), '--alert', 'Hi', '--threads', '2', '--min-threads', '2', '--json']);
 	assert.equal(run.code, 1, run.stderr);
 	assert.deepEqual(
 		{ ...JSON.parse(run.stdout), seconds: 0 },
@@ -231,6 +231,8 @@ test('send: each usage error exits 2 with one line naming the flag and a hint, b
 		['bad --expiration', [...base, '--alert', 'x', '--expiration', 'tomorrow'], /^apns-worker send: --expiration must be UNIX seconds or an ISO date/],
 		['bad --timeout', [...base, '--alert', 'x', '--timeout', '0'], /^apns-worker send: --timeout must be a whole number from 1 to 86400, got "0"$/],
 		['bad --threads', [...base, '--alert', 'x', '--threads', '0'], /^apns-worker send: --threads must be a whole number from 1 to 64, got "0"$/],
+		['--min-threads without --threads', [...base, '--alert', 'x', '--min-threads', '1'], /^apns-worker send: --min-threads goes with --threads N$/],
+		['--min-threads above --threads', [...base, '--alert', 'x', '--threads', '2', '--min-threads', '3'], /^apns-worker send: --min-threads must be a whole number from 1 to 2, got "3"$/],
 		['bad --gateway', [...base, '--alert', 'x', '--gateway', 'localhost'], /^apns-worker send: --gateway must be HOST:PORT, got "localhost"$/],
 		['bad --environment', [...base, '--alert', 'x', '--environment', 'staging'], /^apns-worker send: --environment must be production or sandbox, got "staging"$/],
 		['bad --protocol', [...base, '--alert', 'x', '--protocol', 'spdy'], /^apns-worker send: --protocol must be http2 or binary, got "spdy"$/],

@@ -24,6 +24,9 @@ test('options are checked at construction, naming the option', () => {
 		[{ backend: 'fibers' }, 'options.backend'],
 		[{ threads: 2 }, 'options.threads'], // does nothing without backend: 'threaded'
 		[{ backend: 'threaded', threads: 0 }, 'options.threads'],
+		[{ minThreads: 1 }, 'options.minThreads'], // likewise
+		[{ backend: 'threaded', threads: 2, minThreads: 3 }, 'options.minThreads'], // more than there are
+		[{ backend: 'threaded', minThreads: 0 }, 'options.minThreads'],
 		[{ initialIdent: 0 }, 'options.initialIdent'],
 	];
 	for (const [options, argument] of bad) {

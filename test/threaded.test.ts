@@ -10,6 +10,7 @@ import { once as onceNode } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index.js';
+import { BusyMeter, kernelThreadId } from '../src/backends/busy.js';
 import { Held, threadShare, ThreadedBackend } from '../src/backends/threaded.js';
 import { DEFAULT_OPTIONS } from '../src/options.js';
 import type { Cursor, DriverQueue } from '../src/queue.js';
@@ -393,6 +394,73 @@ test('threadReady: each thread says so once it is up (threads: 2), logged at inf
 	assert.equal(gw.counts.size, 100);
 });
 
+test('busy meter: on Linux a thread knows its kernel id (its CPU time is then the kernel\'s count, /proc/self/task/TID/schedstat)', { skip: process.platform !== 'linux' && 'Linux only' }, () => {
+	const tid = kernelThreadId();
+	assert.ok(Number.isInteger(tid) && tid! > 0, String(tid));
+	assert.equal(tid, process.pid, 'the main thread\'s id is the process id');
+});
+
+describe('threads: 2, minThreads 1 (the default): the second thread takes work only while the first is compute-bound', () => {
+	test('the first keeps up: the second takes none of what waits (no connection, no threadsInUse)', async (t) => {
+		// Every thread reads half busy, whatever this machine is doing meanwhile (a real thread may read
+		// compute-bound for a window on a loaded machine; the spinning test below reads real threads).
+		const read = Object.getOwnPropertyDescriptor(BusyMeter.prototype, 'read')!;
+		Object.defineProperty(BusyMeter.prototype, 'read', { ...read, value: () => 0.5 });
+		t.after(() => Object.defineProperty(BusyMeter.prototype, 'read', read));
+		const mock = await startMock(t, 'http2');
+		const m = manager(t, mock, { protocol: 'http2', cert: undefined, key: undefined, token: TOKEN_AUTH, topic: 'com.example.app', backend: (ctx) => new ThreadedBackend({ ...ctx, threads: 2 }) });
+		const connections: number[] = [];
+		m.on('connected', ({ connection }) => connections.push(connection));
+		const changes: unknown[] = [];
+		m.on('threadsInUse', (info) => changes.push(info));
+		// More than a thread's credit (8,192 for HTTP/2 here): were the second taking work, it would get the rest.
+		const tokens = makeTokens(10_000, 49);
+		await m.sendAps(tokens, { alert: 'x' }).settled;
+		assert.ok(tokens.every((k) => mock.counts.get(k) === 1), 'each delivered once');
+		assert.ok(connections.length > 0);
+		// Thread k of 2 numbers its connections k, k + 2, …: thread 2's are even.
+		assert.deepEqual(connections.filter((c) => c % 2 === 0), [], `connections ${connections.join(', ')}`);
+		assert.deepEqual(changes, []);
+	});
+
+	test('the first is compute-bound: the second is put to work (threadsInUse, logged), everything is delivered once; idle again, one thread takes work', { timeout: 120_000 }, async (t) => {
+		const mock = await startMock(t, 'http2');
+		let backend: ThreadedBackend | undefined;
+		const logged: Array<{ event?: string; count?: number }> = [];
+		const logger = { debug: () => {}, info: (fields: object) => void logged.push(fields), warn: () => {}, error: () => {} };
+		const m = manager(t, mock, { protocol: 'http2', cert: undefined, key: undefined, token: TOKEN_AUTH, topic: 'com.example.app', logger, backend: (ctx) => (backend = new ThreadedBackend({ ...ctx, threads: 2 })) });
+		await new Promise<void>((resolve) => {
+			let ready = 0;
+			m.on('threadReady', () => void (++ready === 2 && resolve()));
+		});
+		const changes: Array<{ inUse: number; busy: number[] }> = [];
+		m.on('threadsInUse', (info) => changes.push(info));
+		const release = backend!.spin(1);
+		t.after(release);
+		// More than a thread's credit (8,192 for HTTP/2 here): the rest waits for a thread that takes work.
+		const tokens = makeTokens(10_000, 50);
+		m.sendAps(tokens, { alert: 'x' });
+		// Thread 1 reads nothing while it spins: what is delivered now went through thread 2.
+		const first = await new Promise<number>((resolve) => m.once('delivered', ({ count }) => resolve(count)));
+		assert.ok(first > 0);
+		assert.equal(changes[0]?.inUse, 2);
+		assert.ok(changes[0]!.busy[0]! >= 0.9, `thread 1 read ${changes[0]!.busy[0]} busy`);
+		assert.ok(changes[0]!.busy[1]! < 0.5, `thread 2, idle, read ${changes[0]!.busy[1]} busy`);
+		assert.ok(logged.some((f) => f.event === 'threadsInUse' && f.count === 2));
+		release();
+		await m.flushMessages();
+		const lost = tokens.filter((k) => (mock.counts.get(k) ?? 0) === 0).length;
+		const duplicated = tokens.reduce((n, k) => n + Math.max(0, (mock.counts.get(k) ?? 0) - 1), 0);
+		assert.deepEqual({ lost, duplicated }, { lost: 0, duplicated: 0 });
+		// A window (50 ms) with both threads idle: the next hand-out finds one enough.
+		await new Promise((resolve) => setTimeout(resolve, 60));
+		const more = makeTokens(1000, 51);
+		await m.sendAps(more, { alert: 'y' }).settled;
+		assert.equal(changes.at(-1)?.inUse, 1, JSON.stringify(changes));
+		assert.ok(more.every((k) => mock.counts.get(k) === 1));
+	});
+});
+
 test('destroy() terminates every thread and drops what they held, each token once', async (t) => {
 	const gw = await gateway(t, { readPauseMs: 50 });
 	const { m, backend } = threaded(t, gw, 'binary');
@@ -437,7 +505,7 @@ test('the connection ceilings are the manager\'s, not each thread\'s: threads sh
 	const tokens = makeTokens(300_000, 48);
 	const rate = 2;
 	const t0 = performance.now();
-	const m = manager(t, gw, { protocol: 'binary', backend: 'threaded', threads: 2, confirmEvery: 10, minConfirmIntervalMs: 0, maxConnectsPerSecond: rate });
+	const m = manager(t, gw, { protocol: 'binary', backend: 'threaded', threads: 2, minThreads: 2, confirmEvery: 10, minConfirmIntervalMs: 0, maxConnectsPerSecond: rate });
 	m.sendAps(tokens, { alert: 'x' });
 	await m.flushMessages();
 	const seconds = (performance.now() - t0) / 1000;

@@ -27,6 +27,8 @@ export interface BackendEvents {
 	threadReady(info: { thread: number; startMs: number }): void;
 	/** `'threaded'`: a worker thread died; what it held (`resent`) went back to the queue, in doubt. */
 	threadExit(info: { thread: number; error: Error; resent: number; retryInMs: number }): void;
+	/** `'threaded'`: the number of threads taking work changed; `busy` is each live thread's last reading (0–1). */
+	threadsInUse(info: { inUse: number; busy: number[] }): void;
 }
 
 /**
@@ -75,6 +77,8 @@ export interface BackendContext {
 	readonly apnsIds?: ApnsIds | undefined;
 	/** Worker threads, for a backend that runs them (`threads` option). */
 	readonly threads?: number | undefined;
+	/** Of those, how many always take work (`minThreads` option). */
+	readonly minThreads?: number | undefined;
 	/** True while someone waits for everything to be settled (`flushMessages`, `close`): probe without delay. */
 	wantsConfirmation(): boolean;
 }

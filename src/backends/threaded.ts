@@ -7,6 +7,10 @@
  * uncaught error, `process.exit()` in it — loses nothing: what it held goes back to the front of the
  * queue, in doubt (`workerLost`), and a new thread takes its place, after a backoff if threads keep
  * dying before anything is settled.
+ *
+ * Not every thread need take work: `minThreads` always do, and one more is put to work only while every
+ * thread taking work is compute-bound (see {@link BusyMeter}). A thread that is not needed would only
+ * add work — its own JIT warm-up, garbage collector and connections — competing for the same cores.
  */
 import { Worker } from 'node:worker_threads';
 import { ConnectionError, ProtocolError } from '../errors.js';
@@ -17,6 +21,7 @@ import { CLOSE_LINGER_MS, coalesced } from '../drivers/schedule.js';
 import type { Cursor, DriverQueue, InFlight } from '../queue.js';
 import { Ring } from '../ring.js';
 import type { Backend, BackendContext, DriverOptions } from './backend.js';
+import { BusyMeter } from './busy.js';
 import { BatchWriter } from './wire.js';
 import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './worker.js';
 
@@ -24,6 +29,12 @@ import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './work
 const BATCH = 2048;
 /** How long a closing thread may take to say it closed before it is terminated (its drivers linger CLOSE_LINGER_MS). */
 const CLOSE_GRACE_MS = CLOSE_LINGER_MS + 1000;
+/** The shortest time over which the threads' load is read before one more (or one fewer) takes work. */
+const SPREAD_WINDOW_MS = 50;
+/** A thread this busy (of a core) is compute-bound: one more may take work if every working thread is. */
+const SATURATED = 0.9;
+/** One thread fewer takes work when those working would each be at most this busy without it. */
+const SPREAD_DOWN = 0.6;
 
 /**
  * The notifications a thread holds, by handle: a ring in the order they were handed over, the front's
@@ -184,11 +195,13 @@ class Thread {
 	/** For tests: who waits for its answers to `spareChunks`, in order. */
 	readonly spareAnswers: Array<{ resolve: (count: number) => void; reject: (error: Error) => void }> = [];
 	readonly spawnedAt = performance.now();
+	readonly busy: BusyMeter;
 
 	constructor(number: number, worker: Worker, credit: number) {
 		this.number = number;
 		this.worker = worker;
 		this.held = new Held(2 * credit);
+		this.busy = new BusyMeter(worker);
 	}
 }
 
@@ -220,6 +233,12 @@ export class ThreadedBackend implements Backend {
 	 * million's batches were fresh memory: a probe's answer gives back ~30 batches at once.)
 	 */
 	readonly #poolLimit: number;
+	readonly #minThreads: number;
+	/** Threads taking work: the first this many live ones, in thread order. */
+	#inUse: number;
+	#measuredAt = performance.now();
+	/** Reads the load again while work waits for a thread that takes none. */
+	#spreadTimer: NodeJS.Timeout | undefined;
 
 	constructor(context: BackendContext) {
 		this.#ctx = context;
@@ -236,6 +255,7 @@ export class ThreadedBackend implements Backend {
 		this.#poolLimit = (context.threads ?? 1) * Math.ceil(this.#credit / BATCH);
 		this.#respawn = new Reconnect(options.reconnect, () => this.#spawnMissing());
 		this.#threads = new Array<Thread | undefined>(context.threads ?? 1).fill(undefined);
+		this.#minThreads = this.#inUse = Math.min(context.minThreads ?? 1, this.#threads.length);
 		this.#spawnMissing();
 	}
 
@@ -299,9 +319,10 @@ export class ThreadedBackend implements Backend {
 			}
 		}
 		const live = this.#threads.filter((t): t is Thread => t !== undefined && !t.exited && t.closed === undefined);
-		// The least loaded first: a thread still busy with its last batch gets the rest.
-		live.sort((a, b) => a.held.size - b.held.size);
-		for (const t of live) {
+		this.#spread(live);
+		// Of the threads taking work, the least loaded first: one still busy with its last batch gets the rest.
+		const working = live.slice(0, this.#inUse).sort((a, b) => a.held.size - b.held.size);
+		for (const t of working) {
 			while (t.held.size < this.#credit && queue.canTake) {
 				const cursor = this.#cursor;
 				const writer = this.#writer;
@@ -317,9 +338,46 @@ export class ThreadedBackend implements Backend {
 				const batch = writer.finish(first, this.#pool);
 				this.#post(t, { type: 'batch', batch, unsent: queue.unsent, rateLimited: queue.rateLimited }, [batch.buffer]);
 			}
+		}
+		for (const t of live) {
 			if (t.held.size > 0) t.worker.ref();
 			this.#hint(t);
 		}
+		// Work waits while a thread takes none: read the load again after a window, even if no thread
+		// reports meanwhile (a compute-bound one may not for a while).
+		if (this.#spreadTimer === undefined && queue.canTake && this.#inUse < live.length && !this.#closing) {
+			this.#spreadTimer = setTimeout(() => {
+				this.#spreadTimer = undefined;
+				this.wake();
+			}, SPREAD_WINDOW_MS);
+			this.#spreadTimer.unref();
+		}
+	}
+
+	/**
+	 * Once a window has passed, read how busy each live thread was and put one more to work if every
+	 * thread working was compute-bound, or leave one to finish what it holds if those working would fit
+	 * in one fewer. One step per window: the next reading shows what the step did.
+	 */
+	#spread(live: Thread[]): void {
+		if (live.length <= this.#minThreads) return;
+		const now = performance.now();
+		if (now - this.#measuredAt < SPREAD_WINDOW_MS) return;
+		this.#measuredAt = now;
+		const busy = live.map((t) => t.busy.read());
+		const working = Math.min(this.#inUse, live.length);
+		let sum = 0;
+		let saturated = true;
+		for (let i = 0; i < working; i++) {
+			sum += busy[i]!;
+			if (busy[i]! < SATURATED) saturated = false;
+		}
+		let inUse = this.#inUse;
+		if (saturated && working < live.length) inUse = working + 1;
+		else if (inUse > this.#minThreads && sum <= (working - 1) * SPREAD_DOWN) inUse = Math.max(this.#minThreads, working - 1);
+		if (inUse === this.#inUse) return;
+		this.#inUse = inUse;
+		this.#ctx.events.threadsInUse({ inUse, busy });
 	}
 
 	/**
@@ -343,6 +401,7 @@ export class ThreadedBackend implements Backend {
 			this.#ctx.token?.expired();
 			this.wake(); // the next pump sends the new token
 		} else if (message.type === 'ready') {
+			thread.busy.start(message.tid);
 			this.#ctx.events.threadReady({ thread: thread.number + 1, startMs: Math.round(performance.now() - thread.spawnedAt) });
 		} else if (message.type === 'closed') {
 			thread.closed?.();
@@ -431,6 +490,7 @@ export class ThreadedBackend implements Backend {
 	close(): Promise<void> {
 		this.#closing = true;
 		this.#respawn.cancel();
+		clearTimeout(this.#spreadTimer);
 		const closing: Array<Promise<void>> = [];
 		for (const t of this.#threads) {
 			if (t === undefined || t.exited) continue;
@@ -453,6 +513,7 @@ export class ThreadedBackend implements Backend {
 		this.#destroyed = true;
 		this.#closing = true;
 		this.#respawn.cancel();
+		clearTimeout(this.#spreadTimer);
 		const held: InFlight[] = [];
 		for (const t of this.#threads) {
 			if (t === undefined) continue;
@@ -470,6 +531,17 @@ export class ThreadedBackend implements Backend {
 			t.spareAnswers.push({ resolve, reject });
 			this.#post(t, { type: 'spareChunks' });
 		});
+	}
+
+	/**
+	 * @internal For tests: keep thread `number` (from 1) busy on a CPU, reading nothing, until the returned
+	 * function is called (a compute-bound thread).
+	 */
+	spin(number: number): () => void {
+		const until = new SharedArrayBuffer(4);
+		const t = this.#threads[number - 1];
+		if (t !== undefined) this.#post(t, { type: 'spin', until });
+		return () => void Atomics.store(new Int32Array(until), 0, 1);
 	}
 
 	/** @internal For tests: make thread `number` (from 1) die by an uncaught error or `process.exit()`. */

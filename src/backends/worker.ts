@@ -12,6 +12,7 @@ import { ResolvedProxy } from '../proxy.js';
 import { ApnsIds } from '../receipt.js';
 import { releaseSpareChunks, Ring, spareChunks } from '../ring.js';
 import type { BackendEvents, DisconnectReason, DriverSetup } from './backend.js';
+import { kernelThreadId } from './busy.js';
 import { BatchLedger, BatchReader, DeliveredRanges, handleOf, type WireBatch } from './wire.js';
 
 /** What a worker is started with. */
@@ -38,6 +39,7 @@ export type ToWorker =
 	| { readonly type: 'token'; readonly jwt: string }
 	| { readonly type: 'close' }
 	| { readonly type: 'crash'; readonly how: 'throw' | 'exit' }
+	| { readonly type: 'spin'; readonly until: SharedArrayBuffer }
 	| { readonly type: 'spareChunks' };
 
 /** A connection-level happening, as it crosses. */
@@ -64,7 +66,7 @@ export interface Report {
 }
 
 /** Messages from a worker. */
-export type FromWorker = Report | { readonly type: 'ready' } | { readonly type: 'tokenExpired' } | { readonly type: 'closed' } | { readonly type: 'spareChunks'; readonly count: number };
+export type FromWorker = Report | { readonly type: 'ready'; readonly tid: number | undefined } | { readonly type: 'tokenExpired' } | { readonly type: 'closed' } | { readonly type: 'spareChunks'; readonly count: number };
 
 /** The caller's queue as this thread's driver sees it. */
 class ThreadQueue implements DriverQueue {
@@ -269,6 +271,7 @@ const backendEvents: BackendEvents = {
 	// Threads are the caller's thread's business.
 	threadReady: () => {},
 	threadExit: () => {},
+	threadsInUse: () => {},
 };
 // Only this protocol's driver is loaded: a thread's start-up is paid before its first write.
 const createDriver = init.setup.protocol === 'http2' ? (await import('../drivers/http2.js')).createHttp2Driver : (await import('../drivers/binary.js')).createBinaryDriver;
@@ -281,7 +284,8 @@ const driver = createDriver({
 	wantsConfirmation: () => confirm,
 });
 
-port.postMessage({ type: 'ready' } satisfies FromWorker);
+// Its kernel thread id lets the caller's thread measure how busy it is (busy.ts).
+port.postMessage({ type: 'ready', tid: kernelThreadId() } satisfies FromWorker);
 
 port.on('message', (message: ToWorker) => {
 	switch (message.type) {
@@ -311,6 +315,12 @@ port.on('message', (message: ToWorker) => {
 			// For tests: what this thread's spare list holds.
 			port.postMessage({ type: 'spareChunks', count: spareChunks() } satisfies FromWorker);
 			break;
+		case 'spin': {
+			// For tests of a compute-bound thread: busy on a CPU, reading nothing, until the caller sets the flag.
+			const flag = new Int32Array(message.until);
+			while (Atomics.load(flag, 0) === 0);
+			break;
+		}
 		case 'crash':
 			// For tests of a worker that dies: an uncaught error, or process.exit() in it.
 			if (message.how === 'exit') process.exit(3);

@@ -45,6 +45,7 @@ export const FLAGS = {
 	'tokens-file': { type: 'string' },
 	timeout: { type: 'string' },
 	threads: { type: 'string' },
+	'min-threads': { type: 'string' },
 	json: { type: 'boolean' },
 } as const;
 
@@ -85,6 +86,8 @@ Delivery:
   --expiration WHEN        UNIX seconds or an ISO date; 0 = one attempt, never stored
   --threads N              run the connections in N worker threads (backend 'threaded'); default: on
                            the main thread
+  --min-threads N          with --threads: how many always take work (default 1; the others only while
+                           those working are compute-bound)
   --timeout SECONDS        give up when nothing has been delivered or failed for this long (default 60):
                            what is left is reported failed with reason Timeout
 
@@ -160,6 +163,7 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 		...(v.ca === undefined ? {} : { ca: readPemFile('--ca', v.ca) }),
 		...(v.proxy === undefined ? {} : { proxy: parseProxy(v.proxy) }),
 		...(v.threads === undefined ? {} : { backend: 'threaded', threads: wholeNumber('--threads', v.threads, 1, 64) }),
+		...(v['min-threads'] === undefined ? {} : { minThreads: minThreads(v['min-threads'], v.threads) }),
 	};
 	const messageOptions = deliveryOptions(v, protocol);
 	const payload = makePayload(v);
@@ -177,6 +181,12 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 		json: v.json === true,
 		gateway: `${address.host}:${address.port}`,
 	};
+}
+
+/** --min-threads: goes with --threads, from 1 to the thread count. */
+function minThreads(value: string, threads: string | undefined): number {
+	if (threads === undefined) throw new UsageError('--min-threads goes with --threads N');
+	return wholeNumber('--min-threads', value, 1, wholeNumber('--threads', threads, 1, 64));
 }
 
 /** Token auth (`--p8`) or a certificate; exactly one. */
