@@ -62,9 +62,10 @@ export interface ApnsManagerEvents {
 	threadExit: [info: { thread: number; error: Error; resent: number; retryInMs: number }];
 	/**
 	 * `backend: 'threaded'`: the number of threads taking work changed (see the `minThreads` option).
-	 * `busy` is what each live thread used of a core over the last reading (0–1), in thread order.
+	 * `busy[k]` is the share of a core (0–1) thread k + 1 used over the last reading; undefined where
+	 * there was none (a thread not up yet, or replaced within the reading).
 	 */
-	threadsInUse: [info: { inUse: number; busy: number[] }];
+	threadsInUse: [info: { inUse: number; busy: Array<number | undefined> }];
 	/** Nothing is queued or awaiting confirmation. */
 	idle: [];
 	/** A listener, the `errorHandler` or a feedback callback threw. */
@@ -219,7 +220,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 					this.#emit('threadReady', info);
 				},
 				threadsInUse: (info) => {
-					this.#logger?.info({ event: 'threadsInUse', count: info.inUse, busy: info.busy.map((b) => Math.round(b * 100) / 100) }, `${info.inUse} of ${o.threads} worker threads take work`);
+					this.#logger?.info({ event: 'threadsInUse', count: info.inUse, busy: info.busy.map((b) => (b === undefined ? null : Math.round(b * 100) / 100)) }, `${info.inUse} of ${o.threads} worker threads take work`);
 					this.#emit('threadsInUse', info);
 				},
 				threadExit: (info) => {

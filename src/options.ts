@@ -62,12 +62,15 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	/**
 	 * With `backend: 'threaded'`: how many of the `threads` always take work (1 to `threads`). One more
 	 * thread is put to work when every thread taking work ran on a CPU for at least 90 % of the last
-	 * 50 ms or more — it is compute-bound, so another thread can add throughput — and one is left to
+	 * 100 ms or more — it is compute-bound, so another thread can add throughput — and one is left to
 	 * finish what it holds when the threads taking work would fit in one fewer at 60 % each. (On Linux a
 	 * thread's CPU time is the kernel's count for it, so time spent waiting for a core does not make it
 	 * busy: on a machine with no core to spare a second thread only adds work; elsewhere, its event-loop
-	 * utilization.) A thread that is not taking work still settles what it holds and keeps its
-	 * connections. More connections for a far gateway are `connections`' business, not a thread's.
+	 * utilization.) A thread that is not taking work settles what it holds at once (binary: probes) and
+	 * keeps its connections. Each thread keeps its 1/`threads` share of the connection ceilings whether
+	 * it takes work or not, so that the manager's sum holds whichever threads work: one thread of two
+	 * working connects at most half as often as `threads: 1` would. More connections for a far gateway
+	 * are `connections`' business, not a thread's.
 	 * `minThreads: threads` puts every thread to work at once.
 	 * @default 1
 	 */

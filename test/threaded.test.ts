@@ -5,13 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import { once as onceNode } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { describe, test, type TestContext } from 'node:test';
 import { Message, type ApnsManager, type ApnsManagerOptions } from '../src/index.js';
 import { BusyMeter, kernelThreadId } from '../src/backends/busy.js';
-import { Held, threadShare, ThreadedBackend } from '../src/backends/threaded.js';
+import { Held, SPREAD_WINDOW_MS, threadShare, ThreadedBackend } from '../src/backends/threaded.js';
 import { DEFAULT_OPTIONS } from '../src/options.js';
 import type { Cursor, DriverQueue } from '../src/queue.js';
 import { Ring } from '../src/ring.js';
@@ -394,19 +395,42 @@ test('threadReady: each thread says so once it is up (threads: 2), logged at inf
 	assert.equal(gw.counts.size, 100);
 });
 
-test('busy meter: on Linux a thread knows its kernel id (its CPU time is then the kernel\'s count, /proc/self/task/TID/schedstat)', { skip: process.platform !== 'linux' && 'Linux only' }, () => {
+test('busy meter: on Linux a thread knows its kernel id (its CPU time is then the kernel\'s count, /proc/self/task/TID/schedstat)', { skip: !existsSync('/proc/thread-self') && 'no /proc/thread-self' }, () => {
 	const tid = kernelThreadId();
 	assert.ok(Number.isInteger(tid) && tid! > 0, String(tid));
 	assert.equal(tid, process.pid, 'the main thread\'s id is the process id');
 });
 
+test('busy meter: without a kernel id, the event-loop utilization over each window; no reading before the thread is up or within a window', () => {
+	let utilization = 0.25;
+	// A snapshot without arguments; the utilization between two snapshots with them.
+	const fake = { performance: { eventLoopUtilization: (a?: unknown, b?: unknown) => ({ idle: 0, active: 0, utilization: a === undefined || b === undefined ? 0.5 : utilization }) } };
+	const meter = new BusyMeter(fake as never, 0);
+	assert.equal(meter.read(), undefined, 'not up');
+	meter.start(undefined);
+	assert.equal(meter.read(), 0.25);
+	utilization = 2;
+	assert.equal(meter.read(), 1, 'at most a whole core');
+	utilization = Number.NaN;
+	assert.equal(meter.read(), undefined, 'NaN is no reading');
+	const slow = new BusyMeter(fake as never, 1e9);
+	slow.start(undefined);
+	assert.equal(slow.read(), undefined, 'within its window');
+});
+
+/**
+ * Every thread reads as busy as `level()` says, whatever this machine is doing meanwhile (a real thread
+ * may read compute-bound for a window on a loaded machine; the spinning test reads real threads).
+ */
+function stubBusy(t: TestContext, level: () => number): void {
+	const read = Object.getOwnPropertyDescriptor(BusyMeter.prototype, 'read')!;
+	Object.defineProperty(BusyMeter.prototype, 'read', { ...read, value: level });
+	t.after(() => Object.defineProperty(BusyMeter.prototype, 'read', read));
+}
+
 describe('threads: 2, minThreads 1 (the default): the second thread takes work only while the first is compute-bound', () => {
 	test('the first keeps up: the second takes none of what waits (no connection, no threadsInUse)', async (t) => {
-		// Every thread reads half busy, whatever this machine is doing meanwhile (a real thread may read
-		// compute-bound for a window on a loaded machine; the spinning test below reads real threads).
-		const read = Object.getOwnPropertyDescriptor(BusyMeter.prototype, 'read')!;
-		Object.defineProperty(BusyMeter.prototype, 'read', { ...read, value: () => 0.5 });
-		t.after(() => Object.defineProperty(BusyMeter.prototype, 'read', read));
+		stubBusy(t, () => 0.5);
 		const mock = await startMock(t, 'http2');
 		const m = manager(t, mock, { protocol: 'http2', cert: undefined, key: undefined, token: TOKEN_AUTH, topic: 'com.example.app', backend: (ctx) => new ThreadedBackend({ ...ctx, threads: 2 }) });
 		const connections: number[] = [];
@@ -433,7 +457,7 @@ describe('threads: 2, minThreads 1 (the default): the second thread takes work o
 			let ready = 0;
 			m.on('threadReady', () => void (++ready === 2 && resolve()));
 		});
-		const changes: Array<{ inUse: number; busy: number[] }> = [];
+		const changes: Array<{ inUse: number; busy: Array<number | undefined> }> = [];
 		m.on('threadsInUse', (info) => changes.push(info));
 		const release = backend!.spin(1);
 		t.after(release);
@@ -444,20 +468,45 @@ describe('threads: 2, minThreads 1 (the default): the second thread takes work o
 		const first = await new Promise<number>((resolve) => m.once('delivered', ({ count }) => resolve(count)));
 		assert.ok(first > 0);
 		assert.equal(changes[0]?.inUse, 2);
-		assert.ok(changes[0]!.busy[0]! >= 0.9, `thread 1 read ${changes[0]!.busy[0]} busy`);
-		assert.ok(changes[0]!.busy[1]! < 0.5, `thread 2, idle, read ${changes[0]!.busy[1]} busy`);
+		const idle = changes[0]!.busy[1];
+		assert.ok(idle !== undefined && idle < 0.5, `thread 2, idle, read ${idle} busy`);
 		assert.ok(logged.some((f) => f.event === 'threadsInUse' && f.count === 2));
 		release();
 		await m.flushMessages();
 		const lost = tokens.filter((k) => (mock.counts.get(k) ?? 0) === 0).length;
 		const duplicated = tokens.reduce((n, k) => n + Math.max(0, (mock.counts.get(k) ?? 0) - 1), 0);
 		assert.deepEqual({ lost, duplicated }, { lost: 0, duplicated: 0 });
-		// A window (50 ms) with both threads idle: the next hand-out finds one enough.
-		await new Promise((resolve) => setTimeout(resolve, 60));
+		// Idle for a window: one thread is enough again, by now or at the next hand-out. (Read as idle from
+		// here: thread 1 may have read compute-bound again while it sent what it held, and stepped back up.)
+		stubBusy(t, () => 0);
+		await new Promise((resolve) => setTimeout(resolve, SPREAD_WINDOW_MS + 20));
 		const more = makeTokens(1000, 51);
 		await m.sendAps(more, { alert: 'y' }).settled;
 		assert.equal(changes.at(-1)?.inUse, 1, JSON.stringify(changes));
 		assert.ok(more.every((k) => mock.counts.get(k) === 1));
+	});
+
+	test('a thread that stops taking work settles what it holds at once, though the queue is still rate-limited (binary: it probes)', async (t) => {
+		let level = 1; // every thread compute-bound: the second takes work after the first window
+		stubBusy(t, () => level);
+		const gw = await gateway(t);
+		// No window probes (confirmEvery 0): a thread confirms only when it runs out of work and the rate
+		// limit is not what holds the work back. 20,000 at 5,000 a second: the queue stays rate-limited ~4 s.
+		const m = manager(t, gw, { protocol: 'binary', confirmEvery: 0, rateLimit: { limit: 500, intervalMs: 100 }, backend: (ctx) => new ThreadedBackend({ ...ctx, threads: 2 }) });
+		const changes: number[] = [];
+		m.on('threadsInUse', ({ inUse }) => changes.push(inUse));
+		const tokens = makeTokens(20_000, 52);
+		m.sendAps(tokens, { alert: 'x' });
+		// Thread 2 numbers its connections 2, 4, …: it took work.
+		await new Promise<void>((resolve) => m.on('connected', ({ connection }) => void (connection % 2 === 0 && resolve())));
+		level = 0; // idle: the next window leaves one thread working
+		const received = await new Promise<number>((resolve) => m.on('disconnected', ({ connection, reason }) => void (connection % 2 === 0 && reason === 'probeAnswered' && resolve(gw.counts.size))));
+		assert.deepEqual(changes, [2, 1]);
+		// Told "rate-limited" like a working thread, it would wait for a grant that never comes to it, and
+		// confirm only once the queue is empty (all 20,000 received by then).
+		assert.ok(received < 15_000, `thread 2 confirmed what it held with ${received} received`);
+		await m.flushMessages();
+		assert.deepEqual(account(gw, tokens), { lost: 0, duplicated: 0, deliveredRejected: 0, unexpected: 0 });
 	});
 });
 

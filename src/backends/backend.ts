@@ -27,8 +27,8 @@ export interface BackendEvents {
 	threadReady(info: { thread: number; startMs: number }): void;
 	/** `'threaded'`: a worker thread died; what it held (`resent`) went back to the queue, in doubt. */
 	threadExit(info: { thread: number; error: Error; resent: number; retryInMs: number }): void;
-	/** `'threaded'`: the number of threads taking work changed; `busy` is each live thread's last reading (0–1). */
-	threadsInUse(info: { inUse: number; busy: number[] }): void;
+	/** `'threaded'`: the number of threads taking work changed; `busy`: each thread's reading (0–1), by number. */
+	threadsInUse(info: { inUse: number; busy: Array<number | undefined> }): void;
 }
 
 /**

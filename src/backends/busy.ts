@@ -25,8 +25,13 @@ export function kernelThreadId(): number | undefined {
 	}
 }
 
+/** Enough of a Worker to read its event-loop utilization (a fake one in tests). */
+export type Measurable = Pick<Worker, 'performance'>;
+
 export class BusyMeter {
-	readonly #worker: Worker;
+	readonly #worker: Measurable;
+	/** A reading over less than this is no reading (the kernel's count lags by up to a scheduler tick). */
+	readonly #minWindowMs: number;
 	/** Its schedstat file, or undefined: measured by event-loop utilization. */
 	#path: string | undefined;
 	/** When it was last read (performance.now); 0 until the thread is up. */
@@ -34,8 +39,9 @@ export class BusyMeter {
 	#cpuNs = 0;
 	#elu: EventLoopUtilization | undefined;
 
-	constructor(worker: Worker) {
+	constructor(worker: Measurable, minWindowMs: number) {
 		this.#worker = worker;
+		this.#minWindowMs = minWindowMs;
 	}
 
 	/**
@@ -45,7 +51,8 @@ export class BusyMeter {
 	start(tid: number | undefined): void {
 		this.#at = performance.now();
 		const ns = tid === undefined ? undefined : cpuNs(`/proc/self/task/${tid}/schedstat`);
-		if (ns === undefined) {
+		// A thread that loaded its modules has used a CPU: 0 is a kernel that keeps no such count.
+		if (ns === undefined || ns === 0) {
 			this.#path = undefined;
 			this.#elu = this.#worker.performance.eventLoopUtilization();
 		} else {
@@ -54,29 +61,38 @@ export class BusyMeter {
 		}
 	}
 
-	/** The share of wall time (0–1) the thread ran since the last reading (or since it was up). */
-	read(): number {
-		if (this.#at === 0) return 0;
+	/**
+	 * The share of wall time (0–1) the thread ran since the last reading (or since it was up); undefined
+	 * if it is not up yet, or less than the shortest window has passed (the window then goes on).
+	 */
+	read(): number | undefined {
+		if (this.#at === 0) return undefined;
 		const now = performance.now();
 		const ms = now - this.#at;
+		if (ms < this.#minWindowMs) return undefined;
 		this.#at = now;
 		if (this.#path !== undefined) {
 			const ns = cpuNs(this.#path);
 			if (ns !== undefined) {
 				const used = (ns - this.#cpuNs) / 1e6;
 				this.#cpuNs = ns;
-				return ms > 0 ? Math.min(1, Math.max(0, used / ms)) : 0;
+				return share(used / ms);
 			}
 			// Gone (the thread exited) or unreadable: event-loop utilization from here on.
 			this.#path = undefined;
 			this.#elu = this.#worker.performance.eventLoopUtilization();
-			return 0;
+			return undefined;
 		}
 		const elu = this.#worker.performance.eventLoopUtilization();
 		const since = this.#worker.performance.eventLoopUtilization(elu, this.#elu);
 		this.#elu = elu;
-		return since.utilization;
+		return share(since.utilization);
 	}
+}
+
+/** A share from 0 to 1 (a NaN is no reading). */
+function share(x: number): number | undefined {
+	return Number.isFinite(x) ? Math.min(1, Math.max(0, x)) : undefined;
 }
 
 /** A thread's time on a CPU so far, in nanoseconds (the first field of its schedstat), or undefined. */

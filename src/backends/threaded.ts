@@ -29,8 +29,13 @@ import type { FromWorker, Report, ToWorker, WireError, WorkerInit } from './work
 const BATCH = 2048;
 /** How long a closing thread may take to say it closed before it is terminated (its drivers linger CLOSE_LINGER_MS). */
 const CLOSE_GRACE_MS = CLOSE_LINGER_MS + 1000;
-/** The shortest time over which the threads' load is read before one more (or one fewer) takes work. */
-const SPREAD_WINDOW_MS = 50;
+/**
+ * The shortest time over which the threads' load is read before one more (or one fewer) takes work:
+ * long beside the kernel's lag in counting a running thread's CPU time (up to a scheduler tick, 4-10 ms).
+ *
+ * @internal exported for tests.
+ */
+export const SPREAD_WINDOW_MS = 100;
 /** A thread this busy (of a core) is compute-bound: one more may take work if every working thread is. */
 const SATURATED = 0.9;
 /** One thread fewer takes work when those working would each be at most this busy without it. */
@@ -201,7 +206,7 @@ class Thread {
 		this.number = number;
 		this.worker = worker;
 		this.held = new Held(2 * credit);
-		this.busy = new BusyMeter(worker);
+		this.busy = new BusyMeter(worker, SPREAD_WINDOW_MS);
 	}
 }
 
@@ -339,17 +344,20 @@ export class ThreadedBackend implements Backend {
 				this.#post(t, { type: 'batch', batch, unsent: queue.unsent, rateLimited: queue.rateLimited }, [batch.buffer]);
 			}
 		}
-		for (const t of live) {
+		live.forEach((t, i) => {
 			if (t.held.size > 0) t.worker.ref();
-			this.#hint(t);
-		}
-		// Work waits while a thread takes none: read the load again after a window, even if no thread
-		// reports meanwhile (a compute-bound one may not for a while).
+			this.#hint(t, i < this.#inUse);
+		});
+		// Work waits while a thread takes none: read the load again once the window is over, even if no
+		// thread reports meanwhile (a compute-bound one may not for a while).
 		if (this.#spreadTimer === undefined && queue.canTake && this.#inUse < live.length && !this.#closing) {
-			this.#spreadTimer = setTimeout(() => {
-				this.#spreadTimer = undefined;
-				this.wake();
-			}, SPREAD_WINDOW_MS);
+			this.#spreadTimer = setTimeout(
+				() => {
+					this.#spreadTimer = undefined;
+					this.wake();
+				},
+				Math.max(1, Math.ceil(SPREAD_WINDOW_MS - (performance.now() - this.#measuredAt)) + 1),
+			);
 			this.#spreadTimer.unref();
 		}
 	}
@@ -364,13 +372,18 @@ export class ThreadedBackend implements Backend {
 		const now = performance.now();
 		if (now - this.#measuredAt < SPREAD_WINDOW_MS) return;
 		this.#measuredAt = now;
-		const busy = live.map((t) => t.busy.read());
+		// By thread number; undefined where there is no reading (not up yet, or up for less than a window).
+		const busy = new Array<number | undefined>(this.#threads.length).fill(undefined);
+		for (const t of live) busy[t.number] = t.busy.read();
 		const working = Math.min(this.#inUse, live.length);
 		let sum = 0;
 		let saturated = true;
 		for (let i = 0; i < working; i++) {
-			sum += busy[i]!;
-			if (busy[i]! < SATURATED) saturated = false;
+			const b = busy[live[i]!.number];
+			// A working thread without a reading: no step until it has one.
+			if (b === undefined) return;
+			sum += b;
+			if (!(b >= SATURATED)) saturated = false;
 		}
 		let inUse = this.#inUse;
 		if (saturated && working < live.length) inUse = working + 1;
@@ -384,15 +397,19 @@ export class ThreadedBackend implements Backend {
 	 * Tell `t` what it needs to know of the caller's queue when that changed: whether work waits here
 	 * (binary probes at once rather than idling), whether only the rate limit holds it (no probe per
 	 * grant), and whether someone waits for everything to settle. A stale "rate-limited" would stop a
-	 * binary thread from ever confirming its last window.
+	 * binary thread from ever confirming its last window. A thread not taking work is told that nothing
+	 * waits for it and that what it holds is wanted settled: it probes at once and opens no spare
+	 * connection for work that will not come.
 	 */
-	#hint(t: Thread): void {
+	#hint(t: Thread, working: boolean): void {
 		const { queue } = this.#ctx;
-		const confirm = this.#ctx.wantsConfirmation();
-		const told = `${queue.unsent > 0}/${queue.rateLimited}/${confirm}`;
+		const unsent = working ? queue.unsent : 0;
+		const rateLimited = working && queue.rateLimited;
+		const confirm = !working || this.#ctx.wantsConfirmation();
+		const told = `${unsent > 0}/${rateLimited}/${confirm}`;
 		if (told === t.told) return;
 		t.told = told;
-		this.#post(t, { type: 'hint', unsent: queue.unsent, rateLimited: queue.rateLimited, confirm });
+		this.#post(t, { type: 'hint', unsent, rateLimited, confirm });
 	}
 
 	#onMessage(thread: Thread, message: FromWorker): void {
