@@ -473,9 +473,10 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 	const backend: unknown = options.backend ?? DEFAULT_OPTIONS.backend;
 	if (backend === 'http2') throw new InvalidArgumentError('options.backend', "'evented', 'threaded' or a backend factory (HTTP/2 is chosen with protocol: 'http2', the default)", backend);
 	if (backend !== 'evented' && backend !== 'threaded' && typeof backend !== 'function') throw new InvalidArgumentError('options.backend', "'evented', 'threaded' or a backend factory", backend);
-	// A thread count the backend would ignore is refused, like an option of the other protocol.
-	if (options.threads !== undefined && backend !== 'threaded') throw new InvalidArgumentError('options.threads', "backend: 'threaded' (it does nothing on another backend)", options.threads);
-	if (options.minThreads !== undefined && backend !== 'threaded') throw new InvalidArgumentError('options.minThreads', "backend: 'threaded' (it does nothing on another backend)", options.minThreads);
+	// Thread counts the backend would ignore are refused, like an option of the other protocol.
+	for (const name of ['threads', 'minThreads'] as const) {
+		if (options[name] !== undefined && backend !== 'threaded') throw new InvalidArgumentError(`options.${name}`, "backend: 'threaded' (it does nothing on another backend)", options[name]);
+	}
 	const threads = wholeNumber('threads', options.threads ?? DEFAULT_OPTIONS.threads, 1, 64);
 	const defaults = ENVIRONMENTS[environment];
 	const gateway = address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway);

@@ -45,20 +45,26 @@ export class BusyMeter {
 	}
 
 	/**
-	 * The thread is up (its `ready`): measure from now. Before, it reads 0 — a thread's start (loading
-	 * its modules) is not the load it will carry.
+	 * The thread is up (its `ready`): measure from now. Before, there is no reading — a thread's start
+	 * (loading its modules) is not the load it will carry.
 	 */
 	start(tid: number | undefined): void {
 		this.#at = performance.now();
-		const ns = tid === undefined ? undefined : cpuNs(`/proc/self/task/${tid}/schedstat`);
+		const path = tid === undefined ? undefined : `/proc/self/task/${tid}/schedstat`;
+		const ns = path === undefined ? undefined : cpuNs(path);
 		// A thread that loaded its modules has used a CPU: 0 is a kernel that keeps no such count.
 		if (ns === undefined || ns === 0) {
-			this.#path = undefined;
-			this.#elu = this.#worker.performance.eventLoopUtilization();
+			this.#byEventLoop();
 		} else {
-			this.#path = `/proc/self/task/${tid}/schedstat`;
+			this.#path = path;
 			this.#cpuNs = ns;
 		}
+	}
+
+	/** Measure by event-loop utilization from now on. */
+	#byEventLoop(): void {
+		this.#path = undefined;
+		this.#elu = this.#worker.performance.eventLoopUtilization();
 	}
 
 	/**
@@ -79,8 +85,7 @@ export class BusyMeter {
 				return share(used / ms);
 			}
 			// Gone (the thread exited) or unreadable: event-loop utilization from here on.
-			this.#path = undefined;
-			this.#elu = this.#worker.performance.eventLoopUtilization();
+			this.#byEventLoop();
 			return undefined;
 		}
 		const elu = this.#worker.performance.eventLoopUtilization();

@@ -154,6 +154,7 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 	const environment = oneOf('--environment', v.environment ?? 'production', ['production', 'sandbox'] as const);
 	const gateway = v.gateway === undefined ? undefined : hostPort('--gateway', v.gateway);
 	const address = gateway ?? ENVIRONMENTS[environment][protocol === 'http2' ? 'http2' : 'gateway'];
+	const threads = v.threads === undefined ? undefined : wholeNumber('--threads', v.threads, 1, 64);
 	const options: SendOptions = {
 		protocol,
 		environment,
@@ -162,8 +163,8 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 		...(gateway === undefined ? {} : { gateway }),
 		...(v.ca === undefined ? {} : { ca: readPemFile('--ca', v.ca) }),
 		...(v.proxy === undefined ? {} : { proxy: parseProxy(v.proxy) }),
-		...(v.threads === undefined ? {} : { backend: 'threaded', threads: wholeNumber('--threads', v.threads, 1, 64) }),
-		...(v['min-threads'] === undefined ? {} : { minThreads: minThreads(v['min-threads'], v.threads) }),
+		...(threads === undefined ? {} : { backend: 'threaded', threads }),
+		...(v['min-threads'] === undefined ? {} : { minThreads: minThreads(v['min-threads'], threads) }),
 	};
 	const messageOptions = deliveryOptions(v, protocol);
 	const payload = makePayload(v);
@@ -184,9 +185,9 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 }
 
 /** --min-threads: goes with --threads, from 1 to the thread count. */
-function minThreads(value: string, threads: string | undefined): number {
+function minThreads(value: string, threads: number | undefined): number {
 	if (threads === undefined) throw new UsageError('--min-threads goes with --threads N');
-	return wholeNumber('--min-threads', value, 1, wholeNumber('--threads', threads, 1, 64));
+	return wholeNumber('--min-threads', value, 1, threads);
 }
 
 /** Token auth (`--p8`) or a certificate; exactly one. */
