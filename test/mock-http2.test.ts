@@ -121,6 +121,22 @@ test('neverAnswer: the listed streams stay open, counted as requests but never a
 	assert.deepEqual([server.requests, server.answered, server.acceptedCount], [2, 1, 1]);
 });
 
+test('neverAnswerAfter: the first N requests the mock sees are answered, across sessions; none after, however they arrive; PINGs still are', async (t) => {
+	const tokens = makeTokens(5, 86);
+	const server = await mock(t, { neverAnswerAfter: 3 });
+	// Three requests at once on one session, then two on a second session: the 4th and 5th the mock sees go unanswered.
+	const first = await Promise.all(tokens.slice(0, 3).map((token) => push(connect(t, server), token)));
+	assert.deepEqual(first.map((o) => o.status), [200, 200, 200]);
+	const second = connect(t, server);
+	await new Promise((resolve) => second.once('connect', resolve)); // a PING before it is cancelled
+	let answered = false;
+	void Promise.race(tokens.slice(3).map((token) => push(second, token))).then(() => (answered = true));
+	while (server.requests < 5) await new Promise((resolve) => setImmediate(resolve));
+	await new Promise<void>((resolve, reject) => second.ping((error) => (error === null ? resolve() : reject(error))));
+	assert.equal(answered, false, 'still open after a PING round trip that followed them');
+	assert.deepEqual([server.requests, server.answered, server.acceptedCount], [5, 3, 3]);
+});
+
 test('statusEvery: retry-after is sent as given, however large', async (t) => {
 	const server = await mock(t, { statusEvery: { every: 1, status: 503, retryAfterSeconds: 99_999_999 } });
 	const session = connect(t, server);

@@ -54,6 +54,11 @@ export interface MockApnsHttp2Faults {
 	 */
 	readonly neverAnswer?: boolean | readonly string[];
 	/**
+	 * Hostile: answer the first N requests the mock sees (across sessions), then never answer another — a
+	 * load balancer whose backend went away. Streams stay open; PINGs are still answered.
+	 */
+	readonly neverAnswerAfter?: number;
+	/**
 	 * Hostile: when a request for this token (hex) arrives, drop its connection (the TCP socket is
 	 * destroyed: no RST_STREAM, no GOAWAY, nothing answered; the session's other requests in flight are cut
 	 * off with it). Applies to every session, so a client that re-sends it loses a session every time.
@@ -243,7 +248,8 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		const state = session === undefined ? undefined : states.get(session);
 		// A stream the server received always has its id (only a client's pending streams lack one).
 		const id = stream.id ?? 0;
-		requests++;
+		/** This request's place among every request the mock saw (what `neverAnswerAfter` counts). */
+		const ordinal = ++requests;
 		stream.on('error', () => {});
 		// Its connection was cut (killSessionOnToken) in the same read that brought this stream: nobody to answer.
 		if (session === undefined || state === undefined) return;
@@ -301,6 +307,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				return;
 			}
 			if (appliesTo(faults.neverAnswer, token)) return;
+			if (faults.neverAnswerAfter !== undefined && ordinal > faults.neverAnswerAfter) return;
 			if (faults.killSessionOnToken === token) {
 				// Node hides a session's socket behind a proxy that refuses destroy(): find the TCP socket by port.
 				const port = session.socket.remotePort;
