@@ -83,7 +83,13 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly token?: ProviderTokenOptions | ProviderToken;
 	/** HTTP/2 `apns-topic` (bundle ID). Defaults to the certificate's UID with certificate auth; required with token auth. */
 	readonly topic?: string;
-	/** HTTP/2 sessions in the pool. @default 1 */
+	/**
+	 * HTTP/2 sessions in the pool. While black-holed requests (unanswered on a session that answers
+	 * others) fill the pool — those cancelled within the last `requestTimeoutMs` would fill half a
+	 * session — and work waits, up to 8 times as many are opened; they are closed once idle with no black
+	 * hole for `requestTimeoutMs`.
+	 * @default 1
+	 */
 	readonly connections?: number;
 	/** HTTP/2: never more streams in flight per session than this, whatever the server allows. @default 1000 */
 	readonly maxStreamsPerSession?: number;
@@ -94,14 +100,16 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 */
 	readonly retry?: ReconnectOptions;
 	/**
-	 * HTTP/2: a request unanswered this long is cancelled and retried (an attempt, backed off like a 503),
-	 * and its session is replaced, in ms.
+	 * HTTP/2: a request unanswered this long on a session that is alive — it answered a request or a
+	 * PING sent after this one — is cancelled and retried (an attempt, backed off like a 503), in ms. The
+	 * session is kept. A session that answers nothing is PINGed once its oldest request has waited half
+	 * this long, and destroyed as dead if that PING is unanswered in `pingTimeoutMs`.
 	 * @default 10_000
 	 */
 	readonly requestTimeoutMs?: number;
 	/** HTTP/2: PING a session idle this long, in ms. @default 60_000 */
 	readonly pingIntervalMs?: number;
-	/** HTTP/2: a session whose PING is unanswered this long is replaced, in ms. @default 10_000 */
+	/** HTTP/2: a session whose PING is unanswered this long is destroyed and replaced, in ms. @default 10_000 */
 	readonly pingTimeoutMs?: number;
 	/** Which Apple environment; picks the default addresses and the certificate check. @default 'production' */
 	readonly environment?: Environment;
@@ -166,7 +174,7 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	 * Attempts a notification gets before it is reported failed. An attempt counts when it can be pinned on
 	 * that notification: the gateway answered "try again" (binary status 1 or 255; HTTP/2 429, 500, 503,
 	 * ExpiredProviderToken, IdleTimeout), or it went unanswered while alone — its HTTP/2 stream was reset
-	 * or timed out, or it was the only notification on a connection or session that ended (reported then
+	 * or timed out on a live session, or it was the only notification on a connection or session that ended (reported then
 	 * with status 0 and reason `StreamReset`, `RequestTimeout` or `ConnectionLost`). Re-sends of
 	 * notifications lost together (a backtrack, a lost connection, GOAWAY) don't count. With the default
 	 * HTTP/2 `retry` backoff (1, 2, 4, 8 s, less up to half for jitter), 5 attempts span 7.5–15 s.

@@ -13,7 +13,8 @@ import { describe, test, type TestContext } from 'node:test';
 import { TimeoutError, type ApnsManager, type ApnsManagerOptions, type DeliveryError } from '../src/index.js';
 import { makeTestCertificates, startMockApnsHttp2, startMockGateway, type MockApnsHttp2Faults, type MockApnsHttp2Options, type MockGatewayFaults } from '../src/testing.js';
 import { BACKENDS } from './support/backends.js';
-import { certs, gateway, makeTokens, managerOn } from './support/helpers.js';
+import { BLACK_HOLE_SESSIONS, RESET_BURST, RESETS_PER_SECOND } from '../src/drivers/http2.js';
+import { certs, gateway, makeTokens, managerOn, startRelay, type Relay } from './support/helpers.js';
 
 /** Fast timings so each case runs in seconds; the mechanisms are the same at the defaults. */
 const FAST: Partial<ApnsManagerOptions> = { reconnect: { initialDelayMs: 5, maxDelayMs: 40, jitter: 0.5 }, maxAttempts: 3 };
@@ -240,18 +241,142 @@ for (const backend of BACKENDS) {
 			});
 		}
 
-		test('a request never answered: cancelled at requestTimeoutMs, its session replaced; the others are not held up (token auth, unanswered first stream)', async (t) => {
+		/** Requests the mock saw, by token (answered or not). */
+		function requestsByToken() {
+			const counts = new Map<string, number>();
+			return { counts, onRequest: (token: string) => void counts.set(token, (counts.get(token) ?? 0) + 1) };
+		}
+
+		test('a request never answered on a live session (token auth, the lone first stream): cancelled at requestTimeoutMs, an attempt each time; the session is kept and the others are not held up', async (t) => {
 			const tokens = makeTokens(50, 413);
-			const server = await api(t, { neverAnswer: [tokens[0]!] });
+			const seen = requestsByToken();
+			const server = await api(t, { neverAnswer: [tokens[0]!] }, { onRequest: seen.onRequest });
 			const m = h2(t, server, { maxAttempts: 2 });
 			const w = watch(m);
 			m.sendAps(tokens, { alert: 'x' }); // tokens[0] is the session's first, lone stream
 			await m.flushMessages();
 			assert.deepEqual([...w.failures.keys()], [tokens[0]]);
-			allUnanswered(w.failures, 'RequestTimeout', /No answer within 200 ms/);
+			allUnanswered(w.failures, 'RequestTimeout', /No answer within 200 ms \(requestTimeoutMs\), 2 times/);
 			assert.deepEqual(tally(tokens, server.counts, w.failures), { accepted: 49, duplicated: 0, lost: 0 });
-			assert.ok(server.sessions >= 2, 'the session with the unanswered request was replaced');
-			assert.ok(w.connectErrors.some((e) => /went unanswered for 200 ms/.test(e)), w.connectErrors[0]);
+			assert.equal(seen.counts.get(tokens[0]!), 2, 'one request per attempt');
+			// The session answered the others (and its PINGs): it is alive, and kept.
+			assert.deepEqual([server.sessions, w.connectErrors], [1, []]);
+		});
+
+		test('1% black-holed (5 of 500 never answered): each costs its own attempts, side by side; nothing else is held up; one session throughout', async (t) => {
+			const tokens = makeTokens(500, 418);
+			const holes = tokens.filter((_, i) => i % 100 === 50);
+			const seen = requestsByToken();
+			const server = await api(t, { neverAnswer: holes }, { onRequest: seen.onRequest });
+			// 1 s: long enough that the mock answers every other request in time on a busy machine.
+			const m = h2(t, server, { requestTimeoutMs: 1000 });
+			const w = watch(m);
+			// When the first is reported, every other black hole is on its last attempt or done: they
+			// were tried side by side, not one after another (which left the others at one request each).
+			const atFirstReport = new Promise<number[]>((resolve) => m.once('deliveryError', () => resolve(holes.map((h) => seen.counts.get(h) ?? 0))));
+			m.sendAps(tokens, { alert: 'x' });
+			await m.flushMessages();
+			for (const count of await atFirstReport) assert.ok(count >= MAX_ATTEMPTS - 1, `${count} requests of a black hole when the first was reported`);
+			assert.deepEqual(new Set(w.failures.keys()), new Set(holes));
+			allUnanswered(w.failures, 'RequestTimeout', new RegExp(`No answer within 1000 ms \\(requestTimeoutMs\\), ${MAX_ATTEMPTS} times`));
+			const r = tally(tokens, server.counts, w.failures);
+			assert.deepEqual([r.accepted, r.lost], [495, 0]);
+			// An answer later than requestTimeoutMs is a timeout too, re-sent (in doubt): none is expected here.
+			assert.ok(r.duplicated <= m.stats.inDoubt - holes.length * (MAX_ATTEMPTS - 1), `${r.duplicated} duplicated, ${m.stats.inDoubt} in doubt`);
+			for (const h of holes) assert.equal(seen.counts.get(h), MAX_ATTEMPTS, 'one request per attempt');
+			assert.equal(server.requests, 495 + r.duplicated + holes.length * MAX_ATTEMPTS, 'requests written');
+			assert.deepEqual([server.sessions, w.connectErrors, w.reportedTwice, m.pending], [1, [], 0, 0]);
+		});
+
+		for (const auth of ['cert', 'token'] as const) {
+			test(`100% black-holed after the first 100 answers (100 streams a session, ${auth} auth): the pool grows beside the black holes (at most ${BLACK_HOLE_SESSIONS} sessions), each notification costs its own attempts side by side; the extra sessions close once idle`, async (t) => {
+				const tokens = makeTokens(600, 419);
+				const seen = requestsByToken();
+				const server = await api(t, { neverAnswerAfter: 100 }, { maxConcurrentStreams: 100, onRequest: seen.onRequest });
+				// Token auth: the extra sessions carry what the server allows at once (the key was proven on the first), never a lone stream.
+				const credentials = auth === 'token' ? { cert: undefined, key: undefined, token: KEY, topic: TOPIC } : {};
+				const m = manager(t, server, { protocol: 'http2', ...credentials, ...FAST, retry: { initialDelayMs: 5, maxDelayMs: 40 }, requestTimeoutMs: 500 });
+				const w = watch(m);
+				let closed = 0;
+				let allClosed: (() => void) | undefined;
+				m.on('disconnected', (info) => {
+					if (info.reason === 'closed' && ++closed === server.sessions - 1) allClosed?.();
+				});
+				// When the first is reported, every black hole has been tried (one session of 100 streams at a time reached 100 of 500).
+				const atFirstReport = new Promise<number>((resolve) => m.once('deliveryError', () => resolve(tokens.filter((tk) => (seen.counts.get(tk) ?? 0) === 0).length)));
+				m.sendAps(tokens, { alert: 'x' });
+				await m.flushMessages();
+				assert.equal(await atFirstReport, 0, 'tokens never tried when the first black hole was reported');
+				const r = tally(tokens, server.counts, w.failures);
+				assert.deepEqual([r.accepted, w.failures.size, r.lost, r.duplicated, w.reportedTwice], [100, 500, 0, 0, 0]);
+				allUnanswered(w.failures, 'RequestTimeout');
+				for (const token of w.failures.keys()) assert.equal(seen.counts.get(token), MAX_ATTEMPTS, 'one request per attempt');
+				assert.ok(server.sessions >= 2 && server.sessions <= BLACK_HOLE_SESSIONS, `${server.sessions} sessions`);
+				// Once no black hole is left for requestTimeoutMs, the sessions opened for them are closed, not failed.
+				if (closed < server.sessions - 1) await new Promise<void>((resolve) => (allClosed = resolve));
+				assert.deepEqual(w.connectErrors, []);
+			});
+		}
+
+		test(`a wave of 1,200 black holes where the server allows 1,000 streams (cert auth): each settled at its deadline, its stream reset within the budget (${RESET_BURST} at once, ${RESETS_PER_SECOND}/s): the server never sends GOAWAY for a rapid reset`, async (t) => {
+			const tokens = makeTokens(1200, 422);
+			const seen = requestsByToken();
+			const server = await api(t, { neverAnswer: true }, { onRequest: seen.onRequest });
+			const m = manager(t, server, { protocol: 'http2', ...FAST, retry: { initialDelayMs: 5, maxDelayMs: 40 }, requestTimeoutMs: 300 });
+			const w = watch(m);
+			const goaways: string[] = [];
+			m.on('disconnected', (info) => info.reason === 'goaway' && goaways.push(info.error?.message ?? ''));
+			m.sendAps(tokens, { alert: 'x' });
+			await m.flushMessages();
+			assert.equal(w.failures.size, 1200);
+			allUnanswered(w.failures, 'RequestTimeout');
+			for (const token of tokens) assert.equal(seen.counts.get(token), MAX_ATTEMPTS, 'one request per attempt');
+			// nghttp2 (the mock's HTTP/2, and many servers') answers >1,000 resets at once with GOAWAY INTERNAL_ERROR.
+			assert.deepEqual(goaways, []);
+			assert.deepEqual(w.connectErrors, []);
+		});
+
+		test('a session that answers nothing after a request, not even a PING, is dead: destroyed at pingTimeoutMs, its requests lost with it (in doubt); the request that hangs it is isolated and reported; the rest delivered', async (t) => {
+			const tokens = makeTokens(300, 420);
+			const bad = tokens[150]!;
+			let relay: Relay | undefined;
+			// The peer hangs whenever `bad` reaches it: the relay stops passing anything on that connection.
+			const server = await api(t, {}, { onRequest: (token) => token === bad && relay?.freeze() });
+			relay = await startRelay(server);
+			t.after(() => relay.close());
+			const m = manager(t, relay, { protocol: 'http2', ...FAST, retry: { initialDelayMs: 5, maxDelayMs: 40 }, requestTimeoutMs: 200, pingTimeoutMs: 100 });
+			const w = watch(m);
+			const lost: string[] = [];
+			m.on('disconnected', (info) => info.error !== undefined && lost.push(info.error.message));
+			m.sendAps(tokens, { alert: 'x' });
+			await m.flushMessages();
+			assert.deepEqual([...w.failures.keys()], [bad]);
+			const e = w.failures.get(bad)!;
+			assert.equal(e.status, 0);
+			assert.ok(e.reason === 'ConnectionLost' || e.reason === 'RequestTimeout', e.reason);
+			// `bad` itself may have been accepted: the mock answered it, and the answer never came back.
+			const r = tally(tokens.filter((token) => token !== bad), server.counts, w.failures);
+			assert.deepEqual([r.accepted, r.lost], [299, 0]);
+			assert.ok(r.duplicated <= m.stats.inDoubt, `${r.duplicated} duplicated, ${m.stats.inDoubt} in doubt`);
+			assert.ok(lost.some((message) => /PING unanswered for 100 ms/.test(message)), lost.join('; '));
+			assert.ok(relay.connections <= 20, `${relay.connections} sessions`);
+		});
+
+		test('a peer that hangs on every session (nothing answered, not even a PING): each session is a counted failure, backed off; each notification is reported', async (t) => {
+			let relay: Relay | undefined;
+			const server = await api(t, {}, { onRequest: () => relay?.freeze() });
+			relay = await startRelay(server);
+			t.after(() => relay.close());
+			const m = manager(t, relay, { protocol: 'http2', ...FAST, retry: { initialDelayMs: 5, maxDelayMs: 40 }, requestTimeoutMs: 200, pingTimeoutMs: 100, maxAttempts: 2 });
+			const w = watch(m);
+			const tokens = makeTokens(3, 421);
+			m.sendAps(tokens, { alert: 'x' });
+			await m.flushMessages();
+			assert.equal(w.failures.size, 3);
+			allUnanswered(w.failures, 'ConnectionLost');
+			assert.match(w.connectErrors[0]!, /PING unanswered for 100 ms/);
+			assert.ok(w.connectErrors.length >= relay.connections - 1, `${w.connectErrors.length} reported of ${relay.connections} sessions`);
+			assert.ok(relay.connections <= tokens.length * 2 + 2, `${relay.connections} sessions`);
 		});
 
 		test('GOAWAY(0) on every connect: each session is a counted failure; each notification, alone on its session, is reported ConnectionLost', async (t) => {

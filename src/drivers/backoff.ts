@@ -66,6 +66,35 @@ export class Reconnect {
 	}
 }
 
+/** A token bucket: `burst` tokens, refilled at `perSecond`. */
+export class TokenBucket {
+	readonly #perSecond: number;
+	readonly #burst: number;
+	#tokens: number;
+	#at = performance.now();
+
+	constructor(perSecond: number, burst: number) {
+		this.#perSecond = perSecond;
+		this.#burst = burst;
+		this.#tokens = burst;
+	}
+
+	/** Take a token if one is there now. */
+	take(): boolean {
+		const now = performance.now();
+		this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) * this.#perSecond) / 1000);
+		this.#at = now;
+		if (this.#tokens < 1) return false;
+		this.#tokens--;
+		return true;
+	}
+
+	/** How long until a token is there, in ms (0 if one is). */
+	get waitMs(): number {
+		return this.#tokens >= 1 ? 0 : Math.ceil(((1 - this.#tokens) * 1000) / this.#perSecond);
+	}
+}
+
 /**
  * The connection-rate ceiling for connections a backend chooses to open (binary probes, each a hand-over
  * to a new connection; HTTP/2 sessions): a token bucket of 3 × `perSecond` connects, refilled at `perSecond`. Once it
@@ -73,35 +102,23 @@ export class Reconnect {
  * over time. 0 turns it off.
  */
 export class ConnectRate {
-	readonly #perSecond: number;
-	readonly #burst: number;
+	readonly #bucket: TokenBucket | undefined;
 	readonly #onDue: () => void;
-	#tokens: number;
-	#at = performance.now();
 	#timer: NodeJS.Timeout | undefined;
 
 	constructor(perSecond: number, onDue: () => void) {
-		this.#perSecond = perSecond;
-		this.#burst = Math.max(1, 3 * perSecond);
-		this.#tokens = this.#burst;
+		this.#bucket = perSecond === 0 ? undefined : new TokenBucket(perSecond, Math.max(1, 3 * perSecond));
 		this.#onDue = onDue;
 	}
 
 	/** Take a connect if the ceiling allows one now; otherwise `onDue` is called once one is allowed. */
 	take(): boolean {
-		if (this.#perSecond === 0) return true;
-		const now = performance.now();
-		this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#at) * this.#perSecond) / 1000);
-		this.#at = now;
-		if (this.#tokens >= 1) {
-			this.#tokens--;
-			return true;
-		}
+		if (this.#bucket === undefined || this.#bucket.take()) return true;
 		if (this.#timer === undefined) {
 			this.#timer = setTimeout(() => {
 				this.#timer = undefined;
 				this.#onDue();
-			}, Math.ceil(((1 - this.#tokens) * 1000) / this.#perSecond));
+			}, this.#bucket.waitMs);
 		}
 		return false;
 	}

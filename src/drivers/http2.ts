@@ -4,18 +4,29 @@
  *
  * A pool of `connections` sessions. Each takes notifications from the queue only while its streams in
  * flight are below the server's SETTINGS_MAX_CONCURRENT_STREAMS (updated on every remote SETTINGS, capped
- * by `maxStreamsPerSession`; with token auth 1 until the session's first success, as Apple requires), so
- * a million queued tokens never become a million streams. Each response settles its notification:
+ * by `maxStreamsPerSession`; with token auth 1 until a request has succeeded on some session, as Apple
+ * requires — APNs' own SETTINGS then say what a new session may carry), so a million queued tokens never
+ * become a million streams. Each response settles its notification:
  * 200 delivered; 410 failed and reported as feedback; 429/500/503 retried with backoff (honouring
  * `retry-after`) up to `maxAttempts`; ExpiredProviderToken retried with a fresh token; IdleTimeout retried
  * on a new session; other rejections failed with APNs' reason. GOAWAY re-queues the streams the server
  * never processed (id > lastStreamId) ahead of new work; a session lost with streams in flight re-queues
  * them too (they may be delivered twice: give them an `apns-collapse-id` to make that harmless).
  *
- * Hostile peers cost a bounded, backed-off amount of work. A stream reset (RST_STREAM) or unanswered
- * within `requestTimeoutMs` is an attempt of its notification, retried with the `retry` backoff and
- * reported failed (`StreamReset`, `RequestTimeout`) once out of attempts; a session with a timed-out
- * stream takes no new streams and is replaced. Retries wait in one {@link DueQueue} (O(log n), one timer).
+ * Hostile peers cost a bounded, backed-off amount of work. A stream reset (RST_STREAM) is an attempt of
+ * its notification, retried with the `retry` backoff and reported failed (`StreamReset`) once out of
+ * attempts. So is a request unanswered for `requestTimeoutMs` on a session that is otherwise alive — the
+ * peer answered something sent after it, another request or a PING — and the session is kept with its
+ * stream limit: a black hole costs each notification its own attempts, side by side. Its stream is
+ * cancelled (RST_STREAM CANCEL) within a reset budget ({@link RESET_BURST}), or holds its place until the
+ * budget allows: a flood of resets is what servers shut out as a "rapid reset" attack. A session that
+ * answers nothing, not even the PING sent once its oldest request has waited half of `requestTimeoutMs`,
+ * is dead: it is destroyed at `pingTimeoutMs` and its requests are lost with it (below). When the black
+ * holes of the last `requestTimeoutMs` would fill half a session and every session is full while work
+ * waits, the pool opens more sessions than `connections`, up to {@link BLACK_HOLE_SESSIONS} times as
+ * many, so that what waits is not queued behind requests that will never be answered; the extra sessions
+ * are closed once idle with no black hole for `requestTimeoutMs`. Retries wait in one {@link DueQueue}
+ * (O(log n), one timer).
  * A session that ends before the gateway settled any notification on it is a failed connect attempt
  * (backoff, `connectError`), however it ended. A session lost with requests in flight, whatever it did
  * before, halves the streams every session may carry (to 1 after another loss with no settlement between,
@@ -29,7 +40,7 @@ import { ConnectionError } from '../errors.js';
 import type { Message } from '../message.js';
 import { errorCodeName as codeName, readAnswer, topicFor } from '../protocol/http2.js';
 import type { FailureDetail, InFlight, ResendReason } from '../queue.js';
-import { backoffDelay } from './backoff.js';
+import { backoffDelay, TokenBucket } from './backoff.js';
 import { Driver } from './driver.js';
 import { CLOSE_LINGER_MS, DueQueue } from './schedule.js';
 
@@ -45,6 +56,22 @@ const NEVER_INDEXED: readonly string[] = Object.freeze([':path', 'authorization'
 /** Client stream ids are odd and below 2^31: a session is replaced well before it runs out of them. */
 const MAX_REQUESTS_PER_SESSION = 2 ** 30 - 1024;
 
+/**
+ * While black holes hold the pool's streams, it may grow to this many times `connections` sessions:
+ * 5,000 black-holed notifications fit in five sessions of 1,000 streams.
+ */
+export const BLACK_HOLE_SESSIONS = 8;
+
+/**
+ * RST_STREAMs a session may send: a burst, then so many a second. Servers built on nghttp2 (1.57 and
+ * later) answer more than 1,000 resets at once, or more than 33 a second after that, with GOAWAY
+ * INTERNAL_ERROR as a "rapid reset" attack (CVE-2023-44487); we stay well under both. A request past
+ * its deadline beyond this budget is settled at once all the same; its stream is reset when the budget
+ * allows, and holds its place in the session until then.
+ */
+export const RESET_BURST = 500;
+export const RESETS_PER_SECOND = 20;
+
 /** Header values a message's notifications share. */
 interface SharedHeaders {
 	readonly priority: string;
@@ -57,7 +84,9 @@ interface SharedHeaders {
 interface Pending {
 	readonly n: InFlight;
 	readonly sentAt: number;
-	/** Cancelled by us at its deadline. */
+	/** Its place among the session's requests (`Session.requests` when it was made). */
+	readonly seq: number;
+	/** Past its deadline: settled then (an attempt); its stream is cancelled, or waits for the reset budget. */
 	timedOut: boolean;
 }
 
@@ -80,7 +109,7 @@ class Session {
 	ready = false;
 	/** Streams the server allows at once (its SETTINGS, capped). */
 	remoteLimit = 1;
-	/** Token auth: Apple allows one stream until a request on the session succeeded. */
+	/** Token auth: Apple allows one stream until a request succeeded (on any session: the key is good). */
 	authorized: boolean;
 	/** The gateway settled a notification here. */
 	progress = false;
@@ -91,6 +120,19 @@ class Session {
 	/** Streams in flight when GOAWAY came: one alone is counted when refused. */
 	inFlightAtGoaway = 0;
 	lastActivity = performance.now();
+	/**
+	 * The peer has read every request up to this one (by `Pending.seq`): it answered this one, or a PING
+	 * sent after it. A request up to it that is still unanswered reached a live peer: a black hole.
+	 */
+	readThrough = 0;
+	/** A PING is out. */
+	pinging = false;
+	/** RST_STREAMs it may send now (see {@link RESET_BURST}). */
+	readonly resets = new TokenBucket(RESETS_PER_SECOND, RESET_BURST);
+	/** Streams past their deadline waiting for the reset budget to cancel them. */
+	readonly unreset: http2.ClientHttp2Stream[] = [];
+	/** Closed by us for want of work (an extra session once black holes are gone): not a failure. */
+	unneeded = false;
 	pingTimer: NodeJS.Timeout | undefined;
 	sweepTimer: NodeJS.Timeout | undefined;
 
@@ -129,10 +171,14 @@ export class Http2Driver extends Driver {
 	#lostSinceSettled = false;
 	/** Notifications waiting out a retry delay. */
 	readonly #delayed: DueQueue<Delayed>;
+	/** Requests past their deadline on a live session (black holes): when, and how many, oldest first. */
+	readonly #holes: Array<{ readonly at: number; readonly count: number }> = [];
 	/** Weak: a finished message (and its tokens) must not be kept alive by this cache. */
 	readonly #headers = new WeakMap<Message, SharedHeaders>();
 	#jwt = '';
 	#authorization = '';
+	/** Token auth: a request succeeded, so the key is good; every session carries what its server allows. */
+	#proven = false;
 
 	constructor(context: BackendContext) {
 		super(context);
@@ -146,23 +192,70 @@ export class Http2Driver extends Driver {
 	protected pump(): void {
 		if (this.destroyed) return;
 		const { queue } = this.ctx;
-		const { options } = this.ctx.setup;
-		let live = 0;
-		let connecting = false;
-		for (const s of this.#sessions) {
-			if (!s.live) continue;
-			live++;
-			if (!s.ready) connecting = true;
-		}
-		// take() last: it spends a token of the connection-rate ceiling.
-		if (queue.canTake && !this.closing && !this.reconnect.waiting && live < options.connections && !connecting && this.rate.take()) this.#connect();
+		const { connections, maxStreamsPerSession } = this.ctx.setup.options;
+		this.#connectUpTo(connections);
+		const cap = Math.min(maxStreamsPerSession, this.#cap);
 		for (const s of this.#sessions) {
 			if (!s.usable) continue;
-			while (s.streams.size < Math.min(s.limit, options.maxStreamsPerSession, this.#cap)) {
+			while (s.streams.size < Math.min(s.limit, cap)) {
 				const n = queue.takeOne();
-				if (n === undefined) return;
+				if (n === undefined) {
+					this.#closeIdle();
+					return;
+				}
 				this.#request(s, n);
 			}
+		}
+		// Work waits and every session that is up carries all it may.
+		if (this.#clogged(cap)) this.#connectUpTo(connections * BLACK_HOLE_SESSIONS);
+	}
+
+	/** Open a session if work waits and fewer than `wanted` are up or opening (one opening at a time). */
+	#connectUpTo(wanted: number): void {
+		let live = 0;
+		for (const s of this.#sessions) {
+			if (!s.live) continue;
+			if (!s.ready) return;
+			live++;
+		}
+		// take() last: it spends a token of the connection-rate ceiling.
+		if (this.ctx.queue.canTake && !this.closing && !this.reconnect.waiting && live < wanted && this.rate.take()) this.#connect();
+	}
+
+	/** Requests that timed out on a live session (black holes) within the last `requestTimeoutMs`. */
+	#recentHoles(): number {
+		const since = performance.now() - this.ctx.setup.options.requestTimeoutMs;
+		while (this.#holes.length > 0 && this.#holes[0]!.at < since) this.#holes.shift();
+		let holes = 0;
+		for (const h of this.#holes) holes += h.count;
+		return holes;
+	}
+
+	/**
+	 * Black holes fill the pool: those of the last `requestTimeoutMs` would fill half the widest session
+	 * (by what its server allows: a token-auth session's lone first stream is no measure).
+	 */
+	#clogged(cap: number): boolean {
+		const holes = this.#recentHoles();
+		if (holes === 0) return false;
+		let widest = 0;
+		for (const s of this.#sessions) if (s.live) widest = Math.max(widest, Math.min(s.remoteLimit, cap));
+		return holes * 2 >= widest;
+	}
+
+	/** Nothing waits: once no black hole was seen for `requestTimeoutMs`, close the idle sessions beyond `connections` (opened for them). */
+	#closeIdle(): void {
+		const { connections } = this.ctx.setup.options;
+		let live = 0;
+		for (const s of this.#sessions) if (s.live) live++;
+		if (live <= connections || this.#recentHoles() > 0) return;
+		for (const s of this.#sessions) {
+			if (live <= connections) return;
+			if (!s.usable || s.streams.size > 0) continue;
+			live--;
+			s.unneeded = true;
+			s.session.close();
+			this.#retire(s, CLOSE_LINGER_MS);
 		}
 	}
 
@@ -175,7 +268,7 @@ export class Http2Driver extends Driver {
 			createConnection: () => (socket = connectTls(target, { ALPNProtocols: ['h2'] })),
 			peerMaxConcurrentStreams: 1,
 		});
-		const s = new Session(++this.#ids, session, this.ctx.setup.tokenAuth);
+		const s = new Session(++this.#ids, session, this.ctx.setup.tokenAuth && !this.#proven);
 		s.socket = socket;
 		this.#sessions.add(s);
 		let failure: Error | undefined;
@@ -213,9 +306,11 @@ export class Http2Driver extends Driver {
 			// processed; the others may or may not have been.
 			const lost: InFlight[] = [];
 			const refused: InFlight[] = [];
-			for (const [stream, p] of s.streams) (s.lastStreamId !== undefined && stream.id !== undefined && stream.id > s.lastStreamId ? refused : lost).push(p.n);
+			for (const [stream, p] of s.streams) {
+				if (!p.timedOut) (s.lastStreamId !== undefined && stream.id !== undefined && stream.id > s.lastStreamId ? refused : lost).push(p.n);
+			}
 			s.streams.clear();
-			const ours = this.destroyed || (this.closing && lost.length + refused.length === 0 && failure === undefined);
+			const ours = this.destroyed || ((this.closing || s.unneeded) && lost.length + refused.length === 0 && failure === undefined);
 			if (!this.destroyed) {
 				this.ctx.queue.requeue(refused, 'goaway');
 				if (lost.length === 1) {
@@ -230,7 +325,7 @@ export class Http2Driver extends Driver {
 			if (s.ready) {
 				events.disconnected({
 					connection: s.id,
-					reason: this.destroyed ? 'destroyed' : this.closing && ours ? 'closed' : s.lastStreamId !== undefined ? 'goaway' : 'silentClose',
+					reason: this.destroyed ? 'destroyed' : ours ? 'closed' : s.lastStreamId !== undefined ? 'goaway' : 'silentClose',
 					...(failure === undefined ? {} : { error: failure }),
 				});
 			}
@@ -240,42 +335,68 @@ export class Http2Driver extends Driver {
 
 	/** PING an idle session (a dead peer is found and replaced), and cancel requests past their deadline. */
 	#startTimers(s: Session): void {
-		const { pingIntervalMs, pingTimeoutMs, requestTimeoutMs } = this.ctx.setup.options;
+		const { pingIntervalMs, requestTimeoutMs } = this.ctx.setup.options;
 		s.pingTimer = setInterval(() => {
-			if (performance.now() - s.lastActivity < pingIntervalMs || s.session.destroyed) return;
-			let answered = false;
-			const deadline = setTimeout(() => {
-				if (!answered) s.session.destroy(new ConnectionError(`PING unanswered for ${pingTimeoutMs} ms`));
-			}, pingTimeoutMs);
-			const sent = s.session.ping((error) => {
-				answered = true;
-				clearTimeout(deadline);
-				if (error === null) s.lastActivity = performance.now();
-			});
-			if (!sent) clearTimeout(deadline);
+			if (performance.now() - s.lastActivity >= pingIntervalMs) this.#ping(s);
 		}, Math.max(10, Math.floor(pingIntervalMs / 2)));
 		s.pingTimer.unref();
-		// One sweep per session rather than a timer per request. Streams are kept in the order sent, so the
-		// sweep stops at the first one still within its deadline.
-		s.sweepTimer = setInterval(() => {
-			const horizon = performance.now() - requestTimeoutMs;
-			let expired = false;
-			for (const [stream, p] of s.streams) {
-				if (p.sentAt > horizon) break;
-				if (p.timedOut) continue;
-				p.timedOut = true;
-				expired = true;
-				stream.close(NGHTTP2_CANCEL);
-			}
-			if (expired && !s.session.closed) {
-				// A server that leaves requests unanswered is not sent more: finish what is there, then go.
-				this.#failedUnanswered(s, new ConnectionError(`A request went unanswered for ${requestTimeoutMs} ms (requestTimeoutMs): the session is replaced`));
-				s.session.close();
-				this.#retire(s, requestTimeoutMs + CLOSE_LINGER_MS);
-				this.wake();
-			}
-		}, Math.max(10, Math.min(1000, Math.floor(requestTimeoutMs / 4))));
+		// One sweep per session rather than a timer per request.
+		s.sweepTimer = setInterval(() => this.#sweep(s), Math.max(10, Math.min(1000, Math.floor(requestTimeoutMs / 4))));
 		s.sweepTimer.unref();
+	}
+
+	/**
+	 * Cancel each request past `requestTimeoutMs` that the peer is known to have read: it answered
+	 * something sent after it (a request, or a PING), so the session is alive and that request alone was
+	 * never answered. One that has waited half its time with nothing sent after it answered gets the
+	 * session PINGed, so the question is settled by its deadline; a session that does not answer the PING
+	 * in `pingTimeoutMs` is dead and destroyed, and its requests are lost with it.
+	 */
+	#sweep(s: Session): void {
+		if (s.session.destroyed) return;
+		const { requestTimeoutMs } = this.ctx.setup.options;
+		const now = performance.now();
+		let cancelled = 0;
+		while (s.unreset.length > 0 && s.resets.take()) s.unreset.shift()!.close(NGHTTP2_CANCEL);
+		// Streams are kept in the order sent: the first one still within its time ends the sweep.
+		for (const [stream, p] of s.streams) {
+			if (p.timedOut) continue;
+			const waited = now - p.sentAt;
+			if (waited < requestTimeoutMs / 2) break;
+			if (s.readThrough < p.seq) {
+				this.#ping(s); // nor is any later one known to have reached the peer
+				break;
+			}
+			if (waited < requestTimeoutMs) break;
+			p.timedOut = true;
+			cancelled++;
+			this.#unanswered(s, stream, p);
+			if (s.resets.take()) stream.close(NGHTTP2_CANCEL);
+			else s.unreset.push(stream);
+		}
+		if (cancelled > 0) {
+			this.#holes.push({ at: now, count: cancelled });
+			this.wake(); // the pool may grow beside sessions full of them
+		} else if (s.streams.size === 0 && this.#sessions.size > this.ctx.setup.options.connections) {
+			this.wake(); // an extra session may be closed once idle
+		}
+	}
+
+	/** PING `s` (one at a time): answered, it is alive and its overdue requests are cancelled; unanswered in `pingTimeoutMs`, it is destroyed. */
+	#ping(s: Session): void {
+		if (s.pinging || s.session.destroyed) return;
+		const { pingTimeoutMs } = this.ctx.setup.options;
+		const deadline = setTimeout(() => s.session.destroy(new ConnectionError(`PING unanswered for ${pingTimeoutMs} ms (pingTimeoutMs)`)), pingTimeoutMs);
+		const after = s.requests;
+		s.pinging = s.session.ping((error) => {
+			s.pinging = false;
+			clearTimeout(deadline);
+			if (error !== null) return;
+			s.lastActivity = performance.now();
+			s.readThrough = Math.max(s.readThrough, after);
+			this.#sweep(s);
+		});
+		if (!s.pinging) clearTimeout(deadline);
 	}
 
 	/** What every notification of `m` shares, as header values (a broadcast is one message: made once, not per token). */
@@ -317,13 +438,14 @@ export class Http2Driver extends Driver {
 			s.session.close(); // takes no more; a new session takes over
 			this.#retire(s, this.ctx.setup.options.requestTimeoutMs + CLOSE_LINGER_MS);
 		}
-		const pending: Pending = { n, sentAt: performance.now(), timedOut: false };
+		const pending: Pending = { n, sentAt: performance.now(), seq: s.requests, timedOut: false };
 		s.streams.set(stream, pending);
 		s.lastActivity = pending.sentAt;
 		let status = 0;
 		let retryAfter: number | undefined;
 		const chunks: Buffer[] = [];
 		stream.on('response', (h: http2.IncomingHttpHeaders) => {
+			s.readThrough = Math.max(s.readThrough, pending.seq);
 			status = Number(h[':status']);
 			const after = Number(h['retry-after']);
 			if (Number.isFinite(after) && after >= 0) retryAfter = after * 1000;
@@ -332,10 +454,18 @@ export class Http2Driver extends Driver {
 		stream.on('error', () => {}); // 'close' decides
 		stream.on('close', () => {
 			if (this.destroyed || !s.streams.has(stream)) return; // dropped, or the session's close handled it
+			if (pending.timedOut) {
+				// Settled at its deadline (an answer that came later is not read: it was re-sent, in doubt); its place is free.
+				s.streams.delete(stream);
+				this.wake();
+				return;
+			}
 			// Cut off with its session: the session's close re-queues all of them together.
-			if (status === 0 && s.session.destroyed && !pending.timedOut) return;
+			if (status === 0 && s.session.destroyed) return;
 			s.streams.delete(stream);
 			s.lastActivity = performance.now();
+			// Reset by the peer: it read this one.
+			if (status === 0 && stream.rstCode !== undefined) s.readThrough = Math.max(s.readThrough, pending.seq);
 			if (status === 0) this.#unanswered(s, stream, pending);
 			else this.#answer(s, n, status, chunks, retryAfter);
 			this.wake();
@@ -367,6 +497,10 @@ export class Http2Driver extends Driver {
 		const { options } = this.ctx.setup;
 		const { meaning, reason, timestamp } = readAnswer(status, chunks.length === 0 ? Buffer.alloc(0) : Buffer.concat(chunks), token !== undefined);
 		if (meaning === 'delivered') {
+			if (!this.#proven && token !== undefined) {
+				this.#proven = true;
+				for (const other of this.#sessions) other.authorized = true;
+			}
 			s.authorized = true;
 			this.#settled(s);
 			queue.settleDelivered(n);
@@ -469,7 +603,7 @@ export class Http2Driver extends Driver {
 	protected destroyConnections(): InFlight[] {
 		const held = this.#delayed.clear().map((d) => d.n);
 		for (const s of this.#sessions) {
-			for (const p of s.streams.values()) held.push(p.n);
+			for (const p of s.streams.values()) if (!p.timedOut) held.push(p.n);
 			clearInterval(s.pingTimer);
 			clearInterval(s.sweepTimer);
 			clearTimeout(s.lingerTimer);

@@ -90,3 +90,53 @@ export function account(gw: MockGateway, sent: readonly string[], rejected: Read
 export function once<T extends unknown[]>(emitter: { once(event: string, fn: (...args: T) => void): unknown }, event: string): Promise<T> {
 	return new Promise((resolve) => emitter.once(event, (...args: T) => resolve(args)));
 }
+
+/** A TCP relay on 127.0.0.1 to `target`, whose connections can be frozen: a peer that hung. */
+export interface Relay {
+	readonly host: string;
+	readonly port: number;
+	/** Connections relayed so far. */
+	readonly connections: number;
+	/** Stop relaying on every connection open now, both ways, for good: nothing more reaches either end (PINGs included). */
+	freeze(): void;
+	close(): Promise<void>;
+}
+
+export async function startRelay(target: { host: string; port: number }): Promise<Relay> {
+	const net = await import('node:net');
+	const open = new Set<{ frozen: boolean; sockets: import('node:net').Socket[] }>();
+	let connections = 0;
+	const server = net.createServer((client) => {
+		connections++;
+		const upstream = net.connect(target.port, target.host);
+		const pair = { frozen: false, sockets: [client, upstream] };
+		open.add(pair);
+		const relay = (from: import('node:net').Socket, to: import('node:net').Socket): void => {
+			from.on('data', (chunk: Buffer) => {
+				if (!pair.frozen) to.write(chunk);
+			});
+			from.on('close', () => {
+				open.delete(pair);
+				to.destroy();
+			});
+			from.on('error', () => {});
+		};
+		relay(client, upstream);
+		relay(upstream, client);
+	});
+	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	return {
+		host: '127.0.0.1',
+		port: (server.address() as { port: number }).port,
+		get connections() {
+			return connections;
+		},
+		freeze() {
+			for (const pair of open) pair.frozen = true;
+		},
+		async close() {
+			for (const pair of open) for (const socket of pair.sockets) socket.destroy();
+			await new Promise<void>((resolve) => server.close(() => resolve()));
+		},
+	};
+}
