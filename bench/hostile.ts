@@ -48,11 +48,17 @@ interface Scenario {
 	readonly refuseClientCert?: boolean;
 	/** Manager options beyond address and credentials (documented ones only). */
 	readonly options?: Partial<ApnsManagerOptions>;
+	/** This scenario runs at least this long, whatever --bound-ms says (what it shows takes that long). */
+	readonly minBoundMs?: number;
+	/** Stop a second after flushMessages() resolves, instead of at the bound (what it measures is the time to settle). */
+	readonly stopWhenSettled?: boolean;
 	/** What the child calls once everything is queued. */
 	readonly then: { readonly call: 'flush' } | { readonly call: 'close'; readonly timeoutMs?: number };
 }
 
 const every503 = { every: 1, status: 503 } as const;
+/** Black holes: up to 5 minutes to settle, stopped once settled. */
+const BLACK_HOLE_RUN = { minBoundMs: 300_000, stopWhenSettled: true, then: { call: 'flush' } } as const;
 
 const SCENARIOS: readonly Scenario[] = [
 	{ id: '1a', observation: 1, name: 'h2 503 on every request, 150k queued', protocol: 'http2', n: 150_000, http2Faults: () => ({ statusEvery: every503 }), then: { call: 'flush' } },
@@ -84,6 +90,14 @@ const SCENARIOS: readonly Scenario[] = [
 	{ id: '11a', observation: 11, name: 'bin gateway never reads, close({ timeoutMs: 2000 })', protocol: 'binary', n: 5000, gatewayFaults: () => ({ neverRead: true }), then: { call: 'close', timeoutMs: 2000 } },
 	// A grace window shorter than the timeout: the flush is over (by grace) before it, and what is left is closing the sockets.
 	{ id: '11b', observation: 11, name: 'bin gateway never reads, close({ timeoutMs: 2000 }), graceMs 1000', protocol: 'binary', n: 5000, gatewayFaults: () => ({ neverRead: true }), options: { graceMs: 1000 }, then: { call: 'close', timeoutMs: 2000 } },
+	// Black holes (requests never answered on a session that answers others and its PINGs), default options.
+	// Reported within maxAttempts × (requestTimeoutMs + retry backoff) = 5 × 10 s + 1 + 2 + 4 + 8 s = 65 s, plus a margin.
+	// 100%: token auth holds a new session to one stream until its first success, which never comes here.
+	...(['evented', 'threaded'] as const).flatMap((backend, i): Scenario[] => [
+		{ id: `12${'ad'[i]}`, observation: 12, name: `h2 1% black-holed: 50 of 5,000 tokens never answered (${backend})`, protocol: 'http2', n: 5000, http2Faults: (t) => ({ neverAnswer: t.filter((_, k) => k % 100 === 50) }), options: { backend }, ...BLACK_HOLE_RUN },
+		{ id: `12${'be'[i]}`, observation: 12, name: `h2 100% black-holed: nothing after the 200th request answered (${backend})`, protocol: 'http2', n: 5000, http2Faults: () => ({ neverAnswerAfter: 200 }), options: { backend }, ...BLACK_HOLE_RUN },
+		{ id: `12${'cf'[i]}`, observation: 12, name: `h2 100% black-holed: nothing after the 200th request answered (${backend}, cert auth)`, protocol: 'http2', auth: 'cert', n: 5000, http2Faults: () => ({ neverAnswerAfter: 200 }), options: { backend }, ...BLACK_HOLE_RUN },
+	]),
 ];
 
 /** Parent → child, in the environment. */
@@ -294,7 +308,8 @@ async function runScenario(scenario: Scenario, env: { lib: string; boundMs: numb
 		m = { kind: 'http2', mock };
 	}
 	const counters = (): [number, number] => (m.kind === 'binary' ? [m.mock.connectionsAccepted, m.mock.framesReceived] : [m.mock.connectionsAccepted, m.mock.requests]);
-	const task: Task = { scenario: scenario.id, lib: env.lib, boundMs: env.boundMs, port: m.mock.port, certs };
+	const boundMs = Math.max(env.boundMs, scenario.minBoundMs ?? 0);
+	const task: Task = { scenario: scenario.id, lib: env.lib, boundMs, port: m.mock.port, certs };
 	const child = fork(here, [], {
 		env: { ...process.env, HOSTILE_TASK: JSON.stringify(task) },
 		// --no-warnings: a warning storm (TimeoutOverflowWarning) must not flood stderr; the child still counts them.
@@ -322,7 +337,7 @@ async function runScenario(scenario: Scenario, env: { lib: string; boundMs: numb
 	const killer = setTimeout(() => {
 		killed = true;
 		child.kill('SIGKILL');
-	}, env.boundMs + KILL_GRACE_MS);
+	}, boundMs + KILL_GRACE_MS);
 	child.on('message', (message: ChildMessage) => {
 		if (message.type === 'started') {
 			startedAt = performance.now();
@@ -451,7 +466,7 @@ function rateSpan(perSecond: ReadonlyArray<readonly [number, number]>): string {
 
 function legend(report: { date: string; lib: string; node: string; cpus: number; cpuModel: string | undefined; boundMs: number }): string {
 	return [
-		`hostile-gateway reproduction, ${report.date}; library ${report.lib}; Node ${report.node}; ${report.cpus} × ${report.cpuModel ?? 'CPU'}; each scenario ${report.boundMs} ms, then destroy().`,
+		`hostile-gateway reproduction, ${report.date}; library ${report.lib}; Node ${report.node}; ${report.cpus} × ${report.cpuModel ?? 'CPU'}; each scenario ${report.boundMs} ms (12a-12f: up to 300 s, stopped 1 s after the flush resolved), then destroy().`,
 		'connects: TCP connections the mock accepted (failed handshakes included), and per second. mock got: HTTP/2 requests (streams) or binary notification frames the mock received; got/s: in the first and the last whole second.',
 		'hottest: most requests/frames one token got. accepted: distinct tokens the mock accepted / queued. dup: acceptances beyond the first.',
 		'errors reported: deliveryError events (status reason). connErr: connectError events. pending, inDoubt: manager.stats at the stop.',
@@ -591,6 +606,7 @@ async function child(task: Task): Promise<void> {
 	settled.then(
 		() => {
 			figures.settle = { call: then.call, afterMs: Math.round(performance.now() - t0), outcome: 'resolved' };
+			if (scenario.stopWhenSettled) setTimeout(() => void finish(), 1000);
 		},
 		(error: unknown) => {
 			if (finished) return; // our own destroy() rejecting it
