@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { RedisStore } from '../src/server/redis-store.js';
 import { makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, mockApns, P8, request, type RunningDaemon, SECRET, startDaemon, tally, until } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, P8, request, type RunningDaemon, SECRET, startDaemon, tally, until, without } from './support/daemon.js';
 import { REDIS_MISSING, startRedis, startRelay } from './support/redis.js';
 
 const skip = REDIS_MISSING;
@@ -389,6 +389,20 @@ test('redis: a daemon refuses to start without APNS_WORKER_SECRET or APNS_WORKER
 	const withData = await startDaemon(t, '/tmp', { args: ['--redis', r.url] }).then(() => undefined, (e: Error) => e);
 	assert.match(withData?.message ?? '', /--data is the embedded store/);
 	assert.ok(API_KEY.length >= 16);
+});
+
+test('redis: serve --redis never loads better-sqlite3 (unresolvable here): it starts, provisions and delivers; the embedded store, on the same machine, says what to install', { skip }, async (t) => {
+	const r = await redis(t);
+	const mock = await mockApns(t);
+	const d = await startDaemon(t, undefined, { args: ['--redis', r.url], nodeArgs: without('better-sqlite3') });
+	assert.equal((await d.api('PUT', '/v1/apps/nosqlite', appBody(mock))).status, 200);
+	const tokens = makeTokens(50, 120);
+	assert.equal((await d.api('POST', '/v1/apps/nosqlite/notifications', { notifications: [{ tokens, aps: { alert: 'x' } }] })).status, 202);
+	await drained(d, ['nosqlite']);
+	assert.deepEqual(tally(mock, tokens), { lost: 0, duplicates: 0 });
+	// The hook works: the embedded store cannot start without the package, and says which to install.
+	const embedded = await startDaemon(t, dataDir(t), { nodeArgs: without('better-sqlite3') }).then(() => undefined, (e: Error) => e);
+	assert.match(embedded?.message ?? '', /npm install better-sqlite3@/);
 });
 
 test('redis: outcomes recorded twice for one job (a daemon taken for dead that was not) count each token once', { skip }, async (t) => {

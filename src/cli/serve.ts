@@ -20,8 +20,10 @@ export const FLAGS = {
 	'lock-timeout': { type: 'string' },
 } as const;
 
-/** What `serve` needs beyond the library (package.json peerDependencies). */
-export const SERVER_PACKAGES = ['better-sqlite3@^12.9.0', 'fastify@^5.12.8', 'pino@^10.4.0', 'prom-client@^15.1.3'] as const;
+/** What `serve` needs beyond the library (package.json peerDependencies), whatever it stores in. */
+export const SERVER_PACKAGES = ['fastify@^5.12.8', 'pino@^10.4.0', 'prom-client@^15.1.3'] as const;
+/** And for the embedded store (without `--redis`): never loaded with `--redis`. */
+export const SQLITE_PACKAGES = ['better-sqlite3@^12.9.0'] as const;
 /** And with `--redis`. */
 export const REDIS_PACKAGES = ['bullmq@^6.7.0', 'ioredis@^6.0.0'] as const;
 
@@ -54,13 +56,13 @@ Environment:
                         without --insecure-plaintext-secrets) no credentials are stored
   LOG_LEVEL             pino level (default info); logs are JSON lines on stdout
 
-Needs: npm install ${SERVER_PACKAGES.join(' ')}
-  and with --redis: npm install ${REDIS_PACKAGES.join(' ')}
+Needs: npm install ${[...SERVER_PACKAGES, ...SQLITE_PACKAGES].join(' ')}
+  and with --redis, instead of better-sqlite3: npm install ${REDIS_PACKAGES.join(' ')}
 `;
 
 export async function run(args: readonly string[]): Promise<number> {
 	const flags = parseFlags(args, FLAGS);
-	// Checked before anything is loaded; what is not given takes the daemon's defaults (DAEMON_DEFAULTS).
+	// Checked before anything is loaded; what is not given takes the daemon's defaults (SERVE_DEFAULTS).
 	const port = flags.port === undefined ? undefined : wholeNumber('--port', flags.port, 0, 65_535);
 	const retentionHours = flags['retention-hours'] === undefined ? undefined : wholeNumber('--retention-hours', flags['retention-hours'], 1, 24 * 3650);
 	const shutdownSeconds = flags['shutdown-timeout'] === undefined ? undefined : wholeNumber('--shutdown-timeout', flags['shutdown-timeout'], 0, 3600);
@@ -70,13 +72,13 @@ export async function run(args: readonly string[]): Promise<number> {
 	if (redis === undefined && (concurrency !== undefined || lockSeconds !== undefined)) throw new UsageError(`${concurrency !== undefined ? '--concurrency' : '--lock-timeout'} goes with --redis`);
 	if (redis !== undefined && flags.data !== undefined) throw new UsageError('--data is the embedded store: with --redis, everything is in Redis');
 	if (redis !== undefined && flags['insecure-plaintext-secrets'] === true) throw new UsageError('--insecure-plaintext-secrets does not go with --redis: credentials in a shared Redis are always encrypted (set APNS_WORKER_SECRET)');
-	const [{ default: pino }, { Daemon, DAEMON_DEFAULTS }, { buildApi }] = await loadServer();
-	const host = flags.host ?? DAEMON_DEFAULTS.host;
-	const listenPort = port ?? DAEMON_DEFAULTS.port;
-	const dataDir = flags.data ?? DAEMON_DEFAULTS.dataDir;
+	const [{ default: pino }, { buildApi }, { SERVE_DEFAULTS }] = await loadServer();
+	const host = flags.host ?? SERVE_DEFAULTS.host;
+	const listenPort = port ?? SERVE_DEFAULTS.port;
+	const dataDir = flags.data ?? SERVE_DEFAULTS.dataDir;
 	const logger = pino({ level: process.env['LOG_LEVEL'] ?? 'info', base: { service: 'apns-worker' }, redact: { paths: ['req.headers.authorization', '*.key', '*.pfx', '*.passphrase', '*.tokenKey'], censor: '[redacted]' } });
-	const retentionMs = retentionHours === undefined ? DAEMON_DEFAULTS.retentionMs : retentionHours * 3_600_000;
-	const shutdownTimeoutMs = shutdownSeconds === undefined ? DAEMON_DEFAULTS.shutdownTimeoutMs : shutdownSeconds * 1000;
+	const retentionMs = retentionHours === undefined ? SERVE_DEFAULTS.retentionMs : retentionHours * 3_600_000;
+	const shutdownTimeoutMs = shutdownSeconds === undefined ? SERVE_DEFAULTS.shutdownTimeoutMs : shutdownSeconds * 1000;
 	let daemon: PushService & { close(): Promise<void>; start(): void | Promise<void> };
 	let where: Record<string, string>;
 	let generatedKey: string | undefined;
@@ -95,6 +97,7 @@ export async function run(args: readonly string[]): Promise<number> {
 		daemon = d;
 		where = { redis: d.where };
 	} else {
+		const { Daemon } = await loadSqlite();
 		const d = new Daemon({
 			dataDir,
 			apiKey: process.env['APNS_WORKER_API_KEY'],
@@ -149,7 +152,11 @@ export async function run(args: readonly string[]): Promise<number> {
 
 /** The daemon's modules, or a clear word on what to install. */
 function loadServer() {
-	return missingPackages(Promise.all([import('pino'), import('../server/daemon.js'), import('../server/http.js')]), SERVER_PACKAGES);
+	return missingPackages(Promise.all([import('pino'), import('../server/http.js'), import('../server/service.js')]), SERVER_PACKAGES);
+}
+
+function loadSqlite() {
+	return missingPackages(import('../server/daemon.js'), SQLITE_PACKAGES);
 }
 
 function loadRedis() {

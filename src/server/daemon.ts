@@ -12,7 +12,7 @@ import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.j
 import { Dispatcher } from './dispatcher.js';
 import { Metrics } from './metrics.js';
 import { SecretBox } from './secrets.js';
-import { openApp, prepareApp, RequestError, storedBody, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
+import { openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
 import { Store, type AppRecord } from './store.js';
 import { Webhooks } from './webhook.js';
 
@@ -34,9 +34,6 @@ export interface DaemonOptions {
 	readonly shutdownTimeoutMs?: number;
 	readonly logger: Logger;
 }
-
-/** The defaults of `serve`: where the API listens (`host`, `port`), and the {@link DaemonOptions}. */
-export const DAEMON_DEFAULTS = { host: '127.0.0.1', port: 7077, dataDir: './apns-worker-data', retentionMs: 7 * 24 * 3_600_000, shutdownTimeoutMs: 10_000 } as const;
 
 interface LiveApp {
 	record: AppRecord;
@@ -69,10 +66,10 @@ export class Daemon implements PushService {
 
 	constructor(options: DaemonOptions) {
 		this.#options = {
-			dataDir: options.dataDir ?? DAEMON_DEFAULTS.dataDir,
+			dataDir: options.dataDir ?? SERVE_DEFAULTS.dataDir,
 			insecurePlaintextSecrets: options.insecurePlaintextSecrets ?? false,
-			retentionMs: options.retentionMs ?? DAEMON_DEFAULTS.retentionMs,
-			shutdownTimeoutMs: options.shutdownTimeoutMs ?? DAEMON_DEFAULTS.shutdownTimeoutMs,
+			retentionMs: options.retentionMs ?? SERVE_DEFAULTS.retentionMs,
+			shutdownTimeoutMs: options.shutdownTimeoutMs ?? SERVE_DEFAULTS.shutdownTimeoutMs,
 		};
 		this.log = options.logger;
 		this.store = new Store(this.#options.dataDir);

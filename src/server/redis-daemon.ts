@@ -22,7 +22,7 @@ import { Metrics } from './metrics.js';
 import { JOB_TOKENS, JobRun, MESSAGE_TOKENS, popcount, type JobData } from './redis-jobs.js';
 import { APPS_CHANNEL, RedisStore, type RedisApp } from './redis-store.js';
 import { SecretBox } from './secrets.js';
-import { openApp, prepareApp, RequestError, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
+import { openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
 import { Webhooks } from './webhook.js';
 
 /** Options of a {@link RedisDaemon}. */
@@ -43,9 +43,6 @@ export interface RedisDaemonOptions {
 	readonly concurrency?: number;
 	readonly logger: Logger;
 }
-
-/** Defaults of {@link RedisDaemonOptions}. */
-export const REDIS_DAEMON_DEFAULTS = { retentionMs: 7 * 24 * 3_600_000, shutdownTimeoutMs: 10_000, lockMs: 30_000, concurrency: 16 } as const;
 
 /** The BullMQ queue every daemon works. */
 export const QUEUE_NAME = 'aw-send';
@@ -132,10 +129,10 @@ export class RedisDaemon implements PushService {
 		this.log = options.logger;
 		this.apiKey = options.apiKey;
 		this.#options = {
-			retentionMs: options.retentionMs ?? REDIS_DAEMON_DEFAULTS.retentionMs,
-			shutdownTimeoutMs: options.shutdownTimeoutMs ?? REDIS_DAEMON_DEFAULTS.shutdownTimeoutMs,
-			lockMs: options.lockMs ?? REDIS_DAEMON_DEFAULTS.lockMs,
-			concurrency: options.concurrency ?? REDIS_DAEMON_DEFAULTS.concurrency,
+			retentionMs: options.retentionMs ?? SERVE_DEFAULTS.retentionMs,
+			shutdownTimeoutMs: options.shutdownTimeoutMs ?? SERVE_DEFAULTS.shutdownTimeoutMs,
+			lockMs: options.lockMs ?? SERVE_DEFAULTS.lockMs,
+			concurrency: options.concurrency ?? SERVE_DEFAULTS.concurrency,
 		};
 		this.#where = redisWhere(options.redis);
 		this.#cmd = connections.cmd;

@@ -12,6 +12,13 @@ import { certificateFacts, managerOptions, splitInput, type AppInput, type AppSe
 import type { Metrics } from './metrics.js';
 import type { SecretBox } from './secrets.js';
 
+/**
+ * The defaults of `serve`, whatever it stores in: where the API listens, how long settled outcomes,
+ * idempotency answers and unread feedback are kept, how long a graceful shutdown may flush; the embedded
+ * store's directory; with Redis, a job's lock and how many jobs a daemon works at once.
+ */
+export const SERVE_DEFAULTS = { host: '127.0.0.1', port: 7077, dataDir: './apns-worker-data', retentionMs: 7 * 24 * 3_600_000, shutdownTimeoutMs: 10_000, lockMs: 30_000, concurrency: 16 } as const;
+
 /** A request the daemon refuses: the HTTP status, a stable code, and the field at fault. */
 export class RequestError extends Error {
 	readonly status: number;

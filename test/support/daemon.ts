@@ -37,11 +37,11 @@ export interface RunningDaemon {
 	api(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any }>;
 }
 
-/** Start `apns-worker serve` on `dir` (undefined: no --data, as with --redis); resolves once it listens (rejects if it exits first). */
-export async function startDaemon(t: TestContext, dir: string | undefined, options: { env?: Record<string, string | undefined>; args?: string[] } = {}): Promise<RunningDaemon> {
+/** Start `apns-worker serve` on `dir` (undefined: no --data, as with --redis); resolves once it listens (rejects if it exits first). `nodeArgs` go to node itself. */
+export async function startDaemon(t: TestContext, dir: string | undefined, options: { env?: Record<string, string | undefined>; args?: string[]; nodeArgs?: string[] } = {}): Promise<RunningDaemon> {
 	const env: Record<string, string | undefined> = { ...process.env, APNS_WORKER_SECRET: SECRET, APNS_WORKER_API_KEY: API_KEY, LOG_LEVEL: 'warn', ...options.env };
 	for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
-	const child = spawn(process.execPath, [CLI, 'serve', '--port', '0', ...(dir === undefined ? [] : ['--data', dir]), '--shutdown-timeout', '5', ...(options.args ?? [])], { env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+	const child = spawn(process.execPath, [...(options.nodeArgs ?? []), CLI, 'serve', '--port', '0', ...(dir === undefined ? [] : ['--data', dir]), '--shutdown-timeout', '5', ...(options.args ?? [])], { env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
 	let output = '';
 	child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
 	child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
@@ -123,4 +123,14 @@ export function tally(mock: { counts: ReadonlyMap<string, number> }, tokens: Ite
 		else duplicates += n - 1;
 	}
 	return { lost, duplicates };
+}
+
+/**
+ * Node arguments that make `packages` unresolvable in the child (a module resolve hook): the daemon then
+ * runs as on a machine where they were never installed.
+ */
+export function without(...packages: string[]): string[] {
+	const hook = `export async function resolve(specifier, context, next) { if (${JSON.stringify(packages)}.includes(specifier)) throw Object.assign(new Error('Cannot find package ' + specifier), { code: 'ERR_MODULE_NOT_FOUND' }); return next(specifier, context); }`;
+	const register = `import { register } from 'node:module'; register(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hook)}`)});`;
+	return ['--import', `data:text/javascript,${encodeURIComponent(register)}`];
 }
