@@ -174,8 +174,11 @@ export function certificateFacts(info: CertificateInfo | undefined): AppSettings
 	return { commonName: info.commonName, topic: info.topic, notBefore: info.notBefore.toISOString(), notAfter: info.notAfter.toISOString(), environments: info.environments };
 }
 
-/** What the API returns for an app: its settings and state, never a secret. */
-export function appView(id: string, settings: AppSettings, state: { createdAt: number; updatedAt: number; pending: number }): Record<string, unknown> {
+/**
+ * What the API returns for an app: its settings and state, never a secret. `sending`: it has a manager;
+ * `stopped`: why it has none (its credentials do not load); neither: it is starting.
+ */
+export function appView(id: string, settings: AppSettings, state: { createdAt: number; updatedAt: number; pending: number; sending: boolean; stopped: string | undefined }): Record<string, unknown> {
 	return {
 		id,
 		environment: settings.environment,
@@ -188,6 +191,8 @@ export function appView(id: string, settings: AppSettings, state: { createdAt: n
 		pending: state.pending,
 		createdAt: new Date(state.createdAt).toISOString(),
 		updatedAt: new Date(state.updatedAt).toISOString(),
+		state: state.sending ? 'sending' : state.stopped !== undefined ? 'stopped' : 'starting',
+		...(state.stopped === undefined ? {} : { stoppedBecause: state.stopped }),
 	};
 }
 

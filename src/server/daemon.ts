@@ -12,7 +12,7 @@ import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.j
 import { Dispatcher } from './dispatcher.js';
 import { Metrics } from './metrics.js';
 import { SecretBox } from './secrets.js';
-import { openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
+import { feedbackPage, notificationView, openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
 import { Store, type AppRecord } from './store.js';
 import { Webhooks } from './webhook.js';
 
@@ -219,13 +219,13 @@ export class Daemon implements PushService {
 		const live = this.#live(id);
 		const s = this.store.status(live.record.num, notificationId);
 		if (s === undefined) throw new RequestError(404, 'unknown_notification', `no notification ${notificationId} for app ${id} (or its outcome was pruned)`, 'notificationId');
-		return { id: s.id, pending: s.total - s.sent - s.failed, sent: s.sent, failed: s.failures };
+		return notificationView(s.id, s, s.failures);
 	}
 
 	feedback(id: string, after: number, limit: number): FeedbackPage {
 		const live = this.#live(id);
 		const records = this.store.feedback(live.record.num, after, limit, live.settings.webhook !== undefined);
-		return { feedback: records.map((r) => ({ token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })), next: records.length > 0 ? records[records.length - 1]!.seq : after };
+		return feedbackPage(records, after);
 	}
 
 	#live(id: string): LiveApp {
@@ -235,8 +235,7 @@ export class Daemon implements PushService {
 	}
 
 	#view(live: LiveApp): Record<string, unknown> {
-		const state = live.dispatcher !== undefined ? 'sending' : live.stopped !== undefined ? 'stopped' : 'starting';
-		return { ...appView(live.record.id, live.settings, { createdAt: live.record.createdAt, updatedAt: live.record.updatedAt, pending: this.store.pendingCount(live.record.num) }), state, ...(live.stopped === undefined ? {} : { stoppedBecause: live.stopped }) };
+		return appView(live.record.id, live.settings, { createdAt: live.record.createdAt, updatedAt: live.record.updatedAt, pending: this.store.pendingCount(live.record.num), sending: live.dispatcher !== undefined, stopped: live.stopped });
 	}
 
 	#prune(): void {

@@ -22,7 +22,7 @@ import { Metrics } from './metrics.js';
 import { JOB_TOKENS, JobRun, MESSAGE_TOKENS, popcount, type JobData } from './redis-jobs.js';
 import { APPS_CHANNEL, RedisStore, type RedisApp } from './redis-store.js';
 import { SecretBox } from './secrets.js';
-import { openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
+import { feedbackPage, notificationView, openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
 import { Webhooks } from './webhook.js';
 
 /** Options of a {@link RedisDaemon}. */
@@ -447,8 +447,7 @@ export class RedisDaemon implements PushService {
 		} catch (error) {
 			throw this.#unavailable(error);
 		}
-		const state = live.manager !== undefined ? 'sending' : live.stopped !== undefined ? 'stopped' : 'starting';
-		return { ...appView(live.app.id, live.settings, { createdAt: live.app.createdAt, updatedAt: live.app.updatedAt, pending }), state, ...(live.stopped === undefined ? {} : { stoppedBecause: live.stopped }) };
+		return appView(live.app.id, live.settings, { createdAt: live.app.createdAt, updatedAt: live.app.updatedAt, pending, sending: live.manager !== undefined, stopped: live.stopped });
 	}
 
 	// ---- notifications ----
@@ -500,7 +499,7 @@ export class RedisDaemon implements PushService {
 			throw this.#unavailable(error);
 		}
 		if (s === undefined) throw new RequestError(404, 'unknown_notification', `no notification ${notificationId} for app ${id} (or its outcome expired)`, 'notificationId');
-		return { id: notificationId, pending: Math.max(0, s.total - s.sent - s.failed), sent: s.sent, failed: s.failures };
+		return notificationView(notificationId, s, s.failures);
 	}
 
 	async feedback(id: string, after: number, limit: number): Promise<FeedbackPage> {
@@ -511,7 +510,7 @@ export class RedisDaemon implements PushService {
 		} catch (error) {
 			throw this.#unavailable(error);
 		}
-		return { feedback: records.map((r) => ({ token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })), next: records.length > 0 ? records[records.length - 1]!.seq : after };
+		return feedbackPage(records, after);
 	}
 
 	/** A failed Redis call, as the API answers it (the client retries; nothing was half accepted that a retry would not fix). */

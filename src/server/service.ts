@@ -82,6 +82,16 @@ export interface PushService {
 	feedback(id: string, after: number, limit: number): FeedbackPage | Promise<FeedbackPage>;
 }
 
+/** A notification's outcome as the API answers it (pending is never below 0, whatever the counts). */
+export function notificationView(id: string, counts: { total: number; sent: number; failed: number }, failures: NotificationView['failed']): NotificationView {
+	return { id, pending: Math.max(0, counts.total - counts.sent - counts.failed), sent: counts.sent, failed: failures };
+}
+
+/** A page of feedback records as the API answers it: `next` is the last record's number, or `after` when there is none. */
+export function feedbackPage(records: ReadonlyArray<{ seq: number; token: string; when: number; reason: string }>, after: number): FeedbackPage {
+	return { feedback: records.map((r) => ({ token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })), next: records.length > 0 ? records[records.length - 1]!.seq : after };
+}
+
 /** The stored body of one notification entry, checked as the manager will check it. */
 export function storedBody(n: NotificationInput, i: number): StoredBody {
 	const at = `body/notifications/${i}`;
