@@ -297,10 +297,11 @@ for (const backend of BACKENDS) {
 				const credentials = auth === 'token' ? { cert: undefined, key: undefined, token: KEY, topic: TOPIC } : {};
 				const m = manager(t, server, { protocol: 'http2', ...credentials, ...FAST, retry: { initialDelayMs: 5, maxDelayMs: 40 }, requestTimeoutMs: 500 });
 				const w = watch(m);
-				let closed = 0;
-				let allClosed: (() => void) | undefined;
+				const ended: string[] = [];
+				let allEnded: (() => void) | undefined;
 				m.on('disconnected', (info) => {
-					if (info.reason === 'closed' && ++closed === server.sessions - 1) allClosed?.();
+					ended.push(info.reason);
+					if (ended.length === server.sessions - 1) allEnded?.();
 				});
 				// When the first is reported, every black hole has been tried (one session of 100 streams at a time reached 100 of 500).
 				const atFirstReport = new Promise<number>((resolve) => m.once('deliveryError', () => resolve(tokens.filter((tk) => (seen.counts.get(tk) ?? 0) === 0).length)));
@@ -313,8 +314,8 @@ for (const backend of BACKENDS) {
 				for (const token of w.failures.keys()) assert.equal(seen.counts.get(token), MAX_ATTEMPTS, 'one request per attempt');
 				assert.ok(server.sessions >= 2 && server.sessions <= BLACK_HOLE_SESSIONS, `${server.sessions} sessions`);
 				// Once no black hole is left for requestTimeoutMs, the sessions opened for them are closed, not failed.
-				if (closed < server.sessions - 1) await new Promise<void>((resolve) => (allClosed = resolve));
-				assert.deepEqual(w.connectErrors, []);
+				if (ended.length < server.sessions - 1) await new Promise<void>((resolve) => (allEnded = resolve));
+				assert.deepEqual([ended, w.connectErrors], [ended.map(() => 'closed'), []]);
 			});
 		}
 
@@ -351,9 +352,8 @@ for (const backend of BACKENDS) {
 			m.sendAps(tokens, { alert: 'x' });
 			await m.flushMessages();
 			assert.deepEqual([...w.failures.keys()], [bad]);
-			const e = w.failures.get(bad)!;
-			assert.equal(e.status, 0);
-			assert.ok(e.reason === 'ConnectionLost' || e.reason === 'RequestTimeout', e.reason);
+			// Never a black hole: nothing sent after it was answered (a PING jumps the queue, so it proves only what had left it).
+			allUnanswered(w.failures, 'ConnectionLost');
 			// `bad` itself may have been accepted: the mock answered it, and the answer never came back.
 			const r = tally(tokens.filter((token) => token !== bad), server.counts, w.failures);
 			assert.deepEqual([r.accepted, r.lost], [299, 0]);

@@ -124,7 +124,7 @@ test('neverAnswer: the listed streams stay open, counted as requests but never a
 test('neverAnswerAfter: the first N requests the mock sees are answered, across sessions; none after, however they arrive; PINGs still are', async (t) => {
 	const tokens = makeTokens(5, 86);
 	const server = await mock(t, { neverAnswerAfter: 3 });
-	// Three requests at once on one session, then two on a second session: the 4th and 5th the mock sees go unanswered.
+	// Three requests at once, each on a session of its own, then two on a fourth: the 4th and 5th the mock sees go unanswered.
 	const first = await Promise.all(tokens.slice(0, 3).map((token) => push(connect(t, server), token)));
 	assert.deepEqual(first.map((o) => o.status), [200, 200, 200]);
 	const second = connect(t, server);

@@ -21,7 +21,9 @@
  * cancelled (RST_STREAM CANCEL) within a reset budget ({@link RESET_BURST}), or holds its place until the
  * budget allows: a flood of resets is what servers shut out as a "rapid reset" attack. A session that
  * answers nothing, not even the PING sent once its oldest request has waited half of `requestTimeoutMs`,
- * is dead: it is destroyed at `pingTimeoutMs` and its requests are lost with it (below). When the black
+ * is dead: it is destroyed at `pingTimeoutMs` and its requests are lost with it (below); so is one whose
+ * request is still not known to be read `pingTimeoutMs` after its deadline (a closing session cannot be
+ * PINGed; flow control can hold a request's frames back). When the black
  * holes of the last `requestTimeoutMs` would fill half a session and every session is full while work
  * waits, the pool opens more sessions than `connections`, up to {@link BLACK_HOLE_SESSIONS} times as
  * many, so that what waits is not queued behind requests that will never be answered; the extra sessions
@@ -207,7 +209,7 @@ export class Http2Driver extends Driver {
 			}
 		}
 		// Work waits and every session that is up carries all it may.
-		if (this.#clogged(cap)) this.#connectUpTo(connections * BLACK_HOLE_SESSIONS);
+		if (this.#clogged()) this.#connectUpTo(connections * BLACK_HOLE_SESSIONS);
 	}
 
 	/** Open a session if work waits and fewer than `wanted` are up or opening (one opening at a time). */
@@ -233,13 +235,15 @@ export class Http2Driver extends Driver {
 
 	/**
 	 * Black holes fill the pool: those of the last `requestTimeoutMs` would fill half the widest session
-	 * (by what its server allows: a token-auth session's lone first stream is no measure).
+	 * (by what its server allows: neither a token-auth session's lone first stream nor the cap after a
+	 * loss is a measure).
 	 */
-	#clogged(cap: number): boolean {
+	#clogged(): boolean {
 		const holes = this.#recentHoles();
 		if (holes === 0) return false;
+		const { maxStreamsPerSession } = this.ctx.setup.options;
 		let widest = 0;
-		for (const s of this.#sessions) if (s.live) widest = Math.max(widest, Math.min(s.remoteLimit, cap));
+		for (const s of this.#sessions) if (s.live) widest = Math.max(widest, Math.min(s.remoteLimit, maxStreamsPerSession));
 		return holes * 2 >= widest;
 	}
 
@@ -286,7 +290,7 @@ export class Http2Driver extends Driver {
 		});
 		session.on('goaway', (code: number, lastStreamId: number) => {
 			s.lastStreamId = lastStreamId;
-			s.inFlightAtGoaway = s.streams.size;
+			s.inFlightAtGoaway = this.#inFlight(s);
 			failure ??= new ConnectionError(`GOAWAY ${codeName(code)} (last stream ${lastStreamId})`);
 			// Counted now, not at 'close': the peer decides when that comes, and the next session must wait.
 			this.#failedUnanswered(s, failure);
@@ -354,17 +358,25 @@ export class Http2Driver extends Driver {
 	 */
 	#sweep(s: Session): void {
 		if (s.session.destroyed) return;
-		const { requestTimeoutMs } = this.ctx.setup.options;
+		const { requestTimeoutMs, pingTimeoutMs } = this.ctx.setup.options;
 		const now = performance.now();
 		let cancelled = 0;
-		while (s.unreset.length > 0 && s.resets.take()) s.unreset.shift()!.close(NGHTTP2_CANCEL);
+		while (s.unreset.length > 0) {
+			const stream = s.unreset[0]!;
+			if (!stream.closed && !stream.destroyed && !s.resets.take()) break;
+			s.unreset.shift();
+			stream.close(NGHTTP2_CANCEL); // (a no-op for one that ended meanwhile)
+		}
 		// Streams are kept in the order sent: the first one still within its time ends the sweep.
 		for (const [stream, p] of s.streams) {
 			if (p.timedOut) continue;
 			const waited = now - p.sentAt;
 			if (waited < requestTimeoutMs / 2) break;
 			if (s.readThrough < p.seq) {
-				this.#ping(s); // nor is any later one known to have reached the peer
+				// Nor is any later one known to have reached the peer. PINGs answered while it still is not
+				// (its frames held back by flow control, or a closing session that cannot be PINGed): stuck.
+				if (waited >= requestTimeoutMs + pingTimeoutMs) s.session.destroy(new ConnectionError(`A request was not read for ${Math.round(waited)} ms though the session is up: it is replaced`));
+				else this.#ping(s);
 				break;
 			}
 			if (waited < requestTimeoutMs) break;
@@ -382,12 +394,17 @@ export class Http2Driver extends Driver {
 		}
 	}
 
-	/** PING `s` (one at a time): answered, it is alive and its overdue requests are cancelled; unanswered in `pingTimeoutMs`, it is destroyed. */
+	/**
+	 * PING `s` (one at a time; a closing session cannot be): unanswered in `pingTimeoutMs`, it is
+	 * destroyed; answered, the requests it followed reached the peer and the overdue ones are settled.
+	 * nghttp2 sends a PING ahead of frames still in its queue, so it follows only what had left the
+	 * queue when it was sent.
+	 */
 	#ping(s: Session): void {
-		if (s.pinging || s.session.destroyed) return;
+		if (s.pinging || s.session.destroyed || s.session.closed) return;
 		const { pingTimeoutMs } = this.ctx.setup.options;
 		const deadline = setTimeout(() => s.session.destroy(new ConnectionError(`PING unanswered for ${pingTimeoutMs} ms (pingTimeoutMs)`)), pingTimeoutMs);
-		const after = s.requests;
+		const after = s.session.state.outboundQueueSize === 0 ? s.requests : s.readThrough;
 		s.pinging = s.session.ping((error) => {
 			s.pinging = false;
 			clearTimeout(deadline);
@@ -528,13 +545,20 @@ export class Http2Driver extends Driver {
 	 * `s` went away (or is going) before the gateway settled anything on it: a failed connect attempt,
 	 * counted once, reported with why, and the next session starts isolated.
 	 */
-	#failedUnanswered(s: Session, failure: Error | undefined, lost = s.streams.size): void {
+	#failedUnanswered(s: Session, failure: Error | undefined, lost = this.#inFlight(s)): void {
 		if (s.progress || s.failed || this.destroyed || this.closing) return;
 		s.failed = true;
 		this.#cap = 1;
 		this.#lostSinceSettled = true;
 		const { host, port } = this.ctx.setup.tls;
 		this.failedAttempt(s.ready, `Session to ${host}:${port} ended before the gateway answered any of its requests (${lost} in flight)`, failure);
+	}
+
+	/** Requests in flight on `s` and not settled (those past their deadline hold their place until reset). */
+	#inFlight(s: Session): number {
+		let n = 0;
+		for (const p of s.streams.values()) if (!p.timedOut) n++;
+		return n;
 	}
 
 	/**
