@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
-import { RedisStore } from '../src/server/redis-store.js';
+import { RedisData as RedisStore } from '../src/server/stores/redis.js';
 import { makeTokens } from './support/helpers.js';
 import { API_KEY, appBody, dataDir, mockApns, P8, request, type RunningDaemon, SECRET, startDaemon, tally, until, without } from './support/daemon.js';
 import { REDIS_MISSING, startRedis, startRelay } from './support/redis.js';

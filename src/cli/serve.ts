@@ -5,7 +5,7 @@
  * command says what to install.
  */
 import { ServerError } from '../index.js';
-import type { PushService } from '../server/service.js';
+import type { PushStore } from '../server/store.js';
 import { parseFlags, UsageError, wholeNumber } from './args.js';
 
 export const FLAGS = {
@@ -72,45 +72,52 @@ export async function run(args: readonly string[]): Promise<number> {
 	if (redis === undefined && (concurrency !== undefined || lockSeconds !== undefined)) throw new UsageError(`${concurrency !== undefined ? '--concurrency' : '--lock-timeout'} goes with --redis`);
 	if (redis !== undefined && flags.data !== undefined) throw new UsageError('--data is the embedded store: with --redis, everything is in Redis');
 	if (redis !== undefined && flags['insecure-plaintext-secrets'] === true) throw new UsageError('--insecure-plaintext-secrets does not go with --redis: credentials in a shared Redis are always encrypted (set APNS_WORKER_SECRET)');
-	const [{ default: pino }, { buildApi }, { SERVE_DEFAULTS }] = await loadServer();
+	const [{ default: pino }, { buildApi }, { SERVE_DEFAULTS }, { Engine }] = await loadServer();
 	const host = flags.host ?? SERVE_DEFAULTS.host;
 	const listenPort = port ?? SERVE_DEFAULTS.port;
 	const dataDir = flags.data ?? SERVE_DEFAULTS.dataDir;
 	const logger = pino({ level: process.env['LOG_LEVEL'] ?? 'info', base: { service: 'apns-worker' }, redact: { paths: ['req.headers.authorization', '*.key', '*.pfx', '*.passphrase', '*.tokenKey'], censor: '[redacted]' } });
 	const retentionMs = retentionHours === undefined ? SERVE_DEFAULTS.retentionMs : retentionHours * 3_600_000;
 	const shutdownTimeoutMs = shutdownSeconds === undefined ? SERVE_DEFAULTS.shutdownTimeoutMs : shutdownSeconds * 1000;
-	let daemon: PushService & { close(): Promise<void>; start(): void | Promise<void> };
-	let where: Record<string, string>;
+	let store: PushStore;
+	let apiKey: string;
 	let generatedKey: string | undefined;
 	if (redis !== undefined) {
-		const { RedisDaemon } = await loadRedis();
-		const d = await RedisDaemon.open({
-			redis,
-			apiKey: process.env['APNS_WORKER_API_KEY'] ?? '',
-			secret: process.env['APNS_WORKER_SECRET'] ?? '',
-			retentionMs,
-			shutdownTimeoutMs,
-			...(concurrency === undefined ? {} : { concurrency }),
-			...(lockSeconds === undefined ? {} : { lockMs: lockSeconds * 1000 }),
-			logger,
-		});
-		daemon = d;
-		where = { redis: d.where };
+		const { RedisStore } = await loadRedis();
+		apiKey = process.env['APNS_WORKER_API_KEY'] ?? '';
+		// Checked before Redis is asked anything: a daemon without the deployment's secrets must not touch it.
+		if (apiKey.length < 16) throw new ServerError('APNS_SERVER_CONFIG', 'APNS_WORKER_API_KEY (at least 16 characters) is required with --redis: every daemon of a deployment takes the same key');
+		if ((process.env['APNS_WORKER_SECRET'] ?? '') === '') throw new ServerError('APNS_SERVER_SECRET', 'APNS_WORKER_SECRET is required with --redis: credentials in the shared Redis are always encrypted');
+		store = await RedisStore.open({ url: redis, retentionMs, lockMs: lockSeconds === undefined ? SERVE_DEFAULTS.lockMs : lockSeconds * 1000, logger });
 	} else {
-		const { Daemon } = await loadSqlite();
-		const d = new Daemon({
-			dataDir,
-			apiKey: process.env['APNS_WORKER_API_KEY'],
+		const { SqliteStore, loadApiKey } = await loadSqlite();
+		store = new SqliteStore(dataDir);
+		try {
+			const key = loadApiKey(dataDir, process.env['APNS_WORKER_API_KEY']);
+			apiKey = key.key;
+			if (key.generated) generatedKey = key.key;
+		} catch (error) {
+			await store.close();
+			throw error;
+		}
+	}
+	let daemon: Awaited<ReturnType<typeof Engine.open>>;
+	try {
+		daemon = await Engine.open({
+			store,
+			apiKey,
 			secret: process.env['APNS_WORKER_SECRET'],
 			insecurePlaintextSecrets: flags['insecure-plaintext-secrets'] ?? false,
 			retentionMs,
 			shutdownTimeoutMs,
+			...(concurrency === undefined ? {} : { concurrency }),
 			logger,
 		});
-		daemon = d;
-		where = { data: d.store.path };
-		if (d.apiKeyGenerated) generatedKey = d.apiKey;
+	} catch (error) {
+		await store.close();
+		throw error;
 	}
+	const where = redis === undefined ? { data: store.where } : { redis: store.where };
 	const api = buildApi(daemon);
 	let address: string;
 	try {
@@ -152,15 +159,15 @@ export async function run(args: readonly string[]): Promise<number> {
 
 /** The daemon's modules, or a clear word on what to install. */
 function loadServer() {
-	return missingPackages(Promise.all([import('pino'), import('../server/http.js'), import('../server/service.js')]), SERVER_PACKAGES);
+	return missingPackages(Promise.all([import('pino'), import('../server/api.js'), import('../server/service.js'), import('../server/engine.js')]), SERVER_PACKAGES);
 }
 
 function loadSqlite() {
-	return missingPackages(import('../server/daemon.js'), SQLITE_PACKAGES);
+	return missingPackages(import('../server/stores/sqlite.js'), SQLITE_PACKAGES);
 }
 
 function loadRedis() {
-	return missingPackages(import('../server/redis-daemon.js'), REDIS_PACKAGES);
+	return missingPackages(import('../server/stores/redis.js'), REDIS_PACKAGES);
 }
 
 async function missingPackages<T>(loading: Promise<T>, packages: readonly string[]): Promise<T> {

@@ -1,8 +1,8 @@
 /**
- * What the HTTP API needs of a daemon, whatever it stores in: the embedded SQLite one ({@link Daemon} in
- * daemon.ts) or the Redis one that many daemons share (`RedisDaemon` in redis-daemon.ts). Also the
- * checks both make the same way: a notification entry checked as the manager will check it, and an
- * app's input turned into settings, sealed credentials and a working manager.
+ * What the HTTP API (api.ts) needs of the daemon ({@link PushService}, which the engine implements), and
+ * the pieces of its answers: a notification entry checked as the manager will check it, an app's input
+ * turned into settings, sealed credentials and a working manager, the views the API returns, and the
+ * defaults of `serve`.
  */
 import type { Logger } from 'pino';
 import { ApnsManager, InvalidArgumentError, ServerError } from '../index.js';

@@ -1,344 +1,226 @@
 /**
- * The daemon's embedded store: one SQLite file (better-sqlite3) in the data directory. It keeps the
- * apps (their settings, and their credentials sealed by {@link SecretBox}), every accepted notification
- * until it is settled, the outcomes for a retention period, and the feedback until it is read past.
+ * What `apns-worker serve` keeps, behind one interface: the engine (engine.ts) owns everything that does
+ * not depend on where data lives — apps and their managers, the API's operations, sending, turning
+ * outcomes into stored results, webhooks, metrics, retention, shutdown — and a {@link PushStore} keeps the
+ * data and hands out the work. Two adapters: embedded SQLite (stores/sqlite.ts, the default) and Redis
+ * with BullMQ as the work source (stores/redis.ts).
  *
- * Durability: WAL with `synchronous = FULL`, so a transaction that returned is on disk; the API answers
- * 202 only after the transaction that stored the notifications returned.
+ * ## Writing a third store
  *
- * A notification to N tokens is one `notifications` row and N `pending` rows (the token as 32 bytes).
- * Every table's rows are numbered by AUTOINCREMENT: numbers are never reused, so a cursor (what a
- * manager was handed, what a reader read past) stays meaningful when the rows before it are deleted, and
- * nothing that remembers a number (a cached body, a late outcome) can reach a newer row that took it.
- * A pending row is deleted in the same transaction that records its outcome, so after a crash what is
- * left in `pending` is exactly what was not settled. Each app keeps the highest pending row it handed to
- * its manager (`dispatched`): at start, the rows at or below it were in flight at the crash — in doubt.
+ * One file that implements {@link PushStore}, and one line in test/store-conformance.test.ts, which runs
+ * the same tests against every store (accept atomicity and idempotency, a lease that lapses when its holder
+ * dies, settling exactly once, feedback cursors, retention, deleting an app with pending work, a store that
+ * goes away and comes back). What the engine relies on:
+ *
+ * - **Every call is asynchronous** and may reject: the engine answers the API 503 ("retry") and retries
+ *   its own writes with backoff. A call that rejected must not take effect later (no write queued for a
+ *   reconnection): a client told 503 may act on that.
+ * - **Apps** have an id (the API's) and an incarnation (`gen`), made when the app is created and kept by
+ *   updates: deleting an app and creating it again under the same id makes a new incarnation, and nothing
+ *   recorded for the old one (work, outcomes, feedback, pending counts) may reach the new one. Credentials
+ *   come in sealed (secrets.ts); a store never sees them in the clear.
+ * - **Accepting** a request is atomic with its idempotency answer: after `accept` resolves, the work is
+ *   durable and will be handed out; a second `accept` with the same key returns the first answer and adds
+ *   nothing.
+ * - **Work** is handed out in units (one notification's tokens, at most {@link UNIT_TOKENS}) to the handler
+ *   given to {@link PushStore.work}, under a lease: a unit is handed to one holder at a time, and a holder
+ *   that dies (`kill -9`) loses its leases, so the unit is handed out again (then `again` is true and its
+ *   unsettled tokens are in doubt). What the handler returns says what becomes of the unit.
+ * - **Settling** records outcomes exactly once per token: settling a token again (a unit run twice) counts
+ *   nothing. A 410's token becomes a feedback record, numbered by the app's feedback sequence (never
+ *   reused, so cursors stay valid when earlier records are gone).
  */
-import { chmodSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import Database from 'better-sqlite3';
-import { ServerError } from '../errors.js';
+import type { StoredBody } from './service.js';
 
-/** The settings of an app as stored (never a secret: those are in `sealed`). */
-export interface AppRecord {
+/** Tokens in one unit of work at most (a notification to more tokens is split). */
+export const UNIT_TOKENS = 5000;
+
+/** An app as a store keeps it. */
+export interface StoredApp {
 	readonly id: string;
-	/** Its row number: pending rows and outcomes refer to it. */
-	readonly num: number;
-	/** JSON of the app's public settings. */
+	/** Its incarnation: made at creation, kept by updates (see the module comment). */
+	readonly gen: string;
+	/** JSON of its public settings (apps.ts `AppSettings`). */
 	readonly settings: string;
-	/** Its credentials, sealed (see SecretBox); undefined when it has none. */
+	/** Its credentials, sealed; undefined when it has none. */
 	readonly sealed: string | undefined;
 	readonly createdAt: number;
 	readonly updatedAt: number;
 }
 
-/** One notification to store: its id, the JSON of what to send, its tokens as 32-byte buffers. */
+/** One notification of a request to accept. */
 export interface NewNotification {
-	readonly id: string;
-	readonly body: string;
-	readonly tokens: readonly Buffer[];
+	readonly body: StoredBody;
+	/** Its tokens, 32 bytes each, concatenated. */
+	readonly tokens: Buffer;
 }
 
-/** A pending row handed to a manager. */
-export interface PendingRow {
-	readonly seq: number;
-	readonly notification: number;
-	readonly token: Buffer;
+/** What a request was answered: the notifications' ids (UUIDs, in the request's order) and how many tokens in all. */
+export interface Accepted {
+	readonly ids: readonly string[];
+	readonly accepted: number;
 }
 
-/** What a settlement records, in one transaction. */
-export interface Settlement {
-	/** Pending rows settled (delivered or failed for good). */
-	readonly seqs: readonly number[];
-	/** Per notification row: how many were delivered and how many failed. */
-	readonly counts: ReadonlyMap<number, { sent: number; failed: number }>;
-	readonly failures: ReadonlyArray<{ notification: number; token: string; status: number; reason: string }>;
-	/** 410s (and feedback-service records): the app's feedback. */
-	readonly feedback: ReadonlyArray<{ app: number; token: string; when: number; reason: string }>;
-}
-
-export interface NotificationStatus {
-	readonly id: string;
+/** A notification's outcome so far. */
+export interface NotificationCounts {
 	readonly total: number;
 	readonly sent: number;
 	readonly failed: number;
-	readonly failures: Array<{ token: string; status: number; reason: string }>;
+	readonly failures: ReadonlyArray<{ readonly token: string; readonly status: number; readonly reason: string }>;
 }
 
+/** A feedback record: a token APNs answered 410 for. `seq` is its number in the app's feedback. */
 export interface FeedbackRecord {
 	readonly seq: number;
 	readonly token: string;
+	/** When APNs says the token stopped being valid, in ms. */
 	readonly when: number;
 	readonly reason: string;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS apps (
-	num INTEGER PRIMARY KEY AUTOINCREMENT,
-	id TEXT NOT NULL UNIQUE,
-	settings TEXT NOT NULL,
-	sealed TEXT,
-	dispatched INTEGER NOT NULL DEFAULT 0,
-	webhook_cursor INTEGER NOT NULL DEFAULT 0,
-	created_at INTEGER NOT NULL,
-	updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS notifications (
-	num INTEGER PRIMARY KEY AUTOINCREMENT,
-	id TEXT NOT NULL UNIQUE,
-	app INTEGER NOT NULL,
-	body TEXT NOT NULL,
-	total INTEGER NOT NULL,
-	sent INTEGER NOT NULL DEFAULT 0,
-	failed INTEGER NOT NULL DEFAULT 0,
-	created_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS notifications_by_age ON notifications (created_at);
-CREATE TABLE IF NOT EXISTS pending (
-	seq INTEGER PRIMARY KEY AUTOINCREMENT,
-	app INTEGER NOT NULL,
-	notification INTEGER NOT NULL,
-	token BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS pending_by_app ON pending (app, seq);
-CREATE TABLE IF NOT EXISTS failures (
-	notification INTEGER NOT NULL,
-	token TEXT NOT NULL,
-	status INTEGER NOT NULL,
-	reason TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS failures_by_notification ON failures (notification);
-CREATE TABLE IF NOT EXISTS feedback (
-	seq INTEGER PRIMARY KEY AUTOINCREMENT,
-	app INTEGER NOT NULL,
-	token TEXT NOT NULL,
-	at INTEGER NOT NULL,
-	reason TEXT NOT NULL,
-	stored_at INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS feedback_by_app ON feedback (app, seq);
-CREATE TABLE IF NOT EXISTS idempotency (
-	app INTEGER NOT NULL,
-	key TEXT NOT NULL,
-	response TEXT NOT NULL,
-	created_at INTEGER NOT NULL,
-	PRIMARY KEY (app, key)
-);
-`;
+/** Some tokens of one notification, handed to one holder at a time. */
+export interface WorkUnit {
+	readonly app: string;
+	readonly gen: string;
+	readonly notification: string;
+	readonly body: StoredBody;
+	/** The tokens, 32 bytes each, concatenated (token i at `i * 32`). */
+	readonly tokens: Buffer;
+	/** Bit i set: token i's outcome is recorded already (a unit handed out again). */
+	readonly settled: Uint8Array;
+	/**
+	 * Its holder died with it and that was not counted when the store opened ({@link PushStore.inDoubt}):
+	 * its unsettled tokens may have reached APNs (in doubt).
+	 */
+	readonly again: boolean;
+	/** Times it was handed out before (for the backoff of a unit that cannot be sent yet). */
+	readonly attempts: number;
+}
 
-/** The store. Synchronous (better-sqlite3): each call is one statement or one transaction. */
-export class Store {
-	readonly path: string;
-	readonly #db: Database.Database;
-	readonly #q: ReturnType<typeof prepare>;
-	readonly #accept: (app: number, notifications: readonly NewNotification[], now: number, idempotency: { key: string; response: string } | undefined) => void;
-	readonly #settle: (s: Settlement) => void;
+/** One token's failure, by its index in the unit. */
+export interface TokenFailure {
+	readonly index: number;
+	readonly token: string;
+	readonly status: number;
+	readonly reason: string;
+	/** A 410: when APNs found the token invalid (ms); the token becomes a feedback record. */
+	readonly feedbackAt: number | undefined;
+}
 
-	constructor(dir: string) {
-		mkdirSync(dir, { recursive: true, mode: 0o700 });
-		this.path = join(dir, 'apns-worker.db');
-		this.#db = new Database(this.path, { timeout: 0 });
-		// Payloads, tokens and sealed credentials: for the daemon's user only (the WAL takes the same mode).
-		chmodSync(this.path, 0o600);
-		// One daemon per data directory: two would both send every pending row.
-		this.#db.pragma('locking_mode = EXCLUSIVE');
-		try {
-			this.#db.pragma('journal_mode = WAL');
-			this.#db.exec('BEGIN EXCLUSIVE; COMMIT');
-		} catch (error) {
-			this.#db.close();
-			if ((error as { code?: string }).code?.startsWith('SQLITE_BUSY') === true) throw new ServerError('APNS_SERVER_CONFIG', `${dir} is in use by another apns-worker serve (one daemon per data directory)`, { cause: error });
-			throw error;
-		}
-		this.#db.pragma('secure_delete = ON');
-		this.#db.pragma('synchronous = FULL');
-		this.#db.pragma('foreign_keys = OFF');
-		this.#db.exec(SCHEMA);
-		const q = prepare(this.#db);
-		this.#q = q;
-		this.#accept = this.#db.transaction((app: number, notifications: readonly NewNotification[], now: number, idempotency: { key: string; response: string } | undefined) => {
-			for (const n of notifications) {
-				const num = Number(q.insertNotification.run(n.id, app, n.body, n.tokens.length, now).lastInsertRowid);
-				for (const token of n.tokens) q.insertPending.run(app, num, token);
-			}
-			if (idempotency !== undefined) q.insertIdempotency.run(app, idempotency.key, idempotency.response, now);
-		});
-		this.#settle = this.#db.transaction((s: Settlement) => {
-			for (const seq of s.seqs) q.deletePending.run(seq);
-			for (const [num, c] of s.counts) q.countOutcome.run(c.sent, c.failed, num);
-			for (const f of s.failures) q.insertFailure.run(f.notification, f.token, f.status, f.reason);
-			const now = Date.now();
-			for (const f of s.feedback) q.insertFeedback.run(f.app, f.token, f.when, f.reason, now);
-		});
-	}
+/** What a settlement newly recorded (what was recorded before is not counted again). */
+export interface Settled {
+	readonly sent: number;
+	readonly failed: number;
+	readonly feedback: number;
+}
 
-	getMeta(key: string): string | undefined {
-		return (this.#q.getMeta.get(key) as { value: string } | undefined)?.value;
-	}
+/**
+ * What becomes of a unit once its handler is done with it:
+ * - `'done'`: every token's outcome is recorded;
+ * - `'gone'`: its app (that incarnation) is deleted: the unit and its notification's state are forgotten;
+ * - `{ retryInMs }`: hand it out again after this long (its app cannot send now; outcomes could not be
+ *   recorded); it keeps what was settled;
+ * - `'handedBack'`: its manager closed before it was done (an update, a shutdown): hand it out again at once.
+ */
+export type WorkResult = 'done' | 'gone' | 'handedBack' | { readonly retryInMs: number };
 
-	setMeta(key: string, value: string): void {
-		this.#q.setMeta.run(key, value);
-	}
+/** Takes a unit: sends what is not settled and records the outcomes. */
+export type WorkHandler = (unit: WorkUnit) => Promise<WorkResult>;
 
-	/** Create or update an app; true when it was created. */
-	putApp(id: string, settings: string, sealed: string | undefined, now: number): { app: AppRecord; created: boolean } {
-		const existing = this.getApp(id);
-		if (existing === undefined) this.#q.insertApp.run(id, settings, sealed ?? null, now, now);
-		else this.#q.updateApp.run(settings, sealed ?? null, now, id);
-		return { app: this.getApp(id)!, created: existing === undefined };
-	}
+/** The work a store hands out. */
+export interface WorkSource {
+	/**
+	 * Stop taking units; resolves once every handler running has returned, or at `deadline`
+	 * (`performance.now()` time), whichever is first. Units not finished are handed out again later.
+	 */
+	stop(deadline: number): Promise<void>;
+}
 
-	getApp(id: string): AppRecord | undefined {
-		const row = this.#q.getApp.get(id) as AppRow | undefined;
-		return row === undefined ? undefined : toApp(row);
-	}
+/** Why the store cannot be used now, and what happened to it: for the API (503) and the logs. */
+export interface StoreEvents {
+	/** An app changed elsewhere (another daemon): load it again. `undefined`: load them all (a message may have been missed). */
+	appChanged(id: string | undefined): void;
+	/** The store is reachable again after it was not. */
+	back(): void;
+	/** It stopped being reachable. */
+	lost(): void;
+}
 
-	listApps(): AppRecord[] {
-		return (this.#q.listApps.all() as AppRow[]).map(toApp);
-	}
+/** Where `apns-worker serve` keeps its data. See the module comment. */
+export interface PushStore {
+	/** What it is, for messages: `'SQLite'`, `'Redis'`. */
+	readonly name: string;
+	/** Where it is, for logs and messages (never a password). */
+	readonly where: string;
+	/**
+	 * Several daemons share it: the engine then requires a secret (credentials are always sealed, and a
+	 * value stored unsealed is refused) and follows changes made elsewhere ({@link PushStore.watch}).
+	 */
+	readonly shared: boolean;
+	/** Why it cannot be used now (the API answers 503 with this), or undefined. */
+	readonly unavailable: string | undefined;
 
-	/** Delete an app with everything it had; the number of notifications still pending that were dropped. */
-	deleteApp(app: AppRecord): number {
-		return this.#db.transaction(() => {
-			const dropped = Number((this.#q.countPending.get(app.num) as { n: number }).n);
-			this.#db.prepare('DELETE FROM pending WHERE app = ?').run(app.num);
-			this.#db.prepare('DELETE FROM failures WHERE notification IN (SELECT num FROM notifications WHERE app = ?)').run(app.num);
-			this.#db.prepare('DELETE FROM notifications WHERE app = ?').run(app.num);
-			this.#db.prepare('DELETE FROM feedback WHERE app = ?').run(app.num);
-			this.#db.prepare('DELETE FROM idempotency WHERE app = ?').run(app.num);
-			this.#db.prepare('DELETE FROM apps WHERE num = ?').run(app.num);
-			return dropped;
-		})();
-	}
+	/** `key` of the deployment's settings, set to `make()` first if it has none (the first daemon's value wins). */
+	metaOnce(key: string, make: () => string): Promise<string>;
+	/** `key` of the deployment's settings, if set. */
+	meta(key: string): Promise<string | undefined>;
 
-	/** Store notifications (and the answer to an idempotency key) in one durable transaction. */
-	accept(app: number, notifications: readonly NewNotification[], now: number, idempotency?: { key: string; response: string }): void {
-		this.#accept(app, notifications, now, idempotency);
-	}
-
-	/** The stored answer to an earlier request with this idempotency key. */
-	idempotent(app: number, key: string): string | undefined {
-		return (this.#q.getIdempotency.get(app, key) as { response: string } | undefined)?.response;
-	}
-
-	/** Pending rows of `app` after `seq`, oldest first. */
-	claim(app: number, after: number, limit: number): PendingRow[] {
-		return this.#q.claim.all(app, after, limit) as PendingRow[];
-	}
-
-	/** Remember the highest row handed to the app's manager. */
-	dispatched(app: number, seq: number): void {
-		this.#q.setDispatched.run(seq, app);
-	}
-
-	/** At start: the app's pending rows that were handed to its manager before the daemon stopped (in doubt). */
-	inDoubt(app: AppRecord): number {
-		const dispatched = (this.#q.getDispatched.get(app.num) as { dispatched: number }).dispatched;
-		return Number((this.#q.countPendingUpTo.get(app.num, dispatched) as { n: number }).n);
-	}
-
-	pendingCount(app: number): number {
-		return Number((this.#q.countPending.get(app) as { n: number }).n);
-	}
-
-	notificationBody(num: number): { id: string; body: string } | undefined {
-		return this.#q.getBody.get(num) as { id: string; body: string } | undefined;
-	}
-
-	settle(s: Settlement): void {
-		this.#settle(s);
-	}
-
-	status(app: number, id: string): NotificationStatus | undefined {
-		const row = this.#q.getStatus.get(id, app) as { num: number; total: number; sent: number; failed: number } | undefined;
-		if (row === undefined) return undefined;
-		const failures = this.#q.getFailures.all(row.num) as Array<{ token: string; status: number; reason: string }>;
-		return { id, total: row.total, sent: row.sent, failed: row.failed, failures };
-	}
+	/** Create or update an app (its `gen` kept by an update). */
+	putApp(id: string, settings: string, sealed: string | undefined, now: number): Promise<{ app: StoredApp; created: boolean }>;
+	getApp(id: string): Promise<StoredApp | undefined>;
+	/** Every app's id. */
+	appIds(): Promise<string[]>;
+	/** Delete an app and everything it had; the number of its notifications still pending, or undefined when there is no such app. */
+	deleteApp(id: string): Promise<number | undefined>;
 
 	/**
-	 * Feedback of `app` after `after`, at most `limit`; what is at or below `after` was read past and is
-	 * deleted — with a webhook, only once the webhook has it too.
+	 * Store `notifications` for `app`, with the answer under `idempotencyKey`, atomically: afterwards
+	 * their work will be handed out. With a key answered before, that answer (`fresh` false), and nothing
+	 * stored. Undefined, with nothing stored, when `app` is no longer that incarnation.
 	 */
-	feedback(app: number, after: number, limit: number, webhook: boolean): FeedbackRecord[] {
-		const upTo = webhook ? Math.min(after, (this.#q.getWebhookCursor.get(app) as { webhook_cursor: number }).webhook_cursor) : after;
-		if (upTo > 0) this.#q.deleteFeedbackUpTo.run(app, upTo);
-		return this.#q.getFeedback.all(app, after, limit) as FeedbackRecord[];
-	}
-
-	/** Feedback after the webhook's cursor (not deleted: the API's readers may not have read it). */
-	webhookBatch(app: number, limit: number): FeedbackRecord[] {
-		const cursor = (this.#q.getWebhookCursor.get(app) as { webhook_cursor: number } | undefined)?.webhook_cursor ?? 0;
-		return this.#q.getFeedback.all(app, cursor, limit) as FeedbackRecord[];
-	}
-
-	webhookDelivered(app: number, seq: number): void {
-		this.#q.setWebhookCursor.run(seq, app);
-	}
+	accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotencyKey: string | undefined): Promise<(Accepted & { fresh: boolean }) | undefined>;
+	/** The answer to an earlier request with this key, if any. */
+	idempotent(app: StoredApp, key: string): Promise<Accepted | undefined>;
+	/** Notifications (one per token) accepted and not yet settled, per app. */
+	pending(apps: readonly StoredApp[]): Promise<number[]>;
+	status(app: StoredApp, notification: string): Promise<NotificationCounts | undefined>;
 
 	/**
-	 * Drop settled notifications, idempotency answers and unread feedback older than `before`; how many
-	 * notifications. The feedback of the apps in `webhooks` is kept until their webhook has it.
+	 * Where the store itself knows at start what was in flight when the last daemon on it stopped (one
+	 * daemon per store): how many of `app`'s notifications are in doubt. Units of those are not `again`.
 	 */
-	prune(before: number, webhooks: readonly number[] = []): number {
-		return this.#db.transaction(() => {
-			const old = 'SELECT num FROM notifications WHERE created_at < ? AND sent + failed = total';
-			this.#db.prepare(`DELETE FROM failures WHERE notification IN (${old})`).run(before);
-			const n = this.#db.prepare(`DELETE FROM notifications WHERE num IN (${old})`).run(before).changes;
-			this.#db.prepare('DELETE FROM idempotency WHERE created_at < ?').run(before);
-			// By when it was stored: `at` is APNs' word on when the token went, which may be long before.
-			const held = webhooks.length === 0 ? '' : ` AND NOT (app IN (${webhooks.map(() => '?').join(',')}) AND seq > (SELECT webhook_cursor FROM apps WHERE apps.num = feedback.app))`;
-			this.#db.prepare(`DELETE FROM feedback WHERE stored_at < ?${held}`).run(before, ...webhooks);
-			return n;
-		})();
-	}
+	inDoubt?(app: StoredApp): Promise<number>;
+	/**
+	 * Start handing out units to `handler`, at most `concurrency` at once. `error` hears what went wrong
+	 * in the store's own work (a read it retries, backed off).
+	 */
+	work(handler: WorkHandler, options: { readonly concurrency: number; readonly error: (error: Error) => void }): WorkSource;
+	/** Record outcomes of `unit`'s tokens: `sent` has bit i set for each delivered token i. */
+	settle(unit: WorkUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Promise<Settled>;
 
-	close(): void {
-		this.#db.close();
-	}
-}
+	/** Feedback of `app` after `after`, at most `limit`, oldest first. */
+	feedback(app: StoredApp, after: number, limit: number): Promise<FeedbackRecord[]>;
+	/** A reader has read everything up to `seq`: it may go (with a webhook, once the webhook has it too). */
+	feedbackRead(app: StoredApp, upTo: number, webhook: boolean): Promise<void>;
+	/** Feedback after the webhook's cursor. */
+	webhookBatch(app: StoredApp, limit: number): Promise<FeedbackRecord[]>;
+	/** The webhook has every record up to `seq` (the cursor never moves back). */
+	webhookDelivered(app: StoredApp, seq: number): Promise<void>;
+	/**
+	 * Where several daemons share a store: take or extend `owner`'s turn to deliver `app`'s webhook (false
+	 * while another has it), and give it up. A store for one daemon leaves them out.
+	 */
+	webhookClaim?(app: StoredApp, owner: string): Promise<boolean>;
+	webhookRelease?(app: StoredApp, owner: string): Promise<void>;
 
-interface AppRow {
-	num: number;
-	id: string;
-	settings: string;
-	sealed: string | null;
-	created_at: number;
-	updated_at: number;
-}
+	/**
+	 * Drop what is older than `before`: settled notifications' outcomes, idempotency answers, and feedback
+	 * no one read (of the apps with a webhook, only what the webhook has). How many records went.
+	 */
+	prune(before: number, apps: ReadonlyArray<{ app: StoredApp; webhook: boolean }>): Promise<number>;
 
-function toApp(row: AppRow): AppRecord {
-	return { id: row.id, num: row.num, settings: row.settings, sealed: row.sealed ?? undefined, createdAt: row.created_at, updatedAt: row.updated_at };
-}
-
-function prepare(db: Database.Database) {
-	return {
-		getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
-		setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
-		insertApp: db.prepare('INSERT INTO apps (id, settings, sealed, created_at, updated_at) VALUES (?, ?, ?, ?, ?)'),
-		updateApp: db.prepare('UPDATE apps SET settings = ?, sealed = ?, updated_at = ? WHERE id = ?'),
-		getApp: db.prepare('SELECT num, id, settings, sealed, created_at, updated_at FROM apps WHERE id = ?'),
-		listApps: db.prepare('SELECT num, id, settings, sealed, created_at, updated_at FROM apps ORDER BY id'),
-		insertNotification: db.prepare('INSERT INTO notifications (id, app, body, total, created_at) VALUES (?, ?, ?, ?, ?)'),
-		insertPending: db.prepare('INSERT INTO pending (app, notification, token) VALUES (?, ?, ?)'),
-		insertIdempotency: db.prepare('INSERT INTO idempotency (app, key, response, created_at) VALUES (?, ?, ?, ?)'),
-		getIdempotency: db.prepare('SELECT response FROM idempotency WHERE app = ? AND key = ?'),
-		claim: db.prepare('SELECT seq, notification, token FROM pending WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
-		setDispatched: db.prepare('UPDATE apps SET dispatched = max(dispatched, ?) WHERE num = ?'),
-		getDispatched: db.prepare('SELECT dispatched FROM apps WHERE num = ?'),
-		countPending: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ?'),
-		countPendingUpTo: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ? AND seq <= ?'),
-		getBody: db.prepare('SELECT id, body FROM notifications WHERE num = ?'),
-		deletePending: db.prepare('DELETE FROM pending WHERE seq = ?'),
-		countOutcome: db.prepare('UPDATE notifications SET sent = sent + ?, failed = failed + ? WHERE num = ?'),
-		insertFailure: db.prepare('INSERT INTO failures (notification, token, status, reason) VALUES (?, ?, ?, ?)'),
-		insertFeedback: db.prepare('INSERT INTO feedback (app, token, at, reason, stored_at) VALUES (?, ?, ?, ?, ?)'),
-		getStatus: db.prepare('SELECT num, total, sent, failed FROM notifications WHERE id = ? AND app = ?'),
-		getFailures: db.prepare('SELECT token, status, reason FROM failures WHERE notification = ? ORDER BY rowid'),
-		deleteFeedbackUpTo: db.prepare('DELETE FROM feedback WHERE app = ? AND seq <= ?'),
-		getFeedback: db.prepare('SELECT seq, token, at AS "when", reason FROM feedback WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
-		getWebhookCursor: db.prepare('SELECT webhook_cursor FROM apps WHERE num = ?'),
-		setWebhookCursor: db.prepare('UPDATE apps SET webhook_cursor = ? WHERE num = ?'),
-	};
+	/** Follow the store: what changed elsewhere, and whether it is reachable. */
+	watch(events: StoreEvents): Promise<void>;
+	/** Close its connections (after {@link WorkSource.stop}): whatever still waits on the store ends. */
+	close(): Promise<void>;
 }

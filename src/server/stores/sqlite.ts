@@ -1,0 +1,591 @@
+/**
+ * The embedded store of `apns-worker serve` (the default): one SQLite file (better-sqlite3) in the data
+ * directory, for one daemon. It keeps the apps (their settings, and their credentials sealed by
+ * SecretBox), every accepted notification until it is settled, the outcomes for a retention period, and
+ * the feedback until it is read past. See ../store.ts for what a store promises.
+ *
+ * Durability: WAL with `synchronous = FULL`, so a transaction that returned is on disk; `accept` resolves
+ * only after the transaction that stored the notifications returned.
+ *
+ * A notification to N tokens is one `notifications` row and N `pending` rows (the token as 32 bytes).
+ * Every table's rows are numbered by AUTOINCREMENT: numbers are never reused, so a cursor (what was handed
+ * out, what a reader read past) stays meaningful when the rows before it are deleted. An app's incarnation
+ * (`gen`) is its row number. A pending row is deleted in the transaction that records its outcome, so
+ * after a crash what is left in `pending` is exactly what was not settled. Each app keeps the highest
+ * pending row it handed out (`dispatched`): at start, the rows at or below it were in flight at the crash —
+ * in doubt ({@link SqliteStore.inDoubt}).
+ *
+ * Work: units are read from `pending` in order, per app (taking turns), a chunk at a time and only while
+ * fewer than `concurrency` are being worked, so a million pending rows cost a chunk of memory, not a
+ * million. The lease is the process: a daemon killed mid-unit leaves its rows pending for the next start.
+ * A unit handed back, or to be tried later (its app cannot send), keeps its rows: it is handed out again
+ * (then, for an app that cannot send, after the delay, with the app's other rows waiting meanwhile).
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { ServerError } from '../../errors.js';
+import type { StoredBody } from '../service.js';
+import { UNIT_TOKENS, type Accepted, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoredApp, type TokenFailure, type WorkHandler, type WorkResult, type WorkSource, type WorkUnit } from '../store.js';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS apps (
+	num INTEGER PRIMARY KEY AUTOINCREMENT,
+	id TEXT NOT NULL UNIQUE,
+	settings TEXT NOT NULL,
+	sealed TEXT,
+	dispatched INTEGER NOT NULL DEFAULT 0,
+	webhook_cursor INTEGER NOT NULL DEFAULT 0,
+	created_at INTEGER NOT NULL,
+	updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notifications (
+	num INTEGER PRIMARY KEY AUTOINCREMENT,
+	id TEXT NOT NULL UNIQUE,
+	app INTEGER NOT NULL,
+	body TEXT NOT NULL,
+	total INTEGER NOT NULL,
+	sent INTEGER NOT NULL DEFAULT 0,
+	failed INTEGER NOT NULL DEFAULT 0,
+	created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_age ON notifications (created_at);
+CREATE TABLE IF NOT EXISTS pending (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	app INTEGER NOT NULL,
+	notification INTEGER NOT NULL,
+	token BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_by_app ON pending (app, seq);
+CREATE TABLE IF NOT EXISTS failures (
+	notification INTEGER NOT NULL,
+	token TEXT NOT NULL,
+	status INTEGER NOT NULL,
+	reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failures_by_notification ON failures (notification);
+CREATE TABLE IF NOT EXISTS feedback (
+	seq INTEGER PRIMARY KEY AUTOINCREMENT,
+	app INTEGER NOT NULL,
+	token TEXT NOT NULL,
+	at INTEGER NOT NULL,
+	reason TEXT NOT NULL,
+	stored_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_by_app ON feedback (app, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+	app INTEGER NOT NULL,
+	key TEXT NOT NULL,
+	response TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	PRIMARY KEY (app, key)
+);
+`;
+
+/** Pending rows read per claim. */
+const CHUNK = 2000;
+/** Backoff of reads after the database refused one: 0.5 s doubling to 30 s. */
+const STORE_RETRY_MS = { initial: 500, max: 30_000 } as const;
+/** Parsed notification bodies kept (a chunk usually spans a handful). */
+const BODY_CACHE = 256;
+
+/** A unit as this store hands it out: which pending row each token is. */
+interface SqliteUnit extends WorkUnit {
+	/** App row number. */
+	readonly num: number;
+	/** Notification row number. */
+	readonly notificationNum: number;
+	/** Pending row of each token. */
+	readonly seqs: readonly number[];
+	settled: Uint8Array;
+	attempts: number;
+}
+
+/** The embedded store (see the module comment). Synchronous underneath: each call is one statement or one transaction. */
+export class SqliteStore implements PushStore {
+	readonly name = 'SQLite';
+	readonly shared = false;
+	readonly unavailable = undefined;
+	/** The database file. */
+	readonly where: string;
+	readonly #db: Database.Database;
+	readonly #q: ReturnType<typeof prepare>;
+	readonly #accept: (app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, idempotency: { key: string; response: string } | undefined) => void;
+	readonly #settle: (unit: SqliteUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number) => Settled;
+	readonly #bodies = new Map<number, { id: string; body: StoredBody }>();
+	#work: SqliteWork | undefined;
+
+	/** Open (or create) the store in `dir`; one daemon per directory. @throws {@link ServerError} `APNS_SERVER_CONFIG` when another daemon has it. */
+	constructor(dir: string) {
+		mkdirSync(dir, { recursive: true, mode: 0o700 });
+		this.where = join(dir, 'apns-worker.db');
+		this.#db = new Database(this.where, { timeout: 0 });
+		// Payloads, tokens and sealed credentials: for the daemon's user only (the WAL takes the same mode).
+		chmodSync(this.where, 0o600);
+		// One daemon per data directory: two would both send every pending row.
+		this.#db.pragma('locking_mode = EXCLUSIVE');
+		try {
+			this.#db.pragma('journal_mode = WAL');
+			this.#db.exec('BEGIN EXCLUSIVE; COMMIT');
+		} catch (error) {
+			this.#db.close();
+			if ((error as { code?: string }).code?.startsWith('SQLITE_BUSY') === true) throw new ServerError('APNS_SERVER_CONFIG', `${dir} is in use by another apns-worker serve (one daemon per data directory)`, { cause: error });
+			throw error;
+		}
+		this.#db.pragma('secure_delete = ON');
+		this.#db.pragma('synchronous = FULL');
+		this.#db.pragma('foreign_keys = OFF');
+		this.#db.exec(SCHEMA);
+		const q = prepare(this.#db);
+		this.#q = q;
+		this.#accept = this.#db.transaction((app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, idempotency: { key: string; response: string } | undefined) => {
+			for (const n of notifications) {
+				const count = n.tokens.length / 32;
+				const num = Number(q.insertNotification.run(n.id, app, JSON.stringify(n.body), count, now).lastInsertRowid);
+				for (let i = 0; i < count; i++) q.insertPending.run(app, num, n.tokens.subarray(i * 32, i * 32 + 32));
+			}
+			if (idempotency !== undefined) q.insertIdempotency.run(app, idempotency.key, idempotency.response, now);
+		});
+		this.#settle = this.#db.transaction((unit: SqliteUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Settled => {
+			let newSent = 0;
+			let newFailed = 0;
+			let feedback = 0;
+			// A row deleted already (settled before, or its app deleted) is not counted again.
+			for (let i = 0; i < unit.seqs.length; i++) if ((sent[i >> 3]! & (1 << (i & 7))) !== 0 && q.deletePending.run(unit.seqs[i]!).changes > 0) newSent++;
+			for (const f of failures) {
+				if (q.deletePending.run(unit.seqs[f.index]!).changes === 0) continue;
+				newFailed++;
+				q.insertFailure.run(unit.notificationNum, f.token, f.status, f.reason);
+				if (f.feedbackAt !== undefined) {
+					q.insertFeedback.run(unit.num, f.token, f.feedbackAt, f.reason, now);
+					feedback++;
+				}
+			}
+			if (newSent + newFailed > 0) q.countOutcome.run(newSent, newFailed, unit.notificationNum);
+			return { sent: newSent, failed: newFailed, feedback };
+		});
+	}
+
+	async meta(key: string): Promise<string | undefined> {
+		return (this.#q.getMeta.get(key) as { value: string } | undefined)?.value;
+	}
+
+	async metaOnce(key: string, make: () => string): Promise<string> {
+		this.#q.setMetaOnce.run(key, make());
+		return (await this.meta(key))!;
+	}
+
+	async putApp(id: string, settings: string, sealed: string | undefined, now: number): Promise<{ app: StoredApp; created: boolean }> {
+		const existing = this.#app(id);
+		if (existing === undefined) this.#q.insertApp.run(id, settings, sealed ?? null, now, now);
+		else this.#q.updateApp.run(settings, sealed ?? null, now, id);
+		return { app: this.#app(id)!, created: existing === undefined };
+	}
+
+	async getApp(id: string): Promise<StoredApp | undefined> {
+		return this.#app(id);
+	}
+
+	#app(id: string): StoredApp | undefined {
+		const row = this.#q.getApp.get(id) as AppRow | undefined;
+		return row === undefined ? undefined : toApp(row);
+	}
+
+	async appIds(): Promise<string[]> {
+		return (this.#q.appIds.all() as Array<{ id: string }>).map((r) => r.id);
+	}
+
+	async deleteApp(id: string): Promise<number | undefined> {
+		const app = this.#app(id);
+		if (app === undefined) return undefined;
+		const num = Number(app.gen);
+		return this.#db.transaction(() => {
+			const dropped = Number((this.#q.countPending.get(num) as { n: number }).n);
+			this.#db.prepare('DELETE FROM pending WHERE app = ?').run(num);
+			this.#db.prepare('DELETE FROM failures WHERE notification IN (SELECT num FROM notifications WHERE app = ?)').run(num);
+			this.#db.prepare('DELETE FROM notifications WHERE app = ?').run(num);
+			this.#db.prepare('DELETE FROM feedback WHERE app = ?').run(num);
+			this.#db.prepare('DELETE FROM idempotency WHERE app = ?').run(num);
+			this.#db.prepare('DELETE FROM apps WHERE num = ?').run(num);
+			return dropped;
+		})();
+	}
+
+	async accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotencyKey: string | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
+		const num = Number(app.gen);
+		if (this.#q.getAppNum.get(num) === undefined) return undefined;
+		if (idempotencyKey !== undefined) {
+			const earlier = await this.idempotent(app, idempotencyKey);
+			if (earlier !== undefined) return { ...earlier, fresh: false };
+		}
+		const rows = notifications.map((n) => ({ ...n, id: randomUUID() }));
+		const answer: Accepted = { ids: rows.map((r) => r.id), accepted: rows.reduce((sum, r) => sum + r.tokens.length / 32, 0) };
+		this.#accept(num, rows, now, idempotencyKey === undefined ? undefined : { key: idempotencyKey, response: JSON.stringify(answer) });
+		this.#work?.wake();
+		return { ...answer, fresh: true };
+	}
+
+	async idempotent(app: StoredApp, key: string): Promise<Accepted | undefined> {
+		const row = this.#q.getIdempotency.get(Number(app.gen), key) as { response: string } | undefined;
+		return row === undefined ? undefined : (JSON.parse(row.response) as Accepted);
+	}
+
+	async pending(apps: readonly StoredApp[]): Promise<number[]> {
+		return apps.map((a) => Number((this.#q.countPending.get(Number(a.gen)) as { n: number }).n));
+	}
+
+	async status(app: StoredApp, id: string): Promise<NotificationCounts | undefined> {
+		const row = this.#q.getStatus.get(id, Number(app.gen)) as { num: number; total: number; sent: number; failed: number } | undefined;
+		if (row === undefined) return undefined;
+		const failures = this.#q.getFailures.all(row.num) as Array<{ token: string; status: number; reason: string }>;
+		return { total: row.total, sent: row.sent, failed: row.failed, failures };
+	}
+
+	/** At start: `app`'s pending rows handed out before the daemon stopped (in doubt). */
+	async inDoubt(app: StoredApp): Promise<number> {
+		const num = Number(app.gen);
+		const dispatched = (this.#q.getDispatched.get(num) as { dispatched: number }).dispatched;
+		return Number((this.#q.countPendingUpTo.get(num, dispatched) as { n: number }).n);
+	}
+
+	work(handler: WorkHandler, options: { readonly concurrency: number; readonly error: (error: Error) => void }): WorkSource {
+		this.#work = new SqliteWork(this, handler, options.concurrency, options.error);
+		return this.#work;
+	}
+
+	async settle(unit: WorkUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Promise<Settled> {
+		return this.#settle(unit as SqliteUnit, sent, failures, now);
+	}
+
+	async feedback(app: StoredApp, after: number, limit: number): Promise<FeedbackRecord[]> {
+		return this.#q.getFeedback.all(Number(app.gen), after, limit) as FeedbackRecord[];
+	}
+
+	async feedbackRead(app: StoredApp, upTo: number, webhook: boolean): Promise<void> {
+		const num = Number(app.gen);
+		const cut = webhook ? Math.min(upTo, (this.#q.getWebhookCursor.get(num) as { webhook_cursor: number }).webhook_cursor) : upTo;
+		if (cut > 0) this.#q.deleteFeedbackUpTo.run(num, cut);
+	}
+
+	async webhookBatch(app: StoredApp, limit: number): Promise<FeedbackRecord[]> {
+		const num = Number(app.gen);
+		const cursor = (this.#q.getWebhookCursor.get(num) as { webhook_cursor: number } | undefined)?.webhook_cursor ?? 0;
+		return this.#q.getFeedback.all(num, cursor, limit) as FeedbackRecord[];
+	}
+
+	async webhookDelivered(app: StoredApp, seq: number): Promise<void> {
+		this.#q.setWebhookCursor.run(seq, Number(app.gen));
+	}
+
+	async prune(before: number, apps: ReadonlyArray<{ app: StoredApp; webhook: boolean }>): Promise<number> {
+		const webhooks = apps.filter((a) => a.webhook).map((a) => Number(a.app.gen));
+		return this.#db.transaction(() => {
+			const old = 'SELECT num FROM notifications WHERE created_at < ? AND sent + failed = total';
+			this.#db.prepare(`DELETE FROM failures WHERE notification IN (${old})`).run(before);
+			const n = this.#db.prepare(`DELETE FROM notifications WHERE num IN (${old})`).run(before).changes;
+			this.#db.prepare('DELETE FROM idempotency WHERE created_at < ?').run(before);
+			// By when it was stored: `at` is APNs' word on when the token went, which may be long before.
+			const held = webhooks.length === 0 ? '' : ` AND NOT (app IN (${webhooks.map(() => '?').join(',')}) AND seq > (SELECT webhook_cursor FROM apps WHERE apps.num = feedback.app))`;
+			this.#db.prepare(`DELETE FROM feedback WHERE stored_at < ?${held}`).run(before, ...webhooks);
+			return n;
+		})();
+	}
+
+	/** One daemon per store: nothing changes elsewhere. */
+	async watch(): Promise<void> {}
+
+	async close(): Promise<void> {
+		this.#db.close();
+	}
+
+	// ---- for SqliteWork ----
+
+	/** Apps (row numbers) with pending rows after their cursor… asked cheaply: every app. */
+	appNums(): number[] {
+		return (this.#q.appNums.all() as Array<{ num: number }>).map((r) => r.num);
+	}
+
+	/** Up to a chunk of `app`'s pending rows after `after`, as units (one notification's consecutive rows each); marked handed out first. */
+	claim(app: number, after: number): SqliteUnit[] {
+		const rows = this.#q.claim.all(app, after, CHUNK) as Array<{ seq: number; notification: number; token: Buffer }>;
+		if (rows.length === 0) return [];
+		// Durable before any of them can reach APNs: at a crash, these rows are counted in doubt.
+		this.#q.setDispatched.run(rows[rows.length - 1]!.seq, app);
+		const gen = String(app);
+		const appId = (this.#q.getAppId.get(app) as { id: string } | undefined)?.id;
+		if (appId === undefined) return [];
+		const units: SqliteUnit[] = [];
+		let start = 0;
+		for (let i = 1; i <= rows.length; i++) {
+			if (i < rows.length && rows[i]!.notification === rows[start]!.notification && i - start < UNIT_TOKENS) continue;
+			const run = rows.slice(start, i);
+			start = i;
+			const body = this.#body(run[0]!.notification);
+			if (body === undefined) continue; // its app deleted under us
+			units.push({ app: appId, gen, notification: body.id, body: body.body, tokens: Buffer.concat(run.map((r) => r.token)), settled: new Uint8Array(Math.ceil(run.length / 8)), again: false, attempts: 0, num: app, notificationNum: run[0]!.notification, seqs: run.map((r) => r.seq) });
+		}
+		return units;
+	}
+
+	/** `unit` as it stands now: its rows settled meanwhile marked settled; undefined when none is left. */
+	refresh(unit: SqliteUnit): SqliteUnit | undefined {
+		const left = new Set((this.#db.prepare(`SELECT seq FROM pending WHERE seq IN (${unit.seqs.map(() => '?').join(',')})`).all(...unit.seqs) as Array<{ seq: number }>).map((r) => r.seq));
+		if (left.size === 0) return undefined;
+		const settled = new Uint8Array(unit.settled.length);
+		unit.seqs.forEach((seq, i) => {
+			if (!left.has(seq)) settled[i >> 3]! |= 1 << (i & 7);
+		});
+		return { ...unit, settled, attempts: unit.attempts + 1 };
+	}
+
+	#body(num: number): { id: string; body: StoredBody } | undefined {
+		let body = this.#bodies.get(num);
+		if (body === undefined) {
+			const row = this.#q.getBody.get(num) as { id: string; body: string } | undefined;
+			if (row === undefined) return undefined;
+			body = { id: row.id, body: JSON.parse(row.body) as StoredBody };
+			if (this.#bodies.size >= BODY_CACHE) this.#bodies.delete(this.#bodies.keys().next().value!);
+			this.#bodies.set(num, body);
+		}
+		return body;
+	}
+}
+
+/**
+ * Hands out the store's pending rows as units: the apps take turns, each from its own cursor; at most
+ * `concurrency` units are worked at once. A unit given back (handed back, or to be tried later) is kept
+ * and handed out again; while one of an app's units waits to be tried later, the app's other rows wait too.
+ */
+class SqliteWork implements WorkSource {
+	readonly #store: SqliteStore;
+	readonly #handler: WorkHandler;
+	readonly #concurrency: number;
+	readonly #error: (error: Error) => void;
+	readonly #cursors = new Map<number, number>();
+	/** Claimed and not handed out yet. */
+	#ready: SqliteUnit[] = [];
+	/** Given back, each due at a time (performance.now()). */
+	readonly #again: Array<{ unit: SqliteUnit; at: number }> = [];
+	/** Apps waiting out a delay, until when. */
+	readonly #paused = new Map<number, number>();
+	/** The app whose turn is next. */
+	#turn = 0;
+	#running = 0;
+	#stopped = false;
+	#timer: NodeJS.Timeout | undefined;
+	#failures = 0;
+	#scheduled = false;
+	#idle: Array<() => void> = [];
+
+	constructor(store: SqliteStore, handler: WorkHandler, concurrency: number, error: (error: Error) => void) {
+		this.#store = store;
+		this.#handler = handler;
+		this.#concurrency = concurrency;
+		this.#error = error;
+		this.wake();
+	}
+
+	/** Rows were stored, a unit came back, or a delay ran out: hand out what there is room for (on the next turn). */
+	wake(): void {
+		if (this.#scheduled || this.#stopped) return;
+		this.#scheduled = true;
+		setImmediate(() => {
+			this.#scheduled = false;
+			this.#pump();
+		});
+	}
+
+	#pump(): void {
+		while (!this.#stopped && this.#running < this.#concurrency) {
+			const unit = this.#next();
+			if (unit === undefined) return;
+			this.#running++;
+			void this.#handler(unit).then(
+				(result) => this.#done(unit, result),
+				(error: unknown) => {
+					this.#error(error as Error);
+					this.#done(unit, { retryInMs: STORE_RETRY_MS.initial });
+				},
+			);
+		}
+	}
+
+	#next(): SqliteUnit | undefined {
+		const now = performance.now();
+		const due = this.#again.findIndex((a) => a.at <= now);
+		if (due >= 0) {
+			const item = this.#again.splice(due, 1)[0]!;
+			let fresh: SqliteUnit | undefined;
+			try {
+				fresh = this.#store.refresh(item.unit);
+			} catch (error) {
+				this.#again.push(item);
+				this.#safe(() => {
+					throw error;
+				});
+				return undefined;
+			}
+			// Nothing of it left (settled, or its app deleted): the next one.
+			return fresh ?? this.#next();
+		}
+		for (;;) {
+			const ready = this.#ready.find((u) => !this.#isPaused(u.num, now));
+			if (ready !== undefined) {
+				this.#ready.splice(this.#ready.indexOf(ready), 1);
+				return ready;
+			}
+			const claimed = this.#claim(now);
+			if (claimed === undefined) {
+				this.#arm(now);
+				return undefined;
+			}
+			this.#ready.push(...claimed);
+		}
+	}
+
+	/** The next app's rows after its cursor, taking turns; undefined when no app has any. */
+	#claim(now: number): SqliteUnit[] | undefined {
+		const apps = this.#safe(() => this.#store.appNums()) ?? [];
+		for (let k = 0; k < apps.length; k++) {
+			const app = apps[(this.#turn + k) % apps.length]!;
+			if (this.#isPaused(app, now)) continue;
+			const units = this.#safe(() => this.#store.claim(app, this.#cursors.get(app) ?? 0));
+			if (units === undefined) return undefined;
+			if (units.length === 0) continue;
+			this.#turn = (this.#turn + k + 1) % apps.length;
+			const last = units[units.length - 1]!;
+			this.#cursors.set(app, last.seqs[last.seqs.length - 1]!);
+			return units;
+		}
+		return undefined;
+	}
+
+	/** A read the database refused (a full disk…): reported, and tried again, backed off. */
+	#safe<T>(read: () => T): T | undefined {
+		try {
+			const value = read();
+			this.#failures = 0;
+			return value;
+		} catch (error) {
+			this.#error(error as Error);
+			this.#failures++;
+			this.#arm(performance.now(), Math.min(STORE_RETRY_MS.max, STORE_RETRY_MS.initial * 2 ** (this.#failures - 1)));
+			return undefined;
+		}
+	}
+
+	#isPaused(app: number, now: number): boolean {
+		const until = this.#paused.get(app);
+		if (until === undefined) return false;
+		if (until > now) return true;
+		this.#paused.delete(app);
+		return false;
+	}
+
+	/** Wake at the next due unit or unpaused app (or after `ms`). */
+	#arm(now: number, ms?: number): void {
+		let at = ms === undefined ? Infinity : now + ms;
+		for (const a of this.#again) at = Math.min(at, a.at);
+		for (const until of this.#paused.values()) at = Math.min(at, until);
+		clearTimeout(this.#timer);
+		this.#timer = undefined;
+		if (at === Infinity || this.#stopped) return;
+		// Ref'd: work that waits out a delay is work to do (stop() clears it).
+		this.#timer = setTimeout(() => this.wake(), Math.max(0, at - now));
+	}
+
+	#done(unit: SqliteUnit, result: WorkResult): void {
+		this.#running--;
+		if (typeof result === 'object') {
+			const at = performance.now() + result.retryInMs;
+			this.#again.push({ unit, at });
+			// Its app's other rows wait too: an app that cannot send is not read past.
+			this.#paused.set(unit.num, Math.max(this.#paused.get(unit.num) ?? 0, at));
+		} else if (result === 'handedBack') this.#again.push({ unit, at: 0 });
+		// 'done', 'gone': its rows are settled, or gone with their app.
+		if (this.#running === 0 && this.#stopped) for (const resolve of this.#idle.splice(0)) resolve();
+		this.wake();
+	}
+
+	stop(deadline: number): Promise<void> {
+		this.#stopped = true;
+		clearTimeout(this.#timer);
+		if (this.#running === 0) return Promise.resolve();
+		return new Promise<void>((resolve) => {
+			const timer = setTimeout(resolve, Math.max(0, deadline - performance.now()));
+			this.#idle.push(() => {
+				clearTimeout(timer);
+				resolve();
+			});
+		});
+	}
+}
+
+/** The API key: given, stored in `dir/api-key`, or generated there now (mode 0600). */
+export function loadApiKey(dir: string, given: string | undefined): { key: string; generated: boolean } {
+	if (given !== undefined && given !== '') {
+		if (given.length < 16) throw new ServerError('APNS_SERVER_CONFIG', 'APNS_WORKER_API_KEY must be at least 16 characters');
+		return { key: given, generated: false };
+	}
+	mkdirSync(dir, { recursive: true, mode: 0o700 });
+	const file = join(dir, 'api-key');
+	try {
+		const key = readFileSync(file, 'utf8').trim();
+		if (key !== '') return { key, generated: false };
+	} catch (error) {
+		if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+	}
+	const key = randomBytes(32).toString('base64url');
+	writeFileSync(file, `${key}\n`, { mode: 0o600 });
+	chmodSync(file, 0o600);
+	return { key, generated: true };
+}
+
+interface AppRow {
+	num: number;
+	id: string;
+	settings: string;
+	sealed: string | null;
+	created_at: number;
+	updated_at: number;
+}
+
+function toApp(row: AppRow): StoredApp {
+	return { id: row.id, gen: String(row.num), settings: row.settings, sealed: row.sealed ?? undefined, createdAt: row.created_at, updatedAt: row.updated_at };
+}
+
+function prepare(db: Database.Database) {
+	return {
+		getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
+		setMetaOnce: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
+		insertApp: db.prepare('INSERT INTO apps (id, settings, sealed, created_at, updated_at) VALUES (?, ?, ?, ?, ?)'),
+		updateApp: db.prepare('UPDATE apps SET settings = ?, sealed = ?, updated_at = ? WHERE id = ?'),
+		getApp: db.prepare('SELECT num, id, settings, sealed, created_at, updated_at FROM apps WHERE id = ?'),
+		appIds: db.prepare('SELECT id FROM apps ORDER BY id'),
+		appNums: db.prepare('SELECT num FROM apps ORDER BY num'),
+		getAppNum: db.prepare('SELECT num FROM apps WHERE num = ?'),
+		getAppId: db.prepare('SELECT id FROM apps WHERE num = ?'),
+		insertNotification: db.prepare('INSERT INTO notifications (id, app, body, total, created_at) VALUES (?, ?, ?, ?, ?)'),
+		insertPending: db.prepare('INSERT INTO pending (app, notification, token) VALUES (?, ?, ?)'),
+		insertIdempotency: db.prepare('INSERT INTO idempotency (app, key, response, created_at) VALUES (?, ?, ?, ?)'),
+		getIdempotency: db.prepare('SELECT response FROM idempotency WHERE app = ? AND key = ?'),
+		claim: db.prepare('SELECT seq, notification, token FROM pending WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
+		setDispatched: db.prepare('UPDATE apps SET dispatched = max(dispatched, ?) WHERE num = ?'),
+		getDispatched: db.prepare('SELECT dispatched FROM apps WHERE num = ?'),
+		countPending: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ?'),
+		countPendingUpTo: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ? AND seq <= ?'),
+		getBody: db.prepare('SELECT id, body FROM notifications WHERE num = ?'),
+		deletePending: db.prepare('DELETE FROM pending WHERE seq = ?'),
+		countOutcome: db.prepare('UPDATE notifications SET sent = sent + ?, failed = failed + ? WHERE num = ?'),
+		insertFailure: db.prepare('INSERT INTO failures (notification, token, status, reason) VALUES (?, ?, ?, ?)'),
+		insertFeedback: db.prepare('INSERT INTO feedback (app, token, at, reason, stored_at) VALUES (?, ?, ?, ?, ?)'),
+		getStatus: db.prepare('SELECT num, total, sent, failed FROM notifications WHERE id = ? AND app = ?'),
+		getFailures: db.prepare('SELECT token, status, reason FROM failures WHERE notification = ? ORDER BY rowid'),
+		deleteFeedbackUpTo: db.prepare('DELETE FROM feedback WHERE app = ? AND seq <= ?'),
+		getFeedback: db.prepare('SELECT seq, token, at AS "when", reason FROM feedback WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
+		getWebhookCursor: db.prepare('SELECT webhook_cursor FROM apps WHERE num = ?'),
+		setWebhookCursor: db.prepare('UPDATE apps SET webhook_cursor = ? WHERE num = ?'),
+	};
+}

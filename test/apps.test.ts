@@ -1,0 +1,44 @@
+/**
+ * The daemon's app rules without the process around them: shared provider tokens, sealed secrets. (What
+ * every store does is in store-conformance.test.ts.)
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { test } from 'node:test';
+import { DAEMON_MAX_ATTEMPTS, managerOptions, SharedTokens } from '../src/server/apps.js';
+import { SecretBox } from '../src/server/secrets.js';
+
+test('apps: a daemon manager retries "try again" answers for minutes, not seconds, before it records a failure', () => {
+	const settings = { environment: 'production' as const, topic: 'a.b', auth: 'certificate' as const, keyId: undefined, teamId: undefined, gateway: undefined, ca: undefined, webhook: undefined };
+	const options = managerOptions(settings, {}, new SharedTokens());
+	assert.equal(options.maxAttempts, DAEMON_MAX_ATTEMPTS);
+	assert.ok(DAEMON_MAX_ATTEMPTS > 5, 'more than the library default');
+});
+
+test('apps: one provider token per team key, shared by the apps that use it', () => {
+	const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+	const other = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+	const tokens = new SharedTokens();
+	const a = tokens.get(key, 'KEY1234567', 'TEAM123456');
+	assert.equal(tokens.get(key, 'KEY1234567', 'TEAM123456'), a);
+	assert.notEqual(tokens.get(other, 'KEY1234567', 'TEAM123456'), a, 'another key');
+	assert.notEqual(tokens.get(key, 'KEY1234567', 'TEAM654321'), a, 'another team');
+});
+
+test('secrets: sealed values open only with the same secret and for the same app; plaintext only when asked for', () => {
+	const salt = Buffer.alloc(16, 7);
+	const box = SecretBox.fromSecret('a-secret-of-enough-length', salt);
+	const sealed = box.seal('-----BEGIN PRIVATE KEY-----', 'app1');
+	assert.ok(!sealed.includes('PRIVATE'));
+	assert.equal(box.open(sealed, 'app1'), '-----BEGIN PRIVATE KEY-----');
+	assert.throws(() => box.open(sealed, 'app2'), { code: 'APNS_SERVER_SECRET' });
+	assert.throws(() => SecretBox.fromSecret('another-secret-of-length', salt).open(sealed, 'app1'), { code: 'APNS_SERVER_SECRET' });
+	assert.throws(() => SecretBox.insecure().open(sealed, 'app1'), { code: 'APNS_SERVER_SECRET' });
+	assert.throws(() => SecretBox.fromSecret('short', salt), { code: 'APNS_SERVER_CONFIG' });
+	assert.ok(box.verify(box.check()));
+	assert.ok(!SecretBox.fromSecret('another-secret-of-length', salt).verify(box.check()));
+	// Stored while insecure: readable by the SQLite daemon, refused where everything must be sealed (Redis).
+	const plain = SecretBox.insecure().seal('-----BEGIN PRIVATE KEY-----', 'app1');
+	assert.equal(box.open(plain, 'app1'), '-----BEGIN PRIVATE KEY-----');
+	assert.throws(() => SecretBox.fromSecret('a-secret-of-enough-length', salt, { plainAllowed: false }).open(plain, 'app1'), { code: 'APNS_SERVER_SECRET' });
+});
