@@ -586,6 +586,12 @@ export class RedisStore implements PushStore {
 		} finally {
 			clearTimeout(timer);
 		}
+		try {
+			await migrate(cmd, where);
+		} catch (error) {
+			cmd.disconnect();
+			throw error;
+		}
 		const sub = new Redis(options.url, { ...base, socketTimeout: SOCKET_TIMEOUT_MS.commands, lazyConnect: true });
 		const queue = new Redis(options.url, commands);
 		// BullMQ's workers block on Redis and must retry for ever (its documented setting).
@@ -819,6 +825,58 @@ export class RedisStore implements PushStore {
 		await until(this.#queue.close().catch(() => {}), performance.now() + CLOSE_MS);
 		await until(this.#worker?.disconnect().catch(() => {}) ?? Promise.resolve(), performance.now() + CLOSE_MS);
 		for (const c of this.#connections) c.disconnect();
+	}
+}
+
+/**
+ * The keyspace's version (`aw:version`), and how each earlier one becomes the next. A keyspace with data
+ * and no version key is version 1 (from before versions were kept); an empty one starts at the current.
+ */
+export const KEYSPACE_VERSION = 2;
+const MIGRATIONS: ReadonlyArray<(r: Redis) => Promise<void>> = [
+	// 0 → 1: no data to change (unreachable: an empty keyspace starts at the current version).
+	async (r) => void (await r.set('aw:version', 1)),
+	// 1 → 2: the secret's salt in the one format every store keeps it in (base64 of its bytes); version 1
+	// kept a UUID whose text was the salt. One MULTI with the version: never converted twice.
+	async (r) => {
+		const salt = await r.hget('aw:meta', 'secret-salt');
+		const m = r.multi();
+		if (salt !== null) m.hset('aw:meta', 'secret-salt', Buffer.from(salt, 'utf8').toString('base64'));
+		await exec(m.set('aw:version', 2));
+	},
+];
+/** How long a daemon waits for another to migrate the keyspace before it gives up. */
+const MIGRATION_WAIT_MS = 60_000;
+
+/**
+ * Bring the keyspace up to {@link KEYSPACE_VERSION}, one version at a time, under a lock (one daemon
+ * migrates; the others wait for it); refuse a keyspace written by a newer version.
+ */
+async function migrate(r: Redis, where: string): Promise<void> {
+	const current = async (): Promise<number> => {
+		const v = await r.get('aw:version');
+		if (v !== null) return Number(v);
+		const used = (await r.exists('aw:meta', 'aw:apps')) > 0;
+		// Empty: this daemon's version from the start (another daemon may set it first: the same value).
+		if (!used && (await r.set('aw:version', KEYSPACE_VERSION, 'NX')) !== null) return KEYSPACE_VERSION;
+		return used ? 1 : Number(await r.get('aw:version'));
+	};
+	const deadline = performance.now() + MIGRATION_WAIT_MS;
+	const me = randomUUID();
+	for (;;) {
+		const version = await current();
+		if (version > KEYSPACE_VERSION) throw new ServerError('APNS_SERVER_CONFIG', `Redis at ${where} was written by a newer apns-worker (keyspace version ${version}; this one knows up to ${KEYSPACE_VERSION}): upgrade this daemon`);
+		if (version === KEYSPACE_VERSION) return;
+		if ((await r.set('aw:migrating', me, 'PX', MIGRATION_WAIT_MS, 'NX')) !== null) {
+			try {
+				for (let v = await current(); v < KEYSPACE_VERSION; v++) await MIGRATIONS[v]!(r);
+			} finally {
+				await r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1, 'aw:migrating', me);
+			}
+			return;
+		}
+		if (performance.now() > deadline) throw new ServerError('APNS_SERVER_CONFIG', `Redis at ${where} is being migrated by another daemon, which has not finished in ${MIGRATION_WAIT_MS / 1000} s`);
+		await new Promise((resolve) => setTimeout(resolve, 100));
 	}
 }
 

@@ -84,6 +84,34 @@ CREATE TABLE IF NOT EXISTS idempotency (
 );
 `;
 
+/**
+ * The schema's version (SQLite's `user_version`), and how each earlier one becomes the next. Version 0 is
+ * a file from before versions were kept (its schema is version 1's) or a new, empty file.
+ */
+export const SCHEMA_VERSION = 1;
+const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
+	// 0 → 1: the schema as it was first shipped (CREATE … IF NOT EXISTS: an unversioned file has it already).
+	(db) => db.exec(SCHEMA),
+];
+
+/**
+ * Bring the file up to {@link SCHEMA_VERSION}, one version at a time, each in a transaction (the file is
+ * locked to this daemon already); refuse a file written by a newer version.
+ */
+function migrate(db: Database.Database, path: string): void {
+	const version = db.pragma('user_version', { simple: true }) as number;
+	if (version > SCHEMA_VERSION) {
+		db.close();
+		throw new ServerError('APNS_SERVER_CONFIG', `${path} was written by a newer apns-worker (schema version ${version}; this one knows up to ${SCHEMA_VERSION}): upgrade apns-worker, or give another --data`);
+	}
+	for (let v = version; v < SCHEMA_VERSION; v++) {
+		db.transaction(() => {
+			MIGRATIONS[v]!(db);
+			db.pragma(`user_version = ${v + 1}`);
+		})();
+	}
+}
+
 /** Pending rows read per claim. */
 const CHUNK = 2000;
 /** Backoff of reads after the database refused one: 0.5 s doubling to 30 s. */
@@ -137,7 +165,7 @@ export class SqliteStore implements PushStore {
 		this.#db.pragma('secure_delete = ON');
 		this.#db.pragma('synchronous = FULL');
 		this.#db.pragma('foreign_keys = OFF');
-		this.#db.exec(SCHEMA);
+		migrate(this.#db, this.where);
 		const q = prepare(this.#db);
 		this.#q = q;
 		this.#accept = this.#db.transaction((app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, idempotency: { key: string; response: string } | undefined) => {
