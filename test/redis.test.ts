@@ -418,11 +418,12 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	const sent = new Uint8Array(2);
 	for (const i of [0, 1, 2, 3]) sent[i >> 3]! |= 1 << (i & 7);
 	const failure = { index: 4, token: 'aa'.repeat(32), status: 410, reason: 'Unregistered', feedbackAt: 1_700_000_000_000 };
-	assert.deepEqual(await store.settle(job, sent, [failure], Date.now()), { sent: 4, failed: 1, feedback: 1 });
+	assert.deepEqual(await store.settle(job, sent, [failure], Date.now()), { sent: 4, failed: [failure], feedback: 1 });
 	// The zombie run records the same tokens, and two more.
 	const again = new Uint8Array(2);
 	for (const i of [0, 1, 2, 3, 5, 9]) again[i >> 3]! |= 1 << (i & 7);
-	assert.deepEqual(await store.settle(job, again, [failure, { ...failure, index: 6, feedbackAt: undefined, status: 400, reason: 'BadDeviceToken' }], Date.now()), { sent: 2, failed: 1, feedback: 0 });
+	const bad = { ...failure, index: 6, feedbackAt: undefined, status: 400, reason: 'BadDeviceToken' };
+	assert.deepEqual(await store.settle(job, again, [failure, bad], Date.now()), { sent: 2, failed: [bad], feedback: 0 });
 	const status = await store.status(g1, 'n1');
 	assert.deepEqual([status?.total, status?.sent, status?.failed, status?.failures.map((f) => f.reason)], [10, 6, 2, ['Unregistered', 'BadDeviceToken']]);
 	assert.deepEqual(await store.pending([g1]), [2]);
@@ -434,7 +435,7 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	// Jobs are added before their acceptance is recorded: outcomes that come first are not counted twice,
 	// and recording an acceptance again (a retry with the same Idempotency-Key) changes nothing.
 	const quick = { id: 'job-2', app: 'a1', gen: g1, notification: 'n2', count: 5, keyed: false };
-	assert.deepEqual(await store.settle(quick, Uint8Array.of(0b111), [], Date.now()), { sent: 3, failed: 0, feedback: 0 });
+	assert.deepEqual(await store.settle(quick, Uint8Array.of(0b111), [], Date.now()), { sent: 3, failed: [], feedback: 0 });
 	assert.deepEqual(await store.pending([g1]), [2], 'not pending before it is recorded');
 	await store.accepted('a1', g1, [{ id: 'n2', total: 5 }]);
 	await store.accepted('a1', g1, [{ id: 'n2', total: 5 }]);
@@ -465,7 +466,7 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	// Outcomes that come back after the app's DELETE (a run that lost its lock, a flush retried while Redis
 	// was away) record nothing: no count, no pending count brought back negative, no feedback re-created.
 	await store.deleteApp('a1');
-	assert.deepEqual(await store.settle(job, Uint8Array.of(0, 0b01), [{ ...failure, index: 7 }], Date.now()), { sent: 0, failed: 0, feedback: 0 });
+	assert.deepEqual(await store.settle(job, Uint8Array.of(0, 0b01), [{ ...failure, index: 7 }], Date.now()), { sent: 0, failed: [], feedback: 0 });
 	assert.deepEqual([await client.hexists('aw:pending', g1), await client.exists(`aw:fb:${g1}`), await client.hexists('aw:fbseq', g1)], [0, 0, 0]);
 	assert.equal((await store.status(g1, 'n1'))?.sent, 6, 'not counted');
 	// A job dropped because its app is gone takes its progress and its notification's outcomes with it.

@@ -28,6 +28,8 @@ const hexes = (b: Buffer): string[] => Array.from({ length: b.length / 32 }, (_,
  */
 function working(t: TestContext, store: PushStore, decide: (unit: WorkUnit) => WorkResult | Promise<WorkResult>, concurrency = 16) {
 	const units: WorkUnit[] = [];
+	/** Units whose handler returned (after `decide` settled what it settles). */
+	const finished: WorkUnit[] = [];
 	let wake: (() => void) | undefined;
 	const held = new Set<(result: WorkResult) => void>();
 	const source = store.work(
@@ -36,7 +38,13 @@ function working(t: TestContext, store: PushStore, decide: (unit: WorkUnit) => W
 			wake?.();
 			return new Promise<WorkResult>((resolve, reject) => {
 				held.add(resolve);
-				Promise.resolve(decide(unit)).then(resolve, reject).finally(() => held.delete(resolve));
+				Promise.resolve(decide(unit))
+					.then(resolve, reject)
+					.finally(() => {
+						held.delete(resolve);
+						finished.push(unit);
+						wake?.();
+					});
 			});
 		},
 		{ concurrency, error: () => {} },
@@ -46,10 +54,20 @@ function working(t: TestContext, store: PushStore, decide: (unit: WorkUnit) => W
 		for (const release of held) release('handedBack');
 		await stopped;
 	});
-	const until = async (ready: () => boolean): Promise<void> => {
-		while (!ready()) await new Promise<void>((resolve) => (wake = resolve));
+	/** Until `ready()`, woken by each unit handed out or finished; fails after `ms` (a store that stopped handing out). */
+	const until = async (ready: () => boolean, ms = 30_000): Promise<void> => {
+		const deadline = performance.now() + ms;
+		while (!ready()) {
+			let timer: NodeJS.Timeout | undefined;
+			const woken = await new Promise<boolean>((resolve) => {
+				wake = () => resolve(true);
+				timer = setTimeout(() => resolve(false), Math.max(0, deadline - performance.now()));
+			});
+			clearTimeout(timer);
+			if (!woken && !ready()) assert.fail(`not reached in ${ms} ms: ${units.length} units handed out, ${finished.length} finished`);
+		}
 	};
-	return { units, until, source, handed: () => units.reduce((sum, u) => sum + u.tokens.length / 32, 0) };
+	return { units, finished, until, source, handed: () => units.reduce((sum, u) => sum + u.tokens.length / 32, 0) };
 }
 
 /** Settle every token of `unit` delivered (those not settled already). */
@@ -152,10 +170,10 @@ for (const kind of STORES) {
 			const gone = (index: number, when: number) => ({ index, token: h[index]!, status: 410, reason: 'Unregistered', feedbackAt: when });
 			const sent = new Uint8Array(1);
 			sent[0] = 0b0000_0011;
-			assert.deepEqual(await store.settle(unit, sent, [gone(2, 1000), gone(3, 2000)], Date.now()), { sent: 2, failed: 2, feedback: 2 });
+			assert.deepEqual(await store.settle(unit, sent, [gone(2, 1000), gone(3, 2000)], Date.now()), { sent: 2, failed: [gone(2, 1000), gone(3, 2000)], feedback: 2 });
 			// The same again (a unit run twice), and two more.
 			sent[0] = 0b0010_0011;
-			assert.deepEqual(await store.settle(unit, sent, [gone(2, 1000), gone(3, 2000), gone(4, 3000)], Date.now()), { sent: 1, failed: 1, feedback: 1 });
+			assert.deepEqual(await store.settle(unit, sent, [gone(2, 1000), gone(3, 2000), gone(4, 3000)], Date.now()), { sent: 1, failed: [gone(4, 3000)], feedback: 1 });
 			assert.deepEqual(await store.status(app, ids[0]!), { total: 7, sent: 3, failed: 3, failures: [2, 3, 4].map((i) => ({ token: h[i], status: 410, reason: 'Unregistered' })) });
 			assert.deepEqual(await store.pending([app]), [1]);
 			const all = await store.feedback(app, 0, 10);
@@ -258,15 +276,57 @@ for (const kind of STORES) {
 			const made = (await store.putApp('a', '{}', undefined, 0)).app;
 			assert.deepEqual(await store.pending([made]), [0]);
 			await store.accept(made, [{ body: BODY, tokens: tokens(2, 9) }], Date.now(), undefined);
-			// Whatever of the old incarnation is still handed out says so (its gen), and is forgotten.
+			// Whatever of the old incarnation is still handed out (a store that cannot drop it at once) says
+			// so by its gen, and is forgotten; SQLite drops the rows with the app, so none is.
 			const w = working(t, store, async (unit): Promise<WorkResult> => {
 				if (unit.gen !== made.gen) return 'gone';
 				await store.settle(unit, allSent(unit), [], Date.now());
 				return 'done';
 			});
-			await w.until(() => w.units.filter((u) => u.gen === made.gen).reduce((sum, u) => sum + u.tokens.length / 32, 0) >= 2);
+			await w.until(() => w.finished.filter((u) => u.gen === made.gen).reduce((sum, u) => sum + u.tokens.length / 32, 0) >= 2);
 			assert.deepEqual(await store.pending([made]), [0]);
-			assert.ok(w.units.every((u) => u.gen === made.gen || u.gen === app.gen));
+			const successor = new Set(hexes(tokens(2, 9)));
+			for (const u of w.units) {
+				if (u.gen === made.gen) assert.ok(hexes(u.tokens).every((h) => successor.has(h)), 'the successor is handed only its own tokens');
+				else assert.equal(u.gen, app.gen);
+			}
+		});
+
+		test('delete under a unit: the unit out when its app is deleted comes back \'gone\' and is forgotten; nothing of it is handed out again', async (t) => {
+			const { store } = await fresh(t);
+			const { app } = await store.putApp('a', '{}', undefined, 0);
+			await store.accept(app, [{ body: BODY, tokens: tokens(3, 10) }], Date.now(), undefined);
+			const w = working(t, store, async (unit): Promise<WorkResult> => {
+				if (unit.gen !== app.gen) {
+					await store.settle(unit, allSent(unit), [], Date.now());
+					return 'done';
+				}
+				assert.equal(await store.deleteApp('a'), 3);
+				const made = (await store.putApp('a', '{}', undefined, 0)).app;
+				assert.notEqual(made.gen, unit.gen);
+				await store.accept(made, [{ body: BODY, tokens: tokens(1, 11) }], Date.now(), undefined);
+				return 'gone';
+			});
+			await w.until(() => w.finished.length >= 1);
+			const made = (await store.getApp('a'))!;
+			// The successor's one notification is handed out and settled; the old unit never again.
+			await w.until(() => w.finished.some((u) => u.gen === made.gen));
+			assert.deepEqual(await store.pending([made]), [0]);
+			assert.equal(w.units.filter((u) => u.gen === app.gen).length, 1, 'the old unit was handed out once');
+		});
+
+		test('accept, side by side: the same Idempotency-Key twice at once stores one request (both answered its ids); an accept racing the app\'s deletion stores nothing for it', async (t) => {
+			const { store } = await fresh(t);
+			const { app } = await store.putApp('a', '{}', undefined, 0);
+			const [one, two] = await Promise.all([store.accept(app, [{ body: BODY, tokens: tokens(4, 12) }], Date.now(), 'k'), store.accept(app, [{ body: BODY, tokens: tokens(4, 12) }], Date.now(), 'k')]);
+			assert.deepEqual([one?.fresh, two?.fresh].sort(), [false, true]);
+			assert.deepEqual(one?.ids, two?.ids);
+			assert.deepEqual(await store.pending([app]), [4]);
+			const [accepted, dropped] = await Promise.all([store.accept(app, [{ body: BODY, tokens: tokens(2, 13) }], Date.now(), undefined), store.deleteApp('a')]);
+			const made = (await store.putApp('a', '{}', undefined, 0)).app;
+			// Either order is right; what is not is rows kept for an app that is gone.
+			assert.ok(accepted === undefined ? dropped === 4 : dropped === 6, `accepted ${JSON.stringify(accepted)}, dropped ${dropped}`);
+			assert.deepEqual(await store.pending([made]), [0]);
 		});
 
 		test('durable: accepted, then the store is closed at once (a crash before anything was handed out): opened again, the work is there', async (t) => {

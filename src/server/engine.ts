@@ -38,7 +38,7 @@ export interface EngineOptions {
 	readonly insecurePlaintextSecrets?: boolean;
 	/** How long settled outcomes, idempotency answers and unread feedback are kept, in ms. @default 7 days */
 	readonly retentionMs?: number;
-	/** How long a graceful shutdown may flush before the rest is left to the store, in ms. @default 10_000 */
+	/** How long a shutdown may take, in ms: units finish, then (the last 30 %) managers hand back what they hold, then (the last 10 %) outcomes are stored; the rest is left to the store. @default 10_000 */
 	readonly shutdownTimeoutMs?: number;
 	/** Units worked at once. @default 16 */
 	readonly concurrency?: number;
@@ -61,8 +61,11 @@ const RESYNC_RETRY = { initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 } as c
 const RECONCILE_MS = 30_000;
 /** How long a unit waits for the store to come back before it is given back (a blip passes; an outage does not hold units). */
 const STORE_WAIT_MS = 5000;
-/** After the graceful part of a shutdown, how long managers get to hand back what they hold, then outcomes to be stored. */
-const HAND_BACK_MS = 5000;
+/**
+ * The end of a shutdown's `shutdownTimeoutMs`, kept for managers to hand back what they hold (at most
+ * 30 % of it), then for outcomes to be stored (at most 10 %).
+ */
+const HAND_BACK_MS = 3000;
 const ABANDON_MS = 1000;
 
 interface LiveApp {
@@ -91,6 +94,10 @@ export class Engine implements PushService {
 	readonly #webhooks: Webhooks;
 	/** Aborted when the engine stops waiting for the store: outcomes not stored by then stay in doubt. */
 	readonly #abandon = new AbortController();
+	/** Managers an update replaced, finishing what they hold (close cuts them short). */
+	readonly #retiring = new Set<ApnsManager>();
+	/** Apps being deleted by this daemon's API (it logs the deletion, with what was dropped). */
+	readonly #deleting = new Set<string>();
 	/** Units being worked, each resolving when its handler returns (close waits for them, bounded). */
 	readonly #working = new Set<Promise<unknown>>();
 	#work: WorkSource | undefined;
@@ -265,7 +272,7 @@ export class Engine implements PushService {
 			live.manager?.destroy();
 			this.#webhooks.forget(live.app.gen);
 			this.metrics.forget(id);
-			this.log.info({ app: id }, 'app deleted');
+			if (!this.#deleting.has(id)) this.log.info({ app: id }, 'app deleted');
 			return;
 		}
 		if (live !== undefined && sameApp(live.app, app)) {
@@ -287,13 +294,22 @@ export class Engine implements PushService {
 		}
 		const next: LiveApp = { app, settings, manager, stopped };
 		this.#apps.set(id, next);
+		// It could not send before (stopped): its units waiting out a delay go now.
+		if (manager !== undefined && live !== undefined && live.manager === undefined) this.#work?.resume?.(id);
 		if (live !== undefined) {
 			// Another incarnation: its work is dropped. An update: the old manager finishes what it holds
 			// (bounded); what it cannot is handed back and sent by the new one.
 			if (live.app.gen !== app.gen) {
 				live.manager?.destroy();
 				this.#webhooks.forget(live.app.gen);
-			} else void live.manager?.close({ timeoutMs: this.#options.shutdownTimeoutMs }).catch(() => {});
+			} else if (live.manager !== undefined) {
+				const old = live.manager;
+				this.#retiring.add(old);
+				void old
+					.close({ timeoutMs: this.#options.shutdownTimeoutMs })
+					.catch(() => {})
+					.finally(() => this.#retiring.delete(old));
+			}
 		}
 		if (settings.webhook === undefined) this.#webhooks.forget(app.gen);
 		else if (this.#started) this.#wakeWebhook(next);
@@ -364,7 +380,12 @@ export class Engine implements PushService {
 		}
 		if (dropped === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}`, 'appId');
 		this.log.info({ app: id, dropped }, 'app deleted');
-		await this.#load(id).catch(() => {}); // the others, and this daemon's next request, load it anyway
+		this.#deleting.add(id);
+		try {
+			await this.#load(id).catch(() => {}); // the others, and this daemon's next request, load it anyway
+		} finally {
+			this.#deleting.delete(id);
+		}
 		return { dropped };
 	}
 
@@ -439,26 +460,28 @@ export class Engine implements PushService {
 
 	/** Send a unit's unsettled tokens through its app's manager and store the outcomes. */
 	async #handle(unit: WorkUnit): Promise<WorkResult> {
-		const later = { retryInMs: backoffDelay(unit.attempts + 1, UNIT_RETRY) };
+		// Not sent this time: nothing of it reached APNs.
+		const untouched = { retryInMs: backoffDelay(unit.attempts + 1, UNIT_RETRY), untouched: true } as const;
+		const later = { retryInMs: untouched.retryInMs };
 		if (this.store.unavailable !== undefined) {
 			// The store is away for this daemon: the unit goes back, backed off — never sent after a wait its
 			// lease may not have outlived. The wait keeps this daemon from taking unit after unit meanwhile.
 			await this.#storeBack(STORE_WAIT_MS);
-			return later;
+			return untouched;
 		}
 		let stored: StoredApp | undefined;
 		try {
 			stored = await this.#load(unit.app);
 		} catch {
-			return later; // a daemon that cannot tell must not drop it
+			return untouched; // a daemon that cannot tell must not drop it
 		}
 		// Deleted, or deleted and made again: its work goes with it.
 		if (stored === undefined || stored.gen !== unit.gen) return 'gone';
 		const live = this.#apps.get(unit.app);
-		if (live?.app.gen !== unit.gen) return later;
+		if (live?.app.gen !== unit.gen) return untouched;
 		const manager = live.manager;
-		// Stopped (its credentials do not load): the unit waits, backed off.
-		if (manager === undefined) return later;
+		// Stopped (its credentials do not load): the unit waits, backed off, until a PUT starts the app.
+		if (manager === undefined) return untouched;
 		const count = unit.tokens.length / 32;
 		const open = count - popcount(unit.settled);
 		if (open > 0 && unit.again) {
@@ -513,6 +536,8 @@ export class Engine implements PushService {
 		} catch {
 			return later; // the engine gave up waiting for the store (shutdown): the rest is in doubt for the next holder
 		}
+		// Deleted meanwhile (its manager destroyed with what it held): nothing to hand back or count.
+		if (this.#apps.get(unit.app)?.app.gen !== unit.gen) return 'gone';
 		if (run.dropped > 0) {
 			// Some may have been written to APNs before the manager closed: counted in doubt here (unless the
 			// manager never wrote a request at all, as with an unreachable gateway).
@@ -530,15 +555,18 @@ export class Engine implements PushService {
 	#storeBack(ms: number): Promise<void> {
 		if (this.store.unavailable === undefined || this.#abandon.signal.aborted) return Promise.resolve();
 		return new Promise<void>((resolve) => {
+			const signal = this.#abandon.signal;
+			const done = (): void => {
+				clearTimeout(timer);
+				signal.removeEventListener('abort', done);
+				const i = this.#backWaiters.indexOf(done);
+				if (i >= 0) this.#backWaiters.splice(i, 1);
+				resolve();
+			};
 			const timer = setTimeout(done, ms);
 			timer.unref();
-			const waiter = (): void => done();
-			this.#backWaiters.push(waiter);
-			this.#abandon.signal.addEventListener('abort', waiter, { once: true });
-			function done(): void {
-				clearTimeout(timer);
-				resolve();
-			}
+			this.#backWaiters.push(done);
+			signal.addEventListener('abort', done, { once: true });
 		});
 	}
 
@@ -563,21 +591,26 @@ export class Engine implements PushService {
 		clearInterval(this.#pruneTimer);
 		clearInterval(this.#reconcileTimer);
 		this.#webhooks.close();
-		const start = performance.now();
-		const stopping = this.#work?.stop(start + this.#options.shutdownTimeoutMs + HAND_BACK_MS + ABANDON_MS) ?? Promise.resolve();
-		// Graceful: units in progress finish within the shutdown timeout.
-		await untilDone(this.#working, start + this.#options.shutdownTimeoutMs);
-		// Out of time: managers hand back what they hold, the units go back to the store.
-		await Promise.all([...this.#apps.values()].map((a) => a.manager?.close({ timeoutMs: 0 }).catch(() => {})));
-		await untilDone(this.#working, performance.now() + HAND_BACK_MS);
+		// Every phase inside shutdownTimeoutMs: graceful, then hand back, then the last flushes.
+		const timeout = this.#options.shutdownTimeoutMs;
+		const end = performance.now() + timeout;
+		const abandonAt = end - Math.min(ABANDON_MS, timeout * 0.1);
+		const handBackAt = abandonAt - Math.min(HAND_BACK_MS, timeout * 0.3);
+		const stopping = this.#work?.stop(end) ?? Promise.resolve();
+		// Graceful: units in progress finish.
+		await untilDone(this.#working, handBackAt);
+		// Out of time: managers (those an update is retiring too) hand back what they hold, the units go back to the store.
+		const managers = [...[...this.#apps.values()].map((a) => a.manager), ...this.#retiring];
+		await withDeadline(Promise.all(managers.map((m) => m?.close({ timeoutMs: 0 }).catch(() => {}))), Math.max(0, abandonAt - performance.now()));
+		await untilDone(this.#working, abandonAt);
 		// The store has not taken the outcomes: they stay in doubt (the next holder sends them again).
 		this.#abandon.abort();
-		await untilDone(this.#working, performance.now() + ABANDON_MS);
-		await stopping;
+		await untilDone(this.#working, end);
+		await withDeadline(stopping, Math.max(0, end - performance.now()));
 		const apps = [...this.#apps.values()];
 		let left: number | undefined;
 		try {
-			left = (await withDeadline(this.store.pending(apps.map((a) => a.app)), ABANDON_MS))?.reduce((sum, n) => sum + n, 0);
+			left = (await withDeadline(this.store.pending(apps.map((a) => a.app)), Math.max(100, end - performance.now())))?.reduce((sum, n) => sum + n, 0);
 		} catch {
 			left = undefined;
 		}
@@ -669,7 +702,7 @@ export class Recorder {
 				const done = await this.#store.settle(this.#unit, sent, failures, Date.now());
 				if (done.sent > 0) this.#events.delivered(done.sent);
 				const reasons = new Map<string, number>();
-				for (const f of failures) reasons.set(f.reason, (reasons.get(f.reason) ?? 0) + 1);
+				for (const f of done.failed) reasons.set(f.reason, (reasons.get(f.reason) ?? 0) + 1);
 				for (const [reason, n] of reasons) this.#events.failed(reason, n);
 				if (done.feedback > 0) this.#events.feedback(done.feedback);
 				return;

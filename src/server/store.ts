@@ -110,7 +110,8 @@ export interface TokenFailure {
 /** What a settlement newly recorded (what was recorded before is not counted again). */
 export interface Settled {
 	readonly sent: number;
-	readonly failed: number;
+	/** The failures given that were recorded now (those of tokens recorded before left out). */
+	readonly failed: readonly TokenFailure[];
 	readonly feedback: number;
 }
 
@@ -119,10 +120,11 @@ export interface Settled {
  * - `'done'`: every token's outcome is recorded;
  * - `'gone'`: its app (that incarnation) is deleted: the unit and its notification's state are forgotten;
  * - `{ retryInMs }`: hand it out again after this long (its app cannot send now; outcomes could not be
- *   recorded); it keeps what was settled;
+ *   recorded); it keeps what was settled. `untouched`: none of its tokens reached APNs this time (its app
+ *   cannot send), so a store that counts what it handed out as in doubt need not count these;
  * - `'handedBack'`: its manager closed before it was done (an update, a shutdown): hand it out again at once.
  */
-export type WorkResult = 'done' | 'gone' | 'handedBack' | { readonly retryInMs: number };
+export type WorkResult = 'done' | 'gone' | 'handedBack' | { readonly retryInMs: number; readonly untouched?: boolean };
 
 /** Takes a unit: sends what is not settled and records the outcomes. */
 export type WorkHandler = (unit: WorkUnit) => Promise<WorkResult>;
@@ -134,6 +136,11 @@ export interface WorkSource {
 	 * (`performance.now()` time), whichever is first. Units not finished are handed out again later.
 	 */
 	stop(deadline: number): Promise<void>;
+	/**
+	 * App `id` can send again (a PUT gave it working credentials): its units that wait out a delay may be
+	 * handed out now. A store that cannot cut a delay short leaves this out (they wait their delay).
+	 */
+	resume?(id: string): void;
 }
 
 /** Why the store cannot be used now, and what happened to it: for the API (503) and the logs. */
@@ -191,8 +198,11 @@ export interface PushStore {
 	 */
 	inDoubt?(app: StoredApp): Promise<number>;
 	/**
-	 * Start handing out units to `handler`, at most `concurrency` at once. `error` hears what went wrong
-	 * in the store's own work (a read it retries, backed off).
+	 * Start handing out units to `handler`, at most `concurrency` at once, counted in full units: a store
+	 * whose units are often small (one token each) may hand out more of them, as long as at most
+	 * `concurrency × UNIT_TOKENS` tokens are out at once and no app holds more than a fair share of those
+	 * (one slow app must not hold every slot). `error` hears what went wrong in the store's own work (a
+	 * read it retries, backed off).
 	 */
 	work(handler: WorkHandler, options: { readonly concurrency: number; readonly error: (error: Error) => void }): WorkSource;
 	/** Record outcomes of `unit`'s tokens: `sent` has bit i set for each delivered token i. */

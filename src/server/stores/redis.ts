@@ -74,7 +74,8 @@ const DONE_PROGRESS_S = 3600;
  * hash, feedback stream, feedback seq hash, apps hash. ARGV: gen, tokens in the job, retention (s), now
  * (ms), bitmap of the tokens delivered, number of failures, how long unsettled state is kept (s), app id,
  * how long the progress of a finished job is kept (s), then per failure: index, failure JSON, feedback
- * token ('' for none), when (ms), reason. Returns {newly delivered, newly failed, feedback records added}.
+ * token ('' for none), when (ms), reason. Returns {newly delivered, feedback records added, then the
+ * position (from 0) of each failure newly recorded}.
  *
  * Nothing is recorded for an incarnation that is gone (its app deleted, or deleted and made again):
  * DELETE_APP removed its counts and feedback, and a late flush (a run that lost its lock, outcomes
@@ -86,7 +87,7 @@ const DONE_PROGRESS_S = 3600;
  */
 const SETTLE = `
 local live = redis.call('HGET', KEYS[7], ARGV[8])
-if not live or cjson.decode(live).gen ~= ARGV[1] then return {0, 0, 0} end
+if not live or cjson.decode(live).gen ~= ARGV[1] then return {0, 0} end
 local count = tonumber(ARGV[2])
 local nbytes = math.floor((count + 7) / 8)
 local old = redis.call('GET', KEYS[1]) or ''
@@ -102,6 +103,7 @@ for i = 1, nbytes do
 end
 local newFailed = 0
 local feedback = 0
+local fresh = {}
 for k = 0, tonumber(ARGV[6]) - 1 do
 	local a = 10 + k * 5
 	local index = tonumber(ARGV[a])
@@ -110,6 +112,7 @@ for k = 0, tonumber(ARGV[6]) - 1 do
 	if bit.band(bytes[at], mask) == 0 then
 		bytes[at] = bit.bor(bytes[at], mask)
 		newFailed = newFailed + 1
+		fresh[newFailed] = k
 		redis.call('RPUSH', KEYS[3], ARGV[a + 1])
 		if ARGV[a + 2] ~= '' then
 			local seq = redis.call('HINCRBY', KEYS[6], ARGV[1], 1)
@@ -142,7 +145,7 @@ if done >= count then
 else
 	redis.call('SET', KEYS[1], string.char(unpack(bytes)), 'EX', ARGV[7])
 end
-return {newSent, newFailed, feedback}
+return {newSent, feedback, unpack(fresh)}
 `;
 
 /**
@@ -210,7 +213,7 @@ return dropped
 `;
 
 type Scripted = Redis & {
-	awSettle(...args: Array<string | number | Buffer>): Promise<[number, number, number]>;
+	awSettle(...args: Array<string | number | Buffer>): Promise<number[]>;
 	awPutApp(...args: Array<string | number>): Promise<[string, number]>;
 	awDeleteApp(...args: Array<string | number>): Promise<number>;
 	awAccept(numberOfKeys: number, ...args: Array<string | number>): Promise<number>;
@@ -282,11 +285,11 @@ export class RedisData {
 		return (await this.#r.get(`aw:idem:${gen}:${key}`)) ?? undefined;
 	}
 
-	/** Remember the answer to an Idempotency-Key; the answer that is kept (an earlier one wins). */
-	async remember(gen: string, key: string, response: string): Promise<string> {
+	/** Remember the answer to an Idempotency-Key; the answer that is kept (an earlier one wins), and whether it is this one. */
+	async remember(gen: string, key: string, response: string): Promise<{ kept: string; first: boolean }> {
 		const k = `aw:idem:${gen}:${key}`;
 		const [set, kept] = await exec(this.#r.pipeline().set(k, response, 'EX', this.#retentionS, 'NX').get(k));
-		return set === 'OK' ? response : ((kept as string | null) ?? response);
+		return set === 'OK' ? { kept: response, first: true } : { kept: (kept as string | null) ?? response, first: false };
 	}
 
 	async pending(gens: readonly string[]): Promise<number[]> {
@@ -320,14 +323,14 @@ export class RedisData {
 	}
 
 	/** Record outcomes of a job's tokens; what was newly recorded (a token already recorded is not counted again). */
-	async settle(job: RedisJobRef, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Promise<{ sent: number; failed: number; feedback: number }> {
+	async settle(job: RedisJobRef, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Promise<Settled> {
 		const args: Array<string | number | Buffer> = [...jobKeys(job), 'aw:pending', `aw:fb:${job.gen}`, 'aw:fbseq', 'aw:apps'];
 		// A job id made from an Idempotency-Key comes back when the request is retried: its progress must outlive that.
 		const doneS = job.keyed ? this.#retentionS : Math.min(this.#retentionS, DONE_PROGRESS_S);
 		args.push(job.gen, job.count, this.#retentionS, now, Buffer.from(sent.buffer, sent.byteOffset, sent.byteLength), failures.length, this.#unsettledS, job.app, doneS);
 		for (const f of failures) args.push(f.index, JSON.stringify({ token: f.token, status: f.status, reason: f.reason }), f.feedbackAt === undefined ? '' : f.token, f.feedbackAt ?? 0, f.reason);
-		const [s, f, fb] = await this.#r.awSettle(...args);
-		return { sent: s, failed: f, feedback: fb };
+		const [s, fb, ...fresh] = await this.#r.awSettle(...args);
+		return { sent: s!, failed: fresh.map((k) => failures[k]!), feedback: fb! };
 	}
 
 	/**
@@ -653,8 +656,9 @@ export class RedisStore implements PushStore {
 		if (!(await this.#data.accepted(app.id, gen, notifications.map((n, i) => ({ id: ids[i]!, total: n.tokens.length / 32 }))))) return undefined;
 		const answer: Accepted = { accepted, ids };
 		if (idempotencyKey === undefined) return { ...answer, fresh: true };
-		// Two requests with one key at once: the first answer stored is everyone's.
-		return { ...(JSON.parse(await this.#data.remember(gen, idempotencyKey, JSON.stringify(answer))) as Accepted), fresh: true };
+		// Two requests with one key at once: the first answer stored is everyone's (and only it is fresh).
+		const { kept, first } = await this.#data.remember(gen, idempotencyKey, JSON.stringify(answer));
+		return { ...(JSON.parse(kept) as Accepted), fresh: first };
 	}
 
 	async idempotent(app: StoredApp, key: string): Promise<Accepted | undefined> {
@@ -701,7 +705,23 @@ export class RedisStore implements PushStore {
 				stopping = true;
 				return until(worker.close(), deadline);
 			},
+			resume: (id) => {
+				this.#promote(id).catch((error: unknown) => this.#log.warn({ app: id, err: { message: (error as Error).message } }, 'cannot hand out the jobs of a restarted app early: they wait out their delay'));
+			},
 		};
+	}
+
+	/** Promote `app`'s delayed jobs (waiting out a backoff while it could not send): due now. */
+	async #promote(app: string): Promise<void> {
+		const page = 100;
+		for (let start = 0; ; ) {
+			const jobs = await this.#queue.getDelayed(start, start + page - 1);
+			const mine = jobs.filter((j) => j.data.a === app);
+			// Another daemon (told of the same PUT) may promote the same job first: that is the same outcome.
+			await Promise.all(mine.map((j) => j.promote().catch(() => {})));
+			if (jobs.length < page) return;
+			start += jobs.length - mine.length; // the promoted left the delayed set
+		}
 	}
 
 	/**
@@ -855,11 +875,14 @@ const MIGRATION_WAIT_MS = 60_000;
 async function migrate(r: Redis, where: string): Promise<void> {
 	const current = async (): Promise<number> => {
 		const v = await r.get('aw:version');
-		if (v !== null) return Number(v);
+		if (v !== null) {
+			if (!/^[0-9]{1,9}$/.test(v)) throw new ServerError('APNS_SERVER_CONFIG', `Redis at ${where} has aw:version ${JSON.stringify(v.slice(0, 40))}, which is not a keyspace version: is another program using this Redis database? Give apns-worker a database of its own (redis://host:port/N)`);
+			return Number(v);
+		}
 		const used = (await r.exists('aw:meta', 'aw:apps')) > 0;
 		// Empty: this daemon's version from the start (another daemon may set it first: the same value).
 		if (!used && (await r.set('aw:version', KEYSPACE_VERSION, 'NX')) !== null) return KEYSPACE_VERSION;
-		return used ? 1 : Number(await r.get('aw:version'));
+		return used ? 1 : current();
 	};
 	const deadline = performance.now() + MIGRATION_WAIT_MS;
 	const me = randomUUID();

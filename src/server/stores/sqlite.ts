@@ -16,8 +16,11 @@
  * in doubt ({@link SqliteStore.inDoubt}).
  *
  * Work: units are read from `pending` in order, per app (taking turns), a chunk at a time and only while
- * fewer than `concurrency` are being worked, so a million pending rows cost a chunk of memory, not a
- * million. The lease is the process: a daemon killed mid-unit leaves its rows pending for the next start.
+ * there is room for them (tokens out, in all and per app: {@link SqliteWork}), so a million pending rows
+ * cost a chunk of memory, not a million. Outcomes settled in the same turn of the event loop are committed
+ * in one transaction. The lease is the process: a daemon killed mid-unit leaves its rows pending for the
+ * next start. A unit that comes back untouched (its app cannot send) lowers the in-doubt mark to what did
+ * reach a manager.
  * A unit handed back, or to be tried later (its app cannot send), keeps its rows: it is handed out again
  * (then, for an app that cannot send, after the delay, with the app's other rows waiting meanwhile).
  */
@@ -114,6 +117,8 @@ function migrate(db: Database.Database, path: string): void {
 
 /** Pending rows read per claim. */
 const CHUNK = 2000;
+/** Tokens of one app out at once at most (at least one unit): two full units, so one's tail overlaps the next. */
+export const APP_TOKENS = 2 * UNIT_TOKENS;
 /** Backoff of reads after the database refused one: 0.5 s doubling to 30 s. */
 const STORE_RETRY_MS = { initial: 500, max: 30_000 } as const;
 /** Parsed notification bodies kept (a chunk usually spans a handful). */
@@ -129,6 +134,18 @@ interface SqliteUnit extends WorkUnit {
 	readonly seqs: readonly number[];
 	settled: Uint8Array;
 	attempts: number;
+	/** A run of it reached a manager (its unsettled rows are in doubt should the daemon die). */
+	touched: boolean;
+}
+
+/** A settlement waiting for the turn's transaction. */
+interface SettleRequest {
+	readonly unit: SqliteUnit;
+	readonly sent: Uint8Array;
+	readonly failures: readonly TokenFailure[];
+	readonly now: number;
+	resolve(settled: Settled): void;
+	reject(error: Error): void;
 }
 
 /** The embedded store (see the module comment). Synchronous underneath: each call is one statement or one transaction. */
@@ -140,8 +157,10 @@ export class SqliteStore implements PushStore {
 	readonly where: string;
 	readonly #db: Database.Database;
 	readonly #q: ReturnType<typeof prepare>;
-	readonly #accept: (app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, idempotency: { key: string; response: string } | undefined) => void;
-	readonly #settle: (unit: SqliteUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number) => Settled;
+	readonly #accept: (app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, key: string | undefined) => (Accepted & { fresh: boolean }) | undefined;
+	/** Settlements of one turn of the event loop, committed together. */
+	readonly #settleMany: (batch: readonly SettleRequest[]) => Settled[];
+	#settling: SettleRequest[] = [];
 	readonly #bodies = new Map<number, { id: string; body: StoredBody }>();
 	#work: SqliteWork | undefined;
 
@@ -168,32 +187,43 @@ export class SqliteStore implements PushStore {
 		migrate(this.#db, this.where);
 		const q = prepare(this.#db);
 		this.#q = q;
-		this.#accept = this.#db.transaction((app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, idempotency: { key: string; response: string } | undefined) => {
+		this.#accept = this.#db.transaction((app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, key: string | undefined): (Accepted & { fresh: boolean }) | undefined => {
+			// In the transaction: the app still that incarnation, no answer under the key yet, then the rows.
+			if (q.getAppNum.get(app) === undefined) return undefined;
+			if (key !== undefined) {
+				const row = q.getIdempotency.get(app, key) as { response: string } | undefined;
+				if (row !== undefined) return { ...(JSON.parse(row.response) as Accepted), fresh: false };
+			}
+			let accepted = 0;
 			for (const n of notifications) {
 				const count = n.tokens.length / 32;
+				accepted += count;
 				const num = Number(q.insertNotification.run(n.id, app, JSON.stringify(n.body), count, now).lastInsertRowid);
 				for (let i = 0; i < count; i++) q.insertPending.run(app, num, n.tokens.subarray(i * 32, i * 32 + 32));
 			}
-			if (idempotency !== undefined) q.insertIdempotency.run(app, idempotency.key, idempotency.response, now);
+			const answer: Accepted = { ids: notifications.map((n) => n.id), accepted };
+			if (key !== undefined) q.insertIdempotency.run(app, key, JSON.stringify(answer), now);
+			return { ...answer, fresh: true };
 		});
-		this.#settle = this.#db.transaction((unit: SqliteUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Settled => {
+		const settleOne = (unit: SqliteUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Settled => {
 			let newSent = 0;
-			let newFailed = 0;
+			const failed: TokenFailure[] = [];
 			let feedback = 0;
 			// A row deleted already (settled before, or its app deleted) is not counted again.
 			for (let i = 0; i < unit.seqs.length; i++) if ((sent[i >> 3]! & (1 << (i & 7))) !== 0 && q.deletePending.run(unit.seqs[i]!).changes > 0) newSent++;
 			for (const f of failures) {
 				if (q.deletePending.run(unit.seqs[f.index]!).changes === 0) continue;
-				newFailed++;
+				failed.push(f);
 				q.insertFailure.run(unit.notificationNum, f.token, f.status, f.reason);
 				if (f.feedbackAt !== undefined) {
 					q.insertFeedback.run(unit.num, f.token, f.feedbackAt, f.reason, now);
 					feedback++;
 				}
 			}
-			if (newSent + newFailed > 0) q.countOutcome.run(newSent, newFailed, unit.notificationNum);
-			return { sent: newSent, failed: newFailed, feedback };
-		});
+			if (newSent + failed.length > 0) q.countOutcome.run(newSent, failed.length, unit.notificationNum);
+			return { sent: newSent, failed, feedback };
+		};
+		this.#settleMany = this.#db.transaction((batch: readonly SettleRequest[]) => batch.map((r) => settleOne(r.unit, r.sent, r.failures, r.now)));
 	}
 
 	async meta(key: string): Promise<string | undefined> {
@@ -242,17 +272,9 @@ export class SqliteStore implements PushStore {
 	}
 
 	async accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotencyKey: string | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
-		const num = Number(app.gen);
-		if (this.#q.getAppNum.get(num) === undefined) return undefined;
-		if (idempotencyKey !== undefined) {
-			const earlier = await this.idempotent(app, idempotencyKey);
-			if (earlier !== undefined) return { ...earlier, fresh: false };
-		}
-		const rows = notifications.map((n) => ({ ...n, id: randomUUID() }));
-		const answer: Accepted = { ids: rows.map((r) => r.id), accepted: rows.reduce((sum, r) => sum + r.tokens.length / 32, 0) };
-		this.#accept(num, rows, now, idempotencyKey === undefined ? undefined : { key: idempotencyKey, response: JSON.stringify(answer) });
-		this.#work?.wake();
-		return { ...answer, fresh: true };
+		const result = this.#accept(Number(app.gen), notifications.map((n) => ({ ...n, id: randomUUID() })), now, idempotencyKey);
+		if (result?.fresh === true) this.#work?.wake();
+		return result;
 	}
 
 	async idempotent(app: StoredApp, key: string): Promise<Accepted | undefined> {
@@ -283,8 +305,27 @@ export class SqliteStore implements PushStore {
 		return this.#work;
 	}
 
-	async settle(unit: WorkUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Promise<Settled> {
-		return this.#settle(unit as SqliteUnit, sent, failures, now);
+	/**
+	 * Settlements asked for in the same turn of the event loop are committed in one transaction: one
+	 * sync to disk for many small units. If it fails, each of them rejects (none took effect).
+	 */
+	settle(unit: WorkUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Promise<Settled> {
+		return new Promise<Settled>((resolve, reject) => {
+			if (this.#settling.push({ unit: unit as SqliteUnit, sent, failures, now, resolve, reject }) === 1) setImmediate(() => this.#commitSettled());
+		});
+	}
+
+	#commitSettled(): void {
+		const batch = this.#settling;
+		this.#settling = [];
+		let results: Settled[];
+		try {
+			results = this.#settleMany(batch);
+		} catch (error) {
+			for (const r of batch) r.reject(error as Error);
+			return;
+		}
+		batch.forEach((r, i) => r.resolve(results[i]!));
 	}
 
 	async feedback(app: StoredApp, after: number, limit: number): Promise<FeedbackRecord[]> {
@@ -325,6 +366,7 @@ export class SqliteStore implements PushStore {
 	async watch(): Promise<void> {}
 
 	async close(): Promise<void> {
+		if (this.#settling.length > 0) this.#commitSettled();
 		this.#db.close();
 	}
 
@@ -339,11 +381,11 @@ export class SqliteStore implements PushStore {
 	claim(app: number, after: number): SqliteUnit[] {
 		const rows = this.#q.claim.all(app, after, CHUNK) as Array<{ seq: number; notification: number; token: Buffer }>;
 		if (rows.length === 0) return [];
-		// Durable before any of them can reach APNs: at a crash, these rows are counted in doubt.
-		this.#q.setDispatched.run(rows[rows.length - 1]!.seq, app);
 		const gen = String(app);
 		const appId = (this.#q.getAppId.get(app) as { id: string } | undefined)?.id;
 		if (appId === undefined) return [];
+		// Durable before any of them can reach APNs: at a crash, these rows are counted in doubt.
+		this.markDispatched(app, rows[rows.length - 1]!.seq);
 		const units: SqliteUnit[] = [];
 		let start = 0;
 		for (let i = 1; i <= rows.length; i++) {
@@ -352,9 +394,19 @@ export class SqliteStore implements PushStore {
 			start = i;
 			const body = this.#body(run[0]!.notification);
 			if (body === undefined) continue; // its app deleted under us
-			units.push({ app: appId, gen, notification: body.id, body: body.body, tokens: Buffer.concat(run.map((r) => r.token)), settled: new Uint8Array(Math.ceil(run.length / 8)), again: false, attempts: 0, num: app, notificationNum: run[0]!.notification, seqs: run.map((r) => r.seq) });
+			units.push({ app: appId, gen, notification: body.id, body: body.body, tokens: Buffer.concat(run.map((r) => r.token)), settled: new Uint8Array(Math.ceil(run.length / 8)), again: false, attempts: 0, touched: false, num: app, notificationNum: run[0]!.notification, seqs: run.map((r) => r.seq) });
 		}
 		return units;
+	}
+
+	/** `app`'s rows up to `seq` may reach APNs from now on (at a crash, those still pending are in doubt). */
+	markDispatched(app: number, seq: number): void {
+		this.#q.setDispatched.run(seq, app);
+	}
+
+	/** None of `app`'s rows above `seq` reached APNs (they came back untouched): not in doubt at a crash. */
+	lowerDispatched(app: number, seq: number): void {
+		this.#q.lowerDispatched.run(seq, app);
 	}
 
 	/** `unit` as it stands now: its rows settled meanwhile marked settled; undefined when none is left. */
@@ -382,16 +434,27 @@ export class SqliteStore implements PushStore {
 }
 
 /**
- * Hands out the store's pending rows as units: the apps take turns, each from its own cursor; at most
- * `concurrency` units are worked at once. A unit given back (handed back, or to be tried later) is kept
- * and handed out again; while one of an app's units waits to be tried later, the app's other rows wait too.
+ * Hands out the store's pending rows as units: the apps take turns, each from its own cursor. Units are
+ * counted in tokens: at most `concurrency × UNIT_TOKENS` out at once, and at most {@link APP_TOKENS} of one
+ * app (at least one unit each), so a million one-token notifications go out a few thousand at a time and
+ * a slow app holds only its share. A unit given back (handed back, or to be tried later) is kept and
+ * handed out again; while one of an app's units waits to be tried later, the app's other rows wait too.
  */
 class SqliteWork implements WorkSource {
 	readonly #store: SqliteStore;
 	readonly #handler: WorkHandler;
-	readonly #concurrency: number;
+	/** Tokens out at once, all apps. */
+	readonly #maxTokens: number;
 	readonly #error: (error: Error) => void;
 	readonly #cursors = new Map<number, number>();
+	/** Per app: tokens out, units out. */
+	readonly #out = new Map<number, { tokens: number; units: number }>();
+	/** App row number by id (for resume), and how often each was resumed; each unit out, the count when it went out. */
+	readonly #nums = new Map<string, number>();
+	readonly #resumed = new Map<number, number>();
+	readonly #outAt = new WeakMap<SqliteUnit, number>();
+	/** Apps whose in-doubt mark was lowered since their last claim: a unit handed out raises it first. */
+	readonly #lowered = new Set<number>();
 	/** Claimed and not handed out yet. */
 	#ready: SqliteUnit[] = [];
 	/** Given back, each due at a time (performance.now()). */
@@ -400,17 +463,20 @@ class SqliteWork implements WorkSource {
 	readonly #paused = new Map<number, number>();
 	/** The app whose turn is next. */
 	#turn = 0;
+	#tokens = 0;
 	#running = 0;
 	#stopped = false;
 	#timer: NodeJS.Timeout | undefined;
+	/** Reads the database refused in a row, and until when nothing is read (backed off). */
 	#failures = 0;
+	#holdUntil = 0;
 	#scheduled = false;
 	#idle: Array<() => void> = [];
 
 	constructor(store: SqliteStore, handler: WorkHandler, concurrency: number, error: (error: Error) => void) {
 		this.#store = store;
 		this.#handler = handler;
-		this.#concurrency = concurrency;
+		this.#maxTokens = concurrency * UNIT_TOKENS;
 		this.#error = error;
 		this.wake();
 	}
@@ -425,11 +491,29 @@ class SqliteWork implements WorkSource {
 		});
 	}
 
+	resume(id: string): void {
+		const num = this.#nums.get(id);
+		if (num === undefined) return;
+		// Units out now were handed out before it could send: if they come back to wait, they need not.
+		this.#resumed.set(num, (this.#resumed.get(num) ?? 0) + 1);
+		for (const a of this.#again) if (a.unit.num === num) a.at = 0;
+		this.#paused.delete(num);
+		this.wake();
+	}
+
 	#pump(): void {
-		while (!this.#stopped && this.#running < this.#concurrency) {
+		while (!this.#stopped) {
 			const unit = this.#next();
 			if (unit === undefined) return;
+			const count = unit.tokens.length / 32;
+			const out = this.#out.get(unit.num) ?? { tokens: 0, units: 0 };
+			out.tokens += count;
+			out.units++;
+			this.#out.set(unit.num, out);
+			this.#tokens += count;
 			this.#running++;
+			this.#nums.set(unit.app, unit.num);
+			this.#outAt.set(unit, this.#resumed.get(unit.num) ?? 0);
 			void this.#handler(unit).then(
 				(result) => this.#done(unit, result),
 				(error: unknown) => {
@@ -440,29 +524,34 @@ class SqliteWork implements WorkSource {
 		}
 	}
 
+	/** Whether a unit of `count` tokens of `app` may go out now. */
+	#room(app: number, count: number): boolean {
+		const out = this.#out.get(app);
+		if (out === undefined || out.units === 0) return this.#running === 0 || this.#tokens + count <= this.#maxTokens;
+		return out.tokens + count <= APP_TOKENS && this.#tokens + count <= this.#maxTokens;
+	}
+
 	#next(): SqliteUnit | undefined {
 		const now = performance.now();
-		const due = this.#again.findIndex((a) => a.at <= now);
-		if (due >= 0) {
-			const item = this.#again.splice(due, 1)[0]!;
-			let fresh: SqliteUnit | undefined;
-			try {
-				fresh = this.#store.refresh(item.unit);
-			} catch (error) {
-				this.#again.push(item);
-				this.#safe(() => {
-					throw error;
-				});
-				return undefined;
-			}
+		if (now < this.#holdUntil) return undefined;
+		for (let k = 0; k < this.#again.length; k++) {
+			const item = this.#again[k]!;
+			if (item.at > now || !this.#room(item.unit.num, item.unit.tokens.length / 32)) continue;
+			const read = this.#safe(() => this.#store.refresh(item.unit));
+			if (read === undefined) return undefined; // the database refused: held, tried again backed off
+			this.#again.splice(k, 1);
+			const fresh = read.value;
 			// Nothing of it left (settled, or its app deleted): the next one.
-			return fresh ?? this.#next();
+			if (fresh === undefined) return this.#next();
+			return this.#raise(fresh) ? fresh : undefined;
 		}
 		for (;;) {
-			const ready = this.#ready.find((u) => !this.#isPaused(u.num, now));
-			if (ready !== undefined) {
-				this.#ready.splice(this.#ready.indexOf(ready), 1);
-				return ready;
+			const i = this.#ready.findIndex((u) => !this.#isPaused(u.num, now) && this.#room(u.num, u.tokens.length / 32));
+			if (i >= 0) {
+				const unit = this.#ready[i]!;
+				if (!this.#raise(unit)) return undefined;
+				this.#ready.splice(i, 1);
+				return unit;
 			}
 			const claimed = this.#claim(now);
 			if (claimed === undefined) {
@@ -473,16 +562,25 @@ class SqliteWork implements WorkSource {
 		}
 	}
 
-	/** The next app's rows after its cursor, taking turns; undefined when no app has any. */
+	/** Before `unit` goes out: its rows marked handed out, if its app's mark was lowered. False: the database refused. */
+	#raise(unit: SqliteUnit): boolean {
+		if (!this.#lowered.has(unit.num)) return true;
+		return this.#safe(() => this.#store.markDispatched(unit.num, unit.seqs[unit.seqs.length - 1]!)) !== undefined;
+	}
+
+	/** The next app's rows after its cursor, taking turns; undefined when no app has any (or room for them). */
 	#claim(now: number): SqliteUnit[] | undefined {
-		const apps = this.#safe(() => this.#store.appNums()) ?? [];
+		const apps = this.#safe(() => this.#store.appNums())?.value ?? [];
+		const waiting = new Set(this.#ready.map((u) => u.num));
 		for (let k = 0; k < apps.length; k++) {
 			const app = apps[(this.#turn + k) % apps.length]!;
-			if (this.#isPaused(app, now)) continue;
-			const units = this.#safe(() => this.#store.claim(app, this.#cursors.get(app) ?? 0));
+			// An app with claimed units waiting (for room, or out a delay) is not read further.
+			if (waiting.has(app) || this.#isPaused(app, now) || !this.#room(app, 1)) continue;
+			const units = this.#safe(() => this.#store.claim(app, this.#cursors.get(app) ?? 0))?.value;
 			if (units === undefined) return undefined;
 			if (units.length === 0) continue;
 			this.#turn = (this.#turn + k + 1) % apps.length;
+			this.#lowered.delete(app); // the claim marked everything up to its last row
 			const last = units[units.length - 1]!;
 			this.#cursors.set(app, last.seqs[last.seqs.length - 1]!);
 			return units;
@@ -490,16 +588,18 @@ class SqliteWork implements WorkSource {
 		return undefined;
 	}
 
-	/** A read the database refused (a full disk…): reported, and tried again, backed off. */
-	#safe<T>(read: () => T): T | undefined {
+	/** A read or write the database refused (a full disk…): reported, and nothing is read until a backed-off retry. */
+	#safe<T>(read: () => T): { value: T } | undefined {
 		try {
 			const value = read();
 			this.#failures = 0;
-			return value;
+			return { value };
 		} catch (error) {
 			this.#error(error as Error);
 			this.#failures++;
-			this.#arm(performance.now(), Math.min(STORE_RETRY_MS.max, STORE_RETRY_MS.initial * 2 ** (this.#failures - 1)));
+			const now = performance.now();
+			this.#holdUntil = now + Math.min(STORE_RETRY_MS.max, STORE_RETRY_MS.initial * 2 ** (this.#failures - 1));
+			this.#arm(now);
 			return undefined;
 		}
 	}
@@ -512,11 +612,15 @@ class SqliteWork implements WorkSource {
 		return false;
 	}
 
-	/** Wake at the next due unit or unpaused app (or after `ms`). */
-	#arm(now: number, ms?: number): void {
-		let at = ms === undefined ? Infinity : now + ms;
+	/** Wake at the next due unit or unpaused app, not before a backed-off retry. */
+	#arm(now: number): void {
+		let at = Infinity;
 		for (const a of this.#again) at = Math.min(at, a.at);
-		for (const until of this.#paused.values()) at = Math.min(at, until);
+		for (const [app, until] of this.#paused) {
+			if (until <= now) this.#paused.delete(app); // over (its app may be gone: nothing would clear it)
+			else at = Math.min(at, until);
+		}
+		if (this.#holdUntil > now) at = Math.max(at === Infinity ? this.#holdUntil : at, this.#holdUntil);
 		clearTimeout(this.#timer);
 		this.#timer = undefined;
 		if (at === Infinity || this.#stopped) return;
@@ -525,16 +629,37 @@ class SqliteWork implements WorkSource {
 	}
 
 	#done(unit: SqliteUnit, result: WorkResult): void {
+		const count = unit.tokens.length / 32;
+		const out = this.#out.get(unit.num)!;
+		out.tokens -= count;
+		out.units--;
+		if (out.units === 0) this.#out.delete(unit.num);
+		this.#tokens -= count;
 		this.#running--;
 		if (typeof result === 'object') {
-			const at = performance.now() + result.retryInMs;
+			if (result.untouched !== true) unit.touched = true;
+			const at = this.#outAt.get(unit) !== (this.#resumed.get(unit.num) ?? 0) ? 0 : performance.now() + result.retryInMs;
 			this.#again.push({ unit, at });
 			// Its app's other rows wait too: an app that cannot send is not read past.
-			this.#paused.set(unit.num, Math.max(this.#paused.get(unit.num) ?? 0, at));
-		} else if (result === 'handedBack') this.#again.push({ unit, at: 0 });
+			if (at > 0) this.#paused.set(unit.num, Math.max(this.#paused.get(unit.num) ?? 0, at));
+			if (result.untouched === true && out.units === 0) this.#lower(unit.num);
+		} else if (result === 'handedBack') {
+			unit.touched = true;
+			this.#again.push({ unit, at: 0 });
+		}
 		// 'done', 'gone': its rows are settled, or gone with their app.
 		if (this.#running === 0 && this.#stopped) for (const resolve of this.#idle.splice(0)) resolve();
 		this.wake();
+	}
+
+	/**
+	 * Nothing of `app` is out and a unit came back untouched (its app cannot send): only its units that
+	 * reached a manager before stay counted in doubt, so a restart does not warn of rows never sent.
+	 */
+	#lower(app: number): void {
+		let mark = 0;
+		for (const a of this.#again) if (a.unit.num === app && a.unit.touched) mark = Math.max(mark, a.unit.seqs[a.unit.seqs.length - 1]!);
+		if (this.#safe(() => this.#store.lowerDispatched(app, mark)) !== undefined) this.#lowered.add(app);
 	}
 
 	stop(deadline: number): Promise<void> {
@@ -601,6 +726,7 @@ function prepare(db: Database.Database) {
 		getIdempotency: db.prepare('SELECT response FROM idempotency WHERE app = ? AND key = ?'),
 		claim: db.prepare('SELECT seq, notification, token FROM pending WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
 		setDispatched: db.prepare('UPDATE apps SET dispatched = max(dispatched, ?) WHERE num = ?'),
+		lowerDispatched: db.prepare('UPDATE apps SET dispatched = min(dispatched, ?) WHERE num = ?'),
 		getDispatched: db.prepare('SELECT dispatched FROM apps WHERE num = ?'),
 		countPending: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ?'),
 		countPendingUpTo: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ? AND seq <= ?'),
