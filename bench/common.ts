@@ -123,7 +123,7 @@ export function makeCerts(): Certs {
 }
 
 /** Orchestrator → gateway process. */
-export type ServerRequest = { type: 'start'; n: number; faults: Faults; protocol: 'binary' | 'http2' } | { type: 'poll' } | { type: 'stats' } | { type: 'stop' };
+export type ServerRequest = { type: 'start'; n: number; faults: Faults; protocol: 'binary' | 'http2'; repeat?: number } | { type: 'poll' } | { type: 'stats' } | { type: 'stop' };
 
 /** Gateway process → orchestrator, in answer to `poll`. */
 export interface ServerProgress {

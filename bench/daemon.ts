@@ -10,7 +10,7 @@
  *   alternating.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -119,4 +119,96 @@ export async function acceptAndPending(certs: Certs, n: number): Promise<{ accep
 	} finally {
 		rmSync(dir, { recursive: true, force: true });
 	}
+}
+
+/** What one h2load run of POSTs measured (its own report, parsed). */
+export interface H2loadRun {
+	/** Requests h2load finished, and of those answered 2xx. */
+	readonly requests: number;
+	readonly ok: number;
+	/** From h2load's start to its last answer, in ms (its "finished in"). */
+	readonly ms: number;
+}
+
+/** Whether h2load (nghttp2's load generator) is on this machine: undefined, or why not. */
+export async function h2loadMissing(): Promise<string | undefined> {
+	return new Promise((resolve) => {
+		const child = spawn('h2load', ['--version'], { stdio: 'ignore' });
+		child.once('error', () => resolve('h2load is not installed (Debian: nghttp2-client)'));
+		child.once('exit', (code) => resolve(code === 0 ? undefined : `h2load --version exited ${code}`));
+	});
+}
+
+/**
+ * POST `requests` copies of one request of `perRequest` tokens (token(0)… of common.ts) to app `id` with
+ * h2load over HTTP/1.1, `connections` at once, one request in flight on each.
+ */
+export async function h2loadPosts(d: Daemon, id: string, requests: number, perRequest: number, connections: number): Promise<H2loadRun> {
+	const dir = mkdtempSync(join(tmpdir(), 'apns-bench-h2load-'));
+	try {
+		const body = join(dir, 'body.json');
+		const tokens = Array.from({ length: perRequest }, (_, i) => token(i));
+		writeFileSync(body, JSON.stringify({ notifications: [{ tokens, aps: { alert: 'Benchmark notification', badge: 1, sound: 'default' } }] }));
+		const args = ['--h1', '-n', String(requests), '-c', String(connections), '-m', '1', '-d', body, '-H', `authorization: Bearer ${API_KEY}`, '-H', 'content-type: application/json', `${d.url}/v1/apps/${id}/notifications`];
+		const out = await new Promise<string>((resolve, reject) => {
+			const child = spawn('h2load', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+			let text = '';
+			child.stdout!.on('data', (c: Buffer) => (text += c.toString()));
+			child.stderr!.on('data', (c: Buffer) => (text += c.toString()));
+			child.once('error', reject);
+			child.once('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`h2load exited ${code}: ${text}`))));
+		});
+		const finished = /finished in ([\d.]+)(ms|s)/.exec(out);
+		const status = /status codes: (\d+) 2xx/.exec(out);
+		const done = /requests: \d+ total, \d+ started, (\d+) done/.exec(out);
+		if (finished === null || status === null || done === null) throw new Error(`cannot read h2load's report: ${out}`);
+		return { requests: Number(done[1]), ok: Number(status[1]), ms: Number(finished[1]) * (finished[2] === 's' ? 1000 : 1) };
+	} finally {
+		rmSync(dir, { recursive: true, force: true });
+	}
+}
+
+/** The daemon's resident set now (VmRSS), in bytes. */
+export function rssOf(d: Daemon): number {
+	const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${d.child.pid}/status`, 'utf8'));
+	return m === null ? Number.NaN : Number(m[1]) * 1024;
+}
+
+/**
+ * POST `perSecond` notifications a second, in requests of `perRequest` distinct tokens (token(i) of
+ * common.ts, from 0 on), for `ms`; `sample` is called every `sampleMs`. Requests are started on a fixed
+ * schedule (one every perRequest / perSecond seconds), so a slow answer does not lower the offered rate;
+ * the count POSTed.
+ */
+export async function postPaced(d: Daemon, id: string, perSecond: number, perRequest: number, ms: number, sampleMs: number, sample: (elapsedMs: number, posted: number) => void): Promise<number> {
+	const t0 = performance.now();
+	const every = (perRequest / perSecond) * 1000;
+	let posted = 0;
+	let nextSample = sampleMs;
+	const inFlight = new Set<Promise<void>>();
+	for (let k = 0; ; k++) {
+		const at = k * every;
+		if (at >= ms) break;
+		const wait = t0 + at - performance.now();
+		if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+		while (performance.now() - t0 >= nextSample) {
+			sample(nextSample, posted);
+			nextSample += sampleMs;
+		}
+		const first = k * perRequest;
+		const tokens: string[] = [];
+		for (let i = first; i < first + perRequest; i++) tokens.push(token(i));
+		const p = api(d.url, 'POST', `/v1/apps/${id}/notifications`, { notifications: [{ tokens, aps: { alert: 'Soak notification', badge: 1 } }] }).then((r) => {
+			if (r.status !== 202) throw new Error(`POST: ${r.status} ${JSON.stringify(r.body)}`);
+			posted += perRequest;
+		});
+		inFlight.add(p);
+		void p.finally(() => inFlight.delete(p)).catch(() => {});
+	}
+	await Promise.all(inFlight);
+	while (nextSample <= ms) {
+		sample(nextSample, posted);
+		nextSample += sampleMs;
+	}
+	return posted;
 }

@@ -16,7 +16,8 @@
  * The threads workloads (issue 10) compare backend 'threaded' with 'evented': the caller's event-loop delay and the
  * CPU of the client and gateway processes besides throughput (see threadsTable).
  *
- * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2 and the threads rows), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M).
+ * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2 and the threads rows), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M,
+ * a 2-minute soak), --soak-minutes M (the daemon soak's length; default 20).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,7 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { REDIS_MISSING, startRedis } from '../test/support/redis.js';
-import { acceptAndPending, metricsOf, PER_REQUEST, postAll, provision, startDaemon, type Daemon } from './daemon.js';
+import { acceptAndPending, h2loadMissing, h2loadPosts, metricsOf, pendingOf, PER_REQUEST, postAll, postPaced, provision, rssOf, startDaemon, type Daemon } from './daemon.js';
 import { isRejected, LOOP_RESOLUTION_MS, makeCerts, PACED_CHUNK, PACED_PENDING, type BurstMeasure, type Certs, type ClientMessage, type ClientName, type ClientTask, type LoopMeasure, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
 
 const STALL_MS = 5000;
@@ -561,6 +562,191 @@ function daemonTable(r: DaemonResults): string[] {
 	];
 }
 
+/** Issue 26: sending goes on while POSTs keep arriving (a C load generator drives them). */
+const STARVE_NAME = 'daemon: delivery while accepting (h2load)';
+const STARVE_N = 200_000;
+const STARVE_PER_REQUEST = 500;
+const STARVE_CONNECTIONS = [4, 8] as const;
+
+interface StarveRun {
+	connections: number;
+	/** h2load: requests done and answered 2xx, and its time. */
+	requests: number;
+	ok: number;
+	acceptPerSecond: number;
+	/** From h2load's start: the mock's first notification, in ms; how many it had when the POSTs ended, and 1 s in. */
+	firstDeliveryMs: number | undefined;
+	receivedWhilePosting: number;
+	receivedFirstSecond: number;
+	/** From h2load's start to the mock having every notification. */
+	perSecond: number;
+	lost: number;
+	duplicated: number;
+}
+
+interface StarveResults {
+	/** Per rep: the library alone ('h2-worker'), same mock process, same count. */
+	library: number[];
+	runs: StarveRun[];
+}
+
+async function starveOnce(gateway: GatewayProcess, certs: Certs, connections: number): Promise<StarveRun> {
+	const requests = STARVE_N / STARVE_PER_REQUEST;
+	// h2load sends one body again and again: the mock expects each of its tokens `requests` times.
+	const { port } = await gateway.request<{ port: number }>({ type: 'start', n: STARVE_PER_REQUEST, faults: {}, protocol: 'http2', repeat: requests });
+	const dir = mkdtempSync(join(os.tmpdir(), 'apns-bench-starve-'));
+	const d = await startDaemon(dir);
+	try {
+		await provision(d, 'h2l', certs, { host: '127.0.0.1', port });
+		const t0 = Date.now();
+		let postsEnded: number | undefined;
+		const posting = h2loadPosts(d, 'h2l', requests, STARVE_PER_REQUEST, connections).finally(() => (postsEnded = Date.now()));
+		let receivedWhilePosting: number | undefined;
+		let receivedFirstSecond = 0;
+		let progress: ServerProgress;
+		for (;;) {
+			await new Promise((resolve) => setTimeout(resolve, 50));
+			progress = await gateway.request<ServerProgress>({ type: 'poll' });
+			if (Date.now() - t0 <= 1000) receivedFirstSecond = progress.unique;
+			if (postsEnded !== undefined && receivedWhilePosting === undefined) receivedWhilePosting = progress.unique;
+			if (progress.completeAt !== undefined) break;
+			if (postsEnded !== undefined && Date.now() - progress.lastProgressAt > STALL_MS && Date.now() - postsEnded > STALL_MS) break;
+		}
+		const h = await posting;
+		const stats = await gateway.request<ServerPoll>({ type: 'stats' });
+		return {
+			connections,
+			requests: h.requests,
+			ok: h.ok,
+			acceptPerSecond: (h.ok * STARVE_PER_REQUEST * 1000) / h.ms,
+			firstDeliveryMs: progress.firstAt === undefined ? undefined : progress.firstAt - t0,
+			receivedWhilePosting: receivedWhilePosting ?? progress.unique,
+			receivedFirstSecond,
+			perSecond: progress.completeAt === undefined ? 0 : (STARVE_N / Math.max(1, progress.completeAt - t0)) * 1000,
+			lost: stats.lost,
+			duplicated: stats.duplicated,
+		};
+	} finally {
+		await d.stop();
+		rmSync(dir, { recursive: true, force: true });
+	}
+}
+
+async function runStarve(gateway: GatewayProcess, certs: Certs, reps: number): Promise<StarveResults | undefined> {
+	const missing = await h2loadMissing();
+	if (missing !== undefined) {
+		process.stderr.write(`  ${STARVE_NAME} | skipped: ${missing}\n`);
+		return undefined;
+	}
+	const workload: Workload = { name: `${STARVE_NAME} (library)`, n: STARVE_N, faults: {}, protocol: 'http2', clients: ['h2-worker'] };
+	const library: number[] = [];
+	const runs: StarveRun[] = [];
+	for (let rep = 1; rep <= reps; rep++) {
+		library.push((await runOnce(gateway, certs, workload, 'h2-worker', rep)).perSecond);
+		for (const connections of STARVE_CONNECTIONS) {
+			const run = await starveOnce(gateway, certs, connections);
+			runs.push(run);
+			process.stderr.write(`  ${STARVE_NAME} | ${connections} connections #${rep}: accepted ${fmt(run.acceptPerSecond)}/s (${run.ok}/${run.requests} 2xx), first delivery ${run.firstDeliveryMs ?? '—'} ms, ${fmt(run.receivedFirstSecond)} in the first second, ${fmt(run.receivedWhilePosting)} while POSTing; end to end ${fmt(run.perSecond)}/s, library ${fmt(library[library.length - 1]!)}/s; lost ${run.lost}, dup ${run.duplicated}\n`);
+		}
+	}
+	return { library, runs };
+}
+
+function starveTable(r: StarveResults): string[] {
+	const rows = STARVE_CONNECTIONS.map((connections) => {
+		const runs = r.runs.filter((x) => x.connections === connections);
+		const ratios = runs.map((x, i) => x.perSecond / r.library[i]!);
+		return [
+			String(connections),
+			`${fmt(median(runs.map((x) => x.acceptPerSecond)))}/s`,
+			`${fmt(median(runs.map((x) => x.firstDeliveryMs ?? Number.NaN)))} ms`,
+			fmt(median(runs.map((x) => x.receivedFirstSecond))),
+			fmt(median(runs.map((x) => x.receivedWhilePosting))),
+			`${fmt(median(runs.map((x) => x.perSecond)))}/s`,
+			`${median(ratios).toFixed(2)}×`,
+			`${Math.max(...runs.map((x) => x.lost))} / ${Math.max(...runs.map((x) => x.duplicated))}`,
+			`${Math.min(...runs.map((x) => x.ok))}/${runs[0]!.requests}`,
+		];
+	});
+	return [
+		`delivery while accepting: h2load --h1 POSTs ${fmt(STARVE_N / STARVE_PER_REQUEST)} requests of ${STARVE_PER_REQUEST} tokens (${fmt(STARVE_N)} notifications; one body, so the mock expects each token ${STARVE_N / STARVE_PER_REQUEST} times)`,
+		"to 'apns-worker serve' (SQLite, a child process) whose app points at the HTTP/2 mock (its own process); times from h2load's start. accepted: 2xx × 500 / h2load's time.",
+		`end to end: until the mock had all ${fmt(STARVE_N)}; (×): against the library alone ('h2-worker', ${fmt(median(r.library))}/s, same count, same mock), per rep; medians.`,
+		'targets: accepted ≥ 20,000/s, sending from the first second, end to end ≥ 0.80× the library.',
+		'',
+		...table(['POST connections', 'accepted', 'first delivery', 'delivered in 1st s', 'delivered while POSTing', 'end to end', 'vs library', 'lost / dup', '2xx'], rows),
+	];
+}
+
+/** Issue 26: a daemon's memory under steady load, on each store. */
+const SOAK_NAME = 'daemon soak: memory under steady load';
+const SOAK_RATE = 2000;
+const SOAK_PER_REQUEST = 500;
+/** RSS is read every 30 s; the table shows it at these minutes. */
+const SOAK_MARKS = [2, 10, 20] as const;
+
+interface SoakRun {
+	store: 'SQLite' | 'Redis';
+	minutes: number;
+	posted: number;
+	/** Per 30 s: minutes since the start, the daemon's RSS (bytes), notifications POSTed by then. */
+	samples: Array<{ minute: number; rss: number; posted: number }>;
+	/** After the POSTs: pending once the mock had everything, lost and duplicated (the mock's count). */
+	pending: number;
+	lost: number;
+	duplicated: number;
+}
+
+async function soakOnce(gateway: GatewayProcess, certs: Certs, store: 'SQLite' | 'Redis', minutes: number): Promise<SoakRun> {
+	const n = Math.ceil((SOAK_RATE * minutes * 60) / SOAK_PER_REQUEST) * SOAK_PER_REQUEST;
+	// 1 % of the tokens answered 410 (Unregistered): failures and feedback are stored too.
+	const { port } = await gateway.request<{ port: number }>({ type: 'start', n, faults: { rejectEvery: 100 }, protocol: 'http2' });
+	const redis = store === 'Redis' ? await startRedis() : undefined;
+	const dir = mkdtempSync(join(os.tmpdir(), 'apns-bench-soak-'));
+	const d = await startDaemon(redis === undefined ? dir : { redis: redis.url });
+	const samples: SoakRun['samples'] = [];
+	try {
+		await provision(d, 'soak', certs, { host: '127.0.0.1', port });
+		const posted = await postPaced(d, 'soak', SOAK_RATE, SOAK_PER_REQUEST, minutes * 60_000, 30_000, (ms, count) => {
+			samples.push({ minute: ms / 60_000, rss: rssOf(d), posted: count });
+			process.stderr.write(`  ${SOAK_NAME} | ${store} ${(ms / 60_000).toFixed(1)} min: RSS ${mb(samples[samples.length - 1]!.rss)}, ${fmt(count)} posted\n`);
+		});
+		let pending = await pendingOf(d, 'soak');
+		for (let i = 0; i < 600 && pending > 0; i++) {
+			await new Promise((resolve) => setTimeout(resolve, 100));
+			pending = await pendingOf(d, 'soak');
+		}
+		const stats = await gateway.request<ServerPoll>({ type: 'stats' });
+		return { store, minutes, posted, samples, pending, lost: stats.lost, duplicated: stats.duplicated };
+	} finally {
+		await d.stop();
+		await redis?.close();
+		rmSync(dir, { recursive: true, force: true });
+	}
+}
+
+async function runSoak(gateway: GatewayProcess, certs: Certs, minutes: number): Promise<SoakRun[]> {
+	const runs = [await soakOnce(gateway, certs, 'SQLite', minutes)];
+	if (REDIS_MISSING === false) runs.push(await soakOnce(gateway, certs, 'Redis', minutes));
+	else process.stderr.write(`  ${SOAK_NAME} | Redis skipped: ${REDIS_MISSING}\n`);
+	return runs;
+}
+
+function soakTable(runs: SoakRun[]): string[] {
+	const at = (r: SoakRun, minute: number): number => r.samples.find((s) => Math.abs(s.minute - minute) < 1e-9)?.rss ?? Number.NaN;
+	const marks = SOAK_MARKS.filter((m) => m <= runs[0]!.minutes);
+	const last = marks[marks.length - 1]!;
+	return [
+		`soak: 'apns-worker serve' (a child process) fed ${fmt(SOAK_RATE)} notifications/s in POSTs of ${SOAK_PER_REQUEST} (distinct tokens, 1 % answered 410) for ${runs[0]!.minutes} minutes, the HTTP/2 mock in its own process;`,
+		"RSS: the daemon's VmRSS at each mark. growth: from the 2-minute mark to the last. Target: ≤ 10 %.",
+		'',
+		...table(
+			['store', 'posted', ...marks.map((m) => `RSS at ${m} min`), `growth ${marks[0]}→${last} min`, 'pending at the end', 'lost / dup'],
+			runs.map((r) => [r.store, fmt(r.posted), ...marks.map((m) => mb(at(r, m))), `${(((at(r, last) - at(r, marks[0]!)) / at(r, marks[0]!)) * 100).toFixed(1)} %`, fmt(r.pending), `${r.lost} / ${r.duplicated}`]),
+		),
+	];
+}
+
 /** Issue 12: daemons sharing one Redis (BullMQ). */
 const SCALE_NAME = 'scale out: daemons on one Redis';
 const SCALE_APPS = 5;
@@ -687,7 +873,7 @@ function scaleTable(r: ScaleResults): string[] {
 }
 
 async function main(): Promise<void> {
-	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false } } });
+	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false }, 'soak-minutes': { type: 'string' } } });
 	const reps = Number(values.reps ?? (values.quick ? 1 : 3));
 	const workloads = WORKLOADS.filter((w) => (values.only === undefined || w.name.includes(values.only)) && !(values.quick && w.n >= 1_000_000));
 	const certs = makeCerts();
@@ -711,6 +897,9 @@ async function main(): Promise<void> {
 		}
 	}
 	const daemon = values.only === undefined || DAEMON_NAME.includes(values.only) ? await runDaemon(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 3, values.quick) : undefined;
+	const starve = values.only === undefined || STARVE_NAME.includes(values.only) ? await runStarve(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 3) : undefined;
+	const soakMinutes = Number(values['soak-minutes'] ?? (values.quick ? 2 : 20));
+	const soak = values.only === undefined || SOAK_NAME.includes(values.only) ? await runSoak(gateway, certs, soakMinutes) : undefined;
 	const scale = values.only === undefined || SCALE_NAME.includes(values.only) ? await runScale(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 2, values.quick) : undefined;
 	await gateway.stop();
 	const memory: MemoryRun[] = [];
@@ -777,12 +966,14 @@ async function main(): Promise<void> {
 		out.push('', ...table(['memory: 1M tokens × 1 payload queued, gateway unreachable', 'client', 'heap B/notif', 'heap+buffers B/notif', 'peak RSS'], cells));
 	}
 	if (daemon !== undefined) out.push('', ...daemonTable(daemon));
+	if (starve !== undefined) out.push('', ...starveTable(starve));
+	if (soak !== undefined) out.push('', ...soakTable(soak));
 	if (scale !== undefined) out.push('', ...scaleTable(scale));
 	process.stdout.write(`${out.join('\n')}\n`);
 	const partial = values.only !== undefined || values.quick || values.reps !== undefined;
 	const file = `bench/results/${partial ? 'partial' : 'latest'}.json`;
 	mkdirSync(here('../../bench/results'), { recursive: true });
-	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, daemon, scale, runs }, null, '\t')}\n`);
+	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, daemon, starve, soak, scale, runs }, null, '\t')}\n`);
 	process.stdout.write(`\nWrote ${file}\n`);
 }
 

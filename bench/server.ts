@@ -1,7 +1,8 @@
 /**
  * The benchmark's gateway process: the mock gateway from src/mock, in its own process so that it never
  * shares an event loop with the client being measured. A fresh gateway (new port, fresh fault counters)
- * is started for every run. Deliveries are counted per token index in a typed array.
+ * is started for every run. Deliveries are counted per token index in a typed array (with `repeat`, each
+ * token is expected that many times: a load generator that sends one body again and again).
  */
 import { startMockGateway } from '../src/mock/gateway.js';
 import { startMockApnsHttp2 } from '../src/mock/http2.js';
@@ -9,7 +10,9 @@ import { isRejected, token, tokenIndex, TOPIC, type Certs, type Faults, type Ser
 
 const certs = JSON.parse(process.env['BENCH_CERTS'] ?? 'null') as Certs;
 let gateway: { port: number; connections: number; silentDrops: number; errorsSent: number; close(): Promise<void> } | undefined;
-let counts = new Uint8Array(0);
+let counts: Uint8Array | Uint32Array = new Uint8Array(0);
+/** Deliveries of each token expected: 1, or more when a load generator sends one body again and again (h2load). */
+let repeat = 1;
 let n = 0;
 let faults: Faults = {};
 let unique = 0;
@@ -21,8 +24,8 @@ let lastProgressAt = Date.now();
 function accepted(i: number): void {
 	if (i >= n) return;
 	const c = counts[i]!;
-	if (c < 255) counts[i] = c + 1;
-	if (c === 0) {
+	if (repeat > 1 || c < 255) counts[i] = c + 1;
+	if (c < repeat) {
 		unique++;
 		lastProgressAt = Date.now();
 		if (unique === 1) firstAt = lastProgressAt;
@@ -30,14 +33,15 @@ function accepted(i: number): void {
 	}
 }
 
-async function start(size: number, f: Faults, protocol: 'binary' | 'http2'): Promise<number> {
+async function start(size: number, f: Faults, protocol: 'binary' | 'http2', times = 1): Promise<number> {
 	await gateway?.close();
 	n = size;
 	faults = f;
-	counts = new Uint8Array(size);
+	repeat = times;
+	counts = times > 1 ? new Uint32Array(size) : new Uint8Array(size);
 	unique = 0;
 	expected = 0;
-	for (let i = 0; i < size; i++) if (!isRejected(i, f)) expected++;
+	for (let i = 0; i < size; i++) if (!isRejected(i, f)) expected += times;
 	completeAt = undefined;
 	firstAt = undefined;
 	lastProgressAt = Date.now();
@@ -101,12 +105,16 @@ function poll(): ServerProgress {
 function stats(): ServerPoll {
 	const missing: number[] = [];
 	let duplicated = 0;
+	let lost = 0;
 	let deliveredRejected = 0;
 	for (let i = 0; i < n; i++) {
 		const c = counts[i]!;
 		if (isRejected(i, faults)) deliveredRejected += c;
-		else if (c === 0) missing.push(i);
-		else duplicated += c - 1;
+		else if (c < repeat) {
+			missing.push(i);
+			lost += repeat - c;
+		}
+		else duplicated += c - repeat;
 	}
 	return {
 		type: 'poll',
@@ -114,7 +122,7 @@ function stats(): ServerPoll {
 		expected,
 		completeAt,
 		lastProgressAt,
-		lost: missing.length,
+		lost,
 		missing,
 		duplicated,
 		deliveredRejected,
@@ -127,7 +135,7 @@ function stats(): ServerPoll {
 process.on('message', (request: ServerRequest) => {
 	switch (request.type) {
 		case 'start':
-			void start(request.n, request.faults, request.protocol).then((port) => process.send!({ type: 'started', port }));
+			void start(request.n, request.faults, request.protocol, request.repeat).then((port) => process.send!({ type: 'started', port }));
 			break;
 		case 'poll':
 			process.send!(poll());
