@@ -13,6 +13,7 @@ test('apps: a daemon manager retries "try again" answers for minutes, not second
 	const options = managerOptions(settings, {}, new SharedTokens());
 	assert.equal(options.maxAttempts, DAEMON_MAX_ATTEMPTS);
 	assert.ok(DAEMON_MAX_ATTEMPTS > 5, 'more than the library default');
+	assert.equal(options.maxFeedbackRecords, 0, 'the daemon stores 410s from receipts; its managers keep none in memory');
 });
 
 test('apps: one provider token per team key, shared by the apps that use it', () => {

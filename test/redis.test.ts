@@ -121,8 +121,17 @@ test('redis: an app whose credentials no longer load keeps its jobs waiting (del
 	assert.ok((attempts === null || attempts === '0') && (stacktrace === null || stacktrace === '[]'), `no failed attempt (${attempts}), no stack trace stored (${stacktrace})`);
 	assert.equal((await d.api('GET', '/v1/apps/broken')).body.pending, 300, 'kept');
 	assert.equal(mock.counts.size, 0);
+	// Let it wait out a few delays (1 s, 2 s, 4 s…, BullMQ's score is the due time × 4096): once one has more
+	// than 3 s to run, a PUT that starts the app hands the job out at once, not when the delay ends.
+	const due = await until(async () => {
+		const score = await c.zscore('bull:aw-send:delayed', jobId);
+		const at = score === null ? undefined : Math.floor(Number(score) / 4096);
+		return at !== undefined && at - Date.now() > 3000 ? at : undefined;
+	}, 'a delay of more than 3 s', 800, 25);
+	assert.deepEqual(await c.smembers('aw:wait:broken'), [jobId], 'listed as waiting for its app');
 	assert.equal((await d.api('PUT', '/v1/apps/broken', appBody(mock))).status, 200, 'fixed');
 	await drained(d, ['broken'], 2400);
+	assert.ok(Date.now() < due, `sent ${due - Date.now()} ms before its delay ran out: the PUT promoted it`);
 	assert.deepEqual([...new Set(tokens.map((tk) => mock.counts.get(tk)))], [1]);
 });
 

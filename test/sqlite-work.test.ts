@@ -12,6 +12,7 @@ import type { StoredBody } from '../src/server/service.js';
 import type { WorkHandler, WorkResult, WorkUnit } from '../src/server/store.js';
 import { UNIT_TOKENS } from '../src/server/store.js';
 import { APP_TOKENS, SqliteStore } from '../src/server/stores/sqlite.js';
+import { wakeable } from './support/stores.js';
 
 const BODY: StoredBody = { payload: { aps: { alert: 'x' } }, options: {} };
 const HOUR = 3_600_000;
@@ -47,24 +48,21 @@ function oneEach(n: number, seed: number) {
 
 /** Work `store` with `handler`; `until` waits for a condition, woken by each unit handed out or finished. */
 function working(t: TestContext, store: SqliteStore, handler: WorkHandler, concurrency = 16) {
-	let wake: (() => void) | undefined;
 	const units: WorkUnit[] = [];
 	let finished = 0;
+	const { wake, until } = wakeable(() => `${units.length} units handed out, ${finished} finished`);
 	const source = store.work(
 		(unit) => {
 			units.push(unit);
-			wake?.();
+			wake();
 			return handler(unit).finally(() => {
 				finished++;
-				wake?.();
+				wake();
 			});
 		},
-		{ concurrency, error: () => wake?.() },
+		{ concurrency, error: () => wake() },
 	);
 	t.after(() => source.stop(performance.now()));
-	const until = async (ready: () => boolean): Promise<void> => {
-		while (!ready()) await new Promise<void>((resolve) => (wake = resolve));
-	};
 	return { source, units, until, finished: () => finished };
 }
 
@@ -120,19 +118,19 @@ test('sqlite work: a read the database refused is reported and tried again, back
 		return appNums();
 	};
 	const errors: string[] = [];
-	let wake: (() => void) | undefined;
 	const units: WorkUnit[] = [];
+	const { wake, until } = wakeable(() => `errors ${JSON.stringify(errors)}, nothing handed out`);
 	const source = store.work(
 		async (unit) => {
 			units.push(unit);
-			wake?.();
+			wake();
 			await store.settle(unit, new Uint8Array([1]), [], Date.now());
 			return 'done';
 		},
 		{ concurrency: 16, error: (e) => errors.push(e.message) },
 	);
 	t.after(() => source.stop(performance.now()));
-	while (units.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+	await until(() => units.length > 0);
 	assert.deepEqual(errors, ['disk I/O error', 'disk I/O error']);
 	assert.equal(units.length, 1);
 });
@@ -167,7 +165,7 @@ test('sqlite work: units of an app that cannot send come back untouched and are 
 	await store.accept(stopped, oneEach(5, 5), Date.now(), undefined);
 	await store.accept(sending, oneEach(3, 6), Date.now(), undefined);
 	const w = working(t, store, async (unit): Promise<WorkResult> => (unit.app === 'stopped' ? { retryInMs: HOUR, untouched: true } : { retryInMs: HOUR }));
-	await w.until(() => w.units.length === 8);
+	await w.until(() => w.finished() === 8);
 	await w.source.stop(performance.now());
 	await store.close();
 	store = open(t, dir);
@@ -190,4 +188,83 @@ test('sqlite work: resume(app) hands out at once the units an app that could not
 	w.source.resume!('a');
 	await w.until(() => w.finished() === 4);
 	assert.deepEqual(await store.pending([app]), [0]);
+});
+
+test('sqlite work: a unit due again while the budget is full waits for room without spinning (the source reads nothing until a unit comes back)', async (t) => {
+	const store = open(t, place(t));
+	const busy = (await store.putApp('busy', '{}', undefined, 0)).app;
+	const waiting = (await store.putApp('waiting', '{}', undefined, 0)).app;
+	await store.accept(waiting, oneEach(1, 8), Date.now(), undefined);
+	const held: Array<() => void> = [];
+	let reads = 0;
+	const appNums = store.appNums.bind(store);
+	store.appNums = () => {
+		reads++;
+		return appNums();
+	};
+	let canSend = false;
+	const w = working(t, store, async (unit): Promise<WorkResult> => {
+		if (unit.app === 'waiting') return canSend ? 'done' : { retryInMs: HOUR, untouched: true };
+		await new Promise<void>((resolve) => held.push(resolve));
+		return 'done';
+	}, 1);
+	await w.until(() => w.finished() === 1);
+	// The budget (concurrency 1: UNIT_TOKENS tokens) filled by another app; then the waiting unit made due.
+	await store.accept(busy, oneEach(UNIT_TOKENS, 9), Date.now(), undefined);
+	await w.until(() => held.length === UNIT_TOKENS);
+	canSend = true;
+	w.source.resume!('waiting');
+	await new Promise((resolve) => setImmediate(resolve));
+	// A window of 50 ms, measured in reads: a source that re-arms a 0 ms timer for a due unit reads every few ms.
+	const before = reads;
+	await new Promise((resolve) => setTimeout(resolve, 50));
+	assert.ok(reads - before <= 1, `${reads - before} reads in 50 ms while nothing could go out`);
+	assert.equal(w.units.filter((u) => u.app === 'waiting').length, 1, 'not handed out while the budget is full');
+	for (const release of held.splice(0)) release();
+	await w.until(() => w.units.filter((u) => u.app === 'waiting').length === 2);
+});
+
+test('sqlite work: a unit whose in-doubt mark cannot be raised (a refused write) is kept and handed out on a retry, not dropped', async (t) => {
+	const store = open(t, place(t));
+	const { app } = await store.putApp('a', '{}', undefined, 0);
+	await store.accept(app, oneEach(1, 10), Date.now(), undefined);
+	let canSend = false;
+	const w = working(t, store, async (unit): Promise<WorkResult> => {
+		if (!canSend) return { retryInMs: HOUR, untouched: true }; // lowers the mark
+		await store.settle(unit, new Uint8Array([1]), [], Date.now());
+		return 'done';
+	});
+	await w.until(() => w.finished() === 1);
+	const mark = store.markDispatched.bind(store);
+	let refusals = 1;
+	store.markDispatched = (num: number, seq: number) => {
+		if (refusals-- > 0) throw Object.assign(new Error('disk full'), { code: 'SQLITE_FULL' });
+		mark(num, seq);
+	};
+	canSend = true;
+	w.source.resume!('a');
+	await w.until(() => w.finished() === 2);
+	assert.equal(refusals, -1, 'the raise was refused once, then done');
+	assert.deepEqual(await store.pending([app]), [0]);
+});
+
+test('sqlite work: rows in doubt at a start stay in doubt through untouched runs until they are settled (a second crash still counts them)', async (t) => {
+	const dir = place(t);
+	let store = open(t, dir);
+	const { app } = await store.putApp('a', '{}', undefined, 0);
+	await store.accept(app, oneEach(3, 11), Date.now(), undefined);
+	// First life: handed to a manager, then the daemon dies.
+	let w = working(t, store, async (): Promise<WorkResult> => ({ retryInMs: HOUR }));
+	await w.until(() => w.finished() === 3);
+	await w.source.stop(performance.now());
+	await store.close();
+	store = open(t, dir);
+	assert.equal(await store.inDoubt(app), 3);
+	// Second life: the app cannot send (untouched), then the daemon dies again.
+	w = working(t, store, async (): Promise<WorkResult> => ({ retryInMs: HOUR, untouched: true }));
+	await w.until(() => w.finished() === 3);
+	await w.source.stop(performance.now());
+	await store.close();
+	store = open(t, dir);
+	assert.equal(await store.inDoubt(app), 3, 'still in doubt: they may have reached APNs in the first life');
 });

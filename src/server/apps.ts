@@ -163,6 +163,9 @@ export function managerOptions(settings: Omit<AppSettings, 'certificate'>, secre
 		...(secrets.cert === undefined ? {} : { cert: Buffer.from(secrets.cert) }),
 		...(secrets.key === undefined ? {} : { key: Buffer.from(secrets.key) }),
 		maxAttempts: DAEMON_MAX_ATTEMPTS,
+		// The daemon stores each 410 from its receipt: a buffer kept for getFeedback(), which it never
+		// calls, would only grow (to 200,000 records an app).
+		maxFeedbackRecords: 0,
 		// Outcomes come back through receipts; this only keeps the library from warning that no one listens.
 		errorHandler: () => {},
 	};

@@ -373,15 +373,16 @@ export class Engine implements PushService {
 
 	async deleteApp(id: string): Promise<{ dropped: number }> {
 		let dropped: number | undefined;
-		try {
-			dropped = await this.store.deleteApp(id);
-		} catch (error) {
-			throw this.#unavailable(error);
-		}
-		if (dropped === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}`, 'appId');
-		this.log.info({ app: id, dropped }, 'app deleted');
+		// Before the store is asked: a load that runs meanwhile (a unit's) must not log it too.
 		this.#deleting.add(id);
 		try {
+			try {
+				dropped = await this.store.deleteApp(id);
+			} catch (error) {
+				throw this.#unavailable(error);
+			}
+			if (dropped === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}`, 'appId');
+			this.log.info({ app: id, dropped }, 'app deleted');
 			await this.#load(id).catch(() => {}); // the others, and this daemon's next request, load it anyway
 		} finally {
 			this.#deleting.delete(id);

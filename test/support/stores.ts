@@ -89,3 +89,26 @@ export async function holder(t: TestContext, spec: StoreSpec, tokens: number): P
 	});
 	return { held, kill };
 }
+
+/**
+ * A condition to wait on, woken by whoever changes what it reads: `until(ready)` resolves once `ready()`
+ * holds and fails after `ms` with `state()` in the message (a store that stopped handing out).
+ */
+export function wakeable(state: () => string): { wake(): void; until(ready: () => boolean, ms?: number): Promise<void> } {
+	let wakeOne: (() => void) | undefined;
+	return {
+		wake: () => wakeOne?.(),
+		until: async (ready, ms = 30_000) => {
+			const deadline = performance.now() + ms;
+			while (!ready()) {
+				let timer: NodeJS.Timeout | undefined;
+				const woken = await new Promise<boolean>((resolve) => {
+					wakeOne = () => resolve(true);
+					timer = setTimeout(() => resolve(false), Math.max(0, deadline - performance.now()));
+				});
+				clearTimeout(timer);
+				if (!woken && !ready()) throw new Error(`not reached in ${ms} ms: ${state()}`);
+			}
+		},
+	};
+}

@@ -22,6 +22,7 @@
  * | `aw:fbseq`, `aw:whc` | hash | per incarnation: the last feedback seq; the webhook's cursor |
  * | `aw:whl:{gen}` | string | which daemon delivers the app's webhook now (expires in 30 s unless extended) |
  * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
+ * | `aw:wait:{app}` | set | ids of the app's jobs delayed because it could not send (promoted when a PUT starts it; expires in 10 min) |
  *
  * A notification's keys and its jobs' progress are kept while it is unsettled (each settlement and
  * each run of a job pushes their expiry 30 days away), and expire with the retention once settled (a
@@ -36,7 +37,7 @@
  * that looked dead and was not) records each token's outcome once.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { DelayedError, Queue, Worker, type Job } from 'bullmq';
+import { DelayedError, Job, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../../drivers/backoff.js';
@@ -311,6 +312,17 @@ export class RedisData {
 	}
 
 	/** A job of a notification ran (and cannot send yet): its state is kept another {@link UNSETTLED_S}. */
+	/** Job `id` of app `app` waits out a delay because its app cannot send (see {@link RedisStore} resume). */
+	async waiting(app: string, id: string): Promise<void> {
+		await exec(this.#r.pipeline().sadd(`aw:wait:${app}`, id).expire(`aw:wait:${app}`, WAITING_S));
+	}
+
+	/** The jobs of `app` that wait out such a delay, forgotten as they are read. */
+	async takeWaiting(app: string): Promise<string[]> {
+		const [ids] = await exec(this.#r.multi().smembers(`aw:wait:${app}`).del(`aw:wait:${app}`));
+		return ids as string[];
+	}
+
 	async touchJob(job: JobKeyed): Promise<void> {
 		const p = this.#r.pipeline();
 		for (const key of jobKeys(job)) p.expire(key, this.#unsettledS);
@@ -473,6 +485,11 @@ export const QUEUE_NAME = 'aw-send';
 const CONNECT_TIMEOUT_MS = 10_000;
 /** Reconnects: 0.1 s doubling to 5 s, up to a fifth less for jitter, for as long as it takes. */
 const RECONNECT = { initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 } as const;
+/**
+ * How long (s) the list of an app's jobs waiting out a delay because it cannot send lives without news:
+ * longer than any such delay (at most 60 s), so it never outlives the jobs it names by much.
+ */
+const WAITING_S = 600;
 /** A job that failed (Redis away for this daemon's commands) is tried again: 1 s doubling to 60 s. */
 const JOB_RETRY = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 } as const;
 /** Attempts of a job: it never fails for good (it is retried, backed off, until its tokens are settled or its app deleted). */
@@ -537,6 +554,8 @@ export class RedisStore implements PushStore {
 	/** Every connection, closed last (BullMQ does not close connections it was given). */
 	readonly #connections: Redis[];
 	readonly #queue: Queue<JobData>;
+	/** Per app id: when resume() was last called for it (performance.now()). */
+	readonly #resumed = new Map<string, number>();
 	#worker: Worker<JobData> | undefined;
 	#workerStopped: string | undefined;
 	#heartbeat: NodeJS.Timeout | undefined;
@@ -706,21 +725,18 @@ export class RedisStore implements PushStore {
 				return until(worker.close(), deadline);
 			},
 			resume: (id) => {
+				// Jobs running now come back to wait; those that started before this are not delayed (#process).
+				this.#resumed.set(id, performance.now());
 				this.#promote(id).catch((error: unknown) => this.#log.warn({ app: id, err: { message: (error as Error).message } }, 'cannot hand out the jobs of a restarted app early: they wait out their delay'));
 			},
 		};
 	}
 
-	/** Promote `app`'s delayed jobs (waiting out a backoff while it could not send): due now. */
+	/** Promote `app`'s jobs that wait out a delay because it could not send: due now. */
 	async #promote(app: string): Promise<void> {
-		const page = 100;
-		for (let start = 0; ; ) {
-			const jobs = await this.#queue.getDelayed(start, start + page - 1);
-			const mine = jobs.filter((j) => j.data.a === app);
-			// Another daemon (told of the same PUT) may promote the same job first: that is the same outcome.
-			await Promise.all(mine.map((j) => j.promote().catch(() => {})));
-			if (jobs.length < page) return;
-			start += jobs.length - mine.length; // the promoted left the delayed set
+		for (const id of await this.#data.takeWaiting(app)) {
+			// Run meanwhile, or promoted by another daemon told of the same PUT: the same outcome.
+			await (await Job.fromId(this.#queue, id))?.promote().catch(() => {});
 		}
 	}
 
@@ -750,6 +766,7 @@ export class RedisStore implements PushStore {
 		const progress = await this.#data.progress(job.id!);
 		if (progress !== undefined) settled.set(progress.subarray(0, settled.length));
 		const unit: RedisUnit = { app: d.a, gen: d.g, notification: d.n, body: d.b, tokens, settled, again: job.stalledCounter > 0 || (progress !== undefined && job.attemptsStarted <= 1), attempts: Math.max(0, job.attemptsStarted - 1), ref };
+		const startedAt = performance.now();
 		const result = await handler(unit);
 		if (result === 'done') return;
 		if (result === 'gone') {
@@ -758,12 +775,15 @@ export class RedisStore implements PushStore {
 			return;
 		}
 		if (result === 'handedBack') throw new HandedBack(`job ${job.id} handed back unsent (its manager closed)`);
+		// Its app was restarted while this ran (it could not send then): tried again at once.
+		const delay = (this.#resumed.get(d.a) ?? -1) >= startedAt ? 0 : result.retryInMs;
 		try {
 			// Kept another 30 days while it waits; delayed without counting a failed attempt.
 			await this.#data.touchJob(ref);
-			await job.moveToDelayed(Date.now() + result.retryInMs, lock);
+			if (result.untouched === true && delay > 0) await this.#data.waiting(d.a, job.id!);
+			await job.moveToDelayed(Date.now() + delay, lock);
 		} catch {
-			throw new Later(result.retryInMs);
+			throw new Later(delay);
 		}
 		throw new DelayedError();
 	}

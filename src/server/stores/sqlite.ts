@@ -163,6 +163,8 @@ export class SqliteStore implements PushStore {
 	#settling: SettleRequest[] = [];
 	readonly #bodies = new Map<number, { id: string; body: StoredBody }>();
 	#work: SqliteWork | undefined;
+	/** Each app's in-doubt mark as this process found it (read before anything here could move it). */
+	readonly #openingMarks: Map<number, number>;
 
 	/** Open (or create) the store in `dir`; one daemon per directory. @throws {@link ServerError} `APNS_SERVER_CONFIG` when another daemon has it. */
 	constructor(dir: string) {
@@ -187,6 +189,7 @@ export class SqliteStore implements PushStore {
 		migrate(this.#db, this.where);
 		const q = prepare(this.#db);
 		this.#q = q;
+		this.#openingMarks = new Map((q.allDispatched.all() as Array<{ num: number; dispatched: number }>).map((r) => [r.num, r.dispatched]));
 		this.#accept = this.#db.transaction((app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, key: string | undefined): (Accepted & { fresh: boolean }) | undefined => {
 			// In the transaction: the app still that incarnation, no answer under the key yet, then the rows.
 			if (q.getAppNum.get(app) === undefined) return undefined;
@@ -321,8 +324,15 @@ export class SqliteStore implements PushStore {
 		let results: Settled[];
 		try {
 			results = this.#settleMany(batch);
-		} catch (error) {
-			for (const r of batch) r.reject(error as Error);
+		} catch {
+			// Each alone: one that cannot be stored does not fail the others.
+			for (const r of batch) {
+				try {
+					r.resolve(this.#settleMany([r])[0]!);
+				} catch (error) {
+					r.reject(error as Error);
+				}
+			}
 			return;
 		}
 		batch.forEach((r, i) => r.resolve(results[i]!));
@@ -367,6 +377,7 @@ export class SqliteStore implements PushStore {
 
 	async close(): Promise<void> {
 		if (this.#settling.length > 0) this.#commitSettled();
+		this.#work?.detach();
 		this.#db.close();
 	}
 
@@ -404,9 +415,13 @@ export class SqliteStore implements PushStore {
 		this.#q.setDispatched.run(seq, app);
 	}
 
-	/** None of `app`'s rows above `seq` reached APNs (they came back untouched): not in doubt at a crash. */
+	/**
+	 * None of `app`'s rows above `seq` reached APNs from this process (they came back untouched): not in
+	 * doubt at a crash. Never below the mark found at open: those rows were in flight when the last daemon
+	 * stopped, and stay in doubt until settled.
+	 */
 	lowerDispatched(app: number, seq: number): void {
-		this.#q.lowerDispatched.run(seq, app);
+		this.#q.lowerDispatched.run(Math.max(seq, this.#openingMarks.get(app) ?? 0), app);
 	}
 
 	/** `unit` as it stands now: its rows settled meanwhile marked settled; undefined when none is left. */
@@ -455,8 +470,9 @@ class SqliteWork implements WorkSource {
 	readonly #outAt = new WeakMap<SqliteUnit, number>();
 	/** Apps whose in-doubt mark was lowered since their last claim: a unit handed out raises it first. */
 	readonly #lowered = new Set<number>();
-	/** Claimed and not handed out yet. */
+	/** Claimed and not handed out yet, and their tokens. */
 	#ready: SqliteUnit[] = [];
+	#readyTokens = 0;
 	/** Given back, each due at a time (performance.now()). */
 	readonly #again: Array<{ unit: SqliteUnit; at: number }> = [];
 	/** Apps waiting out a delay, until when. */
@@ -466,6 +482,7 @@ class SqliteWork implements WorkSource {
 	#tokens = 0;
 	#running = 0;
 	#stopped = false;
+	#detached = false;
 	#timer: NodeJS.Timeout | undefined;
 	/** Reads the database refused in a row, and until when nothing is read (backed off). */
 	#failures = 0;
@@ -524,11 +541,16 @@ class SqliteWork implements WorkSource {
 		}
 	}
 
-	/** Whether a unit of `count` tokens of `app` may go out now. */
-	#room(app: number, count: number): boolean {
+	/**
+	 * Whether a unit of `count` tokens of `app` may go out now: `'go'`; `'app'` when its app has its share
+	 * out (others may go before it); `'full'` when the total is out (nothing goes before it, so a large
+	 * unit is not passed over by small ones for ever).
+	 */
+	#fit(app: number, count: number): 'go' | 'app' | 'full' {
 		const out = this.#out.get(app);
-		if (out === undefined || out.units === 0) return this.#running === 0 || this.#tokens + count <= this.#maxTokens;
-		return out.tokens + count <= APP_TOKENS && this.#tokens + count <= this.#maxTokens;
+		if (out !== undefined && out.units > 0 && out.tokens + count > APP_TOKENS) return 'app';
+		if (this.#running > 0 && this.#tokens + count > this.#maxTokens) return 'full';
+		return 'go';
 	}
 
 	#next(): SqliteUnit | undefined {
@@ -536,46 +558,66 @@ class SqliteWork implements WorkSource {
 		if (now < this.#holdUntil) return undefined;
 		for (let k = 0; k < this.#again.length; k++) {
 			const item = this.#again[k]!;
-			if (item.at > now || !this.#room(item.unit.num, item.unit.tokens.length / 32)) continue;
+			if (item.at > now) continue;
+			const fit = this.#fit(item.unit.num, item.unit.tokens.length / 32);
+			if (fit === 'app') continue;
+			if (fit === 'full') return undefined; // #done wakes the source when room frees
 			const read = this.#safe(() => this.#store.refresh(item.unit));
 			if (read === undefined) return undefined; // the database refused: held, tried again backed off
+			if (read.value === undefined) {
+				// Nothing of it left (settled, or its app deleted).
+				this.#again.splice(k--, 1);
+				continue;
+			}
+			if (!this.#raise(read.value)) return undefined; // kept: tried again backed off
 			this.#again.splice(k, 1);
-			const fresh = read.value;
-			// Nothing of it left (settled, or its app deleted): the next one.
-			if (fresh === undefined) return this.#next();
-			return this.#raise(fresh) ? fresh : undefined;
+			return read.value;
 		}
 		for (;;) {
-			const i = this.#ready.findIndex((u) => !this.#isPaused(u.num, now) && this.#room(u.num, u.tokens.length / 32));
-			if (i >= 0) {
+			for (let i = 0; i < this.#ready.length; i++) {
 				const unit = this.#ready[i]!;
+				if (this.#isPaused(unit.num, now)) continue;
+				const fit = this.#fit(unit.num, unit.tokens.length / 32);
+				if (fit === 'app') continue;
+				if (fit === 'full') return undefined;
 				if (!this.#raise(unit)) return undefined;
 				this.#ready.splice(i, 1);
+				this.#readyTokens -= unit.tokens.length / 32;
 				return unit;
 			}
-			const claimed = this.#claim(now);
+			// Claimed and waiting is bounded by what may be out at once, however many apps there are.
+			const claimed = this.#readyTokens >= this.#maxTokens ? undefined : this.#claim(now);
 			if (claimed === undefined) {
 				this.#arm(now);
 				return undefined;
 			}
 			this.#ready.push(...claimed);
+			for (const u of claimed) this.#readyTokens += u.tokens.length / 32;
 		}
 	}
 
-	/** Before `unit` goes out: its rows marked handed out, if its app's mark was lowered. False: the database refused. */
+	/**
+	 * Before `unit` goes out, if its app's mark was lowered: the mark raised over every unit of the app
+	 * held here, in one write. False: the database refused.
+	 */
 	#raise(unit: SqliteUnit): boolean {
 		if (!this.#lowered.has(unit.num)) return true;
-		return this.#safe(() => this.#store.markDispatched(unit.num, unit.seqs[unit.seqs.length - 1]!)) !== undefined;
+		let top = unit.seqs[unit.seqs.length - 1]!;
+		for (const a of this.#again) if (a.unit.num === unit.num) top = Math.max(top, a.unit.seqs[a.unit.seqs.length - 1]!);
+		for (const u of this.#ready) if (u.num === unit.num) top = Math.max(top, u.seqs[u.seqs.length - 1]!);
+		if (this.#safe(() => this.#store.markDispatched(unit.num, top)) === undefined) return false;
+		this.#lowered.delete(unit.num);
+		return true;
 	}
 
 	/** The next app's rows after its cursor, taking turns; undefined when no app has any (or room for them). */
 	#claim(now: number): SqliteUnit[] | undefined {
-		const apps = this.#safe(() => this.#store.appNums())?.value ?? [];
+		const apps = this.#safe(() => this.#store.appNums(), false)?.value ?? [];
 		const waiting = new Set(this.#ready.map((u) => u.num));
 		for (let k = 0; k < apps.length; k++) {
 			const app = apps[(this.#turn + k) % apps.length]!;
 			// An app with claimed units waiting (for room, or out a delay) is not read further.
-			if (waiting.has(app) || this.#isPaused(app, now) || !this.#room(app, 1)) continue;
+			if (waiting.has(app) || this.#isPaused(app, now) || this.#fit(app, 1) !== 'go') continue;
 			const units = this.#safe(() => this.#store.claim(app, this.#cursors.get(app) ?? 0))?.value;
 			if (units === undefined) return undefined;
 			if (units.length === 0) continue;
@@ -588,11 +630,14 @@ class SqliteWork implements WorkSource {
 		return undefined;
 	}
 
-	/** A read or write the database refused (a full disk…): reported, and nothing is read until a backed-off retry. */
-	#safe<T>(read: () => T): { value: T } | undefined {
+	/**
+	 * A read or write the database refused (a full disk…): reported, and nothing is read until a
+	 * backed-off retry. `resets`: success ends the backoff (not for a read that succeeds while writes fail).
+	 */
+	#safe<T>(read: () => T, resets = true): { value: T } | undefined {
 		try {
 			const value = read();
-			this.#failures = 0;
+			if (resets) this.#failures = 0;
 			return { value };
 		} catch (error) {
 			this.#error(error as Error);
@@ -615,7 +660,8 @@ class SqliteWork implements WorkSource {
 	/** Wake at the next due unit or unpaused app, not before a backed-off retry. */
 	#arm(now: number): void {
 		let at = Infinity;
-		for (const a of this.#again) at = Math.min(at, a.at);
+		// Due already and not handed out: waiting for room, which #done wakes the source for.
+		for (const a of this.#again) if (a.at > now) at = Math.min(at, a.at);
 		for (const [app, until] of this.#paused) {
 			if (until <= now) this.#paused.delete(app); // over (its app may be gone: nothing would clear it)
 			else at = Math.min(at, until);
@@ -642,7 +688,7 @@ class SqliteWork implements WorkSource {
 			this.#again.push({ unit, at });
 			// Its app's other rows wait too: an app that cannot send is not read past.
 			if (at > 0) this.#paused.set(unit.num, Math.max(this.#paused.get(unit.num) ?? 0, at));
-			if (result.untouched === true && out.units === 0) this.#lower(unit.num);
+			if (result.untouched === true && out.units === 0 && !this.#detached) this.#lower(unit.num);
 		} else if (result === 'handedBack') {
 			unit.touched = true;
 			this.#again.push({ unit, at: 0 });
@@ -660,6 +706,13 @@ class SqliteWork implements WorkSource {
 		let mark = 0;
 		for (const a of this.#again) if (a.unit.num === app && a.unit.touched) mark = Math.max(mark, a.unit.seqs[a.unit.seqs.length - 1]!);
 		if (this.#safe(() => this.#store.lowerDispatched(app, mark)) !== undefined) this.#lowered.add(app);
+	}
+
+	/** The database is closed: a handler that returns late touches nothing. */
+	detach(): void {
+		this.#detached = true;
+		this.#stopped = true;
+		clearTimeout(this.#timer);
 	}
 
 	stop(deadline: number): Promise<void> {
@@ -728,6 +781,7 @@ function prepare(db: Database.Database) {
 		setDispatched: db.prepare('UPDATE apps SET dispatched = max(dispatched, ?) WHERE num = ?'),
 		lowerDispatched: db.prepare('UPDATE apps SET dispatched = min(dispatched, ?) WHERE num = ?'),
 		getDispatched: db.prepare('SELECT dispatched FROM apps WHERE num = ?'),
+		allDispatched: db.prepare('SELECT num, dispatched FROM apps'),
 		countPending: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ?'),
 		countPendingUpTo: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ? AND seq <= ?'),
 		getBody: db.prepare('SELECT id, body FROM notifications WHERE num = ?'),
