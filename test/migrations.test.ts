@@ -37,12 +37,18 @@ test(`sqlite: a file from before versions were kept is migrated to version ${SCH
 	old.prepare("INSERT INTO apps (id, settings, created_at, updated_at) VALUES ('a', '{}', 1, 1)").run();
 	old.prepare("INSERT INTO notifications (id, app, body, total, created_at) VALUES ('n1', 1, ?, 2, 1)").run(JSON.stringify({ payload: { aps: {} }, options: {} }));
 	for (const b of [1, 2]) old.prepare('INSERT INTO pending (app, notification, token) VALUES (1, 1, ?)').run(Buffer.alloc(32, b));
+	// Feedback its readers were handed cursors for (reading then deleted what it passed).
+	for (const tk of ['a', 'b']) old.prepare("INSERT INTO feedback (app, token, at, reason, stored_at) VALUES (1, ?, 1, 'Unregistered', 1)").run(tk.repeat(64));
 	old.close();
 	const store = new SqliteStore(dir);
 	t.after(() => store.close());
 	const app = await store.getApp('a');
 	assert.deepEqual(await store.pending([app!]), [2]);
 	assert.deepEqual((await store.status(app!, 'n1'))?.total, 2);
+	// 1 → 2: a cursor a reader of the earlier version holds can be acknowledged; one past it cannot.
+	assert.equal(await store.feedbackAck(app!, 3, false), false);
+	assert.equal(await store.feedbackAck(app!, 2, false), true);
+	assert.deepEqual(await store.feedback(app!, 0, 10), []);
 	await store.close();
 	const check = new Database(join(dir, 'apns-worker.db'));
 	assert.equal(check.pragma('user_version', { simple: true }), SCHEMA_VERSION);
@@ -69,11 +75,14 @@ test(`redis: a keyspace from before versions were kept (version 1) is migrated t
 	const box = SecretBox.fromSecret(SECRET, Buffer.from(salt), { plainAllowed: false });
 	await client.hset('aw:meta', 'secret-salt', salt, 'secret-check', box.check());
 	const settings = { environment: 'production', topic: TOPIC, auth: 'token', keyId: P8.keyId, teamId: P8.teamId, gateway: { host: '127.0.0.1', port: 9 }, ca: undefined, webhook: undefined, certificate: undefined };
-	await client.hset('aw:apps', 'old', JSON.stringify({ id: 'old', gen: randomUUID(), settings: JSON.stringify(settings), sealed: box.seal(JSON.stringify({ tokenKey: P8.key }), 'old'), createdAt: '1', updatedAt: '1' }));
+	const gen = randomUUID();
+	await client.hset('aw:apps', 'old', JSON.stringify({ id: 'old', gen, settings: JSON.stringify(settings), sealed: box.seal(JSON.stringify({ tokenKey: P8.key }), 'old'), createdAt: '1', updatedAt: '1' }));
+	await client.hset('aw:fbseq', gen, 7);
 	const [a, b] = await Promise.all([0, 1].map(() => RedisStore.open({ url: r.url, retentionMs: 3_600_000, lockMs: 30_000, logger: silent })));
 	t.after(() => Promise.all([a!.close(), b!.close()]));
 	assert.equal(await client.get('aw:version'), String(KEYSPACE_VERSION));
 	assert.equal(await client.hget('aw:meta', 'secret-salt'), Buffer.from(salt).toString('base64'), 'converted once');
+	assert.equal(await client.hget('aw:fbsrv', gen), '7', '2 → 3: cursors handed out before can be acknowledged');
 	const engine = await Engine.open({ store: a!, apiKey: 'k'.repeat(16), secret: SECRET, logger: silent, shutdownTimeoutMs: 0 });
 	t.after(() => engine.close());
 	const view = await engine.getApp('old');

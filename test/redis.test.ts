@@ -439,7 +439,7 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	for (const key of [`aw:n:${g1}:n1`, `aw:nf:${g1}:n1`, 'aw:p:job-1']) assert.ok((await client.ttl(key)) > 29 * 86_400, `unsettled: ${key} kept 30 days from its last news, not the 60 s retention`);
 	const progress = await store.progress('job-1');
 	assert.deepEqual([...progress!], [0b0111_1111, 0b10]);
-	assert.deepEqual((await store.feedback(g1, 0, 10, false)).map((f) => [f.seq, f.reason, f.when]), [[1, 'Unregistered', 1_700_000_000_000]]);
+	assert.deepEqual((await store.readFeedback(g1, 0, 10)).map((f) => [f.seq, f.reason, f.when]), [[1, 'Unregistered', 1_700_000_000_000]]);
 
 	// Jobs are added before their acceptance is recorded: outcomes that come first are not counted twice,
 	// and recording an acceptance again (a retry with the same Idempotency-Key) changes nothing.
@@ -492,7 +492,7 @@ test('redis: outcomes recorded twice for one job (a daemon taken for dead that w
 	await store.webhookDelivered(g2, 1);
 	assert.equal(await store.pruneFeedback(g2, 2000, true), 1, 'what the webhook has');
 	assert.equal(await store.pruneFeedback(g2, 2000, false), 1, 'without a webhook, every old one');
-	assert.deepEqual((await store.feedback(g2, 0, 10, false)).map((f) => [f.seq, f.token]), [[3, '2'.repeat(64)]], 'the young one stays');
+	assert.deepEqual((await store.readFeedback(g2, 0, 10)).map((f) => [f.seq, f.token]), [[3, '2'.repeat(64)]], 'the young one stays');
 
 	// One daemon at a time delivers an app's webhook: a turn is taken, extended by its owner, given up.
 	assert.equal(await store.webhookClaim(g2, 'daemon-a'), true);

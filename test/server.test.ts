@@ -82,7 +82,7 @@ test('serve: every /v1 route refuses a missing or wrong API key (401); /healthz,
 	const key = readFileSync(keyFile, 'utf8').trim();
 	assert.equal(statSync(keyFile).mode & 0o777, 0o600);
 	assert.ok(d.output().includes(key), 'printed once at first start');
-	const routes: Array<[string, string]> = [['GET', '/v1/apps'], ['PUT', '/v1/apps/a'], ['GET', '/v1/apps/a'], ['DELETE', '/v1/apps/a'], ['POST', '/v1/apps/a/notifications'], ['GET', '/v1/apps/a/notifications/00000000-0000-4000-8000-000000000000'], ['GET', '/v1/apps/a/feedback']];
+	const routes: Array<[string, string]> = [['GET', '/v1/apps'], ['PUT', '/v1/apps/a'], ['GET', '/v1/apps/a'], ['DELETE', '/v1/apps/a'], ['POST', '/v1/apps/a/notifications'], ['GET', '/v1/apps/a/notifications/00000000-0000-4000-8000-000000000000'], ['GET', '/v1/apps/a/feedback'], ['POST', '/v1/apps/a/feedback/ack']];
 	for (const [method, path] of routes) {
 		for (const headers of [{}, { authorization: 'Bearer wrong-key-0123456789' }, { authorization: key }] as Array<Record<string, string>>) {
 			const r = await request(d.url, method, path, method === 'PUT' || method === 'POST' ? {} : undefined, headers);
@@ -108,7 +108,7 @@ test('serve: every /v1 route refuses a missing or wrong API key (401); /healthz,
 	assert.equal((await request(second.url, 'GET', '/v1/apps', undefined, { authorization: `Bearer ${key}` })).status, 200, 'the same key after a restart');
 });
 
-test('serve: outcomes per notification — delivered, rejected, 410 as feedback (read past, then gone); the mock received exactly the set', async (t) => {
+test('serve: outcomes per notification — delivered, rejected, 410 as feedback (reading deletes nothing; acknowledged, then gone; a cursor never handed out is 409); the mock received exactly the set', async (t) => {
 	const tokens = makeTokens(6, 0x52);
 	const gone = tokens[4]!;
 	const mock = await mockApns(t, { unregistered: new Map([[gone, new Date(1_700_000_000_000)]]) });
@@ -132,7 +132,13 @@ test('serve: outcomes per notification — delivered, rejected, 410 as feedback 
 	assert.deepEqual(fb.body.feedback, [{ token: gone, when: new Date(1_700_000_000_000).toISOString(), reason: 'Unregistered' }]);
 	const past = await d.api('GET', `/v1/apps/news/feedback?after=${fb.body.next}`);
 	assert.deepEqual([past.body.feedback, past.body.next], [[], fb.body.next]);
-	assert.deepEqual((await d.api('GET', '/v1/apps/news/feedback')).body.feedback, [], 'read past: deleted');
+	assert.equal((await d.api('GET', '/v1/apps/news/feedback?after=999999999999999')).body.feedback.length, 0);
+	assert.equal((await d.api('GET', '/v1/apps/news/feedback')).body.feedback.length, 1, 'read past (even far past): nothing deleted');
+	const ahead = await d.api('POST', '/v1/apps/news/feedback/ack', { upTo: 999_999_999_999_999 });
+	assert.deepEqual([ahead.status, ahead.body.error, ahead.body.field], [409, 'not_handed_out', 'body/upTo']);
+	assert.equal((await d.api('GET', '/v1/apps/news/feedback')).body.feedback.length, 1, 'a cursor never handed out deletes nothing');
+	assert.deepEqual((await d.api('POST', '/v1/apps/news/feedback/ack', { upTo: fb.body.next })).body, { acknowledged: fb.body.next });
+	assert.deepEqual((await d.api('GET', '/v1/apps/news/feedback')).body.feedback, [], 'acknowledged: gone');
 	const metrics = (await request(d.url, 'GET', '/metrics')).body as string;
 	assert.match(metrics, /apns_worker_accepted_total\{app="news"\} 6/);
 	assert.match(metrics, /apns_worker_delivered_total\{app="news"\} 5/);

@@ -99,12 +99,12 @@ for (const kind of STORES) {
 		test('accept: ids per notification and the tokens counted; pending and status count them; an Idempotency-Key answers the first answer and stores nothing more; an old incarnation accepts nothing', async (t) => {
 			const { store } = await fresh(t);
 			const { app } = await store.putApp('a', '{}', undefined, 0);
-			const first = await store.accept(app, [{ body: BODY, tokens: tokens(3, 1) }, { body: BODY, tokens: tokens(2, 2) }], Date.now(), 'key-1');
+			const first = await store.accept(app, [{ body: BODY, tokens: tokens(3, 1) }, { body: BODY, tokens: tokens(2, 2) }], Date.now(), { key: 'key-1', fingerprint: 'f1' });
 			assert.equal(first?.fresh, true);
 			assert.deepEqual([first?.ids.length, first?.accepted, new Set(first?.ids).size], [2, 5, 2]);
-			const again = await store.accept(app, [{ body: BODY, tokens: tokens(7, 3) }], Date.now(), 'key-1');
-			assert.deepEqual(again, { ids: first!.ids, accepted: 5, fresh: false });
-			assert.deepEqual(await store.idempotent(app, 'key-1'), { ids: first!.ids, accepted: 5 });
+			const again = await store.accept(app, [{ body: BODY, tokens: tokens(7, 3) }], Date.now(), { key: 'key-1', fingerprint: 'f2' });
+			assert.deepEqual(again, { ids: first!.ids, accepted: 5, fingerprint: 'f1', fresh: false }, 'the first answer, with what it answered for');
+			assert.deepEqual(await store.idempotent(app, 'key-1'), { ids: first!.ids, accepted: 5, fingerprint: 'f1' });
 			assert.equal(await store.idempotent(app, 'key-2'), undefined);
 			assert.deepEqual(await store.pending([app]), [5]);
 			assert.deepEqual(await store.status(app, first!.ids[0]!), { total: 3, sent: 0, failed: 0, failures: [] });
@@ -167,12 +167,19 @@ for (const kind of STORES) {
 			assert.deepEqual(all.map((f) => [f.token, f.when, f.reason]), [[h[2], 1000, 'Unregistered'], [h[3], 2000, 'Unregistered'], [h[4], 3000, 'Unregistered']]);
 			assert.ok(all[0]!.seq < all[1]!.seq && all[1]!.seq < all[2]!.seq, 'numbered in order');
 			assert.deepEqual((await store.feedback(app, all[0]!.seq, 1)).map((f) => f.token), [h[3]], 'a page after a cursor');
-			// A webhook has the first record only: a reader past two removes only that one.
+			// Reading deletes nothing, and only what was handed out can be acknowledged.
+			assert.equal(await store.feedbackAck(app, all[0]!.seq, false), false, 'nothing handed out yet');
+			assert.equal((await store.feedback(app, 0, 10)).length, 3, 'still all three');
+			await store.feedbackServed(app, all[1]!.seq);
+			await store.feedbackServed(app, all[0]!.seq); // the mark never moves back
+			assert.equal(await store.feedbackAck(app, all[2]!.seq, false), false, 'past what was handed out: refused');
+			assert.equal((await store.feedback(app, 0, 10)).length, 3, 'and nothing deleted');
+			// A webhook has the first record only: an acknowledgement of two removes only that one.
 			await store.webhookDelivered(app, all[0]!.seq);
 			assert.deepEqual((await store.webhookBatch(app, 10)).map((f) => f.token), [h[3], h[4]]);
-			await store.feedbackRead(app, all[1]!.seq, true);
+			assert.equal(await store.feedbackAck(app, all[1]!.seq, true), true);
 			assert.deepEqual((await store.feedback(app, 0, 10)).map((f) => f.token), [h[3], h[4]]);
-			await store.feedbackRead(app, all[1]!.seq, false);
+			assert.equal(await store.feedbackAck(app, all[1]!.seq, false), true);
 			assert.deepEqual((await store.feedback(app, 0, 10)).map((f) => f.token), [h[4]]);
 			// Numbers are never reused: a cursor stays valid after the records before it are gone.
 			await store.settle(unit, new Uint8Array(1), [gone(6, 4000)], Date.now());
@@ -305,7 +312,8 @@ for (const kind of STORES) {
 		test('accept, side by side: the same Idempotency-Key twice at once stores one request (both answered its ids, one of them fresh)', async (t) => {
 			const { store } = await fresh(t);
 			const { app } = await store.putApp('a', '{}', undefined, 0);
-			const [one, two] = await Promise.all([store.accept(app, [{ body: BODY, tokens: tokens(4, 12) }], Date.now(), 'k'), store.accept(app, [{ body: BODY, tokens: tokens(4, 12) }], Date.now(), 'k')]);
+			const key = { key: 'k', fingerprint: 'f' };
+			const [one, two] = await Promise.all([store.accept(app, [{ body: BODY, tokens: tokens(4, 12) }], Date.now(), key), store.accept(app, [{ body: BODY, tokens: tokens(4, 12) }], Date.now(), key)]);
 			assert.deepEqual([one?.fresh, two?.fresh].sort(), [false, true]);
 			assert.deepEqual(one?.ids, two?.ids);
 			assert.deepEqual(await store.pending([app]), [4]);

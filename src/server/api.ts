@@ -3,19 +3,29 @@
  * fields and wrong types are refused, never coerced or dropped — and every refusal is a 4xx whose body
  * names the field: `{ error, message, field }`. `/v1` routes need `Authorization: Bearer <key>`;
  * `/metrics`, `/healthz` and `/openapi.json` do not. While the daemon shuts down, `/v1` answers 503.
+ *
+ * A stranger gets no work done: an unknown route is answered 404 and a request without the key 401
+ * before a byte of its body is read; bodies are limited per route and JSON nested deeper than
+ * {@link MAX_JSON_DEPTH} is refused before it is parsed.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { APP_INPUT_SCHEMA, type AppInput } from './apps.js';
 import { RequestError, type NotificationInput, type PushService } from './service.js';
 
-/** Largest request body, in bytes (413 past it). */
-export const BODY_LIMIT = 8 * 1024 * 1024;
+/** Largest request body per route, in bytes (413 past it): a batch of notifications, an app, anything else. */
+export const BODY_LIMITS = { notifications: 8 * 1024 * 1024, app: 256 * 1024, other: 16 * 1024 } as const;
+/** JSON nested deeper than this (objects and arrays) is refused (400) before it is parsed. */
+export const MAX_JSON_DEPTH = 32;
+/** Routes open without the API key: cheap, and none reads a body. */
+const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/metrics', '/openapi.json']);
 /** Tokens in one notification entry, and entries in one request. */
 export const MAX_TOKENS_PER_NOTIFICATION = 10_000;
 export const MAX_NOTIFICATIONS_PER_REQUEST = 1000;
 
-const APP_ID = { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' } as const;
+// Not `.` or `..`: a client that normalises paths could never reach such an app.
+const APP_ID = { type: 'string', pattern: '^(?!\\.\\.?$)[A-Za-z0-9._-]{1,64}$' } as const;
 const APP_PARAMS = { type: 'object', additionalProperties: false, required: ['appId'], properties: { appId: APP_ID } } as const;
 
 const NOTIFICATIONS_SCHEMA = {
@@ -51,6 +61,8 @@ interface Route {
 	readonly url: string;
 	readonly summary: string;
 	readonly auth: boolean;
+	/** Largest body (413 past it); routes without a body take {@link BODY_LIMITS}.other. */
+	readonly bodyLimit?: number;
 	readonly schema: { params?: object; body?: object; querystring?: object; headers?: object };
 	readonly handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown> | unknown;
 }
@@ -61,28 +73,43 @@ export function buildApi(daemon: PushService): FastifyInstance {
 		loggerInstance: daemon.log as FastifyBaseLogger,
 		// Request lines are left out: the metrics have the latency, and the log stays about the pushes.
 		logController: new LogController({ disableRequestLogging: true }),
-		bodyLimit: BODY_LIMIT,
+		bodyLimit: BODY_LIMITS.other,
 		// Every wait bounded: a request that has not arrived whole in a minute is dropped, and closing the
 		// API does not wait for idle keep-alive connections.
 		requestTimeout: 60_000,
 		forceCloseConnections: true,
 		// Refuse what does not fit the schema: no silent removal of unknown fields, no type coercion.
 		ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
+		// What Node refuses before a route is known (headers over 16 KiB: 431) has the API's error shape too.
+		clientErrorHandler: clientError,
 	});
-	const expected = digest(`Bearer ${daemon.apiKey}`);
+	const expected = digest(daemon.apiKey);
+
+	// JSON only (anything else is 415), its nesting bounded before it is parsed, `__proto__` refused by name.
+	app.removeAllContentTypeParsers();
+	app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+		try {
+			done(null, parseJson(body as string));
+		} catch (error) {
+			done(error as Error, undefined);
+		}
+	});
 
 	app.addHook('onRequest', async (request, reply) => {
 		// By the route matched, never by the raw URL: the router decodes it (/%761/apps is /v1/apps).
 		const route = request.routeOptions.url;
-		if (route === undefined || !route.startsWith('/v1/')) return;
-		if (daemon.closing) return reply.code(503).header('retry-after', '5').send({ error: 'shutting_down', message: 'the daemon is shutting down; retry on its next start' });
-		const given = request.headers.authorization;
+		// Unknown: answered before its body is read (fastify would parse it for the 404 handler).
+		if (route === undefined) return reply.code(404).send(notFound(request.method, request.url));
+		if (PUBLIC_ROUTES.has(route)) return undefined;
+		if (daemon.closing) return reply.code(503).header('retry-after', '5').send({ error: 'shutting_down', message: 'the daemon is shutting down; retry on its next start', field: 'request' });
+		// RFC 9110: the scheme is case-insensitive.
+		const given = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(request.headers.authorization ?? '')?.[1];
 		if (given === undefined || !timingSafeEqual(digest(given), expected)) {
 			return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'Authorization: Bearer <API key> is required', field: 'headers/authorization' });
 		}
 		// Nothing is accepted that could not be stored (the shared Redis is gone): the client retries.
 		const unavailable = daemon.unavailable;
-		if (unavailable !== undefined) return reply.code(503).header('retry-after', '1').send({ error: 'storage_unavailable', message: unavailable });
+		if (unavailable !== undefined) return reply.code(503).header('retry-after', '1').send({ error: 'storage_unavailable', message: unavailable, field: 'request' });
 		return undefined;
 	});
 	app.addHook('onResponse', async (request, reply) => {
@@ -105,12 +132,12 @@ export function buildApi(daemon: PushService): FastifyInstance {
 		}
 		if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
 			const field = error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'headers/content-type' : 'body';
-			return reply.code(error.statusCode).send({ error: (error.code ?? 'bad_request').toLowerCase(), message: error.message, field });
+			return reply.code(error.statusCode).send({ error: FASTIFY_CODES[error.code ?? ''] ?? 'bad_request', message: error.message, field });
 		}
 		request.log.error({ err: { message: error.message, code: error.code } }, 'request failed');
-		return reply.code(500).send({ error: 'internal', message: 'internal error (see the daemon log)' });
+		return reply.code(500).send({ error: 'internal', message: 'internal error (see the daemon log)', field: 'request' });
 	});
-	app.setNotFoundHandler((request, reply) => reply.code(404).send({ error: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` }));
+	app.setNotFoundHandler((request, reply) => reply.code(404).send(notFound(request.method, request.url)));
 
 	const routes: Route[] = [
 		{
@@ -118,6 +145,7 @@ export function buildApi(daemon: PushService): FastifyInstance {
 			url: '/v1/apps/:appId',
 			summary: 'Provision or update an app (idempotent): 200 with the app, never a secret',
 			auth: true,
+			bodyLimit: BODY_LIMITS.app,
 			schema: { params: APP_PARAMS, body: APP_INPUT_SCHEMA },
 			handler: async (request, reply) => {
 				const { appId } = request.params as { appId: string };
@@ -137,8 +165,9 @@ export function buildApi(daemon: PushService): FastifyInstance {
 		{
 			method: 'POST',
 			url: '/v1/apps/:appId/notifications',
-			summary: 'Accept notifications: 202 once durably stored. Idempotency-Key makes a retry return the first answer',
+			summary: 'Accept notifications: 202 once durably stored. Idempotency-Key makes a retry return the first answer (422 if its body differs)',
 			auth: true,
+			bodyLimit: BODY_LIMITS.notifications,
 			schema: {
 				params: APP_PARAMS,
 				body: NOTIFICATIONS_SCHEMA,
@@ -147,7 +176,10 @@ export function buildApi(daemon: PushService): FastifyInstance {
 			handler: async (request, reply) => {
 				const { appId } = request.params as { appId: string };
 				const { notifications } = request.body as { notifications: NotificationInput[] };
-				const { status, body } = await daemon.accept(appId, notifications, request.headers['idempotency-key'] as string | undefined);
+				const key = idempotencyKey(request.raw.rawHeaders);
+				// What the key answers for: the same key with another body is refused (422), not answered as the first.
+				const idempotency = key === undefined ? undefined : { key, fingerprint: createHash('sha256').update(JSON.stringify(request.body)).digest('base64url') };
+				const { status, body } = await daemon.accept(appId, notifications, idempotency);
 				return reply.code(status).send(body);
 			},
 		},
@@ -165,7 +197,7 @@ export function buildApi(daemon: PushService): FastifyInstance {
 		{
 			method: 'GET',
 			url: '/v1/apps/:appId/feedback',
-			summary: 'Dead tokens (410), oldest first; records at or before `after` were read past and are deleted',
+			summary: 'Dead tokens (410) after `after`, oldest first; reading deletes nothing (acknowledge with POST …/feedback/ack)',
 			auth: true,
 			schema: {
 				params: APP_PARAMS,
@@ -178,6 +210,14 @@ export function buildApi(daemon: PushService): FastifyInstance {
 				if (limit < 1 || limit > 1000) throw new RequestError(400, 'invalid_request', `querystring/limit must be 1 to 1000, got ${limit}`, 'querystring/limit');
 				return daemon.feedback(appId, q.after === undefined ? 0 : Number(q.after), limit);
 			},
+		},
+		{
+			method: 'POST',
+			url: '/v1/apps/:appId/feedback/ack',
+			summary: 'Acknowledge feedback up to `upTo` (a `next` a GET returned): it may go. 409 past what was handed out',
+			auth: true,
+			schema: { params: APP_PARAMS, body: { type: 'object', additionalProperties: false, required: ['upTo'], properties: { upTo: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } },
+			handler: (request) => daemon.ackFeedback((request.params as { appId: string }).appId, (request.body as { upTo: number }).upTo),
 		},
 		{
 			method: 'GET',
@@ -196,7 +236,7 @@ export function buildApi(daemon: PushService): FastifyInstance {
 			handler: (_request, reply) => (daemon.closing ? reply.code(503).send({ status: 'shutting_down' }) : daemon.unavailable !== undefined ? reply.code(503).send({ status: 'storage_unavailable' }) : reply.send({ status: 'ok' })),
 		},
 	];
-	for (const r of routes) app.route({ method: r.method, url: r.url, schema: r.schema, handler: r.handler });
+	for (const r of routes) app.route({ method: r.method, url: r.url, schema: r.schema, handler: r.handler, bodyLimit: r.bodyLimit ?? BODY_LIMITS.other });
 	const openapi = openApi(routes);
 	app.get('/openapi.json', () => openapi);
 	return app;
@@ -226,4 +266,71 @@ function openApi(routes: readonly Route[]): object {
 
 function digest(value: string): Buffer {
 	return createHash('sha256').update(value).digest();
+}
+
+/** Our names for fastify's refusals (the API's `error` codes). */
+const FASTIFY_CODES: Readonly<Record<string, string>> = {
+	FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
+	FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+	FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
+	FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'bad_request',
+};
+
+function notFound(method: string, url: string): object {
+	return { error: 'not_found', message: `no route ${method} ${url.split('?')[0]}`, field: 'url' };
+}
+
+/** The Idempotency-Key header, if given once; several are refused (a proxy joining them would make one key of two). */
+function idempotencyKey(raw: readonly string[]): string | undefined {
+	const values: string[] = [];
+	for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === 'idempotency-key') values.push(raw[i + 1]!);
+	if (values.length > 1) throw new RequestError(400, 'invalid_request', `headers/idempotency-key was given ${values.length} times: give one`, 'headers/idempotency-key');
+	return values[0];
+}
+
+/**
+ * JSON of a request body: nesting deeper than {@link MAX_JSON_DEPTH} refused before parsing (a scan,
+ * strings skipped), and a `__proto__` key refused by name, with where it is.
+ */
+export function parseJson(text: string): unknown {
+	let depth = 0;
+	for (let i = 0, inString = false; i < text.length; i++) {
+		const c = text.charCodeAt(i);
+		if (inString) {
+			if (c === 92) i++;
+			else if (c === 34) inString = false;
+		} else if (c === 34) inString = true;
+		else if (c === 123 || c === 91) {
+			if (++depth > MAX_JSON_DEPTH) throw new RequestError(400, 'invalid_json', `body is nested more than ${MAX_JSON_DEPTH} deep`, 'body');
+		} else if (c === 125 || c === 93) depth--;
+	}
+	let value: unknown;
+	try {
+		value = JSON.parse(text);
+	} catch (error) {
+		throw new RequestError(400, 'invalid_json', `body is not valid JSON: ${(error as Error).message}`, 'body');
+	}
+	const at = text.includes('"__proto__"') ? protoKey(value, 'body') : undefined;
+	if (at !== undefined) throw new RequestError(400, 'invalid_request', `${at} is not allowed as a key`, at);
+	return value;
+}
+
+/** Where in `value` a `__proto__` key is (a path like body/aps/__proto__), if anywhere. */
+function protoKey(value: unknown, path: string): string | undefined {
+	if (value === null || typeof value !== 'object') return undefined;
+	for (const [k, v] of Object.entries(value)) {
+		if (k === '__proto__') return `${path}/__proto__`;
+		const inner = protoKey(v, `${path}/${k}`);
+		if (inner !== undefined) return inner;
+	}
+	return undefined;
+}
+
+/** An answer to what Node refused before any route (headers too large, a malformed request), in the API's shape. */
+function clientError(error: Error & { code?: string }, socket: import('node:net').Socket): void {
+	if (socket.destroyed || !socket.writable) return;
+	const [status, code, message, field] =
+		error.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request headers are larger than 16 KiB', 'headers'] : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'the request did not arrive whole in time', 'request'] : [400, 'bad_request', 'not a valid HTTP request', 'request'];
+	const body = JSON.stringify({ error: code, message, field });
+	socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
 }

@@ -22,7 +22,7 @@ import { ServerError, type ApnsManager, type Receipt, type SendResult } from '..
 import { backoffDelay } from '../drivers/backoff.js';
 import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.js';
 import { Metrics } from './metrics.js';
-import type { PushStore, StoredApp, TokenFailure, WorkResult, WorkSource, WorkUnit } from './store.js';
+import type { Accepted, Idempotency, PushStore, StoredApp, TokenFailure, WorkResult, WorkSource, WorkUnit } from './store.js';
 import { SecretBox } from './secrets.js';
 import { feedbackPage, notificationView, openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
 import { Webhooks } from './webhook.js';
@@ -401,23 +401,24 @@ export class Engine implements PushService {
 	}
 
 	/** Accept notifications: 202 once the store has them. */
-	async accept(id: string, notifications: readonly NotificationInput[], idempotencyKey: string | undefined): Promise<{ status: number; body: unknown }> {
+	async accept(id: string, notifications: readonly NotificationInput[], idempotency: Idempotency | undefined): Promise<{ status: number; body: unknown }> {
 		const live = await this.#live(id);
 		// Every entry checked before anything is written: a request is all or nothing.
 		const entries = notifications.map((n, i) => ({ body: storedBody(n, i), tokens: Buffer.from(n.tokens.join(''), 'hex') }));
 		let result: Awaited<ReturnType<PushStore['accept']>>;
 		try {
-			if (idempotencyKey !== undefined) {
-				const earlier = await this.store.idempotent(live.app, idempotencyKey);
-				if (earlier !== undefined) return { status: 202, body: { accepted: earlier.accepted, ids: earlier.ids } };
+			if (idempotency !== undefined) {
+				const earlier = await this.store.idempotent(live.app, idempotency.key);
+				if (earlier !== undefined) return answered(earlier, idempotency);
 			}
-			result = await this.store.accept(live.app, entries, Date.now(), idempotencyKey);
+			result = await this.store.accept(live.app, entries, Date.now(), idempotency);
 		} catch (error) {
 			throw this.#unavailable(error);
 		}
 		// Deleted (or deleted and made again) meanwhile: nothing was accepted.
 		if (result === undefined) throw new RequestError(409, 'app_changed', `app ${id} was deleted or re-created while the request was stored: nothing was accepted; retry`, 'appId');
-		if (result.fresh) this.metrics.accepted.inc({ app: id }, result.accepted);
+		if (!result.fresh) return answered(result, idempotency!);
+		this.metrics.accepted.inc({ app: id }, result.accepted);
 		return { status: 202, body: { accepted: result.accepted, ids: result.ids } };
 	}
 
@@ -433,15 +434,32 @@ export class Engine implements PushService {
 		return notificationView(notificationId, s, s.failures);
 	}
 
-	/** A page of feedback; what is at or below `after` was read past and may go (with a webhook, once the webhook has it too). */
+	/** A page of feedback after `after`. Reading deletes nothing: the page's end may be acknowledged from now on. */
 	async feedback(id: string, after: number, limit: number): Promise<FeedbackPage> {
 		const live = await this.#live(id);
 		try {
-			if (after > 0) await this.store.feedbackRead(live.app, after, live.settings.webhook !== undefined);
-			return feedbackPage(await this.store.feedback(live.app, after, limit), after);
+			const records = await this.store.feedback(live.app, after, limit);
+			if (records.length > 0) await this.store.feedbackServed(live.app, records[records.length - 1]!.seq);
+			return feedbackPage(records, after);
 		} catch (error) {
 			throw this.#unavailable(error);
 		}
+	}
+
+	/**
+	 * The reader has everything up to `upTo` (a `next` the API handed out): it may go — with a webhook,
+	 * once the webhook has it too. 409 for a number past what was handed out: nothing is deleted.
+	 */
+	async ackFeedback(id: string, upTo: number): Promise<{ acknowledged: number }> {
+		const live = await this.#live(id);
+		let done: boolean;
+		try {
+			done = await this.store.feedbackAck(live.app, upTo, live.settings.webhook !== undefined);
+		} catch (error) {
+			throw this.#unavailable(error);
+		}
+		if (!done) throw new RequestError(409, 'not_handed_out', `upTo ${upTo} is past the feedback the API has handed out for app ${id}: acknowledge a "next" a GET returned`, 'body/upTo');
+		return { acknowledged: upTo };
 	}
 
 	/** A failed store call, as the API answers it (the client retries; nothing was half done that a retry would not fix). */
@@ -739,6 +757,14 @@ async function secretBox(store: PushStore, secret: string | undefined, insecure:
 	const check = await store.metaOnce('secret-check', () => box.check());
 	if (!box.verify(check)) throw new ServerError('APNS_SERVER_SECRET', `APNS_WORKER_SECRET is not the secret the credentials in ${store.where} were sealed with`);
 	return box;
+}
+
+/** The answer to a request whose Idempotency-Key was answered before: that answer, or 422 when the key came with another body. */
+function answered(earlier: Accepted, idempotency: Idempotency): { status: number; body: unknown } {
+	if (earlier.fingerprint !== undefined && earlier.fingerprint !== idempotency.fingerprint) {
+		throw new RequestError(422, 'idempotency_key_reused', `Idempotency-Key ${JSON.stringify(idempotency.key)} was used with another request body: use a new key for a new request`, 'headers/idempotency-key');
+	}
+	return { status: 202, body: { accepted: earlier.accepted, ids: earlier.ids } };
 }
 
 /** Whether two copies of an app are the same version. */

@@ -1,8 +1,9 @@
 /**
  * The daemon's Prometheus metrics (prom-client), served at `GET /metrics`. Counters per app; `pending`
- * and `in_doubt` are read from the store when scraped.
+ * and `in_doubt` are read from the store when scraped. Node's own (prom-client's defaults: memory, CPU,
+ * event-loop delay since the last scrape, GC) come with them.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export class Metrics {
 	readonly registry = new Registry();
@@ -16,6 +17,7 @@ export class Metrics {
 	/** @param pending - the pending count of each app, read at scrape time (from SQLite, or from Redis). */
 	constructor(pending: () => ReadonlyArray<[app: string, count: number]> | Promise<ReadonlyArray<[app: string, count: number]>>) {
 		const registers = [this.registry];
+		collectDefaultMetrics({ register: this.registry });
 		this.accepted = new Counter({ name: 'apns_worker_accepted_total', help: 'Notifications (one per token) durably accepted', labelNames: ['app'], registers });
 		this.delivered = new Counter({ name: 'apns_worker_delivered_total', help: 'Notifications APNs accepted', labelNames: ['app'], registers });
 		this.failed = new Counter({ name: 'apns_worker_failed_total', help: 'Notifications that failed for good, by reason', labelNames: ['app', 'reason'], registers });

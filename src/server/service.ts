@@ -77,9 +77,11 @@ export interface PushService {
 	getApp(id: string): Record<string, unknown> | Promise<Record<string, unknown>>;
 	listApps(): Array<Record<string, unknown>> | Promise<Array<Record<string, unknown>>>;
 	deleteApp(id: string): Promise<{ dropped: number }>;
-	accept(id: string, notifications: readonly NotificationInput[], idempotencyKey: string | undefined): { status: number; body: unknown } | Promise<{ status: number; body: unknown }>;
+	/** `idempotency`: the request's Idempotency-Key and a digest of its body. */
+	accept(id: string, notifications: readonly NotificationInput[], idempotency: { readonly key: string; readonly fingerprint: string } | undefined): { status: number; body: unknown } | Promise<{ status: number; body: unknown }>;
 	status(id: string, notificationId: string): NotificationView | Promise<NotificationView>;
 	feedback(id: string, after: number, limit: number): FeedbackPage | Promise<FeedbackPage>;
+	ackFeedback(id: string, upTo: number): Promise<{ acknowledged: number }>;
 }
 
 /** A notification's outcome as the API answers it (pending is never below 0, whatever the counts). */

@@ -59,6 +59,17 @@ export interface NewNotification {
 export interface Accepted {
 	readonly ids: readonly string[];
 	readonly accepted: number;
+	/**
+	 * With an Idempotency-Key: a digest of the request it answered (the key reused with another body is
+	 * refused). Absent in answers stored before it was kept.
+	 */
+	readonly fingerprint?: string;
+}
+
+/** An Idempotency-Key and a digest of the request it came with. */
+export interface Idempotency {
+	readonly key: string;
+	readonly fingerprint: string;
 }
 
 /** A notification's outcome so far. */
@@ -181,11 +192,11 @@ export interface PushStore {
 	deleteApp(id: string): Promise<number | undefined>;
 
 	/**
-	 * Store `notifications` for `app`, with the answer under `idempotencyKey`, atomically: afterwards
+	 * Store `notifications` for `app`, with the answer under `idempotency.key` (and its fingerprint), atomically: afterwards
 	 * their work will be handed out. With a key answered before, that answer (`fresh` false), and nothing
 	 * stored. Undefined, with nothing stored, when `app` is no longer that incarnation.
 	 */
-	accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotencyKey: string | undefined): Promise<(Accepted & { fresh: boolean }) | undefined>;
+	accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotency: Idempotency | undefined): Promise<(Accepted & { fresh: boolean }) | undefined>;
 	/** The answer to an earlier request with this key, if any. */
 	idempotent(app: StoredApp, key: string): Promise<Accepted | undefined>;
 	/** Notifications (one per token) accepted and not yet settled, per app. */
@@ -210,8 +221,14 @@ export interface PushStore {
 
 	/** Feedback of `app` after `after`, at most `limit`, oldest first. */
 	feedback(app: StoredApp, after: number, limit: number): Promise<FeedbackRecord[]>;
-	/** A reader has read everything up to `seq`: it may go (with a webhook, once the webhook has it too). */
-	feedbackRead(app: StoredApp, upTo: number, webhook: boolean): Promise<void>;
+	/** The API handed out feedback up to `seq` (a page ending there): it may be acknowledged from now on. */
+	feedbackServed(app: StoredApp, seq: number): Promise<void>;
+	/**
+	 * A reader acknowledges everything up to `upTo`: it may go (with a webhook, once the webhook has it
+	 * too). False, with nothing deleted, when `upTo` is past what the API handed out (a reader must never
+	 * delete what it has not seen). Reading never deletes.
+	 */
+	feedbackAck(app: StoredApp, upTo: number, webhook: boolean): Promise<boolean>;
 	/** Feedback after the webhook's cursor. */
 	webhookBatch(app: StoredApp, limit: number): Promise<FeedbackRecord[]>;
 	/** The webhook has every record up to `seq` (the cursor never moves back). */

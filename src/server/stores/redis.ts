@@ -19,7 +19,7 @@
  * | `aw:nf:{gen}:{id}` | list | its failures, JSON |
  * | `aw:p:{jobId}` | string | a job's progress: one bit per token, set once its outcome is recorded |
  * | `aw:fb:{gen}` | stream | the app's feedback, entry ids `0-{seq}` (seq is the API's cursor) |
- * | `aw:fbseq`, `aw:whc` | hash | per incarnation: the last feedback seq; the webhook's cursor |
+ * | `aw:fbseq`, `aw:whc`, `aw:fbsrv` | hash | per incarnation: the last feedback seq; the webhook's cursor; how far the API handed feedback out (acknowledgements stop there) |
  * | `aw:whl:{gen}` | string | which daemon delivers the app's webhook now (expires in 30 s unless extended) |
  * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
  * | `aw:wait:{app}` | set | ids of the app's jobs delayed because it could not send (promoted when a PUT starts it; expires in 10 min) |
@@ -43,7 +43,7 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../../drivers/backoff.js';
 import { ServerError } from '../../errors.js';
 import type { StoredBody } from '../service.js';
-import { UNIT_TOKENS, type Accepted, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoreEvents, type StoredApp, type TokenFailure, type WorkHandler, type WorkSource, type WorkUnit } from '../store.js';
+import { UNIT_TOKENS, type Accepted, type Idempotency, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoreEvents, type StoredApp, type TokenFailure, type WorkHandler, type WorkSource, type WorkUnit } from '../store.js';
 
 /** A job, as the store records its progress. */
 export interface RedisJobRef {
@@ -208,6 +208,7 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], gen)
 redis.call('HDEL', KEYS[3], gen)
 redis.call('HDEL', KEYS[4], gen)
+redis.call('HDEL', KEYS[5], gen)
 redis.call('DEL', 'aw:fb:' .. gen)
 redis.call('PUBLISH', '${APPS_CHANNEL}', ARGV[1])
 return dropped
@@ -230,7 +231,7 @@ export class RedisData {
 	constructor(client: Redis, retentionMs: number) {
 		client.defineCommand('awSettle', { numberOfKeys: 7, lua: SETTLE });
 		client.defineCommand('awPutApp', { numberOfKeys: 1, lua: PUT_APP });
-		client.defineCommand('awDeleteApp', { numberOfKeys: 4, lua: DELETE_APP });
+		client.defineCommand('awDeleteApp', { numberOfKeys: 5, lua: DELETE_APP });
 		client.defineCommand('awAccept', { lua: ACCEPT });
 		this.#r = client as Scripted;
 		this.#retentionS = Math.max(1, Math.ceil(retentionMs / 1000));
@@ -267,7 +268,7 @@ export class RedisData {
 
 	/** Delete an app and what it had (its notifications' outcomes go as its jobs are dropped); the pending count dropped, or undefined when there was no app. */
 	async deleteApp(id: string): Promise<number | undefined> {
-		const dropped = await this.#r.awDeleteApp('aw:apps', 'aw:pending', 'aw:fbseq', 'aw:whc', id);
+		const dropped = await this.#r.awDeleteApp('aw:apps', 'aw:pending', 'aw:fbseq', 'aw:whc', 'aw:fbsrv', id);
 		return dropped < 0 ? undefined : dropped;
 	}
 
@@ -345,24 +346,30 @@ export class RedisData {
 		return { sent: s!, failed: fresh.map((k) => failures[k]!), feedback: fb! };
 	}
 
-	/**
-	 * Feedback after `after`, at most `limit`; what is at or below `after` was read past and is deleted —
-	 * with a webhook, only once the webhook has it too.
-	 */
-	async feedback(gen: string, after: number, limit: number, webhook: boolean): Promise<Array<{ seq: number; token: string; when: number; reason: string }>> {
-		await this.feedbackRead(gen, after, webhook);
-		return this.#read(gen, after, limit);
-	}
-
 	/** Feedback after `after`, at most `limit`, oldest first. */
 	readFeedback(gen: string, after: number, limit: number): Promise<Array<{ seq: number; token: string; when: number; reason: string }>> {
 		return this.#read(gen, after, limit);
 	}
 
-	/** Delete the feedback at or below `upTo` (with a webhook, only what the webhook has too). */
-	async feedbackRead(gen: string, upTo: number, webhook: boolean): Promise<void> {
-		const cut = webhook ? Math.min(upTo, Number((await this.#r.hget('aw:whc', gen)) ?? 0)) : upTo;
-		if (cut > 0) await this.#r.xtrim(`aw:fb:${gen}`, 'MINID', `0-${cut + 1}`);
+	/** The API handed out feedback of `gen` up to `seq` (the mark only moves forward). */
+	async feedbackServed(gen: string, seq: number): Promise<void> {
+		await this.#r.eval("if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end", 1, 'aw:fbsrv', gen, seq);
+	}
+
+	/**
+	 * Delete the feedback at or below `upTo` (with a webhook, only what the webhook has too), if the API
+	 * handed it out; false, deleting nothing, if not. One script: checked and cut at once.
+	 */
+	async feedbackAck(gen: string, upTo: number, webhook: boolean): Promise<boolean> {
+		const script = `
+local served = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local upTo = tonumber(ARGV[2])
+if upTo > served then return 0 end
+local cut = upTo
+if ARGV[3] == '1' then cut = math.min(cut, tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')) end
+if cut > 0 then redis.call('XTRIM', KEYS[3], 'MINID', '0-' .. (cut + 1)) end
+return 1`;
+		return (await this.#r.eval(script, 3, 'aw:fbsrv', 'aw:whc', `aw:fb:${gen}`, gen, upTo, webhook ? '1' : '0')) === 1;
 	}
 
 	/** Feedback after the webhook's cursor (not deleted: the API's readers may not have read it). */
@@ -651,8 +658,9 @@ export class RedisStore implements PushStore {
 		return this.#data.deleteApp(id);
 	}
 
-	async accept(app: StoredApp, notifications: readonly NewNotification[], _now: number, idempotencyKey: string | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
+	async accept(app: StoredApp, notifications: readonly NewNotification[], _now: number, idempotency: Idempotency | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
 		const gen = app.gen;
+		const idempotencyKey = idempotency?.key;
 		if (idempotencyKey !== undefined) {
 			const earlier = await this.idempotent(app, idempotencyKey);
 			if (earlier !== undefined) return { ...earlier, fresh: false };
@@ -673,7 +681,7 @@ export class RedisStore implements PushStore {
 		await this.#queue.addBulk(jobs);
 		// Deleted (or deleted and made again) meanwhile: nothing was accepted; those jobs are dropped.
 		if (!(await this.#data.accepted(app.id, gen, notifications.map((n, i) => ({ id: ids[i]!, total: n.tokens.length / 32 }))))) return undefined;
-		const answer: Accepted = { accepted, ids };
+		const answer: Accepted = { accepted, ids, ...(idempotency === undefined ? {} : { fingerprint: idempotency.fingerprint }) };
 		if (idempotencyKey === undefined) return { ...answer, fresh: true };
 		// Two requests with one key at once: the first answer stored is everyone's (and only it is fresh).
 		const { kept, first } = await this.#data.remember(gen, idempotencyKey, JSON.stringify(answer));
@@ -810,8 +818,12 @@ export class RedisStore implements PushStore {
 		return this.#data.readFeedback(app.gen, after, limit);
 	}
 
-	feedbackRead(app: StoredApp, upTo: number, webhook: boolean): Promise<void> {
-		return this.#data.feedbackRead(app.gen, upTo, webhook);
+	feedbackServed(app: StoredApp, seq: number): Promise<void> {
+		return this.#data.feedbackServed(app.gen, seq);
+	}
+
+	feedbackAck(app: StoredApp, upTo: number, webhook: boolean): Promise<boolean> {
+		return this.#data.feedbackAck(app.gen, upTo, webhook);
 	}
 
 	webhookBatch(app: StoredApp, limit: number): Promise<FeedbackRecord[]> {
@@ -872,7 +884,7 @@ export class RedisStore implements PushStore {
  * The keyspace's version (`aw:version`), and how each earlier one becomes the next. A keyspace with data
  * and no version key is version 1 (from before versions were kept); an empty one starts at the current.
  */
-export const KEYSPACE_VERSION = 2;
+export const KEYSPACE_VERSION = 3;
 const MIGRATIONS: ReadonlyArray<(r: Redis) => Promise<void>> = [
 	// 0 → 1: no data to change (unreachable: an empty keyspace starts at the current version).
 	async (r) => void (await r.set('aw:version', 1)),
@@ -883,6 +895,14 @@ const MIGRATIONS: ReadonlyArray<(r: Redis) => Promise<void>> = [
 		const m = r.multi();
 		if (salt !== null) m.hset('aw:meta', 'secret-salt', Buffer.from(salt, 'utf8').toString('base64'));
 		await exec(m.set('aw:version', 2));
+	},
+	// 2 → 3: how far the API handed out each app's feedback (acknowledgements stop there). Readers of an
+	// earlier version were handed cursors up to anything stored so far: every seq assigned yet.
+	async (r) => {
+		const seqs = await r.hgetall('aw:fbseq');
+		const m = r.multi();
+		for (const [gen, seq] of Object.entries(seqs)) m.hset('aw:fbsrv', gen, seq);
+		await exec(m.set('aw:version', 3));
 	},
 ];
 /** How long a daemon waits for another to migrate the keyspace before it gives up. */

@@ -30,7 +30,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ServerError } from '../../errors.js';
 import type { StoredBody } from '../service.js';
-import { UNIT_TOKENS, type Accepted, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoredApp, type TokenFailure, type WorkHandler, type WorkResult, type WorkSource, type WorkUnit } from '../store.js';
+import { UNIT_TOKENS, type Accepted, type Idempotency, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoredApp, type TokenFailure, type WorkHandler, type WorkResult, type WorkSource, type WorkUnit } from '../store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,10 +91,16 @@ CREATE TABLE IF NOT EXISTS idempotency (
  * The schema's version (SQLite's `user_version`), and how each earlier one becomes the next. Version 0 is
  * a file from before versions were kept (its schema is version 1's) or a new, empty file.
  */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
 	// 0 → 1: the schema as it was first shipped (CREATE … IF NOT EXISTS: an unversioned file has it already).
 	(db) => db.exec(SCHEMA),
+	// 1 → 2: how far the API handed out each app's feedback (acknowledgements stop there). Readers of an
+	// earlier version were handed cursors up to anything stored so far: every seq assigned yet.
+	(db) => {
+		db.exec('ALTER TABLE apps ADD COLUMN feedback_served INTEGER NOT NULL DEFAULT 0');
+		db.exec("UPDATE apps SET feedback_served = coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'feedback'), 0)");
+	},
 ];
 
 /**
@@ -157,7 +163,7 @@ export class SqliteStore implements PushStore {
 	readonly where: string;
 	readonly #db: Database.Database;
 	readonly #q: ReturnType<typeof prepare>;
-	readonly #accept: (app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, key: string | undefined) => (Accepted & { fresh: boolean }) | undefined;
+	readonly #accept: (app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, idempotency: Idempotency | undefined) => (Accepted & { fresh: boolean }) | undefined;
 	/** Settlements of one turn of the event loop, committed together. */
 	readonly #settleMany: (batch: readonly SettleRequest[]) => Settled[];
 	#settling: SettleRequest[] = [];
@@ -190,11 +196,11 @@ export class SqliteStore implements PushStore {
 		const q = prepare(this.#db);
 		this.#q = q;
 		this.#openingMarks = new Map((q.allDispatched.all() as Array<{ num: number; dispatched: number }>).map((r) => [r.num, r.dispatched]));
-		this.#accept = this.#db.transaction((app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, key: string | undefined): (Accepted & { fresh: boolean }) | undefined => {
+		this.#accept = this.#db.transaction((app: number, notifications: ReadonlyArray<NewNotification & { id: string }>, now: number, idempotency: Idempotency | undefined): (Accepted & { fresh: boolean }) | undefined => {
 			// In the transaction: the app still that incarnation, no answer under the key yet, then the rows.
 			if (q.getAppNum.get(app) === undefined) return undefined;
-			if (key !== undefined) {
-				const row = q.getIdempotency.get(app, key) as { response: string } | undefined;
+			if (idempotency !== undefined) {
+				const row = q.getIdempotency.get(app, idempotency.key) as { response: string } | undefined;
 				if (row !== undefined) return { ...(JSON.parse(row.response) as Accepted), fresh: false };
 			}
 			let accepted = 0;
@@ -204,8 +210,8 @@ export class SqliteStore implements PushStore {
 				const num = Number(q.insertNotification.run(n.id, app, JSON.stringify(n.body), count, now).lastInsertRowid);
 				for (let i = 0; i < count; i++) q.insertPending.run(app, num, n.tokens.subarray(i * 32, i * 32 + 32));
 			}
-			const answer: Accepted = { ids: notifications.map((n) => n.id), accepted };
-			if (key !== undefined) q.insertIdempotency.run(app, key, JSON.stringify(answer), now);
+			const answer: Accepted = { ids: notifications.map((n) => n.id), accepted, ...(idempotency === undefined ? {} : { fingerprint: idempotency.fingerprint }) };
+			if (idempotency !== undefined) q.insertIdempotency.run(app, idempotency.key, JSON.stringify(answer), now);
 			return { ...answer, fresh: true };
 		});
 		const settleOne = (unit: SqliteUnit, sent: Uint8Array, failures: readonly TokenFailure[], now: number): Settled => {
@@ -274,8 +280,8 @@ export class SqliteStore implements PushStore {
 		})();
 	}
 
-	async accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotencyKey: string | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
-		const result = this.#accept(Number(app.gen), notifications.map((n) => ({ ...n, id: randomUUID() })), now, idempotencyKey);
+	async accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotency: Idempotency | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
+		const result = this.#accept(Number(app.gen), notifications.map((n) => ({ ...n, id: randomUUID() })), now, idempotency);
 		if (result?.fresh === true) this.#work?.wake();
 		return result;
 	}
@@ -342,10 +348,19 @@ export class SqliteStore implements PushStore {
 		return this.#q.getFeedback.all(Number(app.gen), after, limit) as FeedbackRecord[];
 	}
 
-	async feedbackRead(app: StoredApp, upTo: number, webhook: boolean): Promise<void> {
+	async feedbackServed(app: StoredApp, seq: number): Promise<void> {
+		this.#q.setFeedbackServed.run(seq, Number(app.gen));
+	}
+
+	async feedbackAck(app: StoredApp, upTo: number, webhook: boolean): Promise<boolean> {
 		const num = Number(app.gen);
-		const cut = webhook ? Math.min(upTo, (this.#q.getWebhookCursor.get(num) as { webhook_cursor: number }).webhook_cursor) : upTo;
-		if (cut > 0) this.#q.deleteFeedbackUpTo.run(num, cut);
+		return this.#db.transaction(() => {
+			const row = this.#q.getFeedbackCursors.get(num) as { feedback_served: number; webhook_cursor: number } | undefined;
+			if (row === undefined || upTo > row.feedback_served) return false;
+			const cut = webhook ? Math.min(upTo, row.webhook_cursor) : upTo;
+			if (cut > 0) this.#q.deleteFeedbackUpTo.run(num, cut);
+			return true;
+		})();
 	}
 
 	async webhookBatch(app: StoredApp, limit: number): Promise<FeedbackRecord[]> {
@@ -794,6 +809,8 @@ function prepare(db: Database.Database) {
 		deleteFeedbackUpTo: db.prepare('DELETE FROM feedback WHERE app = ? AND seq <= ?'),
 		getFeedback: db.prepare('SELECT seq, token, at AS "when", reason FROM feedback WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
 		getWebhookCursor: db.prepare('SELECT webhook_cursor FROM apps WHERE num = ?'),
+		getFeedbackCursors: db.prepare('SELECT feedback_served, webhook_cursor FROM apps WHERE num = ?'),
+		setFeedbackServed: db.prepare('UPDATE apps SET feedback_served = max(feedback_served, ?) WHERE num = ?'),
 		setWebhookCursor: db.prepare('UPDATE apps SET webhook_cursor = ? WHERE num = ?'),
 	};
 }

@@ -1,0 +1,132 @@
+/**
+ * The daemon's API as a stranger and a careless client would try it (issue 27): the real daemon as a
+ * child process. What a request without the key can make it do, bodies and their limits, and the small
+ * protocol faults: the scheme's case, Idempotency-Key reused or given twice, app ids `.` and `..`, a body
+ * that is not JSON, `__proto__`, headers too large — every refusal a 4xx of one shape naming the field.
+ */
+import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
+import { test, type TestContext } from 'node:test';
+import { MAX_JSON_DEPTH } from '../src/server/api.js';
+import { makeTokens } from './support/helpers.js';
+import { API_KEY, appBody, dataDir, mockApns, startDaemon, type RunningDaemon } from './support/daemon.js';
+import { REDIS_MISSING, startRedis } from './support/redis.js';
+
+/**
+ * One request with raw control: headers as a flat array (a name may repeat), the path sent as given. A
+ * server that answers before it has read an upload may close the connection under it: the answer is what
+ * counts, and the write error that follows it is not.
+ */
+function raw(url: string, method: string, path: string, headers: string[], body?: Buffer | string): Promise<{ status: number; body: string }> {
+	const { hostname, port } = new URL(url);
+	return new Promise((resolve, reject) => {
+		let answer: { status: number; body: string } | undefined;
+		let failure: Error | undefined;
+		const req = httpRequest({ host: hostname, port, method, path, headers: ['host', `${hostname}:${port}`, ...headers] }, (res) => {
+			answer = { status: res.statusCode!, body: '' };
+			res.setEncoding('utf8');
+			res.on('data', (c: string) => (answer!.body += c));
+			res.on('end', () => resolve(answer!));
+			res.on('error', () => resolve(answer!));
+		});
+		req.on('error', (error) => (failure = error));
+		req.on('close', () => (answer === undefined ? reject(failure ?? new Error('closed without an answer')) : undefined));
+		req.end(body);
+	});
+}
+
+/** The largest event-loop delay the daemon saw since its last scrape (prom-client resets it per scrape), in s. */
+async function loopDelayMax(d: RunningDaemon): Promise<number> {
+	const text = await (await fetch(`${d.url}/metrics`)).text();
+	const m = /^nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text);
+	assert.ok(m !== null, 'the daemon publishes its event-loop delay');
+	return Number(m[1]);
+}
+
+/** `n` opening brackets, then as many closing: nothing to parse but nesting. */
+const nested = (n: number): Buffer => Buffer.concat([Buffer.alloc(n, '['), Buffer.alloc(n, ']')]);
+
+function shape(what: string, r: { status: number; body: string }, status: number, field: string): Record<string, unknown> {
+	assert.equal(r.status, status, `${what}: ${r.body}`);
+	const body = JSON.parse(r.body) as Record<string, unknown>;
+	assert.deepEqual(Object.keys(body).sort(), ['error', 'field', 'message'], `${what}: one error shape`);
+	assert.equal(body['field'], field, `${what}: ${r.body}`);
+	return body;
+}
+
+test('api: a stranger gets no work done — unknown routes (404) and routes without the key (401) are answered before an 8 MB body is read; /healthz meanwhile keeps its idle event-loop delay', async (t) => {
+	const d = await startDaemon(t, dataDir(t));
+	const body = nested(4 * 1024 * 1024); // 8 MB of nesting: 3.2 s of the event loop when it was parsed
+	await loopDelayMax(d);
+	// Idle: the same number of requests, no bodies.
+	for (let i = 0; i < 4; i++) assert.equal((await fetch(`${d.url}/healthz`)).status, 200);
+	const idle = await loopDelayMax(d);
+	const strangers: Array<[string, string, number, string]> = [
+		['POST', '/x', 404, 'url'],
+		['POST', '/healthz', 404, 'url'],
+		['POST', '/v1/apps/a/notifications', 401, 'headers/authorization'],
+		['PUT', '/v1/apps/a', 401, 'headers/authorization'],
+	];
+	for (const [method, path, status, field] of strangers) {
+		shape(`${method} ${path}`, await raw(d.url, method, path, ['content-type', 'application/json', 'content-length', String(body.length)], body), status, field);
+		assert.equal((await fetch(`${d.url}/healthz`)).status, 200);
+	}
+	const attacked = await loopDelayMax(d);
+	t.diagnostic(`event-loop delay, max: idle ${(idle * 1000).toFixed(1)} ms, with four unauthenticated 8 MB bodies ${(attacked * 1000).toFixed(1)} ms`);
+	assert.ok(attacked <= idle + 0.05, `the loop was held ${(attacked * 1000).toFixed(0)} ms (idle: ${(idle * 1000).toFixed(0)} ms)`);
+});
+
+test(`api: with the key, JSON nested deeper than ${MAX_JSON_DEPTH} is refused before it is parsed; bodies are limited per route (an app 256 KiB); a body that is not JSON is 415; __proto__ is named`, async (t) => {
+	const mock = await mockApns(t);
+	const d = await startDaemon(t, dataDir(t));
+	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 200);
+	const auth = ['authorization', `Bearer ${API_KEY}`, 'content-type', 'application/json'];
+	const token = makeTokens(1, 0x31)[0]!;
+	const deep = `{"notifications":[{"tokens":["${token}"],"aps":{"alert":"x","deep":${'['.repeat(MAX_JSON_DEPTH)}${']'.repeat(MAX_JSON_DEPTH)}}}]}`;
+	const m = shape('too deep', await raw(d.url, 'POST', '/v1/apps/a/notifications', auth, deep), 400, 'body');
+	assert.match(String(m['message']), /nested more than 32/);
+	const ok = `{"notifications":[{"tokens":["${token}"],"aps":{"alert":"x","deep":${'['.repeat(MAX_JSON_DEPTH - 4)}${']'.repeat(MAX_JSON_DEPTH - 4)}}}]}`;
+	assert.equal((await raw(d.url, 'POST', '/v1/apps/a/notifications', auth, ok)).status, 202, 'nesting within the bound is fine');
+	shape('an app over 256 KiB', await raw(d.url, 'PUT', '/v1/apps/a', auth, JSON.stringify(appBody(mock, { ca: 'x'.repeat(300 * 1024) }))), 413, 'body');
+	shape('text/plain', await raw(d.url, 'POST', '/v1/apps/a/notifications', ['authorization', `Bearer ${API_KEY}`, 'content-type', 'text/plain'], 'hello'), 415, 'headers/content-type');
+	const proto = `{"notifications":[{"tokens":["${token}"],"aps":{"alert":"x","__proto__":{"polluted":true}}}]}`;
+	const p = shape('__proto__', await raw(d.url, 'POST', '/v1/apps/a/notifications', auth, proto), 400, 'body/notifications/0/aps/__proto__');
+	assert.match(String(p['message']), /__proto__ is not allowed/);
+	shape('malformed', await raw(d.url, 'POST', '/v1/apps/a/notifications', auth, '{"notifications": ['), 400, 'body');
+});
+
+test('api: the Authorization scheme is case-insensitive; app ids . and .. are refused; two Idempotency-Key headers are 400; headers over 16 KiB are 431 in the API\'s error shape', async (t) => {
+	const mock = await mockApns(t);
+	const d = await startDaemon(t, dataDir(t));
+	for (const scheme of ['bearer', 'BEARER', 'Bearer ', 'bEaReR\t']) assert.equal((await raw(d.url, 'GET', '/v1/apps', ['authorization', `${scheme} ${API_KEY}`])).status, 200, JSON.stringify(scheme));
+	shape('no scheme', await raw(d.url, 'GET', '/v1/apps', ['authorization', API_KEY]), 401, 'headers/authorization');
+	const auth = ['authorization', `Bearer ${API_KEY}`, 'content-type', 'application/json'];
+	for (const id of ['.', '..', '%2E', '%2e%2E']) shape(`app id ${id}`, await raw(d.url, 'PUT', `/v1/apps/${id}`, auth, JSON.stringify(appBody(mock))), 400, 'params/appId');
+	assert.equal((await raw(d.url, 'PUT', '/v1/apps/a.b', auth, JSON.stringify(appBody(mock)))).status, 200, 'a dot inside an id is fine');
+	const body = JSON.stringify({ notifications: [{ tokens: makeTokens(1, 0x32), aps: { alert: 'x' } }] });
+	shape('two keys', await raw(d.url, 'POST', '/v1/apps/a.b/notifications', [...auth, 'idempotency-key', 'a1', 'Idempotency-Key', 'a2'], body), 400, 'headers/idempotency-key');
+	shape('headers too large', await raw(d.url, 'GET', '/v1/apps', ['authorization', `Bearer ${API_KEY}`, 'x-filler', 'x'.repeat(20 * 1024)]), 431, 'headers');
+});
+
+for (const store of ['sqlite', 'redis'] as const) {
+	test(`api (${store}): the same Idempotency-Key with another body is 422 idempotency_key_reused, and nothing of it is stored; with the same body, the first answer`, { skip: store === 'redis' ? REDIS_MISSING : false }, async (t: TestContext) => {
+		const mock = await mockApns(t);
+		let d: RunningDaemon;
+		if (store === 'redis') {
+			const r = await startRedis();
+			t.after(() => r.close());
+			d = await startDaemon(t, undefined, { args: ['--redis', r.url] });
+		} else d = await startDaemon(t, dataDir(t));
+		assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 200);
+		const tokens = makeTokens(3, 0x33);
+		const first = await d.api('POST', '/v1/apps/a/notifications', { notifications: [{ tokens, aps: { alert: 'one' } }] }, { 'idempotency-key': 'order-1' });
+		assert.equal(first.status, 202, JSON.stringify(first.body));
+		const same = await d.api('POST', '/v1/apps/a/notifications', { notifications: [{ tokens, aps: { alert: 'one' } }] }, { 'idempotency-key': 'order-1' });
+		assert.deepEqual([same.status, same.body], [202, first.body]);
+		const other = await d.api('POST', '/v1/apps/a/notifications', { notifications: [{ tokens: makeTokens(2, 0x34), aps: { alert: 'two' } }] }, { 'idempotency-key': 'order-1' });
+		assert.equal(other.status, 422, JSON.stringify(other.body));
+		assert.deepEqual([other.body.error, other.body.field], ['idempotency_key_reused', 'headers/idempotency-key']);
+		const app = await d.api('GET', '/v1/apps/a');
+		assert.ok(app.body.pending <= 3, `only the first request's 3 are stored (pending ${app.body.pending})`);
+	});
+}
