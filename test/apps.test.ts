@@ -1,12 +1,14 @@
 /**
- * The daemon's app rules without the process around them: shared provider tokens, sealed secrets. (What
- * every store does is in store-conformance.test.ts.)
+ * The daemon's app rules without the process around them: shared provider tokens, sealed secrets, signed
+ * webhooks. (What every store does is in store-conformance.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { test } from 'node:test';
 import { DAEMON_MAX_ATTEMPTS, managerOptions, SharedTokens } from '../src/server/apps.js';
 import { SecretBox } from '../src/server/secrets.js';
+import { signature } from '../src/server/webhook.js';
+import { verified } from '../examples/verify-webhook.js';
 
 test('apps: a daemon manager retries "try again" answers for minutes, not seconds, before it records a failure', () => {
 	const settings = { environment: 'production' as const, topic: 'a.b', auth: 'certificate' as const, keyId: undefined, teamId: undefined, gateway: undefined, ca: undefined, webhook: undefined };
@@ -42,4 +44,16 @@ test('secrets: sealed values open only with the same secret and for the same app
 	const plain = SecretBox.insecure().seal('-----BEGIN PRIVATE KEY-----', 'app1');
 	assert.equal(box.open(plain, 'app1'), '-----BEGIN PRIVATE KEY-----');
 	assert.throws(() => SecretBox.fromSecret('a-secret-of-enough-length', salt, { plainAllowed: false }).open(plain, 'app1'), { code: 'APNS_SERVER_SECRET' });
+});
+
+test('webhooks: a delivery\'s signature (t=…,v1=HMAC-SHA256(secret, "t.body")) passes the receiver\'s check (examples/verify-webhook.ts); another secret, a changed body, an old one or none does not', () => {
+	const secret = 'webhook-secret-0123456789abcdefghij';
+	const body = JSON.stringify({ app: 'shop', feedback: [{ seq: 1, token: 'ab'.repeat(32), when: '2026-01-01T00:00:00.000Z', reason: 'Unregistered' }] });
+	const now = Math.floor(Date.now() / 1000);
+	assert.ok(verified(secret, signature(secret, now, body), body));
+	assert.ok(!verified(`${secret}x`, signature(secret, now, body), body), 'another secret');
+	assert.ok(!verified(secret, signature(secret, now, body), body.replace('shop', 'shoq')), 'a changed body');
+	assert.ok(!verified(secret, signature(secret, now - 600, body), body), 'ten minutes old: a replay');
+	assert.ok(!verified(secret, undefined, body), 'no header');
+	assert.ok(!verified(secret, `t=${now},v1=zz`, body), 'not hex');
 });

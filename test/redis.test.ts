@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { RedisData as RedisStore } from '../src/server/stores/redis.js';
 import { makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, dataDir, mockApns, P8, request, type RunningDaemon, SECRET, startDaemon, tally, until, without } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, P8, request, type RunningDaemon, SECRET, startDaemon, tally, until, verifySignature, WEBHOOK_SECRET, without } from './support/daemon.js';
 import { REDIS_MISSING, startRedis, startRelay } from './support/redis.js';
 
 const skip = REDIS_MISSING;
@@ -145,13 +145,15 @@ test('redis: an update through one daemon reaches the others without a restart (
 		let body = '';
 		req.on('data', (c: Buffer) => (body += c.toString()));
 		req.on('end', () => {
+			// Signed by whichever daemon delivers, with the app's secret: the other daemon opened it too.
+			if (!verifySignature(WEBHOOK_SECRET, req.headers['apns-worker-signature'] as string | undefined, body)) return void res.writeHead(400).end();
 			received.push(...(JSON.parse(body) as { feedback: Array<{ token: string }> }).feedback.map((f) => f.token));
 			res.writeHead(200).end();
 		});
 	});
 	await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
 	t.after(() => new Promise<void>((resolve) => hook.close(() => resolve())));
-	const webhook = { url: `http://127.0.0.1:${(hook.address() as { port: number }).port}/feedback` };
+	const webhook = { url: `http://127.0.0.1:${(hook.address() as { port: number }).port}/feedback`, secret: WEBHOOK_SECRET };
 	const r = await redis(t);
 	const a = await serve(t, r.url, ['--shutdown-timeout', '1']);
 	const b = await serve(t, r.url, ['--shutdown-timeout', '1'], { LOG_LEVEL: 'info' });

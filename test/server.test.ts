@@ -7,7 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { certs, makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, dataDir, mockApns, P8, request, SECRET, startDaemon, tally, until } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, P8, request, SECRET, startDaemon, tally, until, verifySignature, WEBHOOK_SECRET } from './support/daemon.js';
 
 /** Send a POST's headers announcing `bytes` of JSON, no body; the answer the daemon gives from them alone. */
 async function announceBody(url: string, path: string, bytes: number): Promise<{ status: number; body: string }> {
@@ -191,6 +191,9 @@ test('serve: bad input of every kind is a 4xx naming the field; what was accepte
 		['a certificate that is a path', 'PUT', '/v1/apps/x', { environment: 'production', cert: '/etc/passwd', key: certs().client.key }, 400, 'body/cert'],
 		['a key that is not a key', 'PUT', '/v1/apps/x', appBody(mock, { token: { ...P8, key: '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n' } }), 400, 'body/token/key'],
 		['unknown app field', 'PUT', '/v1/apps/x', appBody(mock, { colour: 'red' }), 400, 'body/colour'],
+		['webhook URL with credentials', 'PUT', '/v1/apps/x', appBody(mock, { webhook: { url: 'https://user:hunter2@example.com/hook', secret: WEBHOOK_SECRET } }), 400, 'body/webhook/url'],
+		['webhook without a secret', 'PUT', '/v1/apps/x', appBody(mock, { webhook: { url: 'https://example.com/hook' } }), 400, 'body/webhook/secret'],
+		['webhook secret too short', 'PUT', '/v1/apps/x', appBody(mock, { webhook: { url: 'https://example.com/hook', secret: 'short' } }), 400, 'body/webhook/secret'],
 		['feedback limit', 'GET', '/v1/apps/ok/feedback?limit=5000', undefined, 400, 'querystring/limit'],
 		['unknown notification', 'GET', '/v1/apps/ok/notifications/00000000-0000-4000-8000-000000000000', undefined, 404, 'notificationId'],
 	];
@@ -199,7 +202,9 @@ test('serve: bad input of every kind is a 4xx naming the field; what was accepte
 		assert.equal(r.status, status, `${what}: ${JSON.stringify(r.body)}`);
 		assert.equal(r.body.field, field, `${what}: ${JSON.stringify(r.body)}`);
 		assert.ok(typeof r.body.message === 'string' && r.body.message.length > 0, what);
+		assert.ok(!JSON.stringify(r.body).includes('hunter2'), `${what}: a password is never echoed`);
 	}
+	assert.ok(!d.output().includes('hunter2'), 'nor logged');
 	// A body over the limit is answered 413 from its content-length, before it is read (and the connection
 	// closed, so a client still uploading may see a reset first): announce it and wait for the answer.
 	const big = await announceBody(d.url, '/v1/apps/ok/notifications', 9 * 1024 * 1024);
@@ -323,17 +328,22 @@ test('serve: kill -9 in the middle of 50,000 notifications across 3 apps, restar
 	assert.equal(mock.counts.size, 50_000, 'nothing else was sent');
 });
 
-test('serve: a feedback webhook that fails and recovers gets every record, in order, once (retried with backoff, never skipped)', async (t) => {
+test('serve: a feedback webhook that fails and recovers gets every record, in order, once (retried with backoff, never skipped), each delivery signed', async (t) => {
 	const tokens = makeTokens(8, 0x59);
 	const gone = [tokens[1]!, tokens[2]!, tokens[5]!, tokens[7]!];
 	const mock = await mockApns(t, { unregistered: gone });
 	const { createServer } = await import('node:http');
 	const posts: Array<{ status: number; records: Array<{ seq: number; token: string; reason: string }> }> = [];
 	let failFirst = 2;
+	let unsigned = 0;
 	const hook = createServer((req, res) => {
 		let body = '';
 		req.on('data', (c: Buffer) => (body += c.toString()));
 		req.on('end', () => {
+			if (!verifySignature(WEBHOOK_SECRET, req.headers['apns-worker-signature'] as string | undefined, body)) {
+				unsigned++;
+				return void res.writeHead(400).end();
+			}
 			const status = failFirst-- > 0 ? 500 : 200;
 			posts.push({ status, records: (JSON.parse(body) as { feedback: Array<{ seq: number; token: string; reason: string }> }).feedback });
 			res.writeHead(status).end();
@@ -343,7 +353,10 @@ test('serve: a feedback webhook that fails and recovers gets every record, in or
 	t.after(() => new Promise<void>((resolve) => hook.close(() => resolve())));
 	const d = await startDaemon(t, dataDir(t));
 	const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/feedback`;
-	assert.equal((await d.api('PUT', '/v1/apps/hooked', appBody(mock, { webhook: { url } }))).status, 200);
+	const put = await d.api('PUT', '/v1/apps/hooked', appBody(mock, { webhook: { url, secret: WEBHOOK_SECRET } }));
+	assert.equal(put.status, 200);
+	assert.deepEqual(put.body.webhook, { url, signed: true }, 'the secret is write-only');
+	assert.ok(!JSON.stringify((await d.api('GET', '/v1/apps')).body).includes(WEBHOOK_SECRET));
 	const post = await d.api('POST', '/v1/apps/hooked/notifications', { notifications: [{ tokens, aps: { alert: 'x' } }] });
 	await settled(d, 'hooked', post.body.ids[0]);
 	const delivered = await until(async () => {
@@ -354,6 +367,8 @@ test('serve: a feedback webhook that fails and recovers gets every record, in or
 	assert.deepEqual(delivered.map((r) => r.seq), [...delivered.map((r) => r.seq)].sort((a, b) => a - b), 'in order');
 	assert.ok(posts.filter((p) => p.status === 500).length >= 2, 'the failures were retried');
 	assert.ok(delivered.every((r) => r.reason === 'Unregistered'));
+	assert.equal(unsigned, 0, 'every delivery carried a valid signature');
+	assert.ok(!d.output().includes(WEBHOOK_SECRET), 'the secret is never logged');
 	// The API's readers still see them (the webhook does not consume them).
 	assert.equal((await d.api('GET', '/v1/apps/hooked/feedback')).body.feedback.length, gone.length);
 });

@@ -18,7 +18,8 @@ export interface AppInput {
 	readonly key?: string;
 	readonly gateway?: { readonly host: string; readonly port: number };
 	readonly ca?: string;
-	readonly webhook?: { readonly url: string };
+	/** Feedback POSTed to `url`, each delivery signed with `secret` (write-only, sealed with the credentials). */
+	readonly webhook?: { readonly url: string; readonly secret: string };
 }
 
 /** What of an app is stored in the clear. */
@@ -30,7 +31,8 @@ export interface AppSettings {
 	readonly teamId: string | undefined;
 	readonly gateway: { readonly host: string; readonly port: number } | undefined;
 	readonly ca: string | undefined;
-	readonly webhook: { readonly url: string } | undefined;
+	/** `signed`: its deliveries carry a signature (apps stored before webhooks were signed do not). */
+	readonly webhook: { readonly url: string; readonly signed?: boolean } | undefined;
 	/** The certificate's facts (certificate auth), as found when it was provisioned. */
 	readonly certificate: { readonly commonName: string | undefined; readonly topic: string | undefined; readonly notBefore: string; readonly notAfter: string; readonly environments: { readonly sandbox: boolean; readonly production: boolean } } | undefined;
 }
@@ -42,7 +44,12 @@ export interface AppSecrets {
 	readonly passphrase?: string;
 	readonly cert?: string;
 	readonly key?: string;
+	/** The webhook's signing secret. */
+	readonly webhookSecret?: string;
 }
+
+/** Shortest webhook secret: 32 characters (a receiver checks an HMAC-SHA256 with it). */
+export const WEBHOOK_SECRET_MIN = 32;
 
 /** PEM text only: a string that is not PEM would be read by the library as a file path. */
 const PEM = { type: 'string', minLength: 1, maxLength: 65_536, pattern: '-----BEGIN [A-Z0-9 ]+-----' } as const;
@@ -75,8 +82,8 @@ export const APP_INPUT_SCHEMA = {
 		webhook: {
 			type: 'object',
 			additionalProperties: false,
-			required: ['url'],
-			properties: { url: { type: 'string', pattern: '^https?://', maxLength: 2048 } },
+			required: ['url', 'secret'],
+			properties: { url: { type: 'string', pattern: '^https?://', maxLength: 2048 }, secret: { type: 'string', minLength: WEBHOOK_SECRET_MIN, maxLength: 256 } },
 		},
 	},
 } as const;
@@ -98,6 +105,7 @@ export function splitInput(input: AppInput): { settings: Omit<AppSettings, 'cert
 	if ((input.cert === undefined) !== (input.key === undefined)) throw new AppInputError(input.cert === undefined ? 'body/cert' : 'body/key', 'cert and key go together');
 	if (input.passphrase !== undefined && input.pfx === undefined && input.key === undefined) throw new AppInputError('body/passphrase', 'a passphrase goes with pfx or an encrypted key');
 	if (input.token !== undefined && input.topic === undefined) throw new AppInputError('body/topic', 'required with token authentication (the bundle ID)');
+	if (input.webhook !== undefined) checkWebhookUrl(input.webhook.url);
 	const settings = {
 		environment: input.environment,
 		topic: input.topic,
@@ -106,7 +114,7 @@ export function splitInput(input: AppInput): { settings: Omit<AppSettings, 'cert
 		teamId: input.token?.teamId,
 		gateway: input.gateway,
 		ca: input.ca,
-		webhook: input.webhook,
+		webhook: input.webhook === undefined ? undefined : { url: input.webhook.url, signed: true },
 	};
 	const secrets: AppSecrets = {
 		...(input.token === undefined ? {} : { tokenKey: input.token.key }),
@@ -114,8 +122,21 @@ export function splitInput(input: AppInput): { settings: Omit<AppSettings, 'cert
 		...(input.passphrase === undefined ? {} : { passphrase: input.passphrase }),
 		...(input.cert === undefined ? {} : { cert: input.cert }),
 		...(input.key === undefined ? {} : { key: input.key }),
+		...(input.webhook === undefined ? {} : { webhookSecret: input.webhook.secret }),
 	};
 	return { settings, secrets };
+}
+
+/** A webhook URL: http(s), and no user info (it would be stored, shown and logged in the clear). @throws {@link AppInputError} */
+function checkWebhookUrl(text: string): void {
+	let url: URL;
+	try {
+		url = new URL(text);
+	} catch {
+		throw new AppInputError('body/webhook/url', 'is not a URL');
+	}
+	if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AppInputError('body/webhook/url', 'must be http:// or https://');
+	if (url.username !== '' || url.password !== '') throw new AppInputError('body/webhook/url', 'must not carry credentials (user:password@): the receiver checks the signature made with webhook.secret instead');
 }
 
 /**
@@ -190,7 +211,7 @@ export function appView(id: string, settings: AppSettings, state: { createdAt: n
 		...(settings.auth === 'token' ? { keyId: settings.keyId, teamId: settings.teamId } : {}),
 		...(settings.certificate === undefined ? {} : { certificate: settings.certificate }),
 		gateway: settings.gateway ?? null,
-		webhook: settings.webhook ?? null,
+		webhook: settings.webhook === undefined ? null : { url: settings.webhook.url, signed: settings.webhook.signed === true },
 		pending: state.pending,
 		createdAt: new Date(state.createdAt).toISOString(),
 		updatedAt: new Date(state.updatedAt).toISOString(),

@@ -24,7 +24,7 @@ import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.j
 import { Metrics } from './metrics.js';
 import type { Accepted, Idempotency, PushStore, StoredApp, TokenFailure, WorkResult, WorkSource, WorkUnit } from './store.js';
 import { SecretBox } from './secrets.js';
-import { feedbackPage, notificationView, openApp, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
+import { feedbackPage, notificationView, openApp, openSecrets, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
 import { Webhooks } from './webhook.js';
 
 /** Options of {@link Engine.open}. */
@@ -74,6 +74,8 @@ interface LiveApp {
 	readonly manager: ApnsManager | undefined;
 	/** Why it has no manager (its credentials do not load). */
 	readonly stopped: string | undefined;
+	/** What its webhook deliveries are signed with (undefined: unsigned, from before webhooks were signed). */
+	readonly webhookSecret: string | undefined;
 }
 
 export class Engine implements PushService {
@@ -292,7 +294,13 @@ export class Engine implements PushService {
 				this.log.error({ app: id, code: (error as { code?: string }).code, err: { message: stopped } }, 'app not started');
 			}
 		}
-		const next: LiveApp = { app, settings, manager, stopped };
+		let webhookSecret: string | undefined;
+		try {
+			webhookSecret = openSecrets(id, app.sealed, this.#box).webhookSecret;
+		} catch {
+			webhookSecret = undefined; // its credentials do not open: it is stopped, and its webhook waits (below)
+		}
+		const next: LiveApp = { app, settings, manager, stopped, webhookSecret };
 		this.#apps.set(id, next);
 		// It could not send before (stopped): its units waiting out a delay go now.
 		if (manager !== undefined && live !== undefined && live.manager === undefined) this.#work?.resume?.(id);
@@ -336,7 +344,11 @@ export class Engine implements PushService {
 	}
 
 	#wakeWebhook(live: LiveApp): void {
-		if (live.settings.webhook !== undefined && !this.#closing) this.#webhooks.wake(live.app.gen, live.settings.webhook.url, live.app.id);
+		const hook = live.settings.webhook;
+		if (hook === undefined || this.#closing) return;
+		// A signed webhook whose secret cannot be opened waits (never delivered unsigned) until a PUT fixes it.
+		if (hook.signed === true && live.webhookSecret === undefined) return;
+		this.#webhooks.wake(live.app.gen, hook.url, live.app.id, live.webhookSecret);
 	}
 
 	// ---- API operations (api.ts) ----
@@ -354,7 +366,7 @@ export class Engine implements PushService {
 		// This daemon takes the manager it checked; others load the app when told.
 		await this.#load(id, { app: stored.app, manager }).catch(() => {});
 		this.log.info({ app: id, created: stored.created, auth: settings.auth, environment: settings.environment }, stored.created ? 'app provisioned' : 'app updated');
-		return this.#view(this.#apps.get(id) ?? { app: stored.app, settings, manager: undefined, stopped: undefined });
+		return this.#view(this.#apps.get(id) ?? { app: stored.app, settings, manager: undefined, stopped: undefined, webhookSecret: undefined });
 	}
 
 	async getApp(id: string): Promise<Record<string, unknown>> {

@@ -156,12 +156,14 @@ export function prepareApp(id: string, input: AppInput, box: SecretBox | undefin
 
 /** A stored app's manager: its credentials opened with `box`. @throws when they cannot be (the app stays stopped). */
 export function openApp(id: string, settings: AppSettings, sealed: string | undefined, box: SecretBox | undefined, tokens: SharedTokens, log: Logger): ApnsManager {
-	let secrets: AppSecrets = {};
-	if (sealed !== undefined) {
-		if (box === undefined) throw new ServerError('APNS_SERVER_SECRET', 'stored credentials cannot be opened without APNS_WORKER_SECRET');
-		secrets = JSON.parse(box.open(sealed, id)) as AppSecrets;
-	}
-	return watched(id, new ApnsManager(managerOptions(settings, secrets, tokens)), log);
+	return watched(id, new ApnsManager(managerOptions(settings, openSecrets(id, sealed, box), tokens)), log);
+}
+
+/** A stored app's sealed secrets, opened with `box`. @throws when they cannot be. */
+export function openSecrets(id: string, sealed: string | undefined, box: SecretBox | undefined): AppSecrets {
+	if (sealed === undefined) return {};
+	if (box === undefined) throw new ServerError('APNS_SERVER_SECRET', 'stored credentials cannot be opened without APNS_WORKER_SECRET');
+	return JSON.parse(box.open(sealed, id)) as AppSecrets;
 }
 
 /** Log what a manager reports that no receipt carries (it cannot reach APNs). */

@@ -1,10 +1,13 @@
 /**
- * Feedback webhooks: an app with `webhook: { url }` gets its feedback records POSTed in batches, in
- * order, each batch until the receiver answers 2xx (retried with capped, jittered backoff; never
- * skipped). p-queue bounds how many apps deliver at once. The app's cursor in the store moves only past
+ * Feedback webhooks: an app with `webhook: { url, secret }` gets its feedback records POSTed in batches,
+ * in order, each batch until the receiver answers 2xx (retried with capped, jittered backoff; never
+ * skipped). Each POST is signed as Stripe signs: `apns-worker-signature: t=<unix seconds>,v1=<hex
+ * HMAC-SHA256(secret, "<t>.<body>")>`, so a receiver can tell our deliveries from a stranger's and refuse
+ * old ones (replays). Neither the URL nor a body is logged. p-queue bounds how many apps deliver at once. The app's cursor in the store moves only past
  * what a receiver accepted, so a restart goes on where it stopped (a batch may arrive twice — also when
  * several daemons share one Redis and more than one delivers; records carry their `seq` for that).
  */
+import { createHmac } from 'node:crypto';
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../drivers/backoff.js';
@@ -41,9 +44,19 @@ const HELD_RETRY_MS = 15_000;
 /** Between failed deliveries to one receiver: 1 s doubling to 60 s, up to a fifth less for jitter. */
 const BACKOFF = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 } as const;
 
+/** The header a delivery's signature is in. */
+export const SIGNATURE_HEADER = 'apns-worker-signature';
+
+/** The signature of `body` sent at `t` (unix seconds) with `secret`: the header's value. */
+export function signature(secret: string, t: number, body: string): string {
+	return `t=${t},v1=${createHmac('sha256', secret).update(`${t}.${body}`).digest('hex')}`;
+}
+
 interface Target {
 	url: string;
 	app: string;
+	/** Signs every delivery; undefined for an app stored before webhooks were signed. */
+	secret: string | undefined;
 	busy: boolean;
 	again: boolean;
 	failures: number;
@@ -62,18 +75,18 @@ export class Webhooks {
 		this.#log = log;
 	}
 
-	/** The app `app` (the source's `key`) may have records for `url`: deliver them. */
-	wake(key: string, url: string, app: string): void {
+	/** The app `app` (the source's `key`) may have records for `url`: deliver them, signed with `secret`. */
+	wake(key: string, url: string, app: string, secret: string | undefined): void {
 		if (this.#closed) return;
 		let t = this.#targets.get(key);
 		if (t === undefined) {
-			t = { url, app, busy: false, again: false, failures: 0, timer: undefined };
+			t = { url, app, secret, busy: false, again: false, failures: 0, timer: undefined };
 			this.#targets.set(key, t);
 		}
-		if (t.url !== url) {
-			// Another URL: a fresh target (a delivery to the old one in progress sees it was replaced).
+		if (t.url !== url || t.secret !== secret) {
+			// Another URL or secret: a fresh target (a delivery to the old one in progress sees it was replaced).
 			clearTimeout(t.timer);
-			t = { url, app, busy: false, again: false, failures: 0, timer: undefined };
+			t = { url, app, secret, busy: false, again: false, failures: 0, timer: undefined };
 			this.#targets.set(key, t);
 		}
 		if (t.busy || t.timer !== undefined) {
@@ -99,7 +112,9 @@ export class Webhooks {
 				if (batch.length === 0 || this.#closed) break;
 				last = batch[batch.length - 1]!.seq;
 				const body = JSON.stringify({ app: t.app, feedback: batch.map((r) => ({ seq: r.seq, token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })) });
-				const res = await fetch(t.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+				const headers: Record<string, string> = { 'content-type': 'application/json' };
+				if (t.secret !== undefined) headers[SIGNATURE_HEADER] = signature(t.secret, Math.floor(Date.now() / 1000), body);
+				const res = await fetch(t.url, { method: 'POST', headers, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
 				await res.body?.cancel();
 				if (!res.ok) failure = `HTTP ${res.status}`;
 			} catch (error) {
@@ -124,7 +139,7 @@ export class Webhooks {
 		}
 		await this.#source.release?.(key).catch(() => {});
 		t.busy = false;
-		if (t.again && !this.#closed) this.wake(key, t.url, t.app);
+		if (t.again && !this.#closed) this.wake(key, t.url, t.app, t.secret);
 	}
 
 	/** Deliver `key`'s records again in `delay` ms. */
@@ -132,7 +147,7 @@ export class Webhooks {
 		t.busy = false;
 		t.timer = setTimeout(() => {
 			t.timer = undefined;
-			if (this.#targets.get(key) === t) this.wake(key, t.url, t.app);
+			if (this.#targets.get(key) === t) this.wake(key, t.url, t.app, t.secret);
 		}, delay);
 		t.timer.unref();
 	}

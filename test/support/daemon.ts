@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startMockApnsHttp2, type MockApnsHttp2, type MockApnsHttp2Faults } from '../../src/testing.js';
+import { verified } from '../../examples/verify-webhook.js';
 import { certs } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
@@ -17,6 +18,13 @@ const CLI = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 export const SECRET = 'test-secret-0123456789abcdef';
 export const API_KEY = 'test-api-key-0123456789abcdef';
 export const TOPIC = 'com.example.daemon';
+/** A webhook's signing secret (32 characters or more). */
+export const WEBHOOK_SECRET = 'webhook-secret-0123456789abcdefghij';
+
+/** What a receiver runs (examples/verify-webhook.ts, shown in the README): every webhook test receives through it. */
+export function verifySignature(secret: string, header: string | undefined, body: string): boolean {
+	return verified(secret, header, body);
+}
 const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 export const P8 = { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), keyId: 'DAEMONKEY1', teamId: 'DAEMONTEAM' };
 
