@@ -2,14 +2,19 @@
  * The daemon's API as a stranger and a careless client would try it (issue 27): the real daemon as a
  * child process. What a request without the key can make it do, bodies and their limits, and the small
  * protocol faults: the scheme's case, Idempotency-Key reused or given twice, app ids `.` and `..`, a body
- * that is not JSON, `__proto__`, headers too large — every refusal a 4xx of one shape naming the field.
+ * that is not JSON, `__proto__`, headers too large — every refusal a 4xx of one shape naming the field —
+ * and TLS on the API (real certificates on 127.0.0.1).
  */
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { makeTestCertificates } from '../src/mock/certs.js';
 import { MAX_JSON_DEPTH } from '../src/server/api.js';
 import { makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, dataDir, mockApns, startDaemon, type RunningDaemon } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, startDaemon, until, type RunningDaemon } from './support/daemon.js';
 import { REDIS_MISSING, startRedis } from './support/redis.js';
 
 /**
@@ -128,5 +133,69 @@ for (const store of ['sqlite', 'redis'] as const) {
 		assert.deepEqual([other.body.error, other.body.field], ['idempotency_key_reused', 'headers/idempotency-key']);
 		const app = await d.api('GET', '/v1/apps/a');
 		assert.ok(app.body.pending <= 3, `only the first request's 3 are stored (pending ${app.body.pending})`);
+	});
+}
+
+/** A GET over HTTPS trusting `ca` only; the status, or the error's code. */
+function httpsGet(url: string, path: string, ca: string, headers: Record<string, string> = {}): Promise<number | string> {
+	const { hostname, port } = new URL(url);
+	return new Promise((resolve) => {
+		const req = httpsRequest({ host: hostname, port, path, ca, headers, agent: false }, (res) => {
+			res.resume();
+			res.on('end', () => resolve(res.statusCode!));
+		});
+		req.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+		req.end();
+	});
+}
+
+test('api: --tls-cert/--tls-key serve HTTPS only; SIGHUP reads a renewed certificate without dropping work (a bad one keeps the old); a non-loopback --host without TLS is warned about, and the address printed is the one listened on', async (t) => {
+	const dir = dataDir(t);
+	const files = { cert: join(dir, 'api.crt'), key: join(dir, 'api.key') };
+	const first = makeTestCertificates();
+	writeFileSync(files.cert, first.server.cert);
+	writeFileSync(files.key, first.server.key);
+	const d = await startDaemon(t, join(dir, 'data'), { args: ['--tls-cert', files.cert, '--tls-key', files.key], env: { LOG_LEVEL: 'info' } });
+	assert.match(d.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+	assert.equal(await httpsGet(d.url, '/healthz', first.ca.cert), 200);
+	assert.equal(await httpsGet(d.url, '/v1/apps', first.ca.cert, { authorization: `Bearer ${API_KEY}` }), 200);
+	const plain = await fetch(d.url.replace('https:', 'http:') + '/healthz').then((r) => r.status, (error: Error) => error.message);
+	assert.notEqual(plain, 200, 'no plain HTTP');
+	assert.ok(!d.output().includes('WARNING'), 'loopback with TLS: nothing to warn about');
+	// Work waiting on a gateway where nothing listens, across the reload.
+	assert.equal((await httpsJson(d.url, 'PUT', '/v1/apps/a', first.ca.cert, appBody({ host: '127.0.0.1', port: 9 }))).status, 200);
+	assert.equal((await httpsJson(d.url, 'POST', '/v1/apps/a/notifications', first.ca.cert, { notifications: [{ tokens: makeTokens(5, 0x41), aps: { alert: 'x' } }] })).status, 202);
+	const renewed = makeTestCertificates();
+	writeFileSync(files.cert, renewed.server.cert);
+	writeFileSync(files.key, renewed.server.key);
+	d.child.kill('SIGHUP');
+	await until(async () => (d.output().includes('read again (SIGHUP)') ? true : undefined), 'the reload to be logged', 100, 20);
+	assert.equal(await httpsGet(d.url, '/healthz', renewed.ca.cert), 200, 'new connections get the renewed certificate');
+	assert.notEqual(await httpsGet(d.url, '/healthz', first.ca.cert), 200, 'and no longer the old one');
+	// A broken pair: logged, and the renewed certificate stays.
+	writeFileSync(files.key, first.server.key);
+	d.child.kill('SIGHUP');
+	await until(async () => (d.output().includes('could not be read') ? true : undefined), 'the failed reload to be logged', 100, 20);
+	assert.equal(await httpsGet(d.url, '/healthz', renewed.ca.cert), 200);
+	assert.equal((await httpsJson(d.url, 'GET', '/v1/apps/a', renewed.ca.cert)).body.pending, 5, 'nothing dropped');
+	// Without TLS on every address: warned at start, and the address printed is 0.0.0.0.
+	const open = await startDaemon(t, dataDir(t), { args: ['--host', '0.0.0.0'] });
+	assert.match(open.output(), /listening on http:\/\/0\.0\.0\.0:\d+/);
+	assert.match(open.output(), /WARNING: the API listens on 0\.0\.0\.0 without TLS/);
+	assert.equal((await fetch(`${open.url}/healthz`)).status, 200);
+});
+
+/** A JSON request over HTTPS trusting `ca`, with the API key. */
+function httpsJson(url: string, method: string, path: string, ca: string, body?: unknown): Promise<{ status: number; body: any }> {
+	const { hostname, port } = new URL(url);
+	return new Promise((resolve, reject) => {
+		const req = httpsRequest({ host: hostname, port, path, method, ca, agent: false, headers: { authorization: `Bearer ${API_KEY}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) } }, (res) => {
+			let text = '';
+			res.setEncoding('utf8');
+			res.on('data', (c: string) => (text += c));
+			res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+		});
+		req.on('error', reject);
+		req.end(body === undefined ? undefined : JSON.stringify(body));
 	});
 }

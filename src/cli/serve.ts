@@ -4,6 +4,9 @@
  * loaded only here, so that library users never install them (nor build SQLite); without them this
  * command says what to install.
  */
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createSecureContext, type Server as TlsServer } from 'node:tls';
 import { ServerError } from '../index.js';
 import type { PushStore } from '../server/store.js';
 import { parseFlags, UsageError, wholeNumber } from './args.js';
@@ -18,6 +21,8 @@ export const FLAGS = {
 	redis: { type: 'string' },
 	concurrency: { type: 'string' },
 	'lock-timeout': { type: 'string' },
+	'tls-cert': { type: 'string' },
+	'tls-key': { type: 'string' },
 } as const;
 
 /** What `serve` needs beyond the library (package.json peerDependencies), whatever it stores in. */
@@ -40,6 +45,11 @@ JSON over HTTP; the routes are in GET /openapi.json and the README ("Run it as a
                                feedback a webhook has not received yet is kept until it has)
   --shutdown-timeout SECONDS   on SIGTERM/SIGINT, flush this long; the rest is kept (default 10)
   --insecure-plaintext-secrets store credentials unencrypted when APNS_WORKER_SECRET is not set
+  --tls-cert FILE --tls-key FILE
+                               serve the API over HTTPS only (PEM; the chain in the cert file); both
+                               files are read again on SIGHUP, without dropping work. Without them, a
+                               --host other than loopback is warned about at every start: PUT bodies
+                               carry .p8 keys and passphrases
 
 Scale out (several daemons, any machines, one Redis; the README's "Scale out"):
   --redis URL                  keep apps, notifications (BullMQ jobs), outcomes and feedback in Redis
@@ -72,6 +82,10 @@ export async function run(args: readonly string[]): Promise<number> {
 	if (redis === undefined && (concurrency !== undefined || lockSeconds !== undefined)) throw new UsageError(`${concurrency !== undefined ? '--concurrency' : '--lock-timeout'} goes with --redis`);
 	if (redis !== undefined && flags.data !== undefined) throw new UsageError('--data is the embedded store: with --redis, everything is in Redis');
 	if (redis !== undefined && flags['insecure-plaintext-secrets'] === true) throw new UsageError('--insecure-plaintext-secrets does not go with --redis: credentials in a shared Redis are always encrypted (set APNS_WORKER_SECRET)');
+	if ((flags['tls-cert'] === undefined) !== (flags['tls-key'] === undefined)) throw new UsageError(`${flags['tls-cert'] === undefined ? '--tls-key' : '--tls-cert'} needs ${flags['tls-cert'] === undefined ? '--tls-cert' : '--tls-key'} too`);
+	const tlsFiles = flags['tls-cert'] === undefined ? undefined : { cert: flags['tls-cert'], key: flags['tls-key']! };
+	// Read (and checked) before anything else is opened: a daemon that cannot serve HTTPS must not start.
+	const tls = tlsFiles === undefined ? undefined : readTls(tlsFiles);
 	const [{ default: pino }, { buildApi }, { SERVE_DEFAULTS }, { Engine }] = await loadServer();
 	const host = flags.host ?? SERVE_DEFAULTS.host;
 	const listenPort = port ?? SERVE_DEFAULTS.port;
@@ -118,10 +132,13 @@ export async function run(args: readonly string[]): Promise<number> {
 		throw error;
 	}
 	const where = redis === undefined ? { data: store.where } : { redis: store.where };
-	const api = buildApi(daemon);
+	const api = buildApi(daemon, tls);
 	let address: string;
 	try {
-		address = await api.listen({ host, port: listenPort });
+		await api.listen({ host, port: listenPort });
+		// What it listens on (fastify names 127.0.0.1 for 0.0.0.0).
+		const bound = api.server.address() as AddressInfo;
+		address = `${tls === undefined ? 'http' : 'https'}://${bound.family === 'IPv6' ? `[${bound.address}]` : bound.address}:${bound.port}`;
 	} catch (error) {
 		await daemon.close();
 		throw new ServerError('APNS_SERVER_CONFIG', `cannot listen on ${host}:${listenPort}: ${(error as Error).message}`, { cause: error });
@@ -132,8 +149,24 @@ export async function run(args: readonly string[]): Promise<number> {
 	if (redis === undefined && (process.env['APNS_WORKER_SECRET'] === undefined || process.env['APNS_WORKER_SECRET'] === '')) {
 		process.stderr.write(flags['insecure-plaintext-secrets'] === true ? 'apns-worker serve: WARNING: credentials are stored unencrypted (--insecure-plaintext-secrets)\n' : 'apns-worker serve: APNS_WORKER_SECRET is not set: apps cannot be provisioned with credentials\n');
 	}
+	if (tls === undefined && !isLoopback(host)) {
+		const warning = `the API listens on ${host} without TLS: API keys, .p8 keys and passphrases cross the network in the clear; give --tls-cert and --tls-key, or listen on 127.0.0.1 behind a TLS proxy`;
+		process.stderr.write(`apns-worker serve: WARNING: ${warning}\n`);
+		logger.warn({ host }, warning);
+	}
 	process.stderr.write(`apns-worker serve: listening on ${address}\n`);
 	logger.info({ address, ...where }, 'listening');
+	if (tlsFiles !== undefined) {
+		// A renewed certificate without a restart: new connections get it, work goes on.
+		process.on('SIGHUP', () => {
+			try {
+				(api.server as unknown as TlsServer).setSecureContext(readTls(tlsFiles));
+				logger.info({ cert: tlsFiles.cert }, 'TLS certificate and key read again (SIGHUP)');
+			} catch (error) {
+				logger.error({ err: { message: (error as Error).message } }, 'SIGHUP: the TLS files could not be read: the previous certificate stays');
+			}
+		});
+	}
 	return new Promise<number>((resolve) => {
 		let stopping = false;
 		const stop = (signal: string): void => {
@@ -155,6 +188,22 @@ export async function run(args: readonly string[]): Promise<number> {
 		process.once('SIGTERM', () => stop('SIGTERM'));
 		process.once('SIGINT', () => stop('SIGINT'));
 	});
+}
+
+/** The API's certificate and key, read and checked (a pair that does not go together is refused here). */
+function readTls(files: { readonly cert: string; readonly key: string }): { cert: Buffer; key: Buffer } {
+	let pair: { cert: Buffer; key: Buffer };
+	try {
+		pair = { cert: readFileSync(files.cert), key: readFileSync(files.key) };
+		createSecureContext(pair);
+	} catch (error) {
+		throw new ServerError('APNS_SERVER_CONFIG', `--tls-cert ${files.cert} / --tls-key ${files.key}: ${(error as Error).message}`, { cause: error });
+	}
+	return pair;
+}
+
+function isLoopback(host: string): boolean {
+	return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 /** The daemon's modules, or a clear word on what to install. */

@@ -67,9 +67,10 @@ interface Route {
 	readonly handler: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown> | unknown;
 }
 
-/** Build the API of `daemon` (not listening yet). */
-export function buildApi(daemon: PushService): FastifyInstance {
-	const app: FastifyInstance = Fastify({
+/** Build the API of `daemon` (not listening yet); with `tls` (PEM), over HTTPS only. */
+export function buildApi(daemon: PushService, tls?: { readonly key: string | Buffer; readonly cert: string | Buffer }): FastifyInstance {
+	const app = Fastify({
+		...(tls === undefined ? {} : { https: { key: tls.key, cert: tls.cert } }),
 		loggerInstance: daemon.log as FastifyBaseLogger,
 		// Request lines are left out: the metrics have the latency, and the log stays about the pushes.
 		logController: new LogController({ disableRequestLogging: true }),
@@ -82,7 +83,7 @@ export function buildApi(daemon: PushService): FastifyInstance {
 		ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
 		// What Node refuses before a route is known (headers over 16 KiB: 431) has the API's error shape too.
 		clientErrorHandler: clientError,
-	});
+	}) as unknown as FastifyInstance;
 	const expected = digest(daemon.apiKey);
 
 	// JSON only (anything else is 415), its nesting bounded before it is parsed, `__proto__` refused by name.

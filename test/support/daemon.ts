@@ -62,10 +62,11 @@ export async function startDaemon(t: TestContext, dir: string | undefined, optio
 	});
 	const url = await new Promise<string>((resolve, reject) => {
 		const onData = (): void => {
-			const m = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(output);
+			// Listening on every address (0.0.0.0): reached on loopback.
+			const m = /listening on (https?):\/\/(127\.0\.0\.1|0\.0\.0\.0):(\d+)/.exec(output);
 			if (m !== null) {
 				child.stderr!.off('data', onData);
-				resolve(m[1]!);
+				resolve(`${m[1]}://127.0.0.1:${m[3]}`);
 			}
 		};
 		child.stderr!.on('data', onData);
