@@ -113,15 +113,18 @@ test('api: the Authorization scheme is case-insensitive; app ids . and .. are re
 	shape('headers too large', await raw(d.url, 'GET', '/v1/apps', ['authorization', `Bearer ${API_KEY}`, 'x-filler', 'x'.repeat(20 * 1024)]), 431, 'headers');
 });
 
+/** A daemon on a SQLite file, or on a real redis-server of its own. */
+async function daemonOn(t: TestContext, store: 'sqlite' | 'redis'): Promise<RunningDaemon> {
+	if (store === 'sqlite') return startDaemon(t, dataDir(t));
+	const r = await startRedis();
+	t.after(() => r.close());
+	return startDaemon(t, undefined, { args: ['--redis', r.url] });
+}
+
 for (const store of ['sqlite', 'redis'] as const) {
 	test(`api (${store}): the same Idempotency-Key with another body is 422 idempotency_key_reused, and nothing of it is stored; with the same body, the first answer`, { skip: store === 'redis' ? REDIS_MISSING : false }, async (t: TestContext) => {
 		const mock = await mockApns(t);
-		let d: RunningDaemon;
-		if (store === 'redis') {
-			const r = await startRedis();
-			t.after(() => r.close());
-			d = await startDaemon(t, undefined, { args: ['--redis', r.url] });
-		} else d = await startDaemon(t, dataDir(t));
+		const d = await daemonOn(t, store);
 		assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 200);
 		const tokens = makeTokens(3, 0x33);
 		const first = await d.api('POST', '/v1/apps/a/notifications', { notifications: [{ tokens, aps: { alert: 'one' } }] }, { 'idempotency-key': 'order-1' });
@@ -197,5 +200,39 @@ function httpsJson(url: string, method: string, path: string, ca: string, body?:
 		});
 		req.on('error', reject);
 		req.end(body === undefined ? undefined : JSON.stringify(body));
+	});
+}
+
+for (const store of ['sqlite', 'redis'] as const) {
+	test(`api (${store}): an app tells its trouble — connected, lastError (the gateway's certificate refused), the oldest pending notification's age; /metrics has apns_worker_app_up and apns_worker_oldest_pending_seconds`, { skip: store === 'redis' ? REDIS_MISSING : false }, async (t: TestContext) => {
+		const mock = await mockApns(t);
+		const d = await daemonOn(t, store);
+		// Trusting another CA than the mock's: every connection is refused by our own TLS check.
+		assert.equal((await d.api('PUT', '/v1/apps/untrusted', appBody(mock, { ca: makeTestCertificates().ca.cert }))).status, 200);
+		assert.equal((await d.api('PUT', '/v1/apps/ok', appBody(mock))).status, 200);
+		assert.equal((await d.api('POST', '/v1/apps/untrusted/notifications', { notifications: [{ tokens: makeTokens(3, 0x42), aps: { alert: 'x' } }] })).status, 202);
+		const ok = await d.api('POST', '/v1/apps/ok/notifications', { notifications: [{ tokens: makeTokens(2, 0x43), aps: { alert: 'x' } }] });
+		const bad = await until(async () => {
+			const v = (await d.api('GET', '/v1/apps/untrusted')).body;
+			return v.lastError !== null ? v : undefined;
+		}, 'the refused connection to show', 200, 25);
+		assert.equal(bad.state, 'sending', 'its credentials loaded: the trouble is elsewhere, and now it says where');
+		assert.equal(bad.connected, false);
+		assert.equal(bad.lastError.status, 0);
+		assert.match(bad.lastError.reason, /certificate/);
+		assert.ok(!Number.isNaN(Date.parse(bad.lastError.at)));
+		assert.equal(bad.pending, 3);
+		assert.ok(typeof bad.oldestPendingSeconds === 'number' && bad.oldestPendingSeconds >= 0, JSON.stringify(bad));
+		const good = await until(async () => {
+			const v = (await d.api('GET', '/v1/apps/ok')).body;
+			return v.pending === 0 ? v : undefined;
+		}, 'the good app to drain', 200, 25);
+		assert.deepEqual([good.connected, good.lastError, good.oldestPendingSeconds], [true, null, null]);
+		assert.equal(ok.status, 202);
+		const metrics = await (await fetch(`${d.url}/metrics`)).text();
+		assert.match(metrics, /^apns_worker_app_up\{app="untrusted"\} 0$/m);
+		assert.match(metrics, /^apns_worker_app_up\{app="ok"\} 1$/m);
+		assert.match(metrics, /^apns_worker_oldest_pending_seconds\{app="untrusted"\} \d/m);
+		assert.doesNotMatch(metrics, /apns_worker_oldest_pending_seconds\{app="ok"\}/, 'nothing pending: no age');
 	});
 }

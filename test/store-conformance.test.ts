@@ -342,6 +342,8 @@ for (const kind of STORES) {
 			await store.accept(app, [{ body: BODY, tokens: tokens(2, 11) }], Date.now(), undefined);
 			await spec.stop!();
 			await assert.rejects(store.pending([app]));
+			// The call may fail (a command timeout) before the connection's loss is seen: wait for that, bounded.
+			for (let i = 0; i < 200 && store.unavailable === undefined; i++) await new Promise((resolve) => setTimeout(resolve, 25));
 			assert.match(store.unavailable ?? '', /unreachable/);
 			await spec.restart!();
 			let pending: number[] | undefined;

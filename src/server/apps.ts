@@ -202,7 +202,23 @@ export function certificateFacts(info: CertificateInfo | undefined): AppSettings
  * What the API returns for an app: its settings and state, never a secret. `sending`: it has a manager;
  * `stopped`: why it has none (its credentials do not load); neither: it is starting.
  */
-export function appView(id: string, settings: AppSettings, state: { createdAt: number; updatedAt: number; pending: number; sending: boolean; stopped: string | undefined }): Record<string, unknown> {
+export function appView(
+	id: string,
+	settings: AppSettings,
+	state: {
+		createdAt: number;
+		updatedAt: number;
+		pending: number;
+		sending: boolean;
+		stopped: string | undefined;
+		/** A connection to APNs is open now. */
+		connected: boolean;
+		/** The last failure that was the app's (a connection refused, a key APNs refuses), not one token's. */
+		lastError: { status: number; reason: string; at: string } | undefined;
+		/** Age of its oldest notification not yet settled, in s. */
+		oldestPendingSeconds: number | undefined;
+	},
+): Record<string, unknown> {
 	return {
 		id,
 		environment: settings.environment,
@@ -213,6 +229,9 @@ export function appView(id: string, settings: AppSettings, state: { createdAt: n
 		gateway: settings.gateway ?? null,
 		webhook: settings.webhook === undefined ? null : { url: settings.webhook.url, signed: settings.webhook.signed === true },
 		pending: state.pending,
+		oldestPendingSeconds: state.oldestPendingSeconds ?? null,
+		connected: state.connected,
+		lastError: state.lastError ?? null,
 		createdAt: new Date(state.createdAt).toISOString(),
 		updatedAt: new Date(state.updatedAt).toISOString(),
 		state: state.sending ? 'sending' : state.stopped !== undefined ? 'stopped' : 'starting',

@@ -76,6 +76,53 @@ interface LiveApp {
 	readonly stopped: string | undefined;
 	/** What its webhook deliveries are signed with (undefined: unsigned, from before webhooks were signed). */
 	readonly webhookSecret: string | undefined;
+	/** Its manager's connections and the last error that was the app's (not one token's). */
+	readonly health: AppHealth;
+}
+
+/**
+ * Failures that are one notification's or one token's, not the app's (a device gone, a payload too
+ * large): they do not make an app's lastError.
+ */
+const NOTIFICATION_REASONS: ReadonlySet<string> = new Set(['BadDeviceToken', 'Unregistered', 'ExpiredToken', 'DeviceTokenNotForTopic', 'PayloadTooLarge', 'BadCollapseId', 'BadExpirationDate', 'BadPriority', 'BadMessageId', 'MissingDeviceToken', 'DuplicateHeaders', 'PayloadEmpty', 'BadPushType']);
+
+/** What an app's view and `apns_worker_app_up` say of its link to APNs. */
+export class AppHealth {
+	/** Connections open now. */
+	connections = 0;
+	/** The last connect attempt failed (and none succeeded since). */
+	#failing = false;
+	lastError: { status: number; reason: string; at: string } | undefined;
+
+	/** Follow `manager`'s connections (undefined: the app has none, it is stopped). */
+	track(manager: ApnsManager | undefined, stopped: string | undefined): this {
+		if (stopped !== undefined) this.error(0, stopped);
+		if (manager === undefined) return this;
+		manager.on('connected', () => {
+			this.connections++;
+			this.#failing = false;
+		});
+		manager.on('disconnected', (info) => {
+			this.connections = Math.max(0, this.connections - 1);
+			if (info.error !== undefined) this.error(0, `disconnected (${info.reason}): ${info.error.message}`);
+		});
+		manager.on('connectError', (error) => {
+			this.#failing = true;
+			this.error(0, error.message);
+		});
+		return this;
+	}
+
+	/** A failure that is the app's: kept as its lastError (one that is a token's is not). */
+	error(status: number, reason: string): void {
+		if (status !== 0 && NOTIFICATION_REASONS.has(reason)) return;
+		this.lastError = { status, reason, at: new Date().toISOString() };
+	}
+
+	/** It can send: connected, or not failing to connect. */
+	get up(): boolean {
+		return this.connections > 0 || !this.#failing;
+	}
 }
 
 export class Engine implements PushService {
@@ -125,10 +172,11 @@ export class Engine implements PushService {
 		this.metrics = new Metrics(async () => {
 			const apps = [...this.#apps.values()];
 			try {
-				const counts = await this.store.pending(apps.map((a) => a.app));
-				return apps.map((a, i) => [a.app.id, counts[i]!] as [string, number]);
+				const [counts, oldest] = await Promise.all([this.store.pending(apps.map((a) => a.app)), this.store.oldestPending(apps.map((a) => a.app))]);
+				const now = Date.now();
+				return apps.map((a, i) => ({ app: a.app.id, pending: counts[i]!, up: a.manager !== undefined && a.health.up, oldestPendingSeconds: oldest[i] === undefined ? undefined : Math.max(0, (now - oldest[i]!) / 1000) }));
 			} catch {
-				return []; // the store is unreachable: no pending series this scrape
+				return []; // the store is unreachable: no per-app series this scrape
 			}
 		});
 		const me = randomUUID();
@@ -300,7 +348,7 @@ export class Engine implements PushService {
 		} catch {
 			webhookSecret = undefined; // its credentials do not open: it is stopped, and its webhook waits (below)
 		}
-		const next: LiveApp = { app, settings, manager, stopped, webhookSecret };
+		const next: LiveApp = { app, settings, manager, stopped, webhookSecret, health: new AppHealth().track(manager, stopped) };
 		this.#apps.set(id, next);
 		// It could not send before (stopped): its units waiting out a delay go now.
 		if (manager !== undefined && live !== undefined && live.manager === undefined) this.#work?.resume?.(id);
@@ -366,7 +414,7 @@ export class Engine implements PushService {
 		// This daemon takes the manager it checked; others load the app when told.
 		await this.#load(id, { app: stored.app, manager }).catch(() => {});
 		this.log.info({ app: id, created: stored.created, auth: settings.auth, environment: settings.environment }, stored.created ? 'app provisioned' : 'app updated');
-		return this.#view(this.#apps.get(id) ?? { app: stored.app, settings, manager: undefined, stopped: undefined, webhookSecret: undefined });
+		return this.#view(this.#apps.get(id) ?? { app: stored.app, settings, manager: undefined, stopped: undefined, webhookSecret: undefined, health: new AppHealth() });
 	}
 
 	async getApp(id: string): Promise<Record<string, unknown>> {
@@ -404,12 +452,22 @@ export class Engine implements PushService {
 
 	async #view(live: LiveApp): Promise<Record<string, unknown>> {
 		let pending: number;
+		let oldest: number | undefined;
 		try {
-			[pending] = (await this.store.pending([live.app])) as [number];
+			[[pending], [oldest]] = (await Promise.all([this.store.pending([live.app]), this.store.oldestPending([live.app])])) as [[number], [number | undefined]];
 		} catch (error) {
 			throw this.#unavailable(error);
 		}
-		return appView(live.app.id, live.settings, { createdAt: live.app.createdAt, updatedAt: live.app.updatedAt, pending, sending: live.manager !== undefined, stopped: live.stopped });
+		return appView(live.app.id, live.settings, {
+			createdAt: live.app.createdAt,
+			updatedAt: live.app.updatedAt,
+			pending,
+			sending: live.manager !== undefined,
+			stopped: live.stopped,
+			connected: live.health.connections > 0,
+			lastError: live.health.lastError,
+			oldestPendingSeconds: oldest === undefined ? undefined : Math.max(0, Math.round((Date.now() - oldest) / 1000)),
+		});
 	}
 
 	/** Accept notifications: 202 once the store has them. */
@@ -521,7 +579,10 @@ export class Engine implements PushService {
 		}
 		const run = new Recorder(this.store, unit, {
 			delivered: (n) => this.metrics.delivered.inc({ app: unit.app }, n),
-			failed: (reason, n) => this.metrics.failed.inc({ app: unit.app, reason }, n),
+			failed: (reason, n, status) => {
+				this.metrics.failed.inc({ app: unit.app, reason }, n);
+				this.#apps.get(unit.app)?.health.error(status, reason);
+			},
 			feedback: (n) => {
 				this.metrics.feedback.inc({ app: unit.app }, n);
 				const now = this.#apps.get(unit.app);
@@ -732,9 +793,9 @@ export class Recorder {
 			try {
 				const done = await this.#store.settle(this.#unit, sent, failures, Date.now());
 				if (done.sent > 0) this.#events.delivered(done.sent);
-				const reasons = new Map<string, number>();
-				for (const f of done.failed) reasons.set(f.reason, (reasons.get(f.reason) ?? 0) + 1);
-				for (const [reason, n] of reasons) this.#events.failed(reason, n);
+				const reasons = new Map<string, { n: number; status: number }>();
+				for (const f of done.failed) reasons.set(f.reason, { n: (reasons.get(f.reason)?.n ?? 0) + 1, status: f.status });
+				for (const [reason, { n, status }] of reasons) this.#events.failed(reason, n, status);
 				if (done.feedback > 0) this.#events.feedback(done.feedback);
 				return;
 			} catch (error) {
@@ -750,7 +811,8 @@ export class Recorder {
 /** What a {@link Recorder} tells the engine (metrics, webhooks, logs). */
 export interface RecorderEvents {
 	delivered(count: number): void;
-	failed(reason: string, count: number): void;
+	/** `count` tokens failed for `reason` (APNs' `status`, or 0 when none answered). */
+	failed(reason: string, count: number, status: number): void;
 	feedback(count: number): void;
 	/** A flush failed (the store unreachable): it is retried. */
 	retrying(error: Error, attempt: number): void;

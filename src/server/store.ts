@@ -201,6 +201,8 @@ export interface PushStore {
 	idempotent(app: StoredApp, key: string): Promise<Accepted | undefined>;
 	/** Notifications (one per token) accepted and not yet settled, per app. */
 	pending(apps: readonly StoredApp[]): Promise<number[]>;
+	/** When each app's oldest notification not yet settled was accepted (ms), or undefined when it has none. */
+	oldestPending(apps: readonly StoredApp[]): Promise<Array<number | undefined>>;
 	status(app: StoredApp, notification: string): Promise<NotificationCounts | undefined>;
 
 	/**

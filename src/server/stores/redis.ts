@@ -22,6 +22,7 @@
  * | `aw:fbseq`, `aw:whc`, `aw:fbsrv` | hash | per incarnation: the last feedback seq; the webhook's cursor; how far the API handed feedback out (acknowledgements stop there) |
  * | `aw:whl:{gen}` | string | which daemon delivers the app's webhook now (expires in 30 s unless extended) |
  * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
+ * | `aw:old:{gen}` | sorted set | the app's unsettled notifications (their hash keys) by when they were accepted (ms): the oldest pending's age |
  * | `aw:wait:{app}` | set | ids of the app's jobs delayed because it could not send (promoted when a PUT starts it; expires in 10 min) |
  *
  * A notification's keys and its jobs' progress are kept while it is unsettled (each settlement and
@@ -130,7 +131,10 @@ if newSent + newFailed > 0 then
 	if c[1] then
 		-- Counted as pending once its acceptance is recorded (ACCEPT subtracts what settled before it).
 		redis.call('HINCRBY', KEYS[4], ARGV[1], -(newSent + newFailed))
-		if tonumber(c[2] or '0') + tonumber(c[3] or '0') >= tonumber(c[1]) then ttl = ARGV[3] end
+		if tonumber(c[2] or '0') + tonumber(c[3] or '0') >= tonumber(c[1]) then
+			ttl = ARGV[3]
+			redis.call('ZREM', 'aw:old:' .. ARGV[1], KEYS[2])
+		end
 	end
 	redis.call('EXPIRE', KEYS[2], ttl)
 	redis.call('EXPIRE', KEYS[3], ttl)
@@ -152,7 +156,7 @@ return {newSent, feedback, unpack(fresh)}
 /**
  * Record accepted notifications (after their jobs were added). KEYS: pending hash, apps hash, then per
  * notification its hash and its failures list; ARGV: gen, retention (s), app id, unsettled period (s),
- * then one total each.
+ * now (ms), then one total each. An unsettled notification joins `aw:old:{gen}` (SETTLE takes it out).
  * Returns 0 (nothing recorded) when the app is no longer that incarnation: deleted, or deleted and made
  * again, since the request began — its jobs are then dropped by whoever takes them. A notification
  * recorded already (a retry with the same Idempotency-Key) is not counted again; one whose tokens
@@ -164,12 +168,12 @@ if not app or cjson.decode(app).gen ~= ARGV[1] then return 0 end
 for k = 0, (#KEYS - 2) / 2 - 1 do
 	local hash = KEYS[3 + 2 * k]
 	local list = KEYS[4 + 2 * k]
-	local total = tonumber(ARGV[5 + k])
+	local total = tonumber(ARGV[6 + k])
 	if redis.call('HSETNX', hash, 'total', total) == 1 then
 		local counts = redis.call('HMGET', hash, 'sent', 'failed')
 		local settled = tonumber(counts[1] or '0') + tonumber(counts[2] or '0')
 		local ttl = ARGV[4]
-		if settled >= total then ttl = ARGV[2] end
+		if settled >= total then ttl = ARGV[2] else redis.call('ZADD', 'aw:old:' .. ARGV[1], 'NX', ARGV[5], hash) end
 		redis.call('EXPIRE', hash, ttl)
 		redis.call('EXPIRE', list, ttl)
 		redis.call('HINCRBY', KEYS[1], ARGV[1], total - settled)
@@ -210,6 +214,7 @@ redis.call('HDEL', KEYS[3], gen)
 redis.call('HDEL', KEYS[4], gen)
 redis.call('HDEL', KEYS[5], gen)
 redis.call('DEL', 'aw:fb:' .. gen)
+redis.call('DEL', 'aw:old:' .. gen)
 redis.call('PUBLISH', '${APPS_CHANNEL}', ARGV[1])
 return dropped
 `;
@@ -279,7 +284,7 @@ export class RedisData {
 	 */
 	async accepted(app: string, gen: string, notifications: ReadonlyArray<{ id: string; total: number }>): Promise<boolean> {
 		const keys = notifications.flatMap((n) => notificationKeys(gen, n.id));
-		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, this.#unsettledS, ...notifications.map((n) => n.total))) === 1;
+		return (await this.#r.awAccept(keys.length + 2, 'aw:pending', 'aw:apps', ...keys, gen, this.#retentionS, app, this.#unsettledS, Date.now(), ...notifications.map((n) => n.total))) === 1;
 	}
 
 	/** The answer given to an earlier request with this Idempotency-Key. */
@@ -297,6 +302,14 @@ export class RedisData {
 	async pending(gens: readonly string[]): Promise<number[]> {
 		if (gens.length === 0) return [];
 		return (await this.#r.hmget('aw:pending', ...gens)).map((v) => Math.max(0, Number(v ?? 0)));
+	}
+
+	/** When each incarnation's oldest unsettled notification was accepted (ms), or undefined when none is. */
+	async oldestPending(gens: readonly string[]): Promise<Array<number | undefined>> {
+		if (gens.length === 0) return [];
+		const p = this.#r.pipeline();
+		for (const gen of gens) p.zrange(`aw:old:${gen}`, '0', '0', 'WITHSCORES');
+		return (await exec(p)).map((r) => ((r as string[]).length === 2 ? Number((r as string[])[1]) : undefined));
 	}
 
 	async status(gen: string, id: string): Promise<{ total: number; sent: number; failed: number; failures: Array<{ token: string; status: number; reason: string }> } | undefined> {
@@ -695,6 +708,10 @@ export class RedisStore implements PushStore {
 
 	pending(apps: readonly StoredApp[]): Promise<number[]> {
 		return this.#data.pending(apps.map((a) => a.gen));
+	}
+
+	oldestPending(apps: readonly StoredApp[]): Promise<Array<number | undefined>> {
+		return this.#data.oldestPending(apps.map((a) => a.gen));
 	}
 
 	status(app: StoredApp, notification: string): Promise<NotificationCounts | undefined> {

@@ -295,6 +295,10 @@ export class SqliteStore implements PushStore {
 		return apps.map((a) => Number((this.#q.countPending.get(Number(a.gen)) as { n: number }).n));
 	}
 
+	async oldestPending(apps: readonly StoredApp[]): Promise<Array<number | undefined>> {
+		return apps.map((a) => (this.#q.oldestPending.get(Number(a.gen)) as { created_at: number } | undefined)?.created_at);
+	}
+
 	async status(app: StoredApp, id: string): Promise<NotificationCounts | undefined> {
 		const row = this.#q.getStatus.get(id, Number(app.gen)) as { num: number; total: number; sent: number; failed: number } | undefined;
 		if (row === undefined) return undefined;
@@ -798,6 +802,8 @@ function prepare(db: Database.Database) {
 		getDispatched: db.prepare('SELECT dispatched FROM apps WHERE num = ?'),
 		allDispatched: db.prepare('SELECT num, dispatched FROM apps'),
 		countPending: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ?'),
+		// The lowest pending row is of the oldest notification (rows are numbered as they are accepted).
+		oldestPending: db.prepare('SELECT n.created_at FROM pending p JOIN notifications n ON n.num = p.notification WHERE p.app = ? ORDER BY p.seq LIMIT 1'),
 		countPendingUpTo: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ? AND seq <= ?'),
 		getBody: db.prepare('SELECT id, body FROM notifications WHERE num = ?'),
 		deletePending: db.prepare('DELETE FROM pending WHERE seq = ?'),
