@@ -3,18 +3,22 @@
  * child process. What a request without the key can make it do, bodies and their limits, and the small
  * protocol faults: the scheme's case, Idempotency-Key reused or given twice, app ids `.` and `..`, a body
  * that is not JSON, `__proto__`, headers too large — every refusal a 4xx of one shape naming the field —
- * and TLS on the API (real certificates on 127.0.0.1).
+ * TLS on the API (real certificates on 127.0.0.1), what an app's view says of its trouble, and secrets
+ * that change (rotated, or sealed once given).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { makeTestCertificates } from '../src/mock/certs.js';
 import { MAX_JSON_DEPTH } from '../src/server/api.js';
 import { makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, dataDir, mockApns, startDaemon, until, type RunningDaemon } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, SECRET, startDaemon, until, type RunningDaemon } from './support/daemon.js';
 import { REDIS_MISSING, startRedis } from './support/redis.js';
 
 /**
@@ -236,3 +240,75 @@ for (const store of ['sqlite', 'redis'] as const) {
 		assert.doesNotMatch(metrics, /apns_worker_oldest_pending_seconds\{app="ok"\}/, 'nothing pending: no age');
 	});
 }
+
+/** `apns-worker serve ARGS` run to its end (a one-shot such as --rotate-secret): its exit code and what it printed. */
+function serveOnce(args: string[], env: Record<string, string | undefined>): Promise<{ code: number | null; output: string }> {
+	const full: Record<string, string | undefined> = { ...process.env, APNS_WORKER_API_KEY: API_KEY, LOG_LEVEL: 'warn', ...env };
+	for (const [k, v] of Object.entries(full)) if (v === undefined) delete full[k];
+	const child = spawn(process.execPath, [fileURLToPath(new URL('../src/cli.js', import.meta.url)), 'serve', ...args], { env: full as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+	let output = '';
+	child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+	child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+	return new Promise((resolve) => child.once('exit', (code) => resolve({ code, output })));
+}
+
+const NEW_SECRET = 'the-new-secret-0123456789abcdefgh';
+
+for (const store of ['sqlite', 'redis'] as const) {
+	test(`api (${store}): serve --rotate-secret re-seals every credential under the new secret in one go (the old one no longer opens them; a wrong old secret changes nothing); the app sends after`, { skip: store === 'redis' ? REDIS_MISSING : false }, async (t: TestContext) => {
+		const mock = await mockApns(t);
+		const dir = dataDir(t);
+		const redis = store === 'redis' ? await startRedis() : undefined;
+		if (redis !== undefined) t.after(() => redis.close());
+		const where = redis === undefined ? ['--data', dir] : ['--redis', redis.url];
+		const start = (secret: string): Promise<RunningDaemon> => startDaemon(t, redis === undefined ? dir : undefined, { args: redis === undefined ? [] : ['--redis', redis.url], env: { APNS_WORKER_SECRET: secret } });
+		let d = await start(SECRET);
+		for (const id of ['a', 'b']) assert.equal((await d.api('PUT', `/v1/apps/${id}`, appBody(mock))).status, 200);
+		d.child.kill('SIGTERM');
+		assert.deepEqual(await d.exited, { code: 0, signal: null });
+		const wrong = await serveOnce([...where, '--rotate-secret'], { APNS_WORKER_SECRET_OLD: 'not-the-secret-0123456789abcdef', APNS_WORKER_SECRET: NEW_SECRET });
+		assert.equal(wrong.code, 2, wrong.output);
+		assert.match(wrong.output, /APNS_WORKER_SECRET_OLD is not the secret/);
+		const rotated = await serveOnce([...where, '--rotate-secret'], { APNS_WORKER_SECRET_OLD: SECRET, APNS_WORKER_SECRET: NEW_SECRET });
+		assert.equal(rotated.code, 0, rotated.output);
+		assert.match(rotated.output, /re-sealed the credentials of 2 apps/);
+		assert.ok(!rotated.output.includes(NEW_SECRET) && !rotated.output.includes(SECRET), 'no secret printed');
+		const old = await startDaemon(t, redis === undefined ? dir : undefined, { args: redis === undefined ? [] : ['--redis', redis.url], env: { APNS_WORKER_SECRET: SECRET } }).then(
+			() => 'started',
+			(error: Error) => error.message,
+		);
+		assert.match(old, /is not the secret the credentials/, 'the old secret no longer opens them');
+		d = await start(NEW_SECRET);
+		assert.equal((await d.api('GET', '/v1/apps/a')).body.state, 'sending');
+		const tokens = makeTokens(2, 0x44);
+		const post = await d.api('POST', '/v1/apps/b/notifications', { notifications: [{ tokens, aps: { alert: 'x' } }] });
+		assert.equal(post.status, 202);
+		await until(async () => (tokens.every((tk) => mock.counts.get(tk) === 1) ? true : undefined), 'the rotated app to send', 200, 25);
+	});
+}
+
+test('api (sqlite): credentials stored with --insecure-plaintext-secrets are sealed by the first start with APNS_WORKER_SECRET; after that, a start without it is refused', async (t) => {
+	const mock = await mockApns(t);
+	const dir = dataDir(t);
+	let d = await startDaemon(t, dir, { args: ['--insecure-plaintext-secrets'], env: { APNS_WORKER_SECRET: undefined } });
+	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock))).status, 200);
+	d.child.kill('SIGTERM');
+	await d.exited;
+	const stored = (): string => {
+		const db = new Database(join(dir, 'apns-worker.db'), { readonly: true });
+		try {
+			return (db.prepare("SELECT sealed FROM apps WHERE id = 'a'").get() as { sealed: string }).sealed;
+		} finally {
+			db.close();
+		}
+	};
+	assert.match(stored(), /^plain:/);
+	d = await startDaemon(t, dir);
+	assert.equal((await d.api('GET', '/v1/apps/a')).body.state, 'sending');
+	d.child.kill('SIGTERM');
+	await d.exited;
+	assert.match(stored(), /^v1:/, 'sealed at start');
+	const refused = await serveOnce(['--data', dir, '--port', '0', '--insecure-plaintext-secrets'], { APNS_WORKER_SECRET: undefined });
+	assert.equal(refused.code, 2, refused.output);
+	assert.match(refused.output, /are encrypted: start the daemon with the APNS_WORKER_SECRET/);
+});

@@ -88,6 +88,18 @@ for (const kind of STORES) {
 			assert.notEqual(again.gen, app.gen);
 		});
 
+		test('reseal: apps\' sealed credentials and the settings change together, or (an app changed meanwhile) not at all', async (t) => {
+			const { store } = await fresh(t);
+			await store.putApp('a', '{}', 'sealed-a1', 1);
+			await store.putApp('b', '{}', 'sealed-b1', 1);
+			await store.metaOnce('secret-salt', () => 'salt-1');
+			assert.equal(await store.reseal([{ id: 'a', before: 'sealed-a1', after: 'sealed-a2' }, { id: 'b', before: 'not-what-b-holds', after: 'sealed-b2' }], { 'secret-salt': 'salt-2' }, 5), false);
+			assert.deepEqual([(await store.getApp('a'))?.sealed, (await store.getApp('b'))?.sealed, await store.meta('secret-salt')], ['sealed-a1', 'sealed-b1', 'salt-1'], 'nothing changed');
+			assert.equal(await store.reseal([{ id: 'a', before: 'sealed-a1', after: 'sealed-a2' }, { id: 'b', before: 'sealed-b1', after: 'sealed-b2' }], { 'secret-salt': 'salt-2' }, 5), true);
+			const a = await store.getApp('a');
+			assert.deepEqual([a?.sealed, a?.updatedAt, (await store.getApp('b'))?.sealed, await store.meta('secret-salt')], ['sealed-a2', 5, 'sealed-b2', 'salt-2']);
+		});
+
 		test('meta: the first value set wins', async (t) => {
 			const { store } = await fresh(t);
 			assert.equal(await store.meta('k'), undefined);

@@ -23,6 +23,7 @@ export const FLAGS = {
 	'lock-timeout': { type: 'string' },
 	'tls-cert': { type: 'string' },
 	'tls-key': { type: 'string' },
+	'rotate-secret': { type: 'boolean' },
 } as const;
 
 /** What `serve` needs beyond the library (package.json peerDependencies), whatever it stores in. */
@@ -59,6 +60,13 @@ Scale out (several daemons, any machines, one Redis; the README's "Scale out"):
   --lock-timeout SECONDS       a daemon that stops (kill -9, lost machine) has its jobs taken over by
                                the others after one to two times this long (default 30)
 
+Secrets:
+  --rotate-secret              re-seal every stored credential under APNS_WORKER_SECRET (the new one),
+                               opening them with APNS_WORKER_SECRET_OLD, in one transaction; then exit.
+                               Stop the daemons first (with --redis: every one), start them with the new
+                               secret after. Credentials stored with --insecure-plaintext-secrets are
+                               sealed by any start that has APNS_WORKER_SECRET.
+
 Environment:
   APNS_WORKER_API_KEY   the API key (Authorization: Bearer KEY); without it one is generated on
                         first start into DIR/api-key (mode 0600) and printed once
@@ -86,7 +94,7 @@ export async function run(args: readonly string[]): Promise<number> {
 	const tlsFiles = flags['tls-cert'] === undefined ? undefined : { cert: flags['tls-cert'], key: flags['tls-key']! };
 	// Read (and checked) before anything else is opened: a daemon that cannot serve HTTPS must not start.
 	const tls = tlsFiles === undefined ? undefined : readTls(tlsFiles);
-	const [{ default: pino }, { buildApi }, { SERVE_DEFAULTS }, { Engine }] = await loadServer();
+	const [{ default: pino }, { buildApi }, { SERVE_DEFAULTS }, { Engine, rotateSecret }] = await loadServer();
 	const host = flags.host ?? SERVE_DEFAULTS.host;
 	const listenPort = port ?? SERVE_DEFAULTS.port;
 	const dataDir = flags.data ?? SERVE_DEFAULTS.dataDir;
@@ -113,6 +121,18 @@ export async function run(args: readonly string[]): Promise<number> {
 		} catch (error) {
 			await store.close();
 			throw error;
+		}
+	}
+	if (flags['rotate-secret'] === true) {
+		try {
+			const next = process.env['APNS_WORKER_SECRET'] ?? '';
+			if (next === '') throw new ServerError('APNS_SERVER_SECRET', '--rotate-secret seals under APNS_WORKER_SECRET (the new secret): set it, and the old one in APNS_WORKER_SECRET_OLD');
+			const count = await rotateSecret(store, process.env['APNS_WORKER_SECRET_OLD'], next);
+			process.stderr.write(`apns-worker serve: re-sealed the credentials of ${count} app${count === 1 ? '' : 's'} under the new APNS_WORKER_SECRET in ${store.where}; start the daemons with it\n`);
+			logger.warn({ apps: count, store: store.where }, 'secret rotated');
+			return 0;
+		} finally {
+			await store.close();
 		}
 	}
 	let daemon: Awaited<ReturnType<typeof Engine.open>>;

@@ -199,6 +199,11 @@ export class Engine implements PushService {
 		const { store } = options;
 		if (store.shared && options.apiKey.length < 16) throw new ServerError('APNS_SERVER_CONFIG', 'APNS_WORKER_API_KEY (at least 16 characters) is required with --redis: every daemon of a deployment takes the same key');
 		const box = await secretBox(store, options.secret, options.insecurePlaintextSecrets === true);
+		// Credentials stored unsealed (--insecure-plaintext-secrets) are sealed once a secret is given.
+		if (box?.encrypts === true) {
+			const sealed = await reseal(store, (sealedValue) => (SecretBox.isPlain(sealedValue) ? box : undefined), box, {});
+			if (sealed > 0) options.logger.warn({ apps: sealed }, 'credentials stored unencrypted were sealed under APNS_WORKER_SECRET');
+		}
 		const engine = new Engine(options, box);
 		await engine.#loadAll();
 		return engine;
@@ -816,6 +821,47 @@ export interface RecorderEvents {
 	feedback(count: number): void;
 	/** A flush failed (the store unreachable): it is retried. */
 	retrying(error: Error, attempt: number): void;
+}
+
+/**
+ * Re-seal every stored credential under `next`, the deployment's secret until now being `previous`
+ * (undefined: there was none, the credentials are stored unsealed): all apps and the secret's settings
+ * at once (`apns-worker serve --rotate-secret`). Daemons still running with the old secret can no longer
+ * open them: restart each with the new one. The number of apps re-sealed.
+ * @throws {@link ServerError} `APNS_SERVER_SECRET` when `previous` is not the secret the credentials were sealed with.
+ */
+export async function rotateSecret(store: PushStore, previous: string | undefined, next: string): Promise<number> {
+	const check = await store.meta('secret-check');
+	let old: SecretBox;
+	if (previous === undefined || previous === '') {
+		if (check !== undefined) throw new ServerError('APNS_SERVER_SECRET', `the credentials in ${store.where} are sealed: give the secret they were sealed with in APNS_WORKER_SECRET_OLD`);
+		old = SecretBox.insecure();
+	} else {
+		const salt = await store.meta('secret-salt');
+		old = SecretBox.fromSecret(previous, Buffer.from(salt ?? '', 'base64'), { plainAllowed: !store.shared });
+		if (check === undefined || !old.verify(check)) throw new ServerError('APNS_SERVER_SECRET', `APNS_WORKER_SECRET_OLD is not the secret the credentials in ${store.where} were sealed with`);
+	}
+	const salt = randomBytes(16).toString('base64');
+	const box = SecretBox.fromSecret(next, Buffer.from(salt, 'base64'), { plainAllowed: !store.shared });
+	return reseal(store, () => old, box, { 'secret-salt': salt, 'secret-check': box.check() });
+}
+
+/**
+ * Seal with `box` every app's credentials that `opener` opens (undefined: leave that app as it is), and
+ * set `meta`, at once; read again and retried while apps change meanwhile. The number of apps sealed.
+ */
+async function reseal(store: PushStore, opener: (sealed: string) => SecretBox | undefined, box: SecretBox, meta: Readonly<Record<string, string>>): Promise<number> {
+	for (let attempt = 1; ; attempt++) {
+		const apps: Array<{ id: string; before: string; after: string }> = [];
+		for (const id of await store.appIds()) {
+			const app = await store.getApp(id);
+			const from = app?.sealed === undefined ? undefined : opener(app.sealed);
+			if (app?.sealed !== undefined && from !== undefined) apps.push({ id, before: app.sealed, after: box.seal(from.open(app.sealed, id), id) });
+		}
+		if (apps.length === 0 && Object.keys(meta).length === 0) return 0;
+		if (await store.reseal(apps, meta, Date.now())) return apps.length;
+		if (attempt === 5) throw new ServerError('APNS_SERVER_CONFIG', `apps in ${store.where} kept changing while their credentials were re-sealed: try again when no app is being updated`);
+	}
 }
 
 /** The deployment's secret box: the first daemon stores the salt and a check value, the others must match. */

@@ -39,6 +39,11 @@ export class SecretBox {
 		return new SecretBox(undefined, true);
 	}
 
+	/** Whether `sealed` was stored unsealed (by a daemon running with `--insecure-plaintext-secrets`). */
+	static isPlain(sealed: string): boolean {
+		return sealed.startsWith(PLAIN);
+	}
+
 	/** Whether this box encrypts. */
 	get encrypts(): boolean {
 		return this.#key !== undefined;

@@ -183,6 +183,14 @@ export interface PushStore {
 	/** `key` of the deployment's settings, if set. */
 	meta(key: string): Promise<string | undefined>;
 
+	/**
+	 * Replace the sealed credentials of the apps listed — each only if it still holds `before` — and set
+	 * the deployment's settings in `meta` (`secret-salt`, `secret-check`), all at once: a secret rotated,
+	 * or plaintext credentials sealed. Changed apps get `now` as their update time (daemons load them
+	 * again). False, with nothing changed, when an app changed meanwhile: read again and retry.
+	 */
+	reseal(apps: ReadonlyArray<{ readonly id: string; readonly before: string; readonly after: string }>, meta: Readonly<Record<string, string>>, now: number): Promise<boolean>;
+
 	/** Create or update an app (its `gen` kept by an update). */
 	putApp(id: string, settings: string, sealed: string | undefined, now: number): Promise<{ app: StoredApp; created: boolean }>;
 	getApp(id: string): Promise<StoredApp | undefined>;

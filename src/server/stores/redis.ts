@@ -260,6 +260,37 @@ export class RedisData {
 		return json === null ? undefined : toApp(json);
 	}
 
+	/**
+	 * Replace apps' sealed credentials (each only if it still holds `before`) and `aw:meta` fields in one
+	 * MULTI, watched: false when an app or the settings changed meanwhile. Every daemon is told.
+	 */
+	async reseal(apps: ReadonlyArray<{ readonly id: string; readonly before: string; readonly after: string }>, meta: Readonly<Record<string, string>>, now: number): Promise<boolean> {
+		// A connection of its own: WATCH holds for the connection, and the shared one carries other commands.
+		const c = this.#r.duplicate({ lazyConnect: true });
+		try {
+			// Commands wait for nothing on these connections (no offline queue): connected first, bounded.
+			let timer: NodeJS.Timeout | undefined;
+			await Promise.race([c.connect(), new Promise((_resolve, reject) => (timer = setTimeout(() => reject(new Error(`Redis did not answer a new connection in ${RESEAL_CONNECT_MS / 1000} s`)), RESEAL_CONNECT_MS)))]).finally(() => clearTimeout(timer));
+			await c.watch('aw:apps', 'aw:meta');
+			const current = apps.length === 0 ? [] : await c.hmget('aw:apps', ...apps.map((a) => a.id));
+			const m = c.multi();
+			for (let i = 0; i < apps.length; i++) {
+				const json = current[i];
+				const a = JSON.parse(json ?? 'null') as { sealed?: string; updatedAt: string } | null;
+				if (a === null || a.sealed !== apps[i]!.before) {
+					await c.unwatch();
+					return false;
+				}
+				m.hset('aw:apps', apps[i]!.id, JSON.stringify({ ...a, sealed: apps[i]!.after, updatedAt: String(now) }));
+			}
+			for (const [field, value] of Object.entries(meta)) m.hset('aw:meta', field, value);
+			for (const a of apps) m.publish(APPS_CHANNEL, a.id);
+			return (await m.exec()) !== null;
+		} finally {
+			c.disconnect();
+		}
+	}
+
 	/** The ids of every app (each is read in its own load, in turn: see redis-daemon.ts). */
 	async appIds(): Promise<string[]> {
 		return this.#r.hkeys('aw:apps');
@@ -510,6 +541,8 @@ const RECONNECT = { initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 } as cons
  * longer than any such delay (at most 60 s), so it never outlives the jobs it names by much.
  */
 const WAITING_S = 600;
+/** How long re-sealing waits for its own connection to Redis. */
+const RESEAL_CONNECT_MS = 5000;
 /** A job that failed (Redis away for this daemon's commands) is tried again: 1 s doubling to 60 s. */
 const JOB_RETRY = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 } as const;
 /** Attempts of a job: it never fails for good (it is retried, backed off, until its tokens are settled or its app deleted). */
@@ -645,6 +678,10 @@ export class RedisStore implements PushStore {
 	get unavailable(): string | undefined {
 		if (this.#workerStopped !== undefined) return 'this daemon no longer works the queue (see its log): use another';
 		return this.#cmd.status === 'ready' && this.#queueConn.status === 'ready' ? undefined : 'Redis is unreachable: nothing can be stored; retry';
+	}
+
+	reseal(apps: ReadonlyArray<{ readonly id: string; readonly before: string; readonly after: string }>, meta: Readonly<Record<string, string>>, now: number): Promise<boolean> {
+		return this.#data.reseal(apps, meta, now);
 	}
 
 	metaOnce(key: string, make: () => string): Promise<string> {

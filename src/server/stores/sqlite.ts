@@ -255,6 +255,20 @@ export class SqliteStore implements PushStore {
 		return this.#app(id);
 	}
 
+	async reseal(apps: ReadonlyArray<{ readonly id: string; readonly before: string; readonly after: string }>, meta: Readonly<Record<string, string>>, now: number): Promise<boolean> {
+		const changed = Symbol('changed');
+		try {
+			this.#db.transaction(() => {
+				for (const a of apps) if (this.#q.reseal.run(a.after, now, a.id, a.before).changes === 0) throw changed;
+				for (const [key, value] of Object.entries(meta)) this.#q.setMeta.run(key, value);
+			})();
+		} catch (error) {
+			if (error === changed) return false;
+			throw error;
+		}
+		return true;
+	}
+
 	#app(id: string): StoredApp | undefined {
 		const row = this.#q.getApp.get(id) as AppRow | undefined;
 		return row === undefined ? undefined : toApp(row);
@@ -785,6 +799,8 @@ function prepare(db: Database.Database) {
 	return {
 		getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
 		setMetaOnce: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
+		setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+		reseal: db.prepare('UPDATE apps SET sealed = ?, updated_at = ? WHERE id = ? AND sealed = ?'),
 		insertApp: db.prepare('INSERT INTO apps (id, settings, sealed, created_at, updated_at) VALUES (?, ?, ?, ?, ?)'),
 		updateApp: db.prepare('UPDATE apps SET settings = ?, sealed = ?, updated_at = ? WHERE id = ?'),
 		getApp: db.prepare('SELECT num, id, settings, sealed, created_at, updated_at FROM apps WHERE id = ?'),
