@@ -17,7 +17,7 @@
  * CPU of the client and gateway processes besides throughput (see threadsTable).
  *
  * Options: --reps N (every workload; default 3, 2 for 1M, 5 for HTTP/2 and the threads rows), --only TEXT (workloads whose name contains TEXT), --quick (1 rep, no 1M,
- * a 2-minute soak), --soak-minutes M (the daemon soak's length; default 20).
+ * a 2-minute soak), --soak-minutes M (the daemon soak's length; default 20), --soak-store sqlite|redis (one store only).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -725,8 +725,10 @@ async function soakOnce(gateway: GatewayProcess, certs: Certs, store: 'SQLite' |
 	}
 }
 
-async function runSoak(gateway: GatewayProcess, certs: Certs, minutes: number): Promise<SoakRun[]> {
-	const runs = [await soakOnce(gateway, certs, 'SQLite', minutes)];
+async function runSoak(gateway: GatewayProcess, certs: Certs, minutes: number, only: string | undefined): Promise<SoakRun[]> {
+	const runs: SoakRun[] = [];
+	if (only === undefined || only === 'sqlite') runs.push(await soakOnce(gateway, certs, 'SQLite', minutes));
+	if (only !== undefined && only !== 'redis') return runs;
 	if (REDIS_MISSING === false) runs.push(await soakOnce(gateway, certs, 'Redis', minutes));
 	else process.stderr.write(`  ${SOAK_NAME} | Redis skipped: ${REDIS_MISSING}\n`);
 	return runs;
@@ -873,7 +875,7 @@ function scaleTable(r: ScaleResults): string[] {
 }
 
 async function main(): Promise<void> {
-	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false }, 'soak-minutes': { type: 'string' } } });
+	const { values } = parseArgs({ options: { reps: { type: 'string' }, only: { type: 'string' }, quick: { type: 'boolean', default: false }, 'soak-minutes': { type: 'string' }, 'soak-store': { type: 'string' } } });
 	const reps = Number(values.reps ?? (values.quick ? 1 : 3));
 	const workloads = WORKLOADS.filter((w) => (values.only === undefined || w.name.includes(values.only)) && !(values.quick && w.n >= 1_000_000));
 	const certs = makeCerts();
@@ -899,7 +901,7 @@ async function main(): Promise<void> {
 	const daemon = values.only === undefined || DAEMON_NAME.includes(values.only) ? await runDaemon(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 3, values.quick) : undefined;
 	const starve = values.only === undefined || STARVE_NAME.includes(values.only) ? await runStarve(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 3) : undefined;
 	const soakMinutes = Number(values['soak-minutes'] ?? (values.quick ? 2 : 20));
-	const soak = values.only === undefined || SOAK_NAME.includes(values.only) ? await runSoak(gateway, certs, soakMinutes) : undefined;
+	const soak = values.only === undefined || SOAK_NAME.includes(values.only) ? await runSoak(gateway, certs, soakMinutes, values['soak-store']) : undefined;
 	const scale = values.only === undefined || SCALE_NAME.includes(values.only) ? await runScale(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 2, values.quick) : undefined;
 	await gateway.stop();
 	const memory: MemoryRun[] = [];

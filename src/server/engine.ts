@@ -377,8 +377,11 @@ export class Engine implements PushService {
 		this.log.info({ app: id, environment: settings.environment, auth: settings.auth }, live === undefined ? 'app loaded' : 'app reloaded');
 	}
 
-	/** The app `id` as the store holds it now (this daemon's copy brought in line first), or 404; 503 when the store cannot be asked. */
+	/** The app `id` as the store holds it now (a shared store: this daemon's copy brought in line first), or 404; 503 when the store cannot be asked. */
 	async #live(id: string): Promise<LiveApp> {
+		// A store for this daemon alone changes only through it: its copy is the store's (no read per request).
+		const known = this.#apps.get(id);
+		if (!this.store.shared && known !== undefined && !this.#loading.has(id)) return known;
 		let stored: StoredApp | undefined;
 		try {
 			stored = await this.#load(id);
