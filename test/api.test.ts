@@ -3,8 +3,8 @@
  * child process. What a request without the key can make it do, bodies and their limits, and the small
  * protocol faults: the scheme's case, Idempotency-Key reused or given twice, app ids `.` and `..`, a body
  * that is not JSON, `__proto__`, headers too large — every refusal a 4xx of one shape naming the field —
- * TLS on the API (real certificates on 127.0.0.1), what an app's view says of its trouble, and secrets
- * that change (rotated, or sealed once given).
+ * TLS on the API (real certificates on 127.0.0.1), what an app's view says of its trouble, secrets that
+ * change (rotated, or sealed once given), and scoped API keys.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -15,10 +15,11 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { Redis } from 'ioredis';
 import { makeTestCertificates } from '../src/mock/certs.js';
 import { MAX_JSON_DEPTH } from '../src/server/api.js';
 import { makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, dataDir, mockApns, SECRET, startDaemon, until, type RunningDaemon } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, request, SECRET, startDaemon, until, type RunningDaemon } from './support/daemon.js';
 import { REDIS_MISSING, startRedis } from './support/redis.js';
 
 /**
@@ -312,3 +313,62 @@ test('api (sqlite): credentials stored with --insecure-plaintext-secrets are sea
 	assert.equal(refused.code, 2, refused.output);
 	assert.match(refused.output, /are encrypted: start the daemon with the APNS_WORKER_SECRET/);
 });
+
+for (const store of ['sqlite', 'redis'] as const) {
+	test(`api (${store}): scoped API keys — the admin key makes one for some apps and scopes (shown once, stored hashed); it gets 403 on any other app or scope and never manages apps or keys; deleted, it stops at once`, { skip: store === 'redis' ? REDIS_MISSING : false }, async (t: TestContext) => {
+		const mock = await mockApns(t);
+		const dir = dataDir(t);
+		const redis = store === 'redis' ? await startRedis() : undefined;
+		if (redis !== undefined) t.after(() => redis.close());
+		const d = await startDaemon(t, redis === undefined ? dir : undefined, { args: redis === undefined ? [] : ['--redis', redis.url] });
+		for (const id of ['shop', 'other']) assert.equal((await d.api('PUT', `/v1/apps/${id}`, appBody(mock))).status, 200);
+		const made = await d.api('POST', '/v1/keys', { apps: ['shop'], scopes: ['send'] });
+		assert.equal(made.status, 201, JSON.stringify(made.body));
+		assert.match(made.body.key, /^awk_[A-Za-z0-9_-]{43}$/);
+		assert.deepEqual([made.body.apps, made.body.scopes], [['shop'], ['send']]);
+		const sender = made.body.key as string;
+		const reader = (await d.api('POST', '/v1/keys', { apps: ['shop'], scopes: ['read'] })).body.key as string;
+		const listed = await d.api('GET', '/v1/keys');
+		assert.equal(listed.body.keys.length, 2);
+		assert.ok(!JSON.stringify(listed.body).includes(sender) && !JSON.stringify(listed.body).includes(reader), 'never shown again');
+		const as = (key: string) => (method: string, path: string, body?: unknown) => request(d.url, method, path, body, { authorization: `Bearer ${key}` });
+		const send = as(sender);
+		const read = as(reader);
+		const notification = { notifications: [{ tokens: makeTokens(1, 0x45), aps: { alert: 'x' } }] };
+		assert.equal((await send('POST', '/v1/apps/shop/notifications', notification)).status, 202, 'its scope, its app');
+		const refused: Array<[string, string, string, unknown?]> = [
+			['send', 'POST', '/v1/apps/other/notifications', notification],
+			['send', 'GET', '/v1/apps/shop'],
+			['send', 'GET', '/v1/apps/shop/feedback'],
+			['send', 'PUT', '/v1/apps/shop', appBody(mock)],
+			['send', 'DELETE', '/v1/apps/shop'],
+			['send', 'GET', '/v1/apps'],
+			['send', 'GET', '/v1/keys'],
+			['send', 'POST', '/v1/keys', { apps: ['other'], scopes: ['send'] }],
+			['read', 'POST', '/v1/apps/shop/notifications', notification],
+			['read', 'GET', '/v1/apps/other'],
+		];
+		for (const [who, method, path, body] of refused) {
+			const r = await (who === 'send' ? send : read)(method, path, body);
+			assert.deepEqual([r.status, r.body.error, r.body.field], [403, 'forbidden', 'headers/authorization'], `${who}: ${method} ${path}`);
+		}
+		assert.equal((await read('GET', '/v1/apps/shop')).status, 200);
+		assert.equal((await read('GET', '/v1/apps/shop/feedback')).status, 200);
+		assert.equal((await request(d.url, 'GET', '/v1/apps/shop', undefined, { authorization: `Bearer awk_${'A'.repeat(43)}` })).status, 401, 'a key that is not one');
+		assert.deepEqual((await d.api('DELETE', `/v1/keys/${made.body.id}`)).body, { deleted: made.body.id });
+		assert.equal((await send('POST', '/v1/apps/shop/notifications', notification)).status, 401, 'deleted: at once');
+		assert.equal((await d.api('DELETE', `/v1/keys/${made.body.id}`)).status, 404);
+		// Stored as a hash only.
+		if (redis !== undefined) {
+			const c = new Redis(redis.url);
+			t.after(() => c.disconnect());
+			assert.ok(!JSON.stringify(await c.hgetall('aw:keys')).includes(reader));
+		} else {
+			d.child.kill('SIGTERM');
+			await d.exited;
+			const db = new Database(join(dir, 'apns-worker.db'), { readonly: true });
+			t.after(() => db.close());
+			assert.ok(!JSON.stringify(db.prepare('SELECT * FROM api_keys').all()).includes(reader));
+		}
+	});
+}

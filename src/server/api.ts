@@ -13,6 +13,7 @@ import { STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { APP_INPUT_SCHEMA, type AppInput } from './apps.js';
 import { RequestError, type NotificationInput, type PushService } from './service.js';
+import type { KeyScope } from './store.js';
 
 /** Largest request body per route, in bytes (413 past it): a batch of notifications, an app, anything else. */
 export const BODY_LIMITS = { notifications: 8 * 1024 * 1024, app: 256 * 1024, other: 16 * 1024 } as const;
@@ -60,7 +61,11 @@ interface Route {
 	readonly method: 'GET' | 'PUT' | 'POST' | 'DELETE';
 	readonly url: string;
 	readonly summary: string;
-	readonly auth: boolean;
+	/**
+	 * Who may call it: `'public'` (no key), `'admin'` (the configured API key only), or a scope a scoped
+	 * key must have (and the route's app must be one of its apps).
+	 */
+	readonly access: 'public' | 'admin' | KeyScope;
 	/** Largest body (413 past it); routes without a body take {@link BODY_LIMITS}.other. */
 	readonly bodyLimit?: number;
 	readonly schema: { params?: object; body?: object; querystring?: object; headers?: object };
@@ -105,8 +110,17 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 		if (daemon.closing) return reply.code(503).header('retry-after', '5').send({ error: 'shutting_down', message: 'the daemon is shutting down; retry on its next start', field: 'request' });
 		// RFC 9110: the scheme is case-insensitive.
 		const given = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(request.headers.authorization ?? '')?.[1];
-		if (given === undefined || !timingSafeEqual(digest(given), expected)) {
-			return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'Authorization: Bearer <API key> is required', field: 'headers/authorization' });
+		const unauthorized = (): FastifyReply => reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'Authorization: Bearer <API key> is required', field: 'headers/authorization' });
+		if (given === undefined) return unauthorized();
+		if (!timingSafeEqual(digest(given), expected)) {
+			// Not the admin key: a scoped key may do what its scopes allow, for its apps only, and never manage.
+			const key = await daemon.keyFor(given);
+			if (key === undefined) return unauthorized();
+			const access = (request.routeOptions.config as { access?: Route['access'] }).access;
+			const appId = (request.params as { appId?: string } | undefined)?.appId;
+			if (access === undefined || access === 'public' || access === 'admin' || !key.scopes.has(access) || appId === undefined || !key.apps.has(appId)) {
+				return reply.code(403).send({ error: 'forbidden', message: access === 'admin' ? `key ${key.id} is scoped: only the admin key manages apps and keys` : `key ${key.id} may not ${access ?? 'do this'} for app ${appId ?? '(none)'}`, field: 'headers/authorization' });
+			}
 		}
 		// Nothing is accepted that could not be stored (the shared Redis is gone): the client retries.
 		const unavailable = daemon.unavailable;
@@ -145,7 +159,7 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			method: 'PUT',
 			url: '/v1/apps/:appId',
 			summary: 'Provision or update an app (idempotent): 200 with the app, never a secret',
-			auth: true,
+			access: 'admin',
 			bodyLimit: BODY_LIMITS.app,
 			schema: { params: APP_PARAMS, body: APP_INPUT_SCHEMA },
 			handler: async (request, reply) => {
@@ -153,13 +167,13 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 				return reply.code(200).send(await daemon.putApp(appId, request.body as AppInput));
 			},
 		},
-		{ method: 'GET', url: '/v1/apps', summary: 'List the apps', auth: true, schema: {}, handler: async () => ({ apps: await daemon.listApps() }) },
-		{ method: 'GET', url: '/v1/apps/:appId', summary: 'One app', auth: true, schema: { params: APP_PARAMS }, handler: (request) => daemon.getApp((request.params as { appId: string }).appId) },
+		{ method: 'GET', url: '/v1/apps', summary: 'List the apps', access: 'admin', schema: {}, handler: async () => ({ apps: await daemon.listApps() }) },
+		{ method: 'GET', url: '/v1/apps/:appId', summary: 'One app', access: 'read', schema: { params: APP_PARAMS }, handler: (request) => daemon.getApp((request.params as { appId: string }).appId) },
 		{
 			method: 'DELETE',
 			url: '/v1/apps/:appId',
 			summary: 'Delete an app and everything it has stored (pending notifications are dropped; their count is returned)',
-			auth: true,
+			access: 'admin',
 			schema: { params: APP_PARAMS },
 			handler: (request) => daemon.deleteApp((request.params as { appId: string }).appId),
 		},
@@ -167,7 +181,7 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			method: 'POST',
 			url: '/v1/apps/:appId/notifications',
 			summary: 'Accept notifications: 202 once durably stored. Idempotency-Key makes a retry return the first answer (422 if its body differs)',
-			auth: true,
+			access: 'send',
 			bodyLimit: BODY_LIMITS.notifications,
 			schema: {
 				params: APP_PARAMS,
@@ -188,7 +202,7 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			method: 'GET',
 			url: '/v1/apps/:appId/notifications/:notificationId',
 			summary: 'What became of a notification: pending count, sent count, failures',
-			auth: true,
+			access: 'read',
 			schema: { params: { type: 'object', additionalProperties: false, required: ['appId', 'notificationId'], properties: { appId: APP_ID, notificationId: { type: 'string', pattern: '^[0-9a-f-]{36}$' } } } },
 			handler: (request) => {
 				const { appId, notificationId } = request.params as { appId: string; notificationId: string };
@@ -199,7 +213,7 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			method: 'GET',
 			url: '/v1/apps/:appId/feedback',
 			summary: 'Dead tokens (410) after `after`, oldest first; reading deletes nothing (acknowledge with POST …/feedback/ack)',
-			auth: true,
+			access: 'read',
 			schema: {
 				params: APP_PARAMS,
 				querystring: { type: 'object', additionalProperties: false, properties: { after: { type: 'string', pattern: '^[0-9]{1,15}$' }, limit: { type: 'string', pattern: '^[0-9]{1,4}$' } } },
@@ -216,15 +230,42 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			method: 'POST',
 			url: '/v1/apps/:appId/feedback/ack',
 			summary: 'Acknowledge feedback up to `upTo` (a `next` a GET returned): it may go. 409 past what was handed out',
-			auth: true,
+			access: 'read',
 			schema: { params: APP_PARAMS, body: { type: 'object', additionalProperties: false, required: ['upTo'], properties: { upTo: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } },
 			handler: (request) => daemon.ackFeedback((request.params as { appId: string }).appId, (request.body as { upTo: number }).upTo),
+		},
+		{
+			method: 'POST',
+			url: '/v1/keys',
+			summary: 'Create an API key scoped to apps and scopes ("send", "read"): 201 with the key, shown once (stored hashed)',
+			access: 'admin',
+			schema: {
+				body: {
+					type: 'object',
+					additionalProperties: false,
+					required: ['apps', 'scopes'],
+					properties: { apps: { type: 'array', minItems: 1, maxItems: 1000, uniqueItems: true, items: APP_ID }, scopes: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: ['send', 'read'] } } },
+				},
+			},
+			handler: async (request, reply) => {
+				const { apps, scopes } = request.body as { apps: string[]; scopes: KeyScope[] };
+				return reply.code(201).send(await daemon.createKey(apps, scopes));
+			},
+		},
+		{ method: 'GET', url: '/v1/keys', summary: 'The scoped API keys (never a key)', access: 'admin', schema: {}, handler: async () => ({ keys: await daemon.listKeys() }) },
+		{
+			method: 'DELETE',
+			url: '/v1/keys/:keyId',
+			summary: 'Delete a scoped API key: it stops working at once',
+			access: 'admin',
+			schema: { params: { type: 'object', additionalProperties: false, required: ['keyId'], properties: { keyId: { type: 'string', pattern: '^[0-9a-f-]{36}$' } } } },
+			handler: (request) => daemon.deleteKey((request.params as { keyId: string }).keyId),
 		},
 		{
 			method: 'GET',
 			url: '/metrics',
 			summary: 'Prometheus metrics',
-			auth: false,
+			access: 'public',
 			schema: {},
 			handler: async (_request, reply) => reply.header('content-type', daemon.metrics.registry.contentType).send(await daemon.metrics.registry.metrics()),
 		},
@@ -232,12 +273,12 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			method: 'GET',
 			url: '/healthz',
 			summary: 'Health: 200 while serving, 503 while shutting down or while the storage (Redis) is unreachable',
-			auth: false,
+			access: 'public',
 			schema: {},
 			handler: (_request, reply) => (daemon.closing ? reply.code(503).send({ status: 'shutting_down' }) : daemon.unavailable !== undefined ? reply.code(503).send({ status: 'storage_unavailable' }) : reply.send({ status: 'ok' })),
 		},
 	];
-	for (const r of routes) app.route({ method: r.method, url: r.url, schema: r.schema, handler: r.handler, bodyLimit: r.bodyLimit ?? BODY_LIMITS.other });
+	for (const r of routes) app.route({ method: r.method, url: r.url, schema: r.schema, handler: r.handler, bodyLimit: r.bodyLimit ?? BODY_LIMITS.other, config: { access: r.access } });
 	const openapi = openApi(routes);
 	app.get('/openapi.json', () => openapi);
 	return app;
@@ -256,7 +297,8 @@ function openApi(routes: readonly Route[]): object {
 		if (r.url.endsWith('/notifications') && r.method === 'POST') parameters.push({ name: 'Idempotency-Key', in: 'header', required: false, schema: { type: 'string', maxLength: 255 } });
 		(paths[path] ??= {})[r.method.toLowerCase()] = {
 			summary: r.summary,
-			...(r.auth ? { security: [{ bearer: [] }] } : {}),
+			...(r.access === 'public' ? {} : { security: [{ bearer: [] }] }),
+			...(r.access === 'public' ? {} : { 'x-access': r.access }),
 			...(parameters.length > 0 ? { parameters } : {}),
 			...(r.schema.body === undefined ? {} : { requestBody: { required: true, content: { 'application/json': { schema: r.schema.body } } } }),
 			responses: { default: { description: 'JSON; errors are { error, message, field }' } },

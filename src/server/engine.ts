@@ -16,15 +16,15 @@
  * credentials do not load) or whose outcomes cannot be stored goes back to the store, backed off; one
  * whose manager closed under it is handed back at once.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ServerError, type ApnsManager, type Receipt, type SendResult } from '../index.js';
 import { backoffDelay } from '../drivers/backoff.js';
 import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.js';
 import { Metrics } from './metrics.js';
-import type { Accepted, Idempotency, PushStore, StoredApp, TokenFailure, WorkResult, WorkSource, WorkUnit } from './store.js';
+import type { Accepted, Idempotency, KeyScope, PushStore, StoredApp, StoredKey, TokenFailure, WorkResult, WorkSource, WorkUnit } from './store.js';
 import { SecretBox } from './secrets.js';
-import { feedbackPage, notificationView, openApp, openSecrets, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type NotificationInput, type NotificationView, type PushService } from './service.js';
+import { feedbackPage, notificationView, openApp, openSecrets, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type KeyView, type NotificationInput, type NotificationView, type PushService, type ScopedKey } from './service.js';
 import { Webhooks } from './webhook.js';
 
 /** Options of {@link Engine.open}. */
@@ -540,6 +540,53 @@ export class Engine implements PushService {
 		return { acknowledged: upTo };
 	}
 
+	// ---- scoped API keys ----
+
+	async keyFor(key: string): Promise<ScopedKey | undefined> {
+		// Only what could be one of ours is looked up: a stranger's guess costs no read of the store.
+		if (!SCOPED_KEY.test(key)) return undefined;
+		let stored: StoredKey | undefined;
+		try {
+			stored = await this.store.keyByHash(createHash('sha256').update(key).digest('hex'));
+		} catch (error) {
+			throw this.#unavailable(error);
+		}
+		return stored === undefined ? undefined : { id: stored.id, apps: new Set(stored.apps), scopes: new Set(stored.scopes) };
+	}
+
+	/** A new key for `apps` and `scopes`: returned once, stored as its SHA-256. */
+	async createKey(apps: readonly string[], scopes: readonly KeyScope[]): Promise<KeyView & { key: string }> {
+		const key = `awk_${randomBytes(32).toString('base64url')}`;
+		const stored: StoredKey = { id: randomUUID(), hash: createHash('sha256').update(key).digest('hex'), apps: [...new Set(apps)], scopes: [...new Set(scopes)], createdAt: Date.now() };
+		try {
+			await this.store.putKey(stored);
+		} catch (error) {
+			throw this.#unavailable(error);
+		}
+		this.log.info({ key: stored.id, apps: stored.apps, scopes: stored.scopes }, 'API key created');
+		return { ...keyView(stored), key };
+	}
+
+	async listKeys(): Promise<KeyView[]> {
+		try {
+			return (await this.store.keys()).map(keyView);
+		} catch (error) {
+			throw this.#unavailable(error);
+		}
+	}
+
+	async deleteKey(id: string): Promise<{ deleted: string }> {
+		let done: boolean;
+		try {
+			done = await this.store.deleteKey(id);
+		} catch (error) {
+			throw this.#unavailable(error);
+		}
+		if (!done) throw new RequestError(404, 'unknown_key', `no key ${id}`, 'keyId');
+		this.log.info({ key: id }, 'API key deleted');
+		return { deleted: id };
+	}
+
 	/** A failed store call, as the API answers it (the client retries; nothing was half done that a retry would not fix). */
 	#unavailable(error: unknown): Error {
 		if (error instanceof RequestError) return error;
@@ -880,6 +927,13 @@ async function secretBox(store: PushStore, secret: string | undefined, insecure:
 	const check = await store.metaOnce('secret-check', () => box.check());
 	if (!box.verify(check)) throw new ServerError('APNS_SERVER_SECRET', `APNS_WORKER_SECRET is not the secret the credentials in ${store.where} were sealed with`);
 	return box;
+}
+
+/** What a scoped key looks like: made by {@link Engine.createKey}. */
+const SCOPED_KEY = /^awk_[A-Za-z0-9_-]{43}$/;
+
+function keyView(k: StoredKey): KeyView {
+	return { id: k.id, apps: k.apps, scopes: k.scopes, createdAt: new Date(k.createdAt).toISOString() };
 }
 
 /** The answer to a request whose Idempotency-Key was answered before: that answer, or 422 when the key came with another body. */

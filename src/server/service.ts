@@ -11,6 +11,7 @@ import { checkHttp2Message } from '../protocol/http2.js';
 import { certificateFacts, managerOptions, splitInput, type AppInput, type AppSecrets, type AppSettings, type SharedTokens } from './apps.js';
 import type { Metrics } from './metrics.js';
 import type { SecretBox } from './secrets.js';
+import type { KeyScope } from './store.js';
 
 /**
  * The defaults of `serve`, whatever it stores in: where the API listens, how long settled outcomes,
@@ -82,6 +83,26 @@ export interface PushService {
 	status(id: string, notificationId: string): NotificationView | Promise<NotificationView>;
 	feedback(id: string, after: number, limit: number): FeedbackPage | Promise<FeedbackPage>;
 	ackFeedback(id: string, upTo: number): Promise<{ acknowledged: number }>;
+	/** The scoped key `key` is (not the admin key: the API checks that itself), or undefined. */
+	keyFor(key: string): Promise<ScopedKey | undefined>;
+	createKey(apps: readonly string[], scopes: readonly KeyScope[]): Promise<KeyView & { key: string }>;
+	listKeys(): Promise<KeyView[]>;
+	deleteKey(id: string): Promise<{ deleted: string }>;
+}
+
+/** What a scoped key may do. */
+export interface ScopedKey {
+	readonly id: string;
+	readonly apps: ReadonlySet<string>;
+	readonly scopes: ReadonlySet<KeyScope>;
+}
+
+/** A scoped key as the API shows it: never the key, nor its hash. */
+export interface KeyView {
+	readonly id: string;
+	readonly apps: readonly string[];
+	readonly scopes: readonly KeyScope[];
+	readonly createdAt: string;
 }
 
 /** A notification's outcome as the API answers it (pending is never below 0, whatever the counts). */

@@ -48,6 +48,20 @@ export interface StoredApp {
 	readonly updatedAt: number;
 }
 
+/** What a scoped API key may do: send notifications, read an app's state, outcomes and feedback. */
+export type KeyScope = 'send' | 'read';
+
+/** A scoped API key as a store keeps it: never the key, only its SHA-256. */
+export interface StoredKey {
+	readonly id: string;
+	/** SHA-256 of the key, hex. */
+	readonly hash: string;
+	/** The apps it may act for. */
+	readonly apps: readonly string[];
+	readonly scopes: readonly KeyScope[];
+	readonly createdAt: number;
+}
+
 /** One notification of a request to accept. */
 export interface NewNotification {
 	readonly body: StoredBody;
@@ -190,6 +204,15 @@ export interface PushStore {
 	 * again). False, with nothing changed, when an app changed meanwhile: read again and retry.
 	 */
 	reseal(apps: ReadonlyArray<{ readonly id: string; readonly before: string; readonly after: string }>, meta: Readonly<Record<string, string>>, now: number): Promise<boolean>;
+
+	/** Store a scoped API key (its id and hash are new). */
+	putKey(key: StoredKey): Promise<void>;
+	/** The key whose SHA-256 is `hash`, if any. */
+	keyByHash(hash: string): Promise<StoredKey | undefined>;
+	/** Every scoped key, oldest first. */
+	keys(): Promise<StoredKey[]>;
+	/** Delete a key; false when there is none with this id. */
+	deleteKey(id: string): Promise<boolean>;
 
 	/** Create or update an app (its `gen` kept by an update). */
 	putApp(id: string, settings: string, sealed: string | undefined, now: number): Promise<{ app: StoredApp; created: boolean }>;

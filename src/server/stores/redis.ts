@@ -23,6 +23,7 @@
  * | `aw:whl:{gen}` | string | which daemon delivers the app's webhook now (expires in 30 s unless extended) |
  * | `aw:idem:{gen}:{key}` | string | the answer to a request with that Idempotency-Key (expires with the retention) |
  * | `aw:old:{gen}` | sorted set | the app's unsettled notifications (their hash keys) by when they were accepted (ms): the oldest pending's age |
+ * | `aw:keys`, `aw:keyhash` | hash | scoped API keys: id → JSON (with the key's SHA-256, never the key); SHA-256 → id |
  * | `aw:wait:{app}` | set | ids of the app's jobs delayed because it could not send (promoted when a PUT starts it; expires in 10 min) |
  *
  * A notification's keys and its jobs' progress are kept while it is unsettled (each settlement and
@@ -44,7 +45,7 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../../drivers/backoff.js';
 import { ServerError } from '../../errors.js';
 import type { StoredBody } from '../service.js';
-import { UNIT_TOKENS, type Accepted, type Idempotency, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoreEvents, type StoredApp, type TokenFailure, type WorkHandler, type WorkSource, type WorkUnit } from '../store.js';
+import { UNIT_TOKENS, type Accepted, type Idempotency, type StoredKey, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoreEvents, type StoredApp, type TokenFailure, type WorkHandler, type WorkSource, type WorkUnit } from '../store.js';
 
 /** A job, as the store records its progress. */
 export interface RedisJobRef {
@@ -258,6 +259,28 @@ export class RedisData {
 	async getApp(id: string): Promise<StoredApp | undefined> {
 		const json = await this.#r.hget('aw:apps', id);
 		return json === null ? undefined : toApp(json);
+	}
+
+	async putKey(key: StoredKey): Promise<void> {
+		await exec(this.#r.multi().hset('aw:keys', key.id, JSON.stringify(key)).hset('aw:keyhash', key.hash, key.id));
+	}
+
+	async keyByHash(hash: string): Promise<StoredKey | undefined> {
+		const id = await this.#r.hget('aw:keyhash', hash);
+		const json = id === null ? null : await this.#r.hget('aw:keys', id);
+		return json === null ? undefined : (JSON.parse(json) as StoredKey);
+	}
+
+	async keys(): Promise<StoredKey[]> {
+		return Object.values(await this.#r.hgetall('aw:keys'))
+			.map((json) => JSON.parse(json) as StoredKey)
+			.sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+	}
+
+	/** Delete a key and its hash's entry at once. */
+	async deleteKey(id: string): Promise<boolean> {
+		const script = "local k = redis.call('HGET', KEYS[1], ARGV[1]) if not k then return 0 end redis.call('HDEL', KEYS[2], cjson.decode(k).hash) redis.call('HDEL', KEYS[1], ARGV[1]) return 1";
+		return (await this.#r.eval(script, 2, 'aw:keys', 'aw:keyhash', id)) === 1;
 	}
 
 	/**
@@ -682,6 +705,22 @@ export class RedisStore implements PushStore {
 
 	reseal(apps: ReadonlyArray<{ readonly id: string; readonly before: string; readonly after: string }>, meta: Readonly<Record<string, string>>, now: number): Promise<boolean> {
 		return this.#data.reseal(apps, meta, now);
+	}
+
+	putKey(key: StoredKey): Promise<void> {
+		return this.#data.putKey(key);
+	}
+
+	keyByHash(hash: string): Promise<StoredKey | undefined> {
+		return this.#data.keyByHash(hash);
+	}
+
+	keys(): Promise<StoredKey[]> {
+		return this.#data.keys();
+	}
+
+	deleteKey(id: string): Promise<boolean> {
+		return this.#data.deleteKey(id);
 	}
 
 	metaOnce(key: string, make: () => string): Promise<string> {

@@ -30,7 +30,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ServerError } from '../../errors.js';
 import type { StoredBody } from '../service.js';
-import { UNIT_TOKENS, type Accepted, type Idempotency, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoredApp, type TokenFailure, type WorkHandler, type WorkResult, type WorkSource, type WorkUnit } from '../store.js';
+import { UNIT_TOKENS, type Accepted, type Idempotency, type KeyScope, type StoredKey, type FeedbackRecord, type NewNotification, type NotificationCounts, type PushStore, type Settled, type StoredApp, type TokenFailure, type WorkHandler, type WorkResult, type WorkSource, type WorkUnit } from '../store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
  * The schema's version (SQLite's `user_version`), and how each earlier one becomes the next. Version 0 is
  * a file from before versions were kept (its schema is version 1's) or a new, empty file.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
 	// 0 → 1: the schema as it was first shipped (CREATE … IF NOT EXISTS: an unversioned file has it already).
 	(db) => db.exec(SCHEMA),
@@ -101,6 +101,8 @@ const MIGRATIONS: ReadonlyArray<(db: Database.Database) => void> = [
 		db.exec('ALTER TABLE apps ADD COLUMN feedback_served INTEGER NOT NULL DEFAULT 0');
 		db.exec("UPDATE apps SET feedback_served = coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'feedback'), 0)");
 	},
+	// 2 → 3: scoped API keys (their SHA-256, never the key).
+	(db) => db.exec('CREATE TABLE api_keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, apps TEXT NOT NULL, scopes TEXT NOT NULL, created_at INTEGER NOT NULL)'),
 ];
 
 /**
@@ -253,6 +255,23 @@ export class SqliteStore implements PushStore {
 
 	async getApp(id: string): Promise<StoredApp | undefined> {
 		return this.#app(id);
+	}
+
+	async putKey(key: StoredKey): Promise<void> {
+		this.#q.insertKey.run(key.id, key.hash, JSON.stringify(key.apps), JSON.stringify(key.scopes), key.createdAt);
+	}
+
+	async keyByHash(hash: string): Promise<StoredKey | undefined> {
+		const row = this.#q.keyByHash.get(hash) as KeyRow | undefined;
+		return row === undefined ? undefined : toKey(row);
+	}
+
+	async keys(): Promise<StoredKey[]> {
+		return (this.#q.allKeys.all() as KeyRow[]).map(toKey);
+	}
+
+	async deleteKey(id: string): Promise<boolean> {
+		return this.#q.deleteKey.run(id).changes > 0;
 	}
 
 	async reseal(apps: ReadonlyArray<{ readonly id: string; readonly before: string; readonly after: string }>, meta: Readonly<Record<string, string>>, now: number): Promise<boolean> {
@@ -791,6 +810,18 @@ interface AppRow {
 	updated_at: number;
 }
 
+interface KeyRow {
+	id: string;
+	hash: string;
+	apps: string;
+	scopes: string;
+	created_at: number;
+}
+
+function toKey(row: KeyRow): StoredKey {
+	return { id: row.id, hash: row.hash, apps: JSON.parse(row.apps) as string[], scopes: JSON.parse(row.scopes) as KeyScope[], createdAt: row.created_at };
+}
+
 function toApp(row: AppRow): StoredApp {
 	return { id: row.id, gen: String(row.num), settings: row.settings, sealed: row.sealed ?? undefined, createdAt: row.created_at, updatedAt: row.updated_at };
 }
@@ -799,6 +830,10 @@ function prepare(db: Database.Database) {
 	return {
 		getMeta: db.prepare('SELECT value FROM meta WHERE key = ?'),
 		setMetaOnce: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
+		insertKey: db.prepare('INSERT INTO api_keys (id, hash, apps, scopes, created_at) VALUES (?, ?, ?, ?, ?)'),
+		keyByHash: db.prepare('SELECT id, hash, apps, scopes, created_at FROM api_keys WHERE hash = ?'),
+		allKeys: db.prepare('SELECT id, hash, apps, scopes, created_at FROM api_keys ORDER BY created_at, id'),
+		deleteKey: db.prepare('DELETE FROM api_keys WHERE id = ?'),
 		setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
 		reseal: db.prepare('UPDATE apps SET sealed = ?, updated_at = ? WHERE id = ? AND sealed = ?'),
 		insertApp: db.prepare('INSERT INTO apps (id, settings, sealed, created_at, updated_at) VALUES (?, ?, ?, ?, ?)'),
