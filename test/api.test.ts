@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -19,7 +19,7 @@ import { Redis } from 'ioredis';
 import { makeTestCertificates } from '../src/mock/certs.js';
 import { MAX_JSON_DEPTH } from '../src/server/api.js';
 import { makeTokens } from './support/helpers.js';
-import { API_KEY, appBody, dataDir, mockApns, request, SECRET, startDaemon, until, type RunningDaemon } from './support/daemon.js';
+import { API_KEY, appBody, dataDir, mockApns, request, SECRET, startDaemon, until, WEBHOOK_SECRET, type RunningDaemon } from './support/daemon.js';
 import { REDIS_MISSING, startRedis } from './support/redis.js';
 
 /**
@@ -102,6 +102,7 @@ test(`api: with the key, JSON nested deeper than ${MAX_JSON_DEPTH} is refused be
 	const proto = `{"notifications":[{"tokens":["${token}"],"aps":{"alert":"x","__proto__":{"polluted":true}}}]}`;
 	const p = shape('__proto__', await raw(d.url, 'POST', '/v1/apps/a/notifications', auth, proto), 400, 'body/notifications/0/aps/__proto__');
 	assert.match(String(p['message']), /__proto__ is not allowed/);
+	shape('__proto__ spelled with an escape', await raw(d.url, 'POST', '/v1/apps/a/notifications', auth, proto.replace('"__proto__"', '"\\u005f_proto__"')), 400, 'body/notifications/0/aps/__proto__');
 	shape('malformed', await raw(d.url, 'POST', '/v1/apps/a/notifications', auth, '{"notifications": ['), 400, 'body');
 });
 
@@ -187,9 +188,12 @@ test('api: --tls-cert/--tls-key serve HTTPS only; SIGHUP reads a renewed certifi
 	assert.equal(await httpsGet(d.url, '/healthz', renewed.ca.cert), 200);
 	assert.equal((await httpsJson(d.url, 'GET', '/v1/apps/a', renewed.ca.cert)).body.pending, 5, 'nothing dropped');
 	// Without TLS on every address: warned at start, and the address printed is 0.0.0.0.
-	const open = await startDaemon(t, dataDir(t), { args: ['--host', '0.0.0.0'] });
+	const open = await startDaemon(t, dataDir(t), { args: ['--host', '0.0.0.0'], env: { LOG_LEVEL: 'info' } });
 	assert.match(open.output(), /listening on http:\/\/0\.0\.0\.0:\d+/);
 	assert.match(open.output(), /WARNING: the API listens on 0\.0\.0\.0 without TLS/);
+	// SIGHUP without TLS (a `systemctl reload`) does not end it.
+	open.child.kill('SIGHUP');
+	await until(async () => (open.output().includes('nothing to read again') ? true : undefined), 'the SIGHUP to be logged', 100, 20);
 	assert.equal((await fetch(`${open.url}/healthz`)).status, 200);
 });
 
@@ -322,6 +326,8 @@ for (const store of ['sqlite', 'redis'] as const) {
 		if (redis !== undefined) t.after(() => redis.close());
 		const d = await startDaemon(t, redis === undefined ? dir : undefined, { args: redis === undefined ? [] : ['--redis', redis.url] });
 		for (const id of ['shop', 'other']) assert.equal((await d.api('PUT', `/v1/apps/${id}`, appBody(mock))).status, 200);
+		const unknown = await d.api('POST', '/v1/keys', { apps: ['shop', 'nope'], scopes: ['send'] });
+		assert.deepEqual([unknown.status, unknown.body.field], [404, 'body/apps/1'], 'a key for an app that does not exist');
 		const made = await d.api('POST', '/v1/keys', { apps: ['shop'], scopes: ['send'] });
 		assert.equal(made.status, 201, JSON.stringify(made.body));
 		assert.match(made.body.key, /^awk_[A-Za-z0-9_-]{43}$/);
@@ -358,6 +364,13 @@ for (const store of ['sqlite', 'redis'] as const) {
 		assert.deepEqual((await d.api('DELETE', `/v1/keys/${made.body.id}`)).body, { deleted: made.body.id });
 		assert.equal((await send('POST', '/v1/apps/shop/notifications', notification)).status, 401, 'deleted: at once');
 		assert.equal((await d.api('DELETE', `/v1/keys/${made.body.id}`)).status, 404);
+		// Deleting an app deletes the keys that name it: the app made again under the id does not inherit them.
+		const forOther = (await d.api('POST', '/v1/keys', { apps: ['other'], scopes: ['read'] })).body.key as string;
+		assert.equal((await as(forOther)('GET', '/v1/apps/other')).status, 200);
+		assert.equal((await d.api('DELETE', '/v1/apps/other')).status, 200);
+		assert.equal((await d.api('PUT', '/v1/apps/other', appBody(mock))).status, 200);
+		assert.equal((await as(forOther)('GET', '/v1/apps/other')).status, 401);
+		assert.equal((await d.api('GET', '/v1/keys')).body.keys.length, 1, 'the reader for shop is left');
 		// Stored as a hash only.
 		if (redis !== undefined) {
 			const c = new Redis(redis.url);
@@ -372,3 +385,28 @@ for (const store of ['sqlite', 'redis'] as const) {
 		}
 	});
 }
+
+test('api: a webhook receiver that answers with a redirect is a failed delivery (retried), never followed: a GET without the body would have counted as delivered', async (t) => {
+	const tokens = makeTokens(3, 0x46);
+	const mock = await mockApns(t, { unregistered: [tokens[1]!] });
+	let landed = 0;
+	let posted = 0;
+	const hook = createServer((req, res) => {
+		req.resume();
+		if (req.url === '/landing') {
+			landed++;
+			return void res.writeHead(200).end();
+		}
+		posted++;
+		res.writeHead(301, { location: '/landing' }).end();
+	});
+	await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+	t.after(() => new Promise<void>((resolve) => hook.close(() => resolve())));
+	const d = await startDaemon(t, dataDir(t));
+	const url = `http://127.0.0.1:${(hook.address() as { port: number }).port}/fb`;
+	assert.equal((await d.api('PUT', '/v1/apps/a', appBody(mock, { webhook: { url, secret: WEBHOOK_SECRET } }))).status, 200);
+	assert.equal((await d.api('POST', '/v1/apps/a/notifications', { notifications: [{ tokens, aps: { alert: 'x' } }] })).status, 202);
+	await until(async () => (d.output().includes('HTTP 301') ? true : undefined), 'the redirect to be logged as a failure', 400, 25);
+	assert.ok(posted >= 1);
+	assert.equal(landed, 0, 'not followed');
+});

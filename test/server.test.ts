@@ -133,6 +133,8 @@ test('serve: outcomes per notification — delivered, rejected, 410 as feedback 
 	const past = await d.api('GET', `/v1/apps/news/feedback?after=${fb.body.next}`);
 	assert.deepEqual([past.body.feedback, past.body.next], [[], fb.body.next]);
 	assert.equal((await d.api('GET', '/v1/apps/news/feedback?after=999999999999999')).body.feedback.length, 0);
+	// HEAD would run the GET's handler: there is none (and it must not mark anything handed out).
+	assert.equal((await request(d.url, 'HEAD', '/v1/apps/news/feedback', undefined, { authorization: `Bearer ${API_KEY}` })).status, 404);
 	assert.equal((await d.api('GET', '/v1/apps/news/feedback')).body.feedback.length, 1, 'read past (even far past): nothing deleted');
 	const ahead = await d.api('POST', '/v1/apps/news/feedback/ack', { upTo: 999_999_999_999_999 });
 	assert.deepEqual([ahead.status, ahead.body.error, ahead.body.field], [409, 'not_handed_out', 'body/upTo']);

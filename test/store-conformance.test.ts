@@ -182,8 +182,9 @@ for (const kind of STORES) {
 			// Reading deletes nothing, and only what was handed out can be acknowledged.
 			assert.equal(await store.feedbackAck(app, all[0]!.seq, false), false, 'nothing handed out yet');
 			assert.equal((await store.feedback(app, 0, 10)).length, 3, 'still all three');
-			await store.feedbackServed(app, all[1]!.seq);
-			await store.feedbackServed(app, all[0]!.seq); // the mark never moves back
+			await store.feedbackServed(app, 0, all[1]!.seq);
+			await store.feedbackServed(app, 0, all[0]!.seq); // the mark never moves back
+			await store.feedbackServed(app, all[1]!.seq + 1, all[2]!.seq); // a page that skipped ahead hands out nothing before it
 			assert.equal(await store.feedbackAck(app, all[2]!.seq, false), false, 'past what was handed out: refused');
 			assert.equal((await store.feedback(app, 0, 10)).length, 3, 'and nothing deleted');
 			// A webhook has the first record only: an acknowledgement of two removes only that one.

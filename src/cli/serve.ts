@@ -80,6 +80,10 @@ Needs: npm install ${[...SERVER_PACKAGES, ...SQLITE_PACKAGES].join(' ')}
 
 export async function run(args: readonly string[]): Promise<number> {
 	const flags = parseFlags(args, FLAGS);
+	// Never the default (the process ends): with TLS, the files are read again; without, nothing to do.
+	let reload: (() => void) | undefined;
+	const onHup = (): void => reload?.();
+	process.on('SIGHUP', onHup);
 	// Checked before anything is loaded; what is not given takes the daemon's defaults (SERVE_DEFAULTS).
 	const port = flags.port === undefined ? undefined : wholeNumber('--port', flags.port, 0, 65_535);
 	const retentionHours = flags['retention-hours'] === undefined ? undefined : wholeNumber('--retention-hours', flags['retention-hours'], 1, 24 * 3650);
@@ -176,17 +180,16 @@ export async function run(args: readonly string[]): Promise<number> {
 	}
 	process.stderr.write(`apns-worker serve: listening on ${address}\n`);
 	logger.info({ address, ...where }, 'listening');
-	if (tlsFiles !== undefined) {
-		// A renewed certificate without a restart: new connections get it, work goes on.
-		process.on('SIGHUP', () => {
-			try {
-				(api.server as unknown as TlsServer).setSecureContext(readTls(tlsFiles));
-				logger.info({ cert: tlsFiles.cert }, 'TLS certificate and key read again (SIGHUP)');
-			} catch (error) {
-				logger.error({ err: { message: (error as Error).message } }, 'SIGHUP: the TLS files could not be read: the previous certificate stays');
-			}
-		});
-	}
+	// A renewed certificate without a restart: new connections get it, work goes on.
+	reload = () => {
+		if (tlsFiles === undefined) return void logger.info('SIGHUP: nothing to read again (no --tls-cert)');
+		try {
+			(api.server as unknown as TlsServer).setSecureContext(readTls(tlsFiles));
+			logger.info({ cert: tlsFiles.cert }, 'TLS certificate and key read again (SIGHUP)');
+		} catch (error) {
+			logger.error({ err: { message: (error as Error).message } }, 'SIGHUP: the TLS files could not be read: the previous certificate stays');
+		}
+	};
 	return new Promise<number>((resolve) => {
 		let stopping = false;
 		const stop = (signal: string): void => {

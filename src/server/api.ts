@@ -84,6 +84,8 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 		// API does not wait for idle keep-alive connections.
 		requestTimeout: 60_000,
 		forceCloseConnections: true,
+		// No HEAD twin of every GET: it would run the handler (a feedback page marks records handed out) and show nothing.
+		exposeHeadRoutes: false,
 		// Refuse what does not fit the schema: no silent removal of unknown fields, no type coercion.
 		ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
 		// What Node refuses before a route is known (headers over 16 KiB: 431) has the API's error shape too.
@@ -353,7 +355,8 @@ export function parseJson(text: string): unknown {
 	} catch (error) {
 		throw new RequestError(400, 'invalid_json', `body is not valid JSON: ${(error as Error).message}`, 'body');
 	}
-	const at = text.includes('"__proto__"') ? protoKey(value, 'body') : undefined;
+	// Walked every time: a key spelled with escapes (\u005f_proto__) is __proto__ once parsed.
+	const at = protoKey(value, 'body');
 	if (at !== undefined) throw new RequestError(400, 'invalid_request', `${at} is not allowed as a key`, at);
 	return value;
 }

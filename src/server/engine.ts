@@ -517,7 +517,7 @@ export class Engine implements PushService {
 		const live = await this.#live(id);
 		try {
 			const records = await this.store.feedback(live.app, after, limit);
-			if (records.length > 0) await this.store.feedbackServed(live.app, records[records.length - 1]!.seq);
+			if (records.length > 0) await this.store.feedbackServed(live.app, after, records[records.length - 1]!.seq);
 			return feedbackPage(records, after);
 		} catch (error) {
 			throw this.#unavailable(error);
@@ -556,6 +556,16 @@ export class Engine implements PushService {
 
 	/** A new key for `apps` and `scopes`: returned once, stored as its SHA-256. */
 	async createKey(apps: readonly string[], scopes: readonly KeyScope[]): Promise<KeyView & { key: string }> {
+		// For apps that exist (a key names ids; deleting an app deletes the keys that name it).
+		for (const [i, id] of apps.entries()) {
+			let app: StoredApp | undefined;
+			try {
+				app = await this.store.getApp(id);
+			} catch (error) {
+				throw this.#unavailable(error);
+			}
+			if (app === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}: create it first`, `body/apps/${i}`);
+		}
 		const key = `awk_${randomBytes(32).toString('base64url')}`;
 		const stored: StoredKey = { id: randomUUID(), hash: createHash('sha256').update(key).digest('hex'), apps: [...new Set(apps)], scopes: [...new Set(scopes)], createdAt: Date.now() };
 		try {

@@ -219,7 +219,7 @@ export interface PushStore {
 	getApp(id: string): Promise<StoredApp | undefined>;
 	/** Every app's id. */
 	appIds(): Promise<string[]>;
-	/** Delete an app and everything it had; the number of its notifications still pending, or undefined when there is no such app. */
+	/** Delete an app and everything it had (scoped keys naming it too); the number of its notifications still pending, or undefined when there is no such app. */
 	deleteApp(id: string): Promise<number | undefined>;
 
 	/**
@@ -254,8 +254,12 @@ export interface PushStore {
 
 	/** Feedback of `app` after `after`, at most `limit`, oldest first. */
 	feedback(app: StoredApp, after: number, limit: number): Promise<FeedbackRecord[]>;
-	/** The API handed out feedback up to `seq` (a page ending there): it may be acknowledged from now on. */
-	feedbackServed(app: StoredApp, seq: number): Promise<void>;
+	/**
+	 * The API handed out feedback from `after` up to `seq` (a page). Handed out counts from the start only:
+	 * the mark moves to `seq` when `after` is at or below it (a page that skipped ahead hands out nothing
+	 * before it), so acknowledgements never reach records no page showed.
+	 */
+	feedbackServed(app: StoredApp, after: number, seq: number): Promise<void>;
 	/**
 	 * A reader acknowledges everything up to `upTo`: it may go (with a webhook, once the webhook has it
 	 * too). False, with nothing deleted, when `upTo` is past what the API handed out (a reader must never

@@ -114,9 +114,10 @@ export class Webhooks {
 				const body = JSON.stringify({ app: t.app, feedback: batch.map((r) => ({ seq: r.seq, token: r.token, when: new Date(r.when).toISOString(), reason: r.reason })) });
 				const headers: Record<string, string> = { 'content-type': 'application/json' };
 				if (t.secret !== undefined) headers[SIGNATURE_HEADER] = signature(t.secret, Math.floor(Date.now() / 1000), body);
-				const res = await fetch(t.url, { method: 'POST', headers, body, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+				// Never followed: a redirect turns the POST into a body-less GET whose 200 would count as delivered.
+				const res = await fetch(t.url, { method: 'POST', headers, body, redirect: 'manual', signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
 				await res.body?.cancel();
-				if (!res.ok) failure = `HTTP ${res.status}`;
+				if (res.status < 200 || res.status > 299) failure = `HTTP ${res.status}${res.status >= 300 && res.status < 400 ? ' (a redirect: give the final URL)' : ''}`;
 			} catch (error) {
 				failure = (error as Error).message;
 			}

@@ -216,6 +216,18 @@ redis.call('HDEL', KEYS[4], gen)
 redis.call('HDEL', KEYS[5], gen)
 redis.call('DEL', 'aw:fb:' .. gen)
 redis.call('DEL', 'aw:old:' .. gen)
+-- Keys scoped to it go with it: an app made again under the id must not inherit them.
+local keys = redis.call('HGETALL', 'aw:keys')
+for i = 1, #keys, 2 do
+	local k = cjson.decode(keys[i + 1])
+	for _, a in ipairs(k.apps) do
+		if a == ARGV[1] then
+			redis.call('HDEL', 'aw:keys', keys[i])
+			redis.call('HDEL', 'aw:keyhash', k.hash)
+			break
+		end
+	end
+end
 redis.call('PUBLISH', '${APPS_CHANNEL}', ARGV[1])
 return dropped
 `;
@@ -358,12 +370,22 @@ export class RedisData {
 		return (await this.#r.hmget('aw:pending', ...gens)).map((v) => Math.max(0, Number(v ?? 0)));
 	}
 
-	/** When each incarnation's oldest unsettled notification was accepted (ms), or undefined when none is. */
+	/**
+	 * When each incarnation's oldest unsettled notification was accepted (ms), or undefined when none is.
+	 * An entry whose notification's state expired unsettled (30 days without news) is dropped on the way.
+	 */
 	async oldestPending(gens: readonly string[]): Promise<Array<number | undefined>> {
-		if (gens.length === 0) return [];
-		const p = this.#r.pipeline();
-		for (const gen of gens) p.zrange(`aw:old:${gen}`, '0', '0', 'WITHSCORES');
-		return (await exec(p)).map((r) => ((r as string[]).length === 2 ? Number((r as string[])[1]) : undefined));
+		return Promise.all(
+			gens.map(async (gen) => {
+				for (let i = 0; i < 100; i++) {
+					const [member, score] = await this.#r.zrange(`aw:old:${gen}`, '0', '0', 'WITHSCORES');
+					if (member === undefined) return undefined;
+					if ((await this.#r.exists(member)) === 1) return Number(score);
+					await this.#r.zrem(`aw:old:${gen}`, member);
+				}
+				return undefined;
+			}),
+		);
 	}
 
 	async status(gen: string, id: string): Promise<{ total: number; sent: number; failed: number; failures: Array<{ token: string; status: number; reason: string }> } | undefined> {
@@ -418,9 +440,10 @@ export class RedisData {
 		return this.#read(gen, after, limit);
 	}
 
-	/** The API handed out feedback of `gen` up to `seq` (the mark only moves forward). */
-	async feedbackServed(gen: string, seq: number): Promise<void> {
-		await this.#r.eval("if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') < tonumber(ARGV[2]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end", 1, 'aw:fbsrv', gen, seq);
+	/** The API handed out feedback of `gen` from `after` up to `seq`: the mark moves to `seq` if `after` is at or below it. */
+	async feedbackServed(gen: string, after: number, seq: number): Promise<void> {
+		const script = "local c = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') if tonumber(ARGV[2]) <= c and c < tonumber(ARGV[3]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end";
+		await this.#r.eval(script, 1, 'aw:fbsrv', gen, after, seq);
 	}
 
 	/**
@@ -911,8 +934,8 @@ export class RedisStore implements PushStore {
 		return this.#data.readFeedback(app.gen, after, limit);
 	}
 
-	feedbackServed(app: StoredApp, seq: number): Promise<void> {
-		return this.#data.feedbackServed(app.gen, seq);
+	feedbackServed(app: StoredApp, after: number, seq: number): Promise<void> {
+		return this.#data.feedbackServed(app.gen, after, seq);
 	}
 
 	feedbackAck(app: StoredApp, upTo: number, webhook: boolean): Promise<boolean> {

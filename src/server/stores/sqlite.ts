@@ -308,6 +308,8 @@ export class SqliteStore implements PushStore {
 			this.#db.prepare('DELETE FROM notifications WHERE app = ?').run(num);
 			this.#db.prepare('DELETE FROM feedback WHERE app = ?').run(num);
 			this.#db.prepare('DELETE FROM idempotency WHERE app = ?').run(num);
+			// Keys scoped to it go with it: an app made again under the id must not inherit them.
+			this.#db.prepare('DELETE FROM api_keys WHERE id IN (SELECT k.id FROM api_keys k, json_each(k.apps) j WHERE j.value = ?)').run(id);
 			this.#db.prepare('DELETE FROM apps WHERE num = ?').run(num);
 			return dropped;
 		})();
@@ -385,8 +387,8 @@ export class SqliteStore implements PushStore {
 		return this.#q.getFeedback.all(Number(app.gen), after, limit) as FeedbackRecord[];
 	}
 
-	async feedbackServed(app: StoredApp, seq: number): Promise<void> {
-		this.#q.setFeedbackServed.run(seq, Number(app.gen));
+	async feedbackServed(app: StoredApp, after: number, seq: number): Promise<void> {
+		this.#q.setFeedbackServed.run(seq, Number(app.gen), after);
 	}
 
 	async feedbackAck(app: StoredApp, upTo: number, webhook: boolean): Promise<boolean> {
@@ -867,7 +869,7 @@ function prepare(db: Database.Database) {
 		getFeedback: db.prepare('SELECT seq, token, at AS "when", reason FROM feedback WHERE app = ? AND seq > ? ORDER BY seq LIMIT ?'),
 		getWebhookCursor: db.prepare('SELECT webhook_cursor FROM apps WHERE num = ?'),
 		getFeedbackCursors: db.prepare('SELECT feedback_served, webhook_cursor FROM apps WHERE num = ?'),
-		setFeedbackServed: db.prepare('UPDATE apps SET feedback_served = max(feedback_served, ?) WHERE num = ?'),
+		setFeedbackServed: db.prepare('UPDATE apps SET feedback_served = max(feedback_served, ?) WHERE num = ? AND feedback_served >= ?'),
 		setWebhookCursor: db.prepare('UPDATE apps SET webhook_cursor = ? WHERE num = ?'),
 	};
 }
