@@ -37,6 +37,17 @@ function open(t: TestContext, dir: string): SqliteStore {
 	return store;
 }
 
+/** Count the work source's reads of the apps (one per look for work): a source that spins reads every few ms. */
+function countReads(store: SqliteStore): { count: number } {
+	const reads = { count: 0 };
+	const appNums = store.appNums.bind(store);
+	store.appNums = () => {
+		reads.count++;
+		return appNums();
+	};
+	return reads;
+}
+
 /** `n` one-token notifications, the k-th token with `seed` and k in it. */
 function oneEach(n: number, seed: number) {
 	return Array.from({ length: n }, (_, k) => {
@@ -139,12 +150,7 @@ test('sqlite work: an app deleted while its work waits out a delay leaves no tim
 	const store = open(t, place(t));
 	const { app } = await store.putApp('a', '{}', undefined, 0);
 	await store.accept(app, oneEach(1, 4), Date.now(), undefined);
-	let reads = 0;
-	const appNums = store.appNums.bind(store);
-	store.appNums = () => {
-		reads++;
-		return appNums();
-	};
+	const reads = countReads(store);
 	const w = working(t, store, async () => {
 		await store.deleteApp('a');
 		return { retryInMs: 0 }; // due at once: the delay is over before anything looks at it
@@ -152,9 +158,9 @@ test('sqlite work: an app deleted while its work waits out a delay leaves no tim
 	await w.until(() => w.units.length === 1);
 	// A window of 50 ms, measured in reads: a source that spins on an expired delay reads every few ms.
 	await new Promise((resolve) => setTimeout(resolve, 20));
-	const before = reads;
+	const before = reads.count;
 	await new Promise((resolve) => setTimeout(resolve, 50));
-	assert.ok(reads - before <= 1, `${reads - before} reads in 50 ms with nothing to do`);
+	assert.ok(reads.count - before <= 1, `${reads.count - before} reads in 50 ms with nothing to do`);
 });
 
 test('sqlite work: units of an app that cannot send come back untouched and are not counted in doubt at the next start; units that reached a manager are', async (t) => {
@@ -196,12 +202,7 @@ test('sqlite work: a unit due again while the budget is full waits for room with
 	const waiting = (await store.putApp('waiting', '{}', undefined, 0)).app;
 	await store.accept(waiting, oneEach(1, 8), Date.now(), undefined);
 	const held: Array<() => void> = [];
-	let reads = 0;
-	const appNums = store.appNums.bind(store);
-	store.appNums = () => {
-		reads++;
-		return appNums();
-	};
+	const reads = countReads(store);
 	let canSend = false;
 	const w = working(t, store, async (unit): Promise<WorkResult> => {
 		if (unit.app === 'waiting') return canSend ? 'done' : { retryInMs: HOUR, untouched: true };
@@ -216,9 +217,9 @@ test('sqlite work: a unit due again while the budget is full waits for room with
 	w.source.resume!('waiting');
 	await new Promise((resolve) => setImmediate(resolve));
 	// A window of 50 ms, measured in reads: a source that re-arms a 0 ms timer for a due unit reads every few ms.
-	const before = reads;
+	const before = reads.count;
 	await new Promise((resolve) => setTimeout(resolve, 50));
-	assert.ok(reads - before <= 1, `${reads - before} reads in 50 ms while nothing could go out`);
+	assert.ok(reads.count - before <= 1, `${reads.count - before} reads in 50 ms while nothing could go out`);
 	assert.equal(w.units.filter((u) => u.app === 'waiting').length, 1, 'not handed out while the budget is full');
 	for (const release of held.splice(0)) release();
 	await w.until(() => w.units.filter((u) => u.app === 'waiting').length === 2);

@@ -19,8 +19,6 @@ import type { KeyScope } from './store.js';
 export const BODY_LIMITS = { notifications: 8 * 1024 * 1024, app: 256 * 1024, other: 16 * 1024 } as const;
 /** JSON nested deeper than this (objects and arrays) is refused (400) before it is parsed. */
 export const MAX_JSON_DEPTH = 32;
-/** Routes open without the API key: cheap, and none reads a body. */
-const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/metrics', '/openapi.json']);
 /** Tokens in one notification entry, and entries in one request. */
 export const MAX_TOKENS_PER_NOTIFICATION = 10_000;
 export const MAX_NOTIFICATIONS_PER_REQUEST = 1000;
@@ -108,7 +106,9 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 		const route = request.routeOptions.url;
 		// Unknown: answered before its body is read (fastify would parse it for the 404 handler).
 		if (route === undefined) return reply.code(404).send(notFound(request.method, request.url));
-		if (PUBLIC_ROUTES.has(route)) return undefined;
+		// Open without the key: cheap, and none reads a body.
+		const access = (request.routeOptions.config as { access?: Route['access'] }).access;
+		if (access === 'public') return undefined;
 		if (daemon.closing) return reply.code(503).header('retry-after', '5').send({ error: 'shutting_down', message: 'the daemon is shutting down; retry on its next start', field: 'request' });
 		// RFC 9110: the scheme is case-insensitive.
 		const given = /^bearer[ \t]+(\S+)[ \t]*$/i.exec(request.headers.authorization ?? '')?.[1];
@@ -118,9 +118,8 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			// Not the admin key: a scoped key may do what its scopes allow, for its apps only, and never manage.
 			const key = await daemon.keyFor(given);
 			if (key === undefined) return unauthorized();
-			const access = (request.routeOptions.config as { access?: Route['access'] }).access;
 			const appId = (request.params as { appId?: string } | undefined)?.appId;
-			if (access === undefined || access === 'public' || access === 'admin' || !key.scopes.has(access) || appId === undefined || !key.apps.has(appId)) {
+			if (access === undefined || access === 'admin' || !key.scopes.has(access) || appId === undefined || !key.apps.has(appId)) {
 				return reply.code(403).send({ error: 'forbidden', message: access === 'admin' ? `key ${key.id} is scoped: only the admin key manages apps and keys` : `key ${key.id} may not ${access ?? 'do this'} for app ${appId ?? '(none)'}`, field: 'headers/authorization' });
 			}
 		}
@@ -282,7 +281,7 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 	];
 	for (const r of routes) app.route({ method: r.method, url: r.url, schema: r.schema, handler: r.handler, bodyLimit: r.bodyLimit ?? BODY_LIMITS.other, config: { access: r.access } });
 	const openapi = openApi(routes);
-	app.get('/openapi.json', () => openapi);
+	app.get('/openapi.json', { config: { access: 'public' } }, () => openapi);
 	return app;
 }
 

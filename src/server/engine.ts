@@ -547,7 +547,7 @@ export class Engine implements PushService {
 		if (!SCOPED_KEY.test(key)) return undefined;
 		let stored: StoredKey | undefined;
 		try {
-			stored = await this.store.keyByHash(createHash('sha256').update(key).digest('hex'));
+			stored = await this.store.keyByHash(keyHash(key));
 		} catch (error) {
 			throw this.#unavailable(error);
 		}
@@ -567,7 +567,7 @@ export class Engine implements PushService {
 			if (app === undefined) throw new RequestError(404, 'unknown_app', `no app ${id}: create it first`, `body/apps/${i}`);
 		}
 		const key = `awk_${randomBytes(32).toString('base64url')}`;
-		const stored: StoredKey = { id: randomUUID(), hash: createHash('sha256').update(key).digest('hex'), apps: [...new Set(apps)], scopes: [...new Set(scopes)], createdAt: Date.now() };
+		const stored: StoredKey = { id: randomUUID(), hash: keyHash(key), apps: [...new Set(apps)], scopes: [...new Set(scopes)], createdAt: Date.now() };
 		try {
 			await this.store.putKey(stored);
 		} catch (error) {
@@ -941,6 +941,11 @@ async function secretBox(store: PushStore, secret: string | undefined, insecure:
 
 /** What a scoped key looks like: made by {@link Engine.createKey}. */
 const SCOPED_KEY = /^awk_[A-Za-z0-9_-]{43}$/;
+
+/** What a store keeps of a scoped key: its SHA-256, hex. */
+function keyHash(key: string): string {
+	return createHash('sha256').update(key).digest('hex');
+}
 
 function keyView(k: StoredKey): KeyView {
 	return { id: k.id, apps: k.apps, scopes: k.scopes, createdAt: new Date(k.createdAt).toISOString() };
