@@ -85,9 +85,9 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	readonly topic?: string;
 	/**
 	 * HTTP/2 sessions in the pool. While black-holed requests (unanswered on a session that answers
-	 * others) fill the pool — those past their deadline within the last `requestTimeoutMs` would fill half
-	 * a session — and work waits, up to 8 times as many are opened; they are closed once idle with no
-	 * black hole for `requestTimeoutMs`.
+	 * others) fill the pool — those past their deadline within the last `requestTimeoutMs`, with those the
+	 * peer read and left unanswered for a second, would fill half a session — and work waits, up to 8
+	 * times as many are opened; they are closed once idle with no black hole for `requestTimeoutMs`.
 	 * @default 1
 	 */
 	readonly connections?: number;
@@ -102,9 +102,12 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	/**
 	 * HTTP/2: a request unanswered this long on a session that is alive — it answered a request or a
 	 * PING sent after this one — is cancelled and retried (an attempt, backed off like a 503), in ms. The
-	 * session is kept. A session that answers nothing is PINGed once its oldest request has waited half
-	 * this long, and destroyed as dead if that PING is unanswered in `pingTimeoutMs` (or if the request is
-	 * still not known to be read `pingTimeoutMs` after its deadline: a closing session cannot be PINGed).
+	 * session is kept, unless it holds more of them than it may reset (500 at once, then 20 a second, under
+	 * the "rapid reset" limits of nghttp2-based servers): then it takes no new requests and is closed, and
+	 * replaced, once nothing on it awaits an answer. A session that answers nothing is PINGed once its
+	 * oldest request has waited a second (or half this long, if shorter), and destroyed as dead if that
+	 * PING is unanswered in `pingTimeoutMs` (or if the request is still not known to be read
+	 * `pingTimeoutMs` after its deadline: a closing session cannot be PINGed).
 	 * @default 10_000
 	 */
 	readonly requestTimeoutMs?: number;

@@ -319,14 +319,20 @@ for (const backend of BACKENDS) {
 			});
 		}
 
-		test(`a wave of 1,200 black holes where the server allows 1,000 streams (cert auth): each settled at its deadline, its stream reset within the budget (${RESET_BURST} at once, ${RESETS_PER_SECOND}/s): the server never sends GOAWAY for a rapid reset`, async (t) => {
+		test(`a wave of 1,200 black holes where the server allows 1,000 streams (cert auth): each settled at its deadline, its stream reset within the budget (${RESET_BURST} at once, ${RESETS_PER_SECOND}/s) and a session over it retired, not reset further: the server never sends GOAWAY for a rapid reset`, async (t) => {
 			const tokens = makeTokens(1200, 422);
 			const seen = requestsByToken();
 			const server = await api(t, { neverAnswer: true }, { onRequest: seen.onRequest });
 			const m = manager(t, server, { protocol: 'http2', ...FAST, retry: { initialDelayMs: 5, maxDelayMs: 40 }, requestTimeoutMs: 300 });
 			const w = watch(m);
+			const ended: string[] = [];
+			const endedIds: number[] = [];
 			const goaways: string[] = [];
-			m.on('disconnected', (info) => info.reason === 'goaway' && goaways.push(info.error?.message ?? ''));
+			m.on('disconnected', (info) => {
+				ended.push(info.reason);
+				endedIds.push(info.connection);
+				if (info.reason === 'goaway') goaways.push(info.error?.message ?? '');
+			});
 			m.sendAps(tokens, { alert: 'x' });
 			await m.flushMessages();
 			assert.equal(w.failures.size, 1200);
@@ -335,6 +341,12 @@ for (const backend of BACKENDS) {
 			// nghttp2 (the mock's HTTP/2, and many servers') answers >1,000 resets at once with GOAWAY INTERNAL_ERROR.
 			assert.deepEqual(goaways, []);
 			assert.deepEqual(w.connectErrors, []);
+			// 1,000 black holes at once are more than the first session's budget: rather than hold the streams
+			// it could not reset, it was retired — closed by us, not failed — while the black holes were still
+			// being tried (holding them, it stayed open until idle, after the flush).
+			assert.ok(endedIds.includes(1), `sessions closed before the flush resolved: ${endedIds.join(', ')}`);
+			assert.deepEqual(ended, ended.map(() => 'closed'));
+			assert.ok(server.peakSessions <= BLACK_HOLE_SESSIONS, `${server.peakSessions} sessions at once`);
 		});
 
 		test('a session that answers nothing after a request, not even a PING, is dead: destroyed at pingTimeoutMs, its requests lost with it (in doubt); the request that hangs it is isolated and reported; the rest delivered', async (t) => {

@@ -18,17 +18,19 @@
  * attempts. So is a request unanswered for `requestTimeoutMs` on a session that is otherwise alive — the
  * peer answered something sent after it, another request or a PING — and the session is kept with its
  * stream limit: a black hole costs each notification its own attempts, side by side. Its stream is
- * cancelled (RST_STREAM CANCEL) within a reset budget ({@link RESET_BURST}), or holds its place until the
- * budget allows: a flood of resets is what servers shut out as a "rapid reset" attack. A session that
- * answers nothing, not even the PING sent once its oldest request has waited half of `requestTimeoutMs`,
+ * cancelled (RST_STREAM CANCEL) within a reset budget ({@link RESET_BURST}): a flood of resets is what
+ * servers shut out as a "rapid reset" attack. A session with more black holes than its budget is retired
+ * instead: it takes no new streams and is closed once nothing on it awaits an answer, which frees them
+ * all; its replacement opens through the connect ceiling and the reconnect backoff. A session that
+ * answers nothing, not even the PING sent once its oldest request has waited {@link SUSPECT_MS},
  * is dead: it is destroyed at `pingTimeoutMs` and its requests are lost with it (below); so is one whose
  * request is still not known to be read `pingTimeoutMs` after its deadline (a closing session cannot be
- * PINGed; flow control can hold a request's frames back). When the black
- * holes of the last `requestTimeoutMs` would fill half a session and every session is full while work
- * waits, the pool opens more sessions than `connections`, up to {@link BLACK_HOLE_SESSIONS} times as
- * many, so that what waits is not queued behind requests that will never be answered; the extra sessions
- * are closed once idle with no black hole for `requestTimeoutMs`. Retries wait in one {@link DueQueue}
- * (O(log n), one timer).
+ * PINGed; flow control can hold a request's frames back). When the black holes of the last
+ * `requestTimeoutMs`, with the suspects (read, unanswered for {@link SUSPECT_MS}), would fill half a
+ * session and every session is full while work waits, the pool opens more sessions than `connections`,
+ * up to {@link BLACK_HOLE_SESSIONS} times as many, so that what waits is not queued behind requests that
+ * will never be answered; the extra sessions are closed once idle with no black hole for
+ * `requestTimeoutMs`. Retries wait in one {@link DueQueue} (O(log n), one timer).
  * A session that ends before the gateway settled any notification on it is a failed connect attempt
  * (backoff, `connectError`), however it ended. A session lost with requests in flight, whatever it did
  * before, halves the streams every session may carry (to 1 after another loss with no settlement between,
@@ -65,11 +67,24 @@ const MAX_REQUESTS_PER_SESSION = 2 ** 30 - 1024;
 export const BLACK_HOLE_SESSIONS = 8;
 
 /**
+ * A request the peer has read and not answered in this long (at most half of `requestTimeoutMs`) is a
+ * suspected black hole: APNs answers in milliseconds. Suspects count toward growing the pool as black
+ * holes do, so work queued behind a session full of them starts its attempts now, not a
+ * `requestTimeoutMs` later; and a session whose oldest request is unanswered this long is PINGed.
+ */
+const SUSPECT_MS = 1000;
+
+function suspectAfter(requestTimeoutMs: number): number {
+	return Math.min(SUSPECT_MS, requestTimeoutMs / 2);
+}
+
+/**
  * RST_STREAMs a session may send: a burst, then so many a second. Servers built on nghttp2 (1.57 and
  * later) answer more than 1,000 resets at once, or more than 33 a second after that, with GOAWAY
  * INTERNAL_ERROR as a "rapid reset" attack (CVE-2023-44487); we stay well under both. A request past
- * its deadline beyond this budget is settled at once all the same; its stream is reset when the budget
- * allows, and holds its place in the session until then.
+ * its deadline beyond this budget is settled at once all the same, and its session is retired (closed
+ * once nothing on it awaits an answer) rather than reset further: so each replacement session costs
+ * the gateway more than `RESET_BURST` black-holed requests.
  */
 export const RESET_BURST = 500;
 export const RESETS_PER_SECOND = 20;
@@ -129,12 +144,17 @@ class Session {
 	readThrough = 0;
 	/** A PING is out. */
 	pinging = false;
+	/** Requests the peer has read that are unanswered after {@link suspectAfter} but not yet past their deadline (at the last sweep). */
+	suspects = 0;
 	/** RST_STREAMs it may send now (see {@link RESET_BURST}). */
 	readonly resets = new TokenBucket(RESETS_PER_SECOND, RESET_BURST);
-	/** Streams past their deadline waiting for the reset budget to cancel them. */
-	readonly unreset: http2.ClientHttp2Stream[] = [];
 	/** Closed by us for want of work (an extra session once black holes are gone): not a failure. */
 	unneeded = false;
+	/**
+	 * Full of black holes past the reset budget: takes no new streams, and is closed once nothing on it
+	 * awaits an answer, which frees every stream without a reset. Not a failure: it answered.
+	 */
+	retiring = false;
 	pingTimer: NodeJS.Timeout | undefined;
 	sweepTimer: NodeJS.Timeout | undefined;
 
@@ -155,7 +175,7 @@ class Session {
 
 	/** Not going away: counts toward the pool. */
 	get live(): boolean {
-		return this.lastStreamId === undefined && !this.session.closed && !this.session.destroyed;
+		return this.lastStreamId === undefined && !this.retiring && !this.session.closed && !this.session.destroyed;
 	}
 }
 
@@ -234,17 +254,21 @@ export class Http2Driver extends Driver {
 	}
 
 	/**
-	 * Black holes fill the pool: those of the last `requestTimeoutMs` would fill half the widest session
+	 * Black holes fill the pool: those of the last `requestTimeoutMs`, and the suspects on the sessions
+	 * in the pool, would fill half the widest session
 	 * (by what its server allows: neither a token-auth session's lone first stream nor the cap after a
 	 * loss is a measure).
 	 */
 	#clogged(): boolean {
-		const holes = this.#recentHoles();
-		if (holes === 0) return false;
+		let holes = this.#recentHoles();
 		const { maxStreamsPerSession } = this.ctx.setup.options;
 		let widest = 0;
-		for (const s of this.#sessions) if (s.live) widest = Math.max(widest, Math.min(s.remoteLimit, maxStreamsPerSession));
-		return holes * 2 >= widest;
+		for (const s of this.#sessions) {
+			if (!s.live) continue;
+			widest = Math.max(widest, Math.min(s.remoteLimit, maxStreamsPerSession));
+			holes += s.suspects;
+		}
+		return holes > 0 && holes * 2 >= widest;
 	}
 
 	/** Nothing waits: once no black hole was seen for `requestTimeoutMs`, close the idle sessions beyond `connections` (opened for them). */
@@ -314,7 +338,7 @@ export class Http2Driver extends Driver {
 				if (!p.timedOut) (s.lastStreamId !== undefined && stream.id !== undefined && stream.id > s.lastStreamId ? refused : lost).push(p.n);
 			}
 			s.streams.clear();
-			const ours = this.destroyed || ((this.closing || s.unneeded) && lost.length + refused.length === 0 && failure === undefined);
+			const ours = this.destroyed || ((this.closing || s.unneeded || s.retiring) && lost.length + refused.length === 0 && failure === undefined);
 			if (!this.destroyed) {
 				this.ctx.queue.requeue(refused, 'goaway');
 				if (lost.length === 1) {
@@ -345,7 +369,7 @@ export class Http2Driver extends Driver {
 		}, Math.max(10, Math.floor(pingIntervalMs / 2)));
 		s.pingTimer.unref();
 		// One sweep per session rather than a timer per request.
-		s.sweepTimer = setInterval(() => this.#sweep(s), Math.max(10, Math.min(1000, Math.floor(requestTimeoutMs / 4))));
+		s.sweepTimer = setInterval(() => this.#sweep(s), Math.max(10, Math.min(250, Math.floor(requestTimeoutMs / 8))));
 		s.sweepTimer.unref();
 	}
 
@@ -360,18 +384,14 @@ export class Http2Driver extends Driver {
 		if (s.session.destroyed) return;
 		const { requestTimeoutMs, pingTimeoutMs } = this.ctx.setup.options;
 		const now = performance.now();
+		const suspectMs = suspectAfter(requestTimeoutMs);
 		let cancelled = 0;
-		while (s.unreset.length > 0) {
-			const stream = s.unreset[0]!;
-			if (!stream.closed && !stream.destroyed && !s.resets.take()) break;
-			s.unreset.shift();
-			stream.close(NGHTTP2_CANCEL); // (a no-op for one that ended meanwhile)
-		}
-		// Streams are kept in the order sent: the first one still within its time ends the sweep.
+		let suspects = 0;
+		// Streams are kept in the order sent: the first one not yet suspect ends the sweep.
 		for (const [stream, p] of s.streams) {
 			if (p.timedOut) continue;
 			const waited = now - p.sentAt;
-			if (waited < requestTimeoutMs / 2) break;
+			if (waited < suspectMs) break;
 			if (s.readThrough < p.seq) {
 				// Nor is any later one known to have reached the peer. PINGs answered while it still is not
 				// (its frames held back by flow control, or a closing session that cannot be PINGed): stuck.
@@ -379,19 +399,44 @@ export class Http2Driver extends Driver {
 				else this.#ping(s);
 				break;
 			}
-			if (waited < requestTimeoutMs) break;
+			if (waited < requestTimeoutMs) {
+				suspects++;
+				continue;
+			}
 			p.timedOut = true;
 			cancelled++;
 			this.#unanswered(s, stream, p);
+			if (s.retiring) continue; // its streams go with it
 			if (s.resets.take()) stream.close(NGHTTP2_CANCEL);
-			else s.unreset.push(stream);
+			else this.#startRetiring(s);
 		}
-		if (cancelled > 0) {
-			this.#holes.push({ at: now, count: cancelled });
+		this.#retired(s);
+		const more = suspects > s.suspects;
+		s.suspects = suspects;
+		if (cancelled > 0) this.#holes.push({ at: now, count: cancelled });
+		if (cancelled > 0 || more) {
 			this.wake(); // the pool may grow beside sessions full of them
 		} else if (s.streams.size === 0 && this.#sessions.size > this.ctx.setup.options.connections) {
 			this.wake(); // an extra session may be closed once idle
 		}
+	}
+
+	/**
+	 * `s` has more black holes than its reset budget allows: rather than
+	 * hold their streams until the budget refills, it takes no new streams and is closed once nothing on it
+	 * awaits an answer; the pool opens its replacement through the connect ceiling and the reconnect
+	 * backoff like any other session. The streams already reset stay reset; the rest are freed by the close.
+	 */
+	#startRetiring(s: Session): void {
+		s.retiring = true;
+		this.wake(); // a replacement may open
+	}
+
+	/** A retiring session with nothing left awaiting an answer is closed (its black holes with it). */
+	#retired(s: Session): void {
+		if (!s.retiring || s.session.destroyed || this.#inFlight(s) > 0) return;
+		s.session.destroy();
+		s.socket?.destroy();
 	}
 
 	/**
@@ -485,6 +530,7 @@ export class Http2Driver extends Driver {
 			if (status === 0 && stream.rstCode !== undefined) s.readThrough = Math.max(s.readThrough, pending.seq);
 			if (status === 0) this.#unanswered(s, stream, pending);
 			else this.#answer(s, n, status, chunks, retryAfter);
+			this.#retired(s);
 			this.wake();
 		});
 		stream.end(m.encodedPayload);

@@ -149,6 +149,8 @@ export interface MockApnsHttp2 {
 	readonly goaways: ReadonlyArray<{ readonly session: number; readonly lastStreamId: number }>;
 	/** Most streams in flight at once on one session. */
 	readonly peakConcurrentStreams: number;
+	/** Most sessions open at once. */
+	readonly peakSessions: number;
 	/** JWTs seen, distinct. */
 	readonly tokensSeen: ReadonlySet<string>;
 	setFaults(faults: MockApnsHttp2Faults): void;
@@ -202,6 +204,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 	let acceptedCount = 0;
 	let sessions = 0;
 	let peak = 0;
+	let peakSessions = 0;
 	const resetTransient = (f: MockApnsHttp2Faults): void => {
 		transientLeft.clear();
 		for (const t of f.transient?.tokens ?? []) transientLeft.set(t, f.transient!.times);
@@ -236,6 +239,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		const state: SessionState = { id: ++sessions, streams: 0, open: 0, lastStreamId: undefined };
 		states.set(session, state);
 		liveSessions.add(session);
+		peakSessions = Math.max(peakSessions, liveSessions.size);
 		session.on('close', () => liveSessions.delete(session));
 		session.on('error', () => {});
 		if (faults.goawayOnConnect) {
@@ -410,6 +414,9 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		goaways,
 		get peakConcurrentStreams() {
 			return peak;
+		},
+		get peakSessions() {
+			return peakSessions;
 		},
 		get answered() {
 			return answered;
