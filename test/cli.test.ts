@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { after, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { makePkcs12, startMockApnsHttp2, startMockProxy, type MockApnsHttp2Faults } from '../src/testing.js';
-import { parseProxy, UsageError } from '../src/cli/args.js';
+import { duration, parseProxy, UsageError } from '../src/cli/args.js';
 import * as demoCommand from '../src/cli/demo.js';
 import * as feedbackCommand from '../src/cli/feedback.js';
 import { ProgressLine, REDRAW_MS } from '../src/cli/progress.js';
@@ -353,6 +353,14 @@ test('--proxy: the URL becomes { host, port, auth }; no error repeats the passwo
 			(error: unknown) => error instanceof UsageError && error.message.startsWith('--proxy') && !error.message.includes('s3cret-proxy-pw'),
 			bad,
 		);
+	}
+});
+
+test('serve --retry-for: a whole number and a unit (s, m, h, d) within the bounds; anything else names the flag and the form', () => {
+	const DAY = 86_400_000;
+	assert.deepEqual(['90s', '30m', '24h', '30d'].map((v) => duration('--retry-for', v, 1000, 30 * DAY)), [90_000, 1_800_000, 86_400_000, 30 * DAY]);
+	for (const bad of ['24', '1.5h', '-1h', '31d', '0s', 'h', '24 h', '1w']) {
+		assert.throws(() => duration('--retry-for', bad, 1000, 30 * DAY), { name: 'UsageError', message: `--retry-for must be a duration from 1s to 30d, a whole number and s, m, h or d (e.g. 24h), got ${JSON.stringify(bad)}` }, bad);
 	}
 });
 

@@ -132,7 +132,9 @@ for (const kind of STORES) {
 			const { app } = await store.putApp('a', '{}', undefined, 0);
 			const small = tokens(7, 1);
 			const large = tokens(UNIT_TOKENS + 3, 2);
-			const { ids } = (await store.accept(app, [{ body: BODY, tokens: small }, { body: BODY, tokens: large }], Date.now(), undefined))!;
+			// Accepted a minute ago (as a request's clock said): the units carry that time, where retry windows start.
+			const acceptedAt = Date.now() - 60_000;
+			const { ids } = (await store.accept(app, [{ body: BODY, tokens: small }, { body: BODY, tokens: large }], acceptedAt, undefined))!;
 			const w = working(t, store, async (unit): Promise<WorkResult> => {
 				// Token 0 of the small notification fails; everything else is delivered.
 				const sent = allSent(unit);
@@ -150,7 +152,7 @@ for (const kind of STORES) {
 			assert.deepEqual(seen.sort(), [...hexes(small), ...hexes(large)].sort(), 'each token once');
 			for (const u of w.units) {
 				assert.ok(u.tokens.length / 32 <= UNIT_TOKENS && u.app === 'a' && u.gen === app.gen && ids.includes(u.notification), 'a unit is some tokens of one notification');
-				assert.deepEqual([u.again, u.attempts], [false, 0]);
+				assert.deepEqual([u.again, u.attempts, u.acceptedAt], [false, 0, acceptedAt]);
 			}
 			assert.deepEqual(await store.pending([app]), [0]);
 			assert.deepEqual(await store.status(app, ids[0]!), { total: 7, sent: 6, failed: 1, failures: [{ token: hexes(small)[0], status: 400, reason: 'BadDeviceToken' }] });

@@ -64,6 +64,16 @@ export function wholeNumber(flag: string, value: string, min: number, max = Numb
 	return n;
 }
 
+const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration such as `90s`, `30m`, `24h` or `30d` (a whole number and a unit), in ms, from `minMs` to `maxMs`. */
+export function duration(flag: string, value: string, minMs: number, maxMs: number): number {
+	const m = /^(\d+)([smhd])$/.exec(value);
+	const ms = m === null ? Number.NaN : Number(m[1]) * UNIT_MS[m[2]!]!;
+	if (!(ms >= minMs && ms <= maxMs)) throw new UsageError(`${flag} must be a duration from ${minMs / 1000}s to ${maxMs / 86_400_000}d, a whole number and s, m, h or d (e.g. 24h), got ${JSON.stringify(value)}`);
+	return ms;
+}
+
 /** `value` as one of `choices`. */
 export function oneOf<C extends string>(flag: string, value: string, choices: readonly C[]): C {
 	if (!(choices as readonly string[]).includes(value)) throw new UsageError(`${flag} must be ${choices.join(', ').replace(/, ([^,]*)$/, ' or $1')}, got ${JSON.stringify(value)}`);

@@ -9,13 +9,14 @@ import type { AddressInfo } from 'node:net';
 import { createSecureContext, type Server as TlsServer } from 'node:tls';
 import { ServerError } from '../index.js';
 import type { PushStore } from '../server/store.js';
-import { parseFlags, UsageError, wholeNumber } from './args.js';
+import { duration, parseFlags, UsageError, wholeNumber } from './args.js';
 
 export const FLAGS = {
 	host: { type: 'string' },
 	port: { type: 'string' },
 	data: { type: 'string' },
 	'retention-hours': { type: 'string' },
+	'retry-for': { type: 'string' },
 	'shutdown-timeout': { type: 'string' },
 	'insecure-plaintext-secrets': { type: 'boolean' },
 	redis: { type: 'string' },
@@ -44,6 +45,11 @@ JSON over HTTP; the routes are in GET /openapi.json and the README ("Run it as a
   --data DIR                   where the database and the API key live (default ./apns-worker-data)
   --retention-hours N          keep settled outcomes and unread feedback this long (default 168;
                                feedback a webhook has not received yet is kept until it has)
+  --retry-for DURATION         retry a notification APNs answers "not now" (429, 500, 503, no answer,
+                               a lost connection), or whose app is stopped, this long after it was
+                               accepted, e.g. 6h, 3d (default 24h; at most 30d, as long as APNs
+                               stores one); its expiration, when sooner, ends it first. Then it is
+                               recorded failed with APNs' last answer, or "Expired"
   --shutdown-timeout SECONDS   on SIGTERM/SIGINT, flush this long; the rest is kept (default 10)
   --insecure-plaintext-secrets store credentials unencrypted when APNS_WORKER_SECRET is not set
   --tls-cert FILE --tls-key FILE
@@ -87,6 +93,7 @@ export async function run(args: readonly string[]): Promise<number> {
 	// Checked before anything is loaded; what is not given takes the daemon's defaults (SERVE_DEFAULTS).
 	const port = flags.port === undefined ? undefined : wholeNumber('--port', flags.port, 0, 65_535);
 	const retentionHours = flags['retention-hours'] === undefined ? undefined : wholeNumber('--retention-hours', flags['retention-hours'], 1, 24 * 3650);
+	const retryForMs = flags['retry-for'] === undefined ? undefined : duration('--retry-for', flags['retry-for'], 1000, 30 * 86_400_000);
 	const shutdownSeconds = flags['shutdown-timeout'] === undefined ? undefined : wholeNumber('--shutdown-timeout', flags['shutdown-timeout'], 0, 3600);
 	const redis = flags.redis ?? (process.env['APNS_WORKER_REDIS'] || undefined);
 	const concurrency = flags.concurrency === undefined ? undefined : wholeNumber('--concurrency', flags.concurrency, 1, 1000);
@@ -147,6 +154,7 @@ export async function run(args: readonly string[]): Promise<number> {
 			secret: process.env['APNS_WORKER_SECRET'],
 			insecurePlaintextSecrets: flags['insecure-plaintext-secrets'] ?? false,
 			retentionMs,
+			...(retryForMs === undefined ? {} : { retryForMs }),
 			shutdownTimeoutMs,
 			...(concurrency === undefined ? {} : { concurrency }),
 			logger,

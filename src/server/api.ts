@@ -46,7 +46,7 @@ const NOTIFICATIONS_SCHEMA = {
 					payload: { type: 'object' },
 					pushType: { type: 'string', minLength: 1, maxLength: 64 },
 					priority: { type: 'integer', enum: [1, 5, 10] },
-					expiration: { type: 'integer', minimum: 0 },
+					expiration: { type: 'integer', minimum: 0, description: 'UNIX seconds: APNs stores it until then (0: not at all). Not sent after then; "not now" answers are retried until then or --retry-for, whichever is first; then failed (reason Expired when APNs never answered)' },
 					collapseId: { type: 'string', minLength: 1, maxLength: 64 },
 					topic: { type: 'string', minLength: 1, maxLength: 255 },
 				},

@@ -158,13 +158,12 @@ export class SharedTokens {
 }
 
 /**
- * Attempts a notification gets in the daemon before a "try again" answer (429, 500, 503, unanswered)
- * is recorded as its failure: with the library's retry backoff (1, 2, 4 … 60 s, up to half less for
- * jitter) 12 attempts span about 3 to 6 minutes, so an APNs outage of a few minutes fails nothing,
- * where the library's default 5 (7.5–15 s) suits a caller that is waiting. A crash meanwhile loses
- * nothing either: the row is still pending (in doubt).
+ * Attempts a notification gets from an app's manager in one round: with the library's retry backoff
+ * (1 s, then 2 s, up to half less for jitter) a round rides out a blip of a few seconds. A token that is
+ * still answered "not now" (429, 500, 503, no answer) is not failed: the engine hands its unit out again
+ * for another round, backed off, until the notification's expiration or `--retry-for` (engine.ts).
  */
-export const DAEMON_MAX_ATTEMPTS = 12;
+export const DAEMON_MAX_ATTEMPTS = 3;
 
 /**
  * The manager options of an app (HTTP/2). Errors from the credentials surface when the manager is made

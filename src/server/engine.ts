@@ -38,6 +38,12 @@ export interface EngineOptions {
 	readonly insecurePlaintextSecrets?: boolean;
 	/** How long settled outcomes, idempotency answers and unread feedback are kept, in ms. @default 7 days */
 	readonly retentionMs?: number;
+	/**
+	 * How long a notification is retried after a transient failure (429, 500, 503, unanswered, a lost
+	 * connection), from when it was accepted, in ms; its `expiration`, when sooner, ends it first. Then
+	 * it is recorded failed with APNs' last answer. @default 24 hours
+	 */
+	readonly retryForMs?: number;
 	/** How long a shutdown may take, in ms: units finish, then (the last 30 %) managers hand back what they hold, then (the last 10 %) outcomes are stored; the rest is left to the store. @default 10_000 */
 	readonly shutdownTimeoutMs?: number;
 	/** Units worked at once. @default 16 */
@@ -55,6 +61,11 @@ export const FLUSH_OUTCOMES = 1000;
 const FLUSH_RETRY = { initialDelayMs: 250, maxDelayMs: 5000, jitter: 0.2 } as const;
 /** A unit that cannot be sent yet (its app is stopped, the store is away) is tried again: 1 s doubling to 60 s. */
 const UNIT_RETRY = { initialDelayMs: 1000, maxDelayMs: 60_000, jitter: 0.2 } as const;
+/**
+ * A unit whose tokens got only transient answers in a round (each a manager's `DAEMON_MAX_ATTEMPTS`
+ * attempts) is handed out again for another round: 5 s doubling to 10 minutes, until its deadline.
+ */
+const ROUND_RETRY = { initialDelayMs: 5000, maxDelayMs: 600_000, jitter: 0.2 } as const;
 /** Loads of every app that failed are tried again: 0.1 s doubling to 5 s. */
 const RESYNC_RETRY = { initialDelayMs: 100, maxDelayMs: 5000, jitter: 0.2 } as const;
 /** How often a shared store's apps are compared with this daemon's copies and their webhooks woken (a missed message, a dead daemon's delivery). */
@@ -130,7 +141,7 @@ export class Engine implements PushService {
 	readonly metrics: Metrics;
 	readonly apiKey: string;
 	readonly store: PushStore;
-	readonly #options: { retentionMs: number; shutdownTimeoutMs: number; concurrency: number };
+	readonly #options: { retentionMs: number; retryForMs: number; shutdownTimeoutMs: number; concurrency: number };
 	readonly #box: SecretBox | undefined;
 	readonly #apps = new Map<string, LiveApp>();
 	/** Per app id: loads run one after another. */
@@ -166,6 +177,7 @@ export class Engine implements PushService {
 		this.#box = box;
 		this.#options = {
 			retentionMs: options.retentionMs ?? SERVE_DEFAULTS.retentionMs,
+			retryForMs: options.retryForMs ?? SERVE_DEFAULTS.retryForMs,
 			shutdownTimeoutMs: options.shutdownTimeoutMs ?? SERVE_DEFAULTS.shutdownTimeoutMs,
 			concurrency: options.concurrency ?? SERVE_DEFAULTS.concurrency,
 		};
@@ -616,7 +628,6 @@ export class Engine implements PushService {
 	async #handle(unit: WorkUnit): Promise<WorkResult> {
 		// Not sent this time: nothing of it reached APNs.
 		const untouched = { retryInMs: backoffDelay(unit.attempts + 1, UNIT_RETRY), untouched: true } as const;
-		const later = { retryInMs: untouched.retryInMs };
 		if (this.store.unavailable !== undefined) {
 			// The store is away for this daemon: the unit goes back, backed off — never sent after a wait its
 			// lease may not have outlived. The wait keeps this daemon from taking unit after unit meanwhile.
@@ -634,30 +645,22 @@ export class Engine implements PushService {
 		const live = this.#apps.get(unit.app);
 		if (live?.app.gen !== unit.gen) return untouched;
 		const manager = live.manager;
-		// Stopped (its credentials do not load): the unit waits, backed off, until a PUT starts the app.
-		if (manager === undefined) return untouched;
+		const now = Date.now();
+		const deadline = this.#deadline(unit);
+		// Its expiration or its retry window passed (while its app was stopped, or between rounds): not sent.
+		if (now >= deadline) return this.#expire(unit);
+		// Stopped (its credentials do not load): it waits, backed off, until a PUT starts the app, or its deadline.
+		if (manager === undefined) return { retryInMs: Math.min(untouched.retryInMs, deadline - now), untouched: true };
 		const count = unit.tokens.length / 32;
 		const open = count - popcount(unit.settled);
 		if (open > 0 && unit.again) {
 			this.metrics.inDoubt.inc({ app: unit.app }, open);
 			this.log.warn({ app: unit.app, job: unit.notification, inDoubt: open, settled: count - open }, 'taking over a job that was started before: its unsettled tokens are sent again (APNs may have some already)');
 		}
-		const run = new Recorder(this.store, unit, {
-			delivered: (n) => this.metrics.delivered.inc({ app: unit.app }, n),
-			failed: (reason, n, status) => {
-				this.metrics.failed.inc({ app: unit.app, reason }, n);
-				this.#apps.get(unit.app)?.health.error(status, reason);
-			},
-			feedback: (n) => {
-				this.metrics.feedback.inc({ app: unit.app }, n);
-				const now = this.#apps.get(unit.app);
-				if (now !== undefined) this.#wakeWebhook(now);
-			},
-			// Once, then every tenth attempt: an outage must not fill the log.
-			retrying: (error, attempt) => {
-				if (attempt === 1 || attempt % 10 === 0) this.log.warn({ app: unit.app, job: unit.notification, attempt, err: { message: error.message } }, `cannot record outcomes in ${this.store.name} yet: retrying`);
-			},
-		}, this.#abandon.signal);
+		// Transient failures get another round after this delay, unless it would start past the deadline:
+		// then they are recorded, with APNs' answer.
+		const nextRound = Math.min(backoffDelay(unit.attempts + 1, ROUND_RETRY), deadline - now);
+		const run = this.#recorder(unit, deadline - nextRound);
 		const settled: Array<Promise<void>> = [];
 		let indices: number[] = [];
 		let hex: string[] = [];
@@ -688,6 +691,7 @@ export class Engine implements PushService {
 		}
 		if (indices.length > 0) send();
 		await Promise.all(settled);
+		const later = { retryInMs: backoffDelay(unit.attempts + 1, UNIT_RETRY) };
 		try {
 			await run.flush();
 		} catch {
@@ -703,9 +707,61 @@ export class Engine implements PushService {
 			this.log.warn({ app: unit.app, job: unit.notification, handedBack: run.dropped, inDoubt }, 'job handed back unfinished (its manager closed): the rest is sent by the next run');
 			return 'handedBack';
 		}
+		// Transient answers: another round. When every token got one, the gateway is the app's trouble and
+		// its other work waits too; when only some did (429 for one device), the app's other work goes on.
+		// (Within the window: a round that ran long must not start the next past the deadline, unsent.)
+		if (run.deferred > 0 && run.recorded + run.deferred >= handed) return { retryInMs: Math.max(0, Math.min(nextRound, deadline - Date.now() - 1)), onlyThis: run.recorded > 0 };
 		// Every token handed to the manager has its outcome stored, or the unit runs again for the rest.
 		if (run.recorded < handed) return later;
 		return 'done';
+	}
+
+	/** When `unit` stops being retried: its expiration, or `retryForMs` after it was accepted, whichever is first (ms). */
+	#deadline(unit: WorkUnit): number {
+		const expiration = unit.body.options.expiration;
+		const until = unit.acceptedAt + this.#options.retryForMs;
+		// 0: APNs does not store it (one attempt there); here it is still retried within the window.
+		return expiration === undefined || expiration === 0 ? until : Math.min(until, expiration * 1000);
+	}
+
+	/** `unit` is past its deadline before it could be sent (again): its unsettled tokens are recorded failed, {@link EXPIRED}. */
+	async #expire(unit: WorkUnit): Promise<WorkResult> {
+		const run = this.#recorder(unit, 0);
+		const indices: number[] = [];
+		const hex: string[] = [];
+		for (let i = 0; i < unit.tokens.length / 32; i++) {
+			if ((unit.settled[i >> 3]! & (1 << (i & 7))) !== 0) continue;
+			indices.push(i);
+			hex.push(unit.tokens.toString('hex', i * 32, i * 32 + 32));
+		}
+		run.refused(indices, hex, EXPIRED);
+		try {
+			await run.flush();
+		} catch {
+			return { retryInMs: backoffDelay(unit.attempts + 1, UNIT_RETRY) }; // the engine gave up waiting for the store (shutdown)
+		}
+		return this.#apps.get(unit.app)?.app.gen === unit.gen ? 'done' : 'gone';
+	}
+
+	/** A recorder of `unit`'s outcomes: transient failures before `retryUntil` (ms) are left for another round. */
+	#recorder(unit: WorkUnit, retryUntil: number): Recorder {
+		return new Recorder(this.store, unit, retryUntil, {
+			delivered: (n) => this.metrics.delivered.inc({ app: unit.app }, n),
+			failed: (reason, n, status) => {
+				this.metrics.failed.inc({ app: unit.app, reason }, n);
+				this.#apps.get(unit.app)?.health.error(status, reason);
+			},
+			feedback: (n) => {
+				this.metrics.feedback.inc({ app: unit.app }, n);
+				const now = this.#apps.get(unit.app);
+				if (now !== undefined) this.#wakeWebhook(now);
+			},
+			// Once, then every tenth attempt: an outage must not fill the log.
+			retrying: (error, attempt) => {
+				if (attempt === 1 || attempt % 10 === 0) this.log.warn({ app: unit.app, job: unit.notification, attempt, err: { message: error.message } }, `cannot record outcomes in ${this.store.name} yet: retrying`);
+			},
+			transient: (status, reason) => this.#apps.get(unit.app)?.health.error(status, reason),
+		}, this.#abandon.signal);
 	}
 
 	/** Until the store is reachable again, at most `ms` (or until the engine stops waiting for it). */
@@ -782,6 +838,7 @@ export class Recorder {
 	readonly #unit: WorkUnit;
 	readonly #events: RecorderEvents;
 	readonly #abandoned: AbortSignal;
+	readonly #retryUntil: number;
 	/** Delivered since the last flush. */
 	#sent: Uint8Array;
 	#anySent = false;
@@ -794,11 +851,18 @@ export class Recorder {
 	dropped = 0;
 	/** Tokens whose outcome (delivered or failed) was taken for storing. */
 	recorded = 0;
+	/** Tokens that failed transiently and are left for another round (not stored). */
+	deferred = 0;
 
-	/** @param abandoned - aborted when the engine stops waiting for the store (its flushes give up). */
-	constructor(store: PushStore, unit: WorkUnit, events: RecorderEvents, abandoned: AbortSignal) {
+	/**
+	 * @param retryUntil - a transient failure ({@link isTransient}) before this time (ms) is left for
+	 *   another round; from then on it is recorded like any other.
+	 * @param abandoned - aborted when the engine stops waiting for the store (its flushes give up).
+	 */
+	constructor(store: PushStore, unit: WorkUnit, retryUntil: number, events: RecorderEvents, abandoned: AbortSignal) {
 		this.#store = store;
 		this.#unit = unit;
+		this.#retryUntil = retryUntil;
 		this.#events = events;
 		this.#abandoned = abandoned;
 		this.#sent = new Uint8Array(Math.ceil(unit.tokens.length / 32 / 8));
@@ -821,9 +885,15 @@ export class Recorder {
 			this.#waiting++;
 			this.recorded++;
 		}
+		const retrying = Date.now() < this.#retryUntil;
 		for (const f of result.failed) {
 			const index = byToken.get(f.token)?.shift();
 			if (index === undefined) continue;
+			if (retrying && isTransient(f.status, f.reason)) {
+				this.deferred++;
+				this.#events.transient(f.status, f.reason);
+				continue;
+			}
 			this.#failures.push({ index, token: f.token, status: f.status, reason: f.reason, feedbackAt: f.status === 410 ? (f.timestamp ?? new Date()).getTime() : undefined });
 			this.#waiting++;
 			this.recorded++;
@@ -881,6 +951,25 @@ export interface RecorderEvents {
 	feedback(count: number): void;
 	/** A flush failed (the store unreachable): it is retried. */
 	retrying(error: Error, attempt: number): void;
+	/** A token failed transiently and is left for another round: APNs' `status` (0: none answered) and `reason`. */
+	transient(status: number, reason: string): void;
+}
+
+/**
+ * Reason recorded for a notification whose `expiration`, or the daemon's retry window (`--retry-for`),
+ * passed before it could be sent again (its app stopped, or waiting for its next round).
+ */
+export const EXPIRED = 'Expired';
+
+/** Reasons with status 0 that say no answer came (the library's): the gateway, not the notification. */
+const UNANSWERED: ReadonlySet<string> = new Set(['RequestTimeout', 'ConnectionLost', 'StreamReset']);
+
+/**
+ * An answer that says "not now" rather than "never": 429, 500, 503, IdleTimeout, or no answer at all.
+ * The daemon retries these until the notification's deadline.
+ */
+export function isTransient(status: number, reason: string): boolean {
+	return status === 429 || status === 500 || status === 503 || (status === 400 && reason === 'IdleTimeout') || (status === 0 && UNANSWERED.has(reason));
 }
 
 /**

@@ -18,7 +18,7 @@ import type { KeyScope } from './store.js';
  * idempotency answers and unread feedback are kept, how long a graceful shutdown may flush; the embedded
  * store's directory; with Redis, a job's lock and how many jobs a daemon works at once.
  */
-export const SERVE_DEFAULTS = { host: '127.0.0.1', port: 7077, dataDir: './apns-worker-data', retentionMs: 7 * 24 * 3_600_000, shutdownTimeoutMs: 10_000, lockMs: 30_000, concurrency: 16 } as const;
+export const SERVE_DEFAULTS = { host: '127.0.0.1', port: 7077, dataDir: './apns-worker-data', retentionMs: 7 * 24 * 3_600_000, retryForMs: 24 * 3_600_000, shutdownTimeoutMs: 10_000, lockMs: 30_000, concurrency: 16 } as const;
 
 /** A request the daemon refuses: the HTTP status, a stable code, and the field at fault. */
 export class RequestError extends Error {

@@ -120,6 +120,8 @@ export interface WorkUnit {
 	readonly again: boolean;
 	/** Times it was handed out before (for the backoff of a unit that cannot be sent yet). */
 	readonly attempts: number;
+	/** When its notification was accepted (ms): its retry window starts then. */
+	readonly acceptedAt: number;
 }
 
 /** One token's failure, by its index in the unit. */
@@ -145,11 +147,13 @@ export interface Settled {
  * - `'done'`: every token's outcome is recorded;
  * - `'gone'`: its app (that incarnation) is deleted: the unit and its notification's state are forgotten;
  * - `{ retryInMs }`: hand it out again after this long (its app cannot send now; outcomes could not be
- *   recorded); it keeps what was settled. `untouched`: none of its tokens reached APNs this time (its app
- *   cannot send), so a store that counts what it handed out as in doubt need not count these;
+ *   recorded; APNs answered "not now"); it keeps what was settled. `untouched`: none of its tokens reached
+ *   APNs this time (its app cannot send), so a store that counts what it handed out as in doubt need not
+ *   count these. `onlyThis`: the delay is this unit's (its tokens' answers), not its app's: the app's
+ *   other work goes on meanwhile (without it, a store may hold the app's other work back too);
  * - `'handedBack'`: its manager closed before it was done (an update, a shutdown): hand it out again at once.
  */
-export type WorkResult = 'done' | 'gone' | 'handedBack' | { readonly retryInMs: number; readonly untouched?: boolean };
+export type WorkResult = 'done' | 'gone' | 'handedBack' | { readonly retryInMs: number; readonly untouched?: boolean; readonly onlyThis?: boolean };
 
 /** Takes a unit: sends what is not settled and records the outcomes. */
 export type WorkHandler = (unit: WorkUnit) => Promise<WorkResult>;

@@ -770,7 +770,7 @@ export class RedisStore implements PushStore {
 		return this.#data.deleteApp(id);
 	}
 
-	async accept(app: StoredApp, notifications: readonly NewNotification[], _now: number, idempotency: Idempotency | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
+	async accept(app: StoredApp, notifications: readonly NewNotification[], now: number, idempotency: Idempotency | undefined): Promise<(Accepted & { fresh: boolean }) | undefined> {
 		const gen = app.gen;
 		const idempotencyKey = idempotency?.key;
 		if (idempotencyKey !== undefined) {
@@ -781,11 +781,12 @@ export class RedisStore implements PushStore {
 		// re-adds the same jobs, which BullMQ ignores while they are still queued, and records nothing twice.
 		const keyed = idempotencyKey === undefined ? undefined : createHash('sha256').update(`${gen}\0${idempotencyKey}`).digest('hex');
 		const ids = notifications.map((_, i) => (keyed === undefined ? randomUUID() : uuidFrom(keyed, i)));
-		const jobs: Array<{ name: string; data: JobData; opts?: { jobId: string } }> = [];
+		// The job's timestamp is when it was accepted: its retry window starts then (WorkUnit.acceptedAt).
+		const jobs: Array<{ name: string; data: JobData; opts: { timestamp: number; jobId?: string } }> = [];
 		const bytes = UNIT_TOKENS * 32;
 		notifications.forEach((n, i) => {
 			for (let first = 0; first < n.tokens.length; first += bytes) {
-				jobs.push({ name: 'send', data: { a: app.id, g: gen, n: ids[i]!, t: n.tokens.subarray(first, first + bytes).toString('base64'), b: n.body }, ...(keyed === undefined ? {} : { opts: { jobId: keyedJobId(keyed, i, first / 32) } }) });
+				jobs.push({ name: 'send', data: { a: app.id, g: gen, n: ids[i]!, t: n.tokens.subarray(first, first + bytes).toString('base64'), b: n.body }, opts: { timestamp: now, ...(keyed === undefined ? {} : { jobId: keyedJobId(keyed, i, first / 32) }) } });
 			}
 		});
 		const accepted = notifications.reduce((sum, n) => sum + n.tokens.length / 32, 0);
@@ -889,7 +890,7 @@ export class RedisStore implements PushStore {
 		// the same Idempotency-Key) sends only what is not recorded. (A throw retries the job.)
 		const progress = await this.#data.progress(job.id!);
 		if (progress !== undefined) settled.set(progress.subarray(0, settled.length));
-		const unit: RedisUnit = { app: d.a, gen: d.g, notification: d.n, body: d.b, tokens, settled, again: job.stalledCounter > 0 || (progress !== undefined && job.attemptsStarted <= 1), attempts: Math.max(0, job.attemptsStarted - 1), ref };
+		const unit: RedisUnit = { app: d.a, gen: d.g, notification: d.n, body: d.b, acceptedAt: job.timestamp, tokens, settled, again: job.stalledCounter > 0 || (progress !== undefined && job.attemptsStarted <= 1), attempts: Math.max(0, job.attemptsStarted - 1), ref };
 		const startedAt = performance.now();
 		const result = await handler(unit);
 		if (result === 'done') return;

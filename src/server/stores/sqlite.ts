@@ -169,7 +169,7 @@ export class SqliteStore implements PushStore {
 	/** Settlements of one turn of the event loop, committed together. */
 	readonly #settleMany: (batch: readonly SettleRequest[]) => Settled[];
 	#settling: SettleRequest[] = [];
-	readonly #bodies = new Map<number, { id: string; body: StoredBody }>();
+	readonly #bodies = new Map<number, { id: string; body: StoredBody; acceptedAt: number }>();
 	#work: SqliteWork | undefined;
 	/** Each app's in-doubt mark as this process found it (read before anything here could move it). */
 	readonly #openingMarks: Map<number, number>;
@@ -459,7 +459,7 @@ export class SqliteStore implements PushStore {
 			start = i;
 			const body = this.#body(run[0]!.notification);
 			if (body === undefined) continue; // its app deleted under us
-			units.push({ app: appId, gen, notification: body.id, body: body.body, tokens: Buffer.concat(run.map((r) => r.token)), settled: new Uint8Array(Math.ceil(run.length / 8)), again: false, attempts: 0, touched: false, num: app, notificationNum: run[0]!.notification, seqs: run.map((r) => r.seq) });
+			units.push({ app: appId, gen, notification: body.id, body: body.body, acceptedAt: body.acceptedAt, tokens: Buffer.concat(run.map((r) => r.token)), settled: new Uint8Array(Math.ceil(run.length / 8)), again: false, attempts: 0, touched: false, num: app, notificationNum: run[0]!.notification, seqs: run.map((r) => r.seq) });
 		}
 		return units;
 	}
@@ -489,12 +489,12 @@ export class SqliteStore implements PushStore {
 		return { ...unit, settled, attempts: unit.attempts + 1 };
 	}
 
-	#body(num: number): { id: string; body: StoredBody } | undefined {
+	#body(num: number): { id: string; body: StoredBody; acceptedAt: number } | undefined {
 		let body = this.#bodies.get(num);
 		if (body === undefined) {
-			const row = this.#q.getBody.get(num) as { id: string; body: string } | undefined;
+			const row = this.#q.getBody.get(num) as { id: string; body: string; created_at: number } | undefined;
 			if (row === undefined) return undefined;
-			body = { id: row.id, body: JSON.parse(row.body) as StoredBody };
+			body = { id: row.id, body: JSON.parse(row.body) as StoredBody, acceptedAt: row.created_at };
 			if (this.#bodies.size >= BODY_CACHE) this.#bodies.delete(this.#bodies.keys().next().value!);
 			this.#bodies.set(num, body);
 		}
@@ -740,8 +740,8 @@ class SqliteWork implements WorkSource {
 			if (result.untouched !== true) unit.touched = true;
 			const at = this.#outAt.get(unit) !== (this.#resumed.get(unit.num) ?? 0) ? 0 : performance.now() + result.retryInMs;
 			this.#again.push({ unit, at });
-			// Its app's other rows wait too: an app that cannot send is not read past.
-			if (at > 0) this.#paused.set(unit.num, Math.max(this.#paused.get(unit.num) ?? 0, at));
+			// Its app's other rows wait too: an app that cannot send is not read past (unless the delay is the unit's own).
+			if (at > 0 && result.onlyThis !== true) this.#paused.set(unit.num, Math.max(this.#paused.get(unit.num) ?? 0, at));
 			if (result.untouched === true && out.units === 0 && !this.#detached) this.#lower(unit.num);
 		} else if (result === 'handedBack') {
 			unit.touched = true;
@@ -858,7 +858,7 @@ function prepare(db: Database.Database) {
 		// The lowest pending row is of the oldest notification (rows are numbered as they are accepted).
 		oldestPending: db.prepare('SELECT n.created_at FROM pending p JOIN notifications n ON n.num = p.notification WHERE p.app = ? ORDER BY p.seq LIMIT 1'),
 		countPendingUpTo: db.prepare('SELECT count(*) AS n FROM pending WHERE app = ? AND seq <= ?'),
-		getBody: db.prepare('SELECT id, body FROM notifications WHERE num = ?'),
+		getBody: db.prepare('SELECT id, body, created_at FROM notifications WHERE num = ?'),
 		deletePending: db.prepare('DELETE FROM pending WHERE seq = ?'),
 		countOutcome: db.prepare('UPDATE notifications SET sent = sent + ?, failed = failed + ? WHERE num = ?'),
 		insertFailure: db.prepare('INSERT INTO failures (notification, token, status, reason) VALUES (?, ?, ?, ?)'),
