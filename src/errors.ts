@@ -13,6 +13,7 @@ export type ApnsErrorCode =
 	| 'APNS_TIMEOUT'
 	| 'APNS_CLOSED'
 	| 'APNS_PROTOCOL'
+	| 'APNS_CHANNEL'
 	| 'APNS_SERVER_CONFIG'
 	| 'APNS_SERVER_SECRET';
 
@@ -79,6 +80,27 @@ export class DeliveryError extends ApnsError {
 		this.notification = init.message;
 		this.ident = init.ident;
 		this.apnsId = init.apnsId;
+	}
+}
+
+/**
+ * A channel management request (`createChannel()`, `getChannel()`, `listChannels()`, `deleteChannel()`)
+ * that APNs refused, or that got no answer within its attempts: APNs' `status` and `reason`
+ * (e.g. `400 ChannelNotRegistered`, `400 CannotCreateChannelConfig`), or status 0 when none came.
+ */
+export class ChannelError extends ApnsError {
+	/** The HTTP status, or 0 when no answer came (a connection failure, a timeout). */
+	readonly status: number;
+	/** APNs' reason, e.g. `ChannelNotRegistered`; for status 0 what went wrong (`RequestTimeout`, `ConnectionLost`). */
+	readonly reason: string;
+	/** The request's `apns-request-id` (quote it to Apple). */
+	readonly requestId: string;
+
+	constructor(init: { operation: string; status: number; reason: string; requestId: string; attempts: number; cause?: unknown }) {
+		super('APNS_CHANNEL', `${init.operation} failed: ${init.status === 0 ? 'no answer' : `status ${init.status}`} ${init.reason}${init.attempts > 1 ? ` (after ${init.attempts} attempts)` : ''}`, init.cause === undefined ? undefined : { cause: init.cause });
+		this.status = init.status;
+		this.reason = init.reason;
+		this.requestId = init.requestId;
 	}
 }
 

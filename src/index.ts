@@ -10,7 +10,11 @@ export { describeStatus, MAX_BINARY_PAYLOAD_BYTES, STATUS_DESCRIPTIONS } from '.
 export { ProviderToken, TOKEN_MIN_INTERVAL_MS, TOKEN_REFRESH_MS } from './provider-token.js';
 export type { ProviderTokenOptions } from './provider-token.js';
 export { Feedback } from './feedback.js';
-export { ApnsError, ClosedError, ConnectionError, CredentialsError, DeliveryError, InvalidArgumentError, ProtocolError, ServerError, TimeoutError } from './errors.js';
+export { DEFAULT_STORAGE_POLICY } from './channels.js';
+export { liveActivityAps } from './live-activity.js';
+export type { LiveActivityAlert, LiveActivityContent, LiveActivityEnd, LiveActivityStart, LiveActivityTime, LiveActivityUpdate } from './live-activity.js';
+export type { ChannelInfo, CreateChannelOptions, StoragePolicy } from './channels.js';
+export { ApnsError, ChannelError, ClosedError, ConnectionError, CredentialsError, DeliveryError, InvalidArgumentError, ProtocolError, ServerError, TimeoutError } from './errors.js';
 export type { ApnsErrorCode } from './errors.js';
 export { DEFAULT_OPTIONS, ENVIRONMENTS } from './options.js';
 export type { Address, ApnsManagerOptions, Logger, ProxyOptions, RateLimit, ReconnectOptions } from './options.js';

@@ -8,6 +8,7 @@ import type { Backend, BackendFactory, DisconnectReason, DriverSetup } from './b
 import { createEventedBackend } from './backends/evented.js';
 import { createThreadedBackend } from './backends/threaded.js';
 import { ProviderToken } from './provider-token.js';
+import { ChannelClient, checkChannelId, DEFAULT_STORAGE_POLICY, type ChannelInfo, type CreateChannelOptions } from './channels.js';
 import { loadCa, loadCredentials, type CertificateInfo, type LoadedCredentials } from './credentials.js';
 import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type ConnectionError } from './errors.js';
 import { Feedback, readFeedback } from './feedback.js';
@@ -126,6 +127,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	readonly #flushes = new Set<{ resolve: () => void; reject: (error: Error) => void }>();
 	#state: 'open' | 'closing' | 'closed' = 'open';
 	#closing: Promise<void> | undefined;
+	/** HTTP/2: the channel management client, made on first use. */
+	#channelClient: ChannelClient | undefined;
 
 	/**
 	 * @throws {@link InvalidArgumentError} for a bad option; {@link CredentialsError} when the certificate
@@ -291,6 +294,64 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		return this.#enqueue(message, 'message');
 	}
 
+	/**
+	 * Create a Live Activity broadcast channel (iOS 18) for the manager's topic, on the environment's
+	 * channel management host (`channelGateway`). Share its id with the app, which subscribes to it.
+	 * @returns the channel id APNs made (base64).
+	 * @throws {@link InvalidArgumentError} (rejects) for bad options or a binary manager.
+	 * @throws {@link ChannelError} (rejects) with APNs' status and reason (`400 CannotCreateChannelConfig`
+	 * at 10,000 channels), after the `retry` backoff for 429, 5xx and no answer, up to `maxAttempts`.
+	 */
+	async createChannel(options: CreateChannelOptions = {}): Promise<string> {
+		const client = this.#channels('createChannel');
+		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object { storagePolicy? }', options);
+		for (const key of Object.keys(options)) if (key !== 'storagePolicy') throw new InvalidArgumentError(`options.${key}`, 'a known option (storagePolicy)', 'an unknown option');
+		const policy = options.storagePolicy ?? DEFAULT_STORAGE_POLICY;
+		if (policy !== 0 && policy !== 1) throw new InvalidArgumentError('options.storagePolicy', '0 (store nothing) or 1 (keep the most recent broadcast)', policy);
+		return client.create(policy);
+	}
+
+	/**
+	 * A channel's settings.
+	 * @throws {@link ChannelError} (rejects) `400 ChannelNotRegistered` when the topic has no such channel.
+	 */
+	async getChannel(channelId: string): Promise<ChannelInfo> {
+		const client = this.#channels('getChannel');
+		return client.get(checkChannelId('channelId', channelId));
+	}
+
+	/** Every channel id of the manager's topic in its environment. */
+	async listChannels(): Promise<string[]> {
+		return this.#channels('listChannels').list();
+	}
+
+	/**
+	 * Delete a channel: irreversible, and a deleted id is never made again; broadcasts APNs stored may
+	 * still be delivered.
+	 * @throws {@link ChannelError} (rejects) `400 ChannelNotRegistered` when the topic has no such channel.
+	 */
+	async deleteChannel(channelId: string): Promise<void> {
+		const client = this.#channels('deleteChannel');
+		await client.delete(checkChannelId('channelId', channelId));
+	}
+
+	/** The channel client (made on first use), or why this manager has none. */
+	#channels(method: string): ChannelClient {
+		this.#assertOpen();
+		const o = this.#options;
+		if (o.protocol !== 'http2') throw new InvalidArgumentError('options.protocol', `'http2' for ${method}() (Live Activity channels are an HTTP/2 API; this manager speaks binary)`, o.protocol);
+		this.#channelClient ??= new ChannelClient({
+			target: { host: o.channelGateway.host, port: o.channelGateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca, proxy: o.proxy.channels },
+			token: this.#token,
+			topic: this.#topic!,
+			retry: o.retry,
+			maxAttempts: o.maxAttempts,
+			connectTimeoutMs: o.connectTimeoutMs,
+			requestTimeoutMs: o.requestTimeoutMs,
+		});
+		return this.#channelClient;
+	}
+
 	#enqueue(message: Message, argument: string): Receipt {
 		if (this.#options.protocol === 'http2') http2.checkHttp2Message(message, argument);
 		else binary.checkBinaryMessage(message, argument);
@@ -406,7 +467,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			this.#state = 'closing';
 			// A destroy() meanwhile rejects the flush: the close is then over, by destroy's hand.
 			this.#closing = this.#flush(undefined)
-				.then(() => this.#backend.close())
+				.then(() => Promise.all([this.#backend.close(), this.#channelClient?.close()]))
 				.then(
 					() => this.#shutdown(),
 					(error: unknown) => {
@@ -434,6 +495,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	destroy(): void {
 		if (this.#state === 'closed') return;
 		this.#gate?.close();
+		this.#channelClient?.destroy();
 		const dropped = this.#queue.clear(this.#backend.destroy());
 		if (dropped > 0) this.#logger?.warn({ event: 'dropped', count: dropped }, `destroyed with ${dropped} notifications unsettled`);
 		this.#pendingChanged();

@@ -122,6 +122,12 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	/** Feedback service address; defaults to the environment's. */
 	readonly feedback?: Partial<Address>;
 	/**
+	 * HTTP/2: the channel management host (Live Activity broadcast channels: `createChannel()` and the
+	 * rest); defaults to the environment's (`api-manage-broadcast[.sandbox].push.apple.com`, port 2196 in
+	 * production, 2195 in the sandbox). Broadcasts themselves go to `gateway`.
+	 */
+	readonly channelGateway?: Partial<Address>;
+	/**
 	 * Reach the gateway and the feedback service through an HTTP proxy (CONNECT tunnel; TLS and the
 	 * certificate check stay end to end with the gateway). `'env'`: the proxy in HTTPS_PROXY (else
 	 * ALL_PROXY; lower-case names first), an `http://[user:password@]host[:port]` URL, unless NO_PROXY
@@ -283,6 +289,7 @@ const OPTION_PROTOCOL: Readonly<Record<keyof ApnsManagerOptions, 'both' | 'binar
 	pingIntervalMs: 'http2',
 	pingTimeoutMs: 'http2',
 	maxFeedbackRecords: 'http2',
+	channelGateway: 'http2',
 	feedback: 'binary',
 	graceMs: 'binary',
 	confirmEvery: 'binary',
@@ -336,16 +343,19 @@ function distance(a: string, b: string): number {
 }
 
 /** The default addresses of each environment (binary gateway and feedback, and the HTTP/2 API). */
-export const ENVIRONMENTS: Readonly<Record<Environment, { gateway: Address; feedback: Address; http2: Address }>> = {
+export const ENVIRONMENTS: Readonly<Record<Environment, { gateway: Address; feedback: Address; http2: Address; channels: Address }>> = {
 	production: {
 		gateway: { host: 'gateway.push.apple.com', port: 2195 },
 		feedback: { host: 'feedback.push.apple.com', port: 2196 },
 		http2: { host: 'api.push.apple.com', port: 443 },
+		// docs/protocol/live-activities.md §1: channel management has its own host and port per environment.
+		channels: { host: 'api-manage-broadcast.push.apple.com', port: 2196 },
 	},
 	sandbox: {
 		gateway: { host: 'gateway.sandbox.push.apple.com', port: 2195 },
 		feedback: { host: 'feedback.sandbox.push.apple.com', port: 2196 },
 		http2: { host: 'api.sandbox.push.apple.com', port: 443 },
+		channels: { host: 'api-manage-broadcast.sandbox.push.apple.com', port: 2195 },
 	},
 };
 
@@ -389,6 +399,8 @@ export interface ResolvedOptions {
 	readonly environment: Environment;
 	readonly gateway: Address;
 	readonly feedback: Address;
+	/** HTTP/2: the channel management host. */
+	readonly channelGateway: Address;
 	/** The proxy of each connection, if any. */
 	readonly proxy: ResolvedProxies;
 	readonly graceMs: number;
@@ -493,6 +505,7 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 	const defaults = ENVIRONMENTS[environment];
 	const gateway = address('gateway', options.gateway, protocol === 'http2' ? defaults.http2 : defaults.gateway);
 	const feedback = address('feedback', options.feedback, defaults.feedback);
+	const channelGateway = address('channelGateway', options.channelGateway, defaults.channels);
 	return {
 		environment,
 		protocol,
@@ -501,7 +514,8 @@ export function resolveOptions(options: ApnsManagerOptions): ResolvedOptions {
 		minThreads: wholeNumber('minThreads', options.minThreads ?? DEFAULT_OPTIONS.minThreads, 1, threads),
 		gateway,
 		feedback,
-		proxy: resolveProxies(options.proxy, { gateway, feedback }),
+		channelGateway,
+		proxy: resolveProxies(options.proxy, { gateway, feedback, channels: channelGateway }),
 		graceMs: millis('graceMs', options.graceMs ?? DEFAULT_OPTIONS.graceMs, 1),
 		maxRetained: wholeNumber('maxRetained', options.maxRetained ?? DEFAULT_OPTIONS.maxRetained, 1),
 		confirmEvery: wholeNumber('confirmEvery', options.confirmEvery ?? DEFAULT_OPTIONS.confirmEvery, 0),

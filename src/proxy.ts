@@ -230,9 +230,11 @@ function shown(bytes: Buffer): string {
 export interface ResolvedProxies {
 	readonly gateway: ResolvedProxy | undefined;
 	readonly feedback: ResolvedProxy | undefined;
+	/** HTTP/2: the channel management host (Live Activity broadcast channels). */
+	readonly channels: ResolvedProxy | undefined;
 }
 
-const NO_PROXIES: ResolvedProxies = Object.freeze({ gateway: undefined, feedback: undefined });
+const NO_PROXIES: ResolvedProxies = Object.freeze({ gateway: undefined, feedback: undefined, channels: undefined });
 
 /** Characters a host may not hold: it goes into the CONNECT request line and header as is. */
 const BAD_HOST = /[\s\x00-\x1f\x7f/\\@?#[\]]/;
@@ -257,12 +259,13 @@ function hiddenValueError(argument: string, expected: string, value: unknown): I
  * @throws {@link InvalidArgumentError} naming the bad field (`options.proxy.port`, …); with `'env'`, when
  * the variable holds a URL that is not an `http://` proxy.
  */
-export function resolveProxies(given: ProxyOptions | 'env' | undefined, targets: { gateway: Address; feedback: Address }, env: NodeJS.ProcessEnv = process.env): ResolvedProxies {
+export function resolveProxies(given: ProxyOptions | 'env' | undefined, targets: { gateway: Address; feedback: Address; channels: Address }, env: NodeJS.ProcessEnv = process.env): ResolvedProxies {
 	if (given === undefined) return NO_PROXIES;
 	// Connection hosts go into the CONNECT request: nothing that could end a line or a field.
 	checkHost('options.gateway.host', targets.gateway.host);
 	checkHost('options.feedback.host', targets.feedback.host);
-	if (given === 'env') return { gateway: proxyFromEnv(targets.gateway, env), feedback: proxyFromEnv(targets.feedback, env) };
+	checkHost('options.channelGateway.host', targets.channels.host);
+	if (given === 'env') return { gateway: proxyFromEnv(targets.gateway, env), feedback: proxyFromEnv(targets.feedback, env), channels: proxyFromEnv(targets.channels, env) };
 	if (typeof given === 'string') throw new InvalidArgumentError('options.proxy', "{ host, port, auth? } or 'env'", redactUrl(given));
 	if (given === null || typeof given !== 'object') throw new InvalidArgumentError('options.proxy', "{ host, port, auth? } or 'env'", given);
 	const host = checkHost('options.proxy.host', given.host);
@@ -280,7 +283,7 @@ export function resolveProxies(given: ProxyOptions | 'env' | undefined, targets:
 		if (typeof password !== 'string') throw hiddenValueError('options.proxy.auth.password', 'a string', password);
 	}
 	const proxy = new ResolvedProxy(host, port, given.auth);
-	return { gateway: proxy, feedback: proxy };
+	return { gateway: proxy, feedback: proxy, channels: proxy };
 }
 
 /** The first non-empty variable of `names` (lower case first, as curl reads them), with its name. */

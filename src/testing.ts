@@ -10,5 +10,6 @@ export { makeLegacyPkcs12, makePkcs12, makeTestCertificates } from './mock/certs
 export type { ClientCertificateOptions, PemPair, TestCertificates } from './mock/certs.js';
 export { startMockApnsHttp2 } from './mock/http2.js';
 export type { MockApnsHttp2, MockApnsHttp2Faults, MockApnsHttp2Options, MockHttp2Notification } from './mock/http2.js';
+export type { MockBroadcast, MockChannel } from './mock/channels.js';
 export { startMockProxy } from './mock/proxy.js';
 export type { MockProxy, MockProxyFaults, MockProxyOptions } from './mock/proxy.js';

@@ -8,6 +8,7 @@ import { createPublicKey, randomUUID, verify, type KeyObject } from 'node:crypto
 import http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { PemPair } from './certs.js';
+import { MockChannels, type Answer, type MockBroadcast, type MockChannel } from './channels.js';
 
 /** Faults the mock injects; change them while it runs with `setFaults`. */
 export interface MockApnsHttp2Faults {
@@ -68,6 +69,8 @@ export interface MockApnsHttp2Faults {
 	readonly idleTimeoutTokens?: readonly string[];
 	/** Delay each response this long, in ms. */
 	readonly responseDelayMs?: number;
+	/** Answer the next `times` channel management requests (create, read, list, delete) with `status`, before anything else is checked. */
+	readonly managementErrors?: { readonly status: 429 | 500 | 503; readonly times: number };
 }
 
 /** Options of {@link startMockApnsHttp2}. */
@@ -95,6 +98,8 @@ export interface MockApnsHttp2Options {
 	readonly maxTokenAgeSeconds?: number;
 	/** SETTINGS_MAX_CONCURRENT_STREAMS the server announces. @default 1000 */
 	readonly maxConcurrentStreams?: number;
+	/** Channels each bundle ID may have (Apple: 10,000 per app and environment). @default 10_000 */
+	readonly maxChannels?: number;
 	readonly faults?: MockApnsHttp2Faults;
 	/** Keep every accepted notification in `received` and every answer in `answers`. Turn off for big runs. @default true */
 	readonly record?: boolean;
@@ -151,6 +156,10 @@ export interface MockApnsHttp2 {
 	readonly peakConcurrentStreams: number;
 	/** Most sessions open at once. */
 	readonly peakSessions: number;
+	/** Live Activity channels (created through channel management, not yet deleted), oldest first. */
+	readonly channels: readonly MockChannel[];
+	/** Broadcasts accepted, in order. */
+	readonly broadcasts: readonly MockBroadcast[];
 	/** JWTs seen, distinct. */
 	readonly tokensSeen: ReadonlySet<string>;
 	setFaults(faults: MockApnsHttp2Faults): void;
@@ -205,12 +214,15 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 	let sessions = 0;
 	let peak = 0;
 	let peakSessions = 0;
+	/** Channel management requests answered with `managementErrors` since the faults were set. */
+	let managementErrorsSent = 0;
 	const resetTransient = (f: MockApnsHttp2Faults): void => {
 		transientLeft.clear();
 		for (const t of f.transient?.tokens ?? []) transientLeft.set(t, f.transient!.times);
 	};
 	resetTransient(faults);
 
+	const channels = new MockChannels(new Set(options.topics), options.maxChannels);
 	const requireClientCert = options.requireClientCert === true && options.ca !== undefined;
 	const server = http2.createSecureServer({
 		cert: options.server.cert,
@@ -296,33 +308,12 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 				else send();
 			};
 			const payload = Buffer.concat(chunks);
-			if (headers[':method'] !== 'POST') return respond(405, 'MethodNotAllowed');
-			const path = String(headers[':path'] ?? '');
-			if (!path.startsWith('/3/device/')) return respond(404, 'BadPath');
-			const token = path.slice('/3/device/'.length);
-			options.onRequest?.(token);
-			if (token.length === 0) return respond(400, 'MissingDeviceToken');
-			if (!/^[0-9a-f]{64}$/.test(token)) return respond(400, 'BadDeviceToken');
-			// Transport faults come before authentication: they stand for a server that fails, not one that answers.
-			const reset = faults.resetStreams;
-			if (reset !== undefined && (reset.tokens === undefined || reset.tokens.includes(token))) {
-				resets++;
-				stream.close(RESET_CODES[reset.code]);
-				return;
-			}
-			if (appliesTo(faults.neverAnswer, token)) return;
-			if (faults.neverAnswerAfter !== undefined && ordinal > faults.neverAnswerAfter) return;
-			if (faults.killSessionOnToken === token) {
-				// Node hides a session's socket behind a proxy that refuses destroy(): find the TCP socket by port.
-				const port = session.socket.remotePort;
-				for (const socket of sockets) if (socket.remotePort === port) socket.destroy();
-				return;
-			}
-			// Authentication: a client certificate, or a valid provider token.
-			const tls = session.socket as unknown as { authorized?: boolean };
-			if (!(options.ca !== undefined && tls.authorized === true)) {
+			/** Authentication: a client certificate, or a valid provider token. Why not, or undefined. */
+			const authenticate = (): string | undefined => {
+				const tls = session.socket as unknown as { authorized?: boolean };
+				if (options.ca !== undefined && tls.authorized === true) return undefined;
 				const auth = String(headers['authorization'] ?? '');
-				if (!auth.startsWith('bearer ')) return respond(403, 'MissingProviderToken');
+				if (!auth.startsWith('bearer ')) return 'MissingProviderToken';
 				const jwt = auth.slice('bearer '.length);
 				tokensSeen.add(jwt);
 				// A token string verifies the same way every time; only its age changes. Verifying a signature
@@ -332,9 +323,71 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 					checked = checkJwt(jwt, keys);
 					verified.set(jwt, checked);
 				}
-				if (typeof checked === 'string') return respond(403, checked);
-				if (Date.now() / 1000 - checked.iat > maxAge) return respond(403, 'ExpiredProviderToken');
+				if (typeof checked === 'string') return checked;
+				if (Date.now() / 1000 - checked.iat > maxAge) return 'ExpiredProviderToken';
+				return undefined;
+			};
+			/** A reset or a silence for `key` (a token, or a broadcast's channel id): true when it took the request. */
+			const transportFault = (key: string): boolean => {
+				const reset = faults.resetStreams;
+				if (reset !== undefined && (reset.tokens === undefined || reset.tokens.includes(key))) {
+					resets++;
+					stream.close(RESET_CODES[reset.code]);
+					return true;
+				}
+				return appliesTo(faults.neverAnswer, key) || (faults.neverAnswerAfter !== undefined && ordinal > faults.neverAnswerAfter);
+			};
+			const path = String(headers[':path'] ?? '');
+			if (MockChannels.handles(path)) {
+				// A broadcast meets the transport faults by its channel id, as a device send does by its token.
+				const channelId = path.startsWith('/4/') && typeof headers['apns-channel-id'] === 'string' ? headers['apns-channel-id'] : undefined;
+				if (channelId !== undefined && transportFault(channelId)) return;
+				const answer: Answer = (status, body, responseHeaders = {}) => {
+					answered++;
+					const send = (): void => {
+						if (stream.destroyed || stream.closed || stream.session === undefined || stream.session.destroyed) return;
+						if (body === undefined) {
+							stream.respond({ ':status': status, ...responseHeaders }, { endStream: true });
+							return;
+						}
+						stream.respond({ ':status': status, 'content-type': 'application/json', ...responseHeaders });
+						stream.end(JSON.stringify(body));
+					};
+					if (faults.responseDelayMs) setTimeout(send, faults.responseDelayMs);
+					else send();
+				};
+				const management = faults.managementErrors;
+				if (path.startsWith('/1/') && management !== undefined && managementErrorsSent < management.times) {
+					managementErrorsSent++;
+					return answer(management.status, { reason: management.status === 429 ? 'TooManyRequests' : management.status === 500 ? 'InternalServerError' : 'ServiceUnavailable' });
+				}
+				const denied = authenticate();
+				if (denied !== undefined) return answer(403, { reason: denied });
+				return channels.handle(headers, payload, answer, (channel) => {
+					const left = transientLeft.get(channel) ?? 0;
+					if (left > 0 && faults.transient !== undefined) {
+						transientLeft.set(channel, left - 1);
+						return [faults.transient.status, faults.transient.status === 429 ? 'TooManyRequests' : faults.transient.status === 500 ? 'InternalServerError' : 'ServiceUnavailable'];
+					}
+					return undefined;
+				});
 			}
+			if (headers[':method'] !== 'POST') return respond(405, 'MethodNotAllowed');
+			if (!path.startsWith('/3/device/')) return respond(404, 'BadPath');
+			const token = path.slice('/3/device/'.length);
+			options.onRequest?.(token);
+			if (token.length === 0) return respond(400, 'MissingDeviceToken');
+			if (!/^[0-9a-f]{64}$/.test(token)) return respond(400, 'BadDeviceToken');
+			// Transport faults come before authentication: they stand for a server that fails, not one that answers.
+			if (transportFault(token)) return;
+			if (faults.killSessionOnToken === token) {
+				// Node hides a session's socket behind a proxy that refuses destroy(): find the TCP socket by port.
+				const port = session.socket.remotePort;
+				for (const socket of sockets) if (socket.remotePort === port) socket.destroy();
+				return;
+			}
+			const denied = authenticate();
+			if (denied !== undefined) return respond(403, denied);
 			const topic = headers['apns-topic'] as string | undefined;
 			if (topic === undefined) return respond(400, 'MissingTopic');
 			if (!topics.has(topic)) return respond(400, 'TopicDisallowed');
@@ -418,6 +471,10 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		get peakSessions() {
 			return peakSessions;
 		},
+		get channels() {
+			return channels.channels;
+		},
+		broadcasts: channels.broadcasts,
 		get answered() {
 			return answered;
 		},
@@ -427,6 +484,7 @@ export async function startMockApnsHttp2(options: MockApnsHttp2Options): Promise
 		setFaults(next: MockApnsHttp2Faults) {
 			faults = next;
 			resetTransient(next);
+			managementErrorsSent = 0;
 		},
 		async close() {
 			for (const s of liveSessions) s.destroy();
