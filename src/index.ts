@@ -11,6 +11,8 @@ export { ProviderToken, TOKEN_MIN_INTERVAL_MS, TOKEN_REFRESH_MS } from './provid
 export type { ProviderTokenOptions } from './provider-token.js';
 export { Feedback } from './feedback.js';
 export { DEFAULT_STORAGE_POLICY } from './channels.js';
+export { DEFAULT_BROADCAST_PRIORITY, MAX_BROADCAST_PAYLOAD_BYTES } from './broadcasts.js';
+export type { BroadcastOptions, BroadcastReceipt, BroadcastResult, BroadcastStats } from './broadcasts.js';
 export { liveActivityAps } from './live-activity.js';
 export type { LiveActivityAlert, LiveActivityContent, LiveActivityEnd, LiveActivityStart, LiveActivityTime, LiveActivityUpdate } from './live-activity.js';
 export type { ChannelInfo, CreateChannelOptions, StoragePolicy } from './channels.js';

@@ -9,6 +9,7 @@ import { createEventedBackend } from './backends/evented.js';
 import { createThreadedBackend } from './backends/threaded.js';
 import { ProviderToken } from './provider-token.js';
 import { ChannelClient, checkChannelId, DEFAULT_STORAGE_POLICY, type ChannelInfo, type CreateChannelOptions } from './channels.js';
+import { Broadcaster, type BroadcastOptions, type BroadcastReceipt, type BroadcastStats } from './broadcasts.js';
 import { loadCa, loadCredentials, type CertificateInfo, type LoadedCredentials } from './credentials.js';
 import { ClosedError, DeliveryError, InvalidArgumentError, TimeoutError, type ConnectionError } from './errors.js';
 import { Feedback, readFeedback } from './feedback.js';
@@ -31,6 +32,8 @@ export interface ApnsManagerEvents {
 	deliveryError: [error: DeliveryError];
 	/** A feedback record was read by `getFeedback`. */
 	feedback: [feedback: Feedback];
+	/** A broadcast failed: APNs refused it, or it went unanswered through `maxAttempts` attempts (status 0). */
+	broadcastError: [info: { channel: string; status: number; reason: string; apnsId: string }];
 	/** `count` notifications were settled as delivered, on the gateway's word. */
 	delivered: [info: { count: number }];
 	/** `count` notifications were put back to be sent again, ahead of new work. */
@@ -87,6 +90,8 @@ export interface ManagerStats extends QueueStats {
 	pending: number;
 	/** HTTP/2 410 records dropped from the `getFeedback()` buffer because it held `maxFeedbackRecords`. */
 	feedbackDropped: number;
+	/** HTTP/2 Live Activity broadcasts (`broadcast()`). */
+	broadcasts: BroadcastStats;
 }
 
 /** Options of `close()` and `flushMessages()`. */
@@ -129,6 +134,8 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	#closing: Promise<void> | undefined;
 	/** HTTP/2: the channel management client, made on first use. */
 	#channelClient: ChannelClient | undefined;
+	/** HTTP/2: the broadcasts, made on first use. */
+	#broadcaster: Broadcaster | undefined;
 
 	/**
 	 * @throws {@link InvalidArgumentError} for a bad option; {@link CredentialsError} when the certificate
@@ -257,7 +264,15 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 
 	/** Counters since construction. */
 	get stats(): ManagerStats {
-		return { ...this.#queue.stats, probesAnswered: this.#probesAnswered, identsNotFound: this.#identsNotFound, connectAttempts: this.#backend.connectAttempts, pending: this.#queue.outstanding, feedbackDropped: this.#feedbackDropped + Math.max(0, this.#feedbackRecords.length - this.#options.maxFeedbackRecords) };
+		return {
+			...this.#queue.stats,
+			probesAnswered: this.#probesAnswered,
+			identsNotFound: this.#identsNotFound,
+			connectAttempts: this.#backend.connectAttempts,
+			pending: this.#queue.outstanding,
+			feedbackDropped: this.#feedbackDropped + Math.max(0, this.#feedbackRecords.length - this.#options.maxFeedbackRecords),
+			broadcasts: { ...(this.#broadcaster?.stats ?? { sent: 0, failed: 0, dropped: 0, resent: 0, pending: 0 }) },
+		};
 	}
 
 	/** Notifications neither delivered nor reported failed yet. */
@@ -335,6 +350,40 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		await client.delete(checkChannelId('channelId', channelId));
 	}
 
+	/**
+	 * Queue a Live Activity broadcast to every device subscribed to `channelId` (iOS 18): an update or an
+	 * end (a broadcast cannot start an activity). Returns at once. It is sent to the gateway with
+	 * `apns-expiration` (default 0) and `apns-priority` (default 10), retried with the `retry` backoff on
+	 * 429, 5xx and no answer up to `maxAttempts`, reported by its receipt and the `broadcastError` event,
+	 * counted in `stats.broadcasts`, and waited for by `flushMessages()` and `close()`.
+	 * @param payload - the JSON payload, e.g. `{ aps: liveActivityAps({ event: 'update', … }) }`; at most 5,120 bytes.
+	 * @throws {@link InvalidArgumentError} naming the bad argument (or a binary manager); nothing is queued.
+	 * @throws {@link ClosedError} after `close()` or `destroy()`.
+	 */
+	broadcast(channelId: string, payload: Readonly<Record<string, unknown>>, options?: BroadcastOptions): BroadcastReceipt {
+		this.#assertOpen();
+		const o = this.#options;
+		if (o.protocol !== 'http2') throw new InvalidArgumentError('options.protocol', "'http2' for broadcast() (Live Activity broadcasts are an HTTP/2 API; this manager speaks binary)", o.protocol);
+		this.#broadcaster ??= new Broadcaster(
+			{
+				target: { host: o.gateway.host, port: o.gateway.port, cert: this.#credentials?.cert, key: this.#credentials?.key, ca: this.#ca, proxy: o.proxy.gateway },
+				token: this.#token,
+				retry: o.retry,
+				maxAttempts: o.maxAttempts,
+				connectTimeoutMs: o.connectTimeoutMs,
+				requestTimeoutMs: o.requestTimeoutMs,
+			},
+			this.#topic!,
+			{
+				failed: (info) => {
+					this.#logger?.warn({ event: 'broadcastError', channel: info.channel, status: info.status, reason: info.reason, apnsId: info.apnsId }, `broadcast to channel ${info.channel} failed: ${info.status} ${info.reason}`);
+					this.#emit('broadcastError', info);
+				},
+			},
+		);
+		return this.#broadcaster.send(channelId, payload, options);
+	}
+
 	/** The channel client (made on first use), or why this manager has none. */
 	#channels(method: string): ChannelClient {
 		this.#assertOpen();
@@ -392,7 +441,21 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	 */
 	flushMessages(options?: DeadlineOptions): Promise<void> {
 		const timeoutMs = deadline('flushMessages', options);
-		return this.#flush(timeoutMs);
+		const broadcasts = this.#broadcaster?.stats.pending ? this.#broadcaster.idle() : undefined;
+		if (broadcasts === undefined) return this.#flush(timeoutMs);
+		return Promise.all([this.#flush(timeoutMs), timeoutMs === undefined ? broadcasts : this.#within(broadcasts, timeoutMs)]).then(() => {});
+	}
+
+	/** `settling` (the broadcasts), or a {@link TimeoutError} after `timeoutMs`. */
+	#within(settling: Promise<void>, timeoutMs: number): Promise<void> {
+		let timer: NodeJS.Timeout | undefined;
+		const expired = new Promise<never>((_, reject) => {
+			timer = setTimeout(() => {
+				const pending = this.#broadcaster?.stats.pending ?? 0;
+				reject(new TimeoutError(`flushMessages timed out after ${timeoutMs} ms with ${pending} broadcasts still pending`, pending));
+			}, timeoutMs);
+		});
+		return Promise.race([settling, expired]).finally(() => clearTimeout(timer));
 	}
 
 	#flush(timeoutMs: number | undefined): Promise<void> {
@@ -467,7 +530,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 			this.#state = 'closing';
 			// A destroy() meanwhile rejects the flush: the close is then over, by destroy's hand.
 			this.#closing = this.#flush(undefined)
-				.then(() => Promise.all([this.#backend.close(), this.#channelClient?.close()]))
+				.then(() => Promise.all([this.#backend.close(), this.#channelClient?.close(), this.#broadcaster?.close()]))
 				.then(
 					() => this.#shutdown(),
 					(error: unknown) => {
@@ -496,6 +559,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 		if (this.#state === 'closed') return;
 		this.#gate?.close();
 		this.#channelClient?.destroy();
+		this.#broadcaster?.destroy();
 		const dropped = this.#queue.clear(this.#backend.destroy());
 		if (dropped > 0) this.#logger?.warn({ event: 'dropped', count: dropped }, `destroyed with ${dropped} notifications unsettled`);
 		this.#pendingChanged();

@@ -4,34 +4,15 @@
  * their status and reason, retries of 429/5xx, and what a binary or closed manager says.
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
-import { test, type TestContext } from 'node:test';
-import { ApnsManager, ChannelError, ClosedError, InvalidArgumentError, type ApnsManagerOptions } from '../src/index.js';
-import { startMockApnsHttp2, type MockApnsHttp2Faults, type MockApnsHttp2Options } from '../src/testing.js';
+import { test } from 'node:test';
+import { ApnsManager, ChannelError, ClosedError, InvalidArgumentError } from '../src/index.js';
 import { certs, manager } from './support/helpers.js';
-
-const TOPIC = 'com.example.live';
-const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-const KEY = { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), keyId: 'LIVE123456', teamId: 'TEAM123456' };
-
-async function mock(t: TestContext, faults: MockApnsHttp2Faults = {}, extra: Partial<MockApnsHttp2Options> = {}) {
-	const c = certs();
-	const m = await startMockApnsHttp2({ server: c.server, ca: c.ca.cert, keys: [{ keyId: KEY.keyId, teamId: KEY.teamId, publicKey: p8.publicKey }], topics: [TOPIC], faults, ...extra });
-	t.after(() => m.close());
-	return m;
-}
-
-/** An HTTP/2 manager whose gateway and channel management host are the mock. Token auth unless `cert`. */
-function live(t: TestContext, m: { host: string; port: number }, auth: 'token' | 'cert' = 'token', options: Partial<ApnsManagerOptions> = {}): ApnsManager {
-	const address = { host: m.host, port: m.port };
-	const credentials = auth === 'token' ? { cert: undefined, key: undefined, token: KEY, topic: TOPIC } : { topic: TOPIC };
-	return manager(t, address, { protocol: 'http2', channelGateway: address, retry: { initialDelayMs: 5, maxDelayMs: 20 }, ...credentials, ...options });
-}
+import { liveManager, liveMock, TOPIC } from './support/live.js';
 
 for (const auth of ['token', 'cert'] as const) {
 	test(`channels (${auth} auth): create (storage policy 0 by default, or 1), read, list, delete; the mock's table follows; a deleted channel is ChannelNotRegistered`, async (t) => {
-		const m = await mock(t);
-		const apns = live(t, m, auth);
+		const m = await liveMock(t);
+		const apns = liveManager(t, m, auth);
 		const a = await apns.createChannel();
 		const b = await apns.createChannel({ storagePolicy: 1 });
 		assert.match(a, /^[A-Za-z0-9+/]+={0,2}$/, 'base64, as APNs makes them');
@@ -55,8 +36,8 @@ for (const auth of ['token', 'cert'] as const) {
 }
 
 test('channels: the 10,000-channel limit (here 2) is 400 CannotCreateChannelConfig, never retried; deleting one makes room', async (t) => {
-	const m = await mock(t, {}, { maxChannels: 2 });
-	const apns = live(t, m);
+	const m = await liveMock(t, {}, { maxChannels: 2 });
+	const apns = liveManager(t, m);
 	const first = await apns.createChannel();
 	await apns.createChannel();
 	await assert.rejects(apns.createChannel(), (error: unknown) => error instanceof ChannelError && error.status === 400 && error.reason === 'CannotCreateChannelConfig' && !/attempts/.test(error.message));
@@ -66,8 +47,8 @@ test('channels: the 10,000-channel limit (here 2) is 400 CannotCreateChannelConf
 });
 
 test('channels: 503 twice, then an answer: retried with the retry backoff; 503 for ever: ChannelError after maxAttempts, each attempt a request', async (t) => {
-	const m = await mock(t, { managementErrors: { status: 503, times: 2 } });
-	const apns = live(t, m, 'token', { maxAttempts: 3 });
+	const m = await liveMock(t, { managementErrors: { status: 503, times: 2 } });
+	const apns = liveManager(t, m, 'token', { maxAttempts: 3 });
 	const id = await apns.createChannel();
 	assert.deepEqual([m.channels.map((c) => c.id), m.requests], [[id], 3], 'created once, on the third attempt');
 	m.setFaults({ managementErrors: { status: 429, times: 1_000 } });
@@ -82,15 +63,15 @@ test('channels: 503 twice, then an answer: retried with the retry backoff; 503 f
 });
 
 test('channels: a topic the credentials do not cover is 403 TopicMismatch; a push-type suffix is 400 TopicDisallowed', async (t) => {
-	const m = await mock(t);
-	await assert.rejects(live(t, m, 'token', { topic: 'com.example.other' }).createChannel(), { name: 'ChannelError', status: 403, reason: 'TopicMismatch' });
-	await assert.rejects(live(t, m, 'token', { topic: `${TOPIC}.push-type.liveactivity` }).createChannel(), { name: 'ChannelError', status: 400, reason: 'TopicDisallowed' });
+	const m = await liveMock(t);
+	await assert.rejects(liveManager(t, m, 'token', { topic: 'com.example.other' }).createChannel(), { name: 'ChannelError', status: 403, reason: 'TopicMismatch' });
+	await assert.rejects(liveManager(t, m, 'token', { topic: `${TOPIC}.push-type.liveactivity` }).createChannel(), { name: 'ChannelError', status: 400, reason: 'TopicDisallowed' });
 	assert.equal(m.channels.length, 0);
 });
 
 test('channels: bad arguments reject naming the argument, before any request; a binary manager and a closed one say why', async (t) => {
-	const m = await mock(t);
-	const apns = live(t, m);
+	const m = await liveMock(t);
+	const apns = liveManager(t, m);
 	await assert.rejects(apns.createChannel({ storagePolicy: 2 as 0 }), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes('options.storagePolicy'));
 	await assert.rejects(apns.createChannel({ storage: 1 } as never), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes('options.storage'));
 	await assert.rejects(apns.getChannel('not base64!'), (e: unknown) => e instanceof InvalidArgumentError && e.message.includes('channelId'));
@@ -129,8 +110,8 @@ async function raw(m: { host: string; port: number }, headers: Record<string, st
 }
 
 test('mock broadcasts: /4/broadcasts/apps/{bundle} as Apple lists it — accepted with apns-request-id and apns-unique-id and recorded; each wrong header answered with its reason', async (t) => {
-	const m = await mock(t);
-	const apns = live(t, m, 'cert');
+	const m = await liveMock(t);
+	const apns = liveManager(t, m, 'cert');
 	const none = await apns.createChannel({ storagePolicy: 0 });
 	const kept = await apns.createChannel({ storagePolicy: 1 });
 	const path = `/4/broadcasts/apps/${TOPIC}`;

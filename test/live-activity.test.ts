@@ -4,11 +4,10 @@
  * as Apple describes it (push type liveactivity, the topic's suffix, the payload's keys).
  */
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
 import { test } from 'node:test';
 import { InvalidArgumentError, liveActivityAps, type LiveActivityContent } from '../src/index.js';
-import { startMockApnsHttp2 } from '../src/testing.js';
-import { certs, makeTokens, manager } from './support/helpers.js';
+import { makeTokens } from './support/helpers.js';
+import { liveManager, liveMock, TOPIC } from './support/live.js';
 
 const NOW = Date.UTC(2026, 11, 7, 12, 0, 0);
 const ALERT = { title: 'Kick-off', body: 'The match has started', sound: 'default' };
@@ -59,15 +58,12 @@ test('liveActivityAps: each mistake is an InvalidArgumentError naming the field'
 });
 
 test('push-to-start: sendAps(liveActivityAps({ event: "start" }), { pushType: "liveactivity" }) reaches the mock with the liveactivity topic and the keys as built', async (t) => {
-	const c = certs();
-	const p8 = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
-	const mock = await startMockApnsHttp2({ server: c.server, ca: c.ca.cert, keys: [{ keyId: 'LIVE123456', teamId: 'TEAM123456', publicKey: p8.publicKey }], topics: ['com.example.live'] });
-	t.after(() => mock.close());
-	const apns = manager(t, mock, { protocol: 'http2', cert: undefined, key: undefined, topic: 'com.example.live', token: { key: p8.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), keyId: 'LIVE123456', teamId: 'TEAM123456' } });
+	const mock = await liveMock(t);
+	const apns = liveManager(t, mock);
 	const tokens = makeTokens(3, 0x11);
 	const aps = liveActivityAps({ event: 'start', contentState: { score: '0-0' }, attributesType: 'MatchAttributes', attributes: { home: 'A' }, alert: ALERT, inputPushToken: true }, NOW);
 	const result = await apns.sendAps(tokens, aps, { pushType: 'liveactivity', priority: 10 }).settled;
 	assert.deepEqual([result.sent.length, result.failed], [3, []]);
-	assert.deepEqual(mock.received.map((r) => [r.token, r.topic, r.pushType, r.priority]), tokens.map((tk) => [tk, 'com.example.live.push-type.liveactivity', 'liveactivity', '10']));
+	assert.deepEqual(mock.received.map((r) => [r.token, r.topic, r.pushType, r.priority]), tokens.map((tk) => [tk, `${TOPIC}.push-type.liveactivity`, 'liveactivity', '10']));
 	assert.deepEqual(JSON.parse(mock.received[0]!.payload), { aps });
 });
