@@ -434,3 +434,42 @@ test('token reader: a file over many chunks is counted, then handed out in batch
 	for await (const batch of fromStdin.batches(2)) piped.push(...batch);
 	assert.deepEqual([fromStdin.count, piped], [3, tokens.slice(1, 4)]);
 });
+
+test('channels and broadcast: a Live Activity session from the command line against the mock — create, list, get, broadcast an update and an end, delete; APNs\' refusal is exit 1 with its reason; mistakes exit 2 naming the flag', async (t) => {
+	const server = await mock(t);
+	const flags = [...p8Flags(server), '--channel-gateway', `127.0.0.1:${server.port}`];
+	const created = await cli(['channels', 'create', ...flags, '--json']);
+	assert.equal(created.code, 0, created.stderr);
+	const { channelId } = JSON.parse(created.stdout) as { channelId: string };
+	const kept = await cli(['channels', 'create', ...flags, '--storage-policy', '1']);
+	assert.equal(kept.code, 0, kept.stderr);
+	const listed = await cli(['channels', 'list', ...flags]);
+	assert.deepEqual(listed.stdout.trim().split('\n').sort(), [channelId, kept.stdout.trim()].sort());
+	assert.equal((await cli(['channels', 'get', ...flags, '--channel', channelId])).stdout, `${channelId} storage policy 0\n`);
+	const update = JSON.stringify({ aps: { timestamp: 1_800_000_000, event: 'update', 'content-state': { score: '1-0' } } });
+	const sent = await cli(['broadcast', ...flags, '--channel', channelId, '--payload', update, '--priority', '5']);
+	assert.equal(sent.code, 0, sent.stderr);
+	assert.match(sent.stdout, new RegExp(`^sent ${channelId.replace(/[+/=]/g, '\\$&')} apns-id [0-9a-f-]{36} unique-id [0-9a-f-]{36}\\n$`));
+	const end = await cli(['broadcast', ...flags, '--channel', channelId, '--payload-file', file('end.json', JSON.stringify({ aps: { timestamp: 1_800_000_001, event: 'end', 'content-state': { score: '2-1' } } })), '--json']);
+	assert.equal(JSON.parse(end.stdout).sent.length, 1, end.stderr);
+	assert.deepEqual(server.broadcasts.map((b) => [b.channel, b.priority, b.expiration, JSON.parse(b.payload).aps.event]), [[channelId, '5', '0', 'update'], [channelId, '10', '0', 'end']]);
+	assert.equal((await cli(['channels', 'delete', ...flags, '--channel', channelId])).code, 0);
+	const gone = await cli(['broadcast', ...flags, '--channel', channelId, '--payload', update]);
+	assert.deepEqual([gone.code, gone.stdout], [1, `failed ${channelId} 400 ChannelNotRegistered\n`]);
+	const unknown = await cli(['channels', 'get', ...flags, '--channel', channelId]);
+	assert.equal(unknown.code, 1);
+	assert.match(unknown.stderr, /getChannel\(\) failed: status 400 ChannelNotRegistered/);
+	for (const [args, message] of [
+		[['channels', ...flags], /give an action first: create, get, list, delete/],
+		[['channels', 'get', ...flags], /channels get needs --channel ID/],
+		[['channels', 'list', ...flags, '--storage-policy', '1'], /--storage-policy goes with create/],
+		[['broadcast', ...flags, '--payload', update], /no channel: give --channel ID/],
+		[['broadcast', ...flags, '--channel', channelId, '--payload', '[1]'], /--payload must be a JSON object/],
+		[['broadcast', ...flags, '--channel', channelId, '--payload', update, '--priority', '7'], /--priority must be 10, 5 or 1/],
+	] as const) {
+		const run = await cli(args);
+		assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
+		assert.match(run.stderr, message);
+	}
+	assert.equal(server.channels.length, 1, 'only the kept channel is left');
+});

@@ -122,3 +122,19 @@ export function parseProxy(value: string): ProxyOptions {
 	}
 }
 
+/**
+ * The JSON object of `--payload JSON` or `--payload-file FILE` (whichever was given), and the flag it came from.
+ * @throws {@link UsageError} naming the flag when it is not JSON, or not an object (`example` shows one).
+ */
+export function payloadFlag(v: { readonly payload?: string | undefined; readonly 'payload-file'?: string | undefined }, example: string): { flag: string; payload: Record<string, unknown> } {
+	const [flag, text] = v.payload !== undefined ? ['--payload', v.payload] : ['--payload-file', readFlagFile('--payload-file', v['payload-file']!).toString('utf8')];
+	let payload: unknown;
+	try {
+		payload = JSON.parse(text);
+	} catch (error) {
+		throw new UsageError(`${flag} is not JSON: ${(error as Error).message}`);
+	}
+	if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) throw new UsageError(`${flag} must be a JSON object such as ${example}`);
+	return { flag, payload: payload as Record<string, unknown> };
+}
+

@@ -19,6 +19,8 @@ const COMMANDS: Readonly<Record<string, { readonly summary: string; readonly loa
 	demo: { summary: 'run the manager against a mock on 127.0.0.1 with faults on, and explain what happened', load: () => import('./demo.js') },
 	feedback: { summary: 'read a binary feedback service (over HTTP/2, 410s come back with the send)', load: () => import('./feedback.js') },
 	serve: { summary: 'run the push daemon: many apps, an HTTP API, every notification stored until settled', load: () => import('./serve.js') },
+	channels: { summary: 'create, read, list or delete Live Activity broadcast channels (iOS 18)', load: () => import('./channels.js') },
+	broadcast: { summary: 'update or end a Live Activity on every device subscribed to a channel', load: () => import('./broadcast.js') },
 };
 
 const USAGE = `Usage: apns-worker COMMAND [flags]

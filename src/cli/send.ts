@@ -16,18 +16,14 @@ import {
 	type MessageOptions,
 	type Priority,
 } from '../index.js';
-import { hostPort, oneOf, parseFlags, parseProxy, readFlagFile, readPemFile, UsageError, wholeNumber, type FlagValues } from './args.js';
-import { CERTIFICATE_FLAGS, certificateOptions, PASSPHRASE_VARIABLE } from './credentials.js';
+import { hostPort, oneOf, parseFlags, parseProxy, payloadFlag, readPemFile, UsageError, wholeNumber, type FlagValues } from './args.js';
+import { CREDENTIAL_FLAGS, managerCredentials, PASSPHRASE_VARIABLE } from './credentials.js';
 import { ProgressLine } from './progress.js';
 import { tokensFromFlags, tokensFromStream, type TokenSource } from './tokens.js';
 
 export const FLAGS = {
 	protocol: { type: 'string' },
-	p8: { type: 'string' },
-	'key-id': { type: 'string' },
-	'team-id': { type: 'string' },
-	topic: { type: 'string' },
-	...CERTIFICATE_FLAGS,
+	...CREDENTIAL_FLAGS,
 	environment: { type: 'string' },
 	gateway: { type: 'string' },
 	ca: { type: 'string' },
@@ -158,7 +154,7 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 	const options: SendOptions = {
 		protocol,
 		environment,
-		...credentials(v),
+		...managerCredentials(v),
 		...(v.topic === undefined ? {} : { topic: v.topic }),
 		...(gateway === undefined ? {} : { gateway }),
 		...(v.ca === undefined ? {} : { ca: readPemFile('--ca', v.ca) }),
@@ -188,27 +184,6 @@ function makePlan(v: FlagValues<typeof FLAGS>): Plan {
 function minThreads(value: string, threads: number | undefined): number {
 	if (threads === undefined) throw new UsageError('--min-threads goes with --threads N');
 	return wholeNumber('--min-threads', value, 1, threads);
-}
-
-/** Token auth (`--p8`) or a certificate; exactly one. */
-function credentials(v: FlagValues<typeof FLAGS>): Partial<ApnsManagerOptions> {
-	const certificate = certificateOptions(v);
-	if (v.p8 === undefined) {
-		for (const flag of ['key-id', 'team-id'] as const) if (v[flag] !== undefined) throw new UsageError(`--${flag} goes with --p8 (token auth)`);
-		if (certificate === undefined) throw new UsageError('no credentials: give --p8 FILE with --key-id, --team-id and --topic, or --p12 FILE, or --cert FILE with --key FILE');
-		return certificate;
-	}
-	if (certificate !== undefined) throw new UsageError('give --p8 (token auth) or a certificate (--p12, --cert/--key), not both');
-	const id = (flag: 'key-id' | 'team-id', what: string): string => {
-		const value = v[flag];
-		if (value === undefined) throw new UsageError(`--p8 needs --${flag} (${what})`);
-		if (!/^[A-Z0-9]{10}$/.test(value)) throw new UsageError(`--${flag} must be ${what}: 10 capital letters and digits, got ${JSON.stringify(value)}`);
-		return value;
-	};
-	const keyId = id('key-id', 'the Key ID of the .p8 key');
-	const teamId = id('team-id', 'your Team ID');
-	if (v.topic === undefined) throw new UsageError("--p8 needs --topic BUNDLE (the app's bundle ID: token auth has no certificate to take it from)");
-	return { token: { key: readPemFile('--p8', v.p8), keyId, teamId } };
 }
 
 /** `--push-type`, `--priority`, `--collapse-id`, `--expiration`. */
@@ -249,15 +224,7 @@ function makePayload(v: FlagValues<typeof FLAGS>): Record<string, unknown> {
 		};
 		return { aps };
 	}
-	const [flag, text] = v.payload !== undefined ? ['--payload', v.payload] : ['--payload-file', readFlagFile('--payload-file', v['payload-file']!).toString('utf8')];
-	let payload: unknown;
-	try {
-		payload = JSON.parse(text);
-	} catch (error) {
-		throw new UsageError(`${flag} is not JSON: ${(error as Error).message}`);
-	}
-	if (payload === null || typeof payload !== 'object' || Array.isArray(payload)) throw new UsageError(`${flag} must be a JSON object such as {"aps":{"alert":"Hi"}}`);
-	const record = payload as Record<string, unknown>;
+	const { flag, payload: record } = payloadFlag(v, '{"aps":{"alert":"Hi"}}');
 	const aps = record['aps'];
 	const apsEmpty = aps === undefined || (aps !== null && typeof aps === 'object' && Object.keys(aps).length === 0);
 	if (apsEmpty && Object.keys(record).every((k) => k === 'aps')) throw new UsageError(`${flag} has no content: nothing to show and no data (e.g. {"aps":{"alert":"Hi"}})`);
