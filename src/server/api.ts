@@ -26,6 +26,13 @@ export const MAX_NOTIFICATIONS_PER_REQUEST = 1000;
 // Not `.` or `..`: a client that normalises paths could never reach such an app.
 const APP_ID = { type: 'string', pattern: '^(?!\\.\\.?$)[A-Za-z0-9._-]{1,64}$' } as const;
 const APP_PARAMS = { type: 'object', additionalProperties: false, required: ['appId'], properties: { appId: APP_ID } } as const;
+/** A channel id in a path: base64url (RFC 4648 §5: `-` and `_` for `+` and `/`), or base64 percent-encoded (the router decodes it). */
+const CHANNEL_PARAMS = { type: 'object', additionalProperties: false, required: ['appId', 'channelId'], properties: { appId: APP_ID, channelId: { type: 'string', pattern: '^[A-Za-z0-9+/_-]+={0,2}$', maxLength: 1024 } } } as const;
+
+/** The channel id APNs made (standard base64) from its form in a path. */
+function channelFromPath(id: string): string {
+	return id.replace(/-/g, '+').replace(/_/g, '/');
+}
 
 const NOTIFICATIONS_SCHEMA = {
 	type: 'object',
@@ -234,6 +241,44 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			access: 'read',
 			schema: { params: APP_PARAMS, body: { type: 'object', additionalProperties: false, required: ['upTo'], properties: { upTo: { type: 'integer', minimum: 1, maximum: Number.MAX_SAFE_INTEGER } } } },
 			handler: (request) => daemon.ackFeedback((request.params as { appId: string }).appId, (request.body as { upTo: number }).upTo),
+		},
+		{
+			method: 'POST',
+			url: '/v1/apps/:appId/channels',
+			summary: 'Create a Live Activity broadcast channel at APNs (storagePolicy 0: nothing stored, the default; 1: the latest kept): 201 with its id',
+			access: 'send',
+			schema: { params: APP_PARAMS, body: { type: 'object', additionalProperties: false, properties: { storagePolicy: { type: 'integer', enum: [0, 1] } } } },
+			handler: async (request, reply) => reply.code(201).send(await daemon.createChannel((request.params as { appId: string }).appId, (request.body as { storagePolicy?: 0 | 1 } | undefined)?.storagePolicy ?? 0)),
+		},
+		{
+			method: 'GET',
+			url: '/v1/apps/:appId/channels',
+			summary: "The app's Live Activity channel ids, as APNs lists them",
+			access: 'read',
+			schema: { params: APP_PARAMS },
+			handler: (request) => daemon.listChannels((request.params as { appId: string }).appId),
+		},
+		{
+			method: 'GET',
+			url: '/v1/apps/:appId/channels/:channelId',
+			summary: 'A channel and its storage policy; the id in the path is base64url (or percent-encoded base64)',
+			access: 'read',
+			schema: { params: CHANNEL_PARAMS },
+			handler: (request) => {
+				const { appId, channelId } = request.params as { appId: string; channelId: string };
+				return daemon.getChannel(appId, channelFromPath(channelId));
+			},
+		},
+		{
+			method: 'DELETE',
+			url: '/v1/apps/:appId/channels/:channelId',
+			summary: 'Delete a channel at APNs (irreversible); the id in the path is base64url (or percent-encoded base64)',
+			access: 'send',
+			schema: { params: CHANNEL_PARAMS },
+			handler: (request) => {
+				const { appId, channelId } = request.params as { appId: string; channelId: string };
+				return daemon.deleteChannel(appId, channelFromPath(channelId));
+			},
 		},
 		{
 			method: 'POST',

@@ -17,6 +17,8 @@ export interface AppInput {
 	readonly cert?: string;
 	readonly key?: string;
 	readonly gateway?: { readonly host: string; readonly port: number };
+	/** Live Activity channel management host; defaults to the environment's. */
+	readonly channelGateway?: { readonly host: string; readonly port: number };
 	readonly ca?: string;
 	/** Feedback POSTed to `url`, each delivery signed with `secret` (write-only, sealed with the credentials). */
 	readonly webhook?: { readonly url: string; readonly secret: string };
@@ -30,6 +32,8 @@ export interface AppSettings {
 	readonly keyId: string | undefined;
 	readonly teamId: string | undefined;
 	readonly gateway: { readonly host: string; readonly port: number } | undefined;
+	/** Absent in apps stored before channels: the environment's. */
+	readonly channelGateway?: { readonly host: string; readonly port: number } | undefined;
 	readonly ca: string | undefined;
 	/** `signed`: its deliveries carry a signature (apps stored before webhooks were signed do not). */
 	readonly webhook: { readonly url: string; readonly signed?: boolean } | undefined;
@@ -54,6 +58,14 @@ export const WEBHOOK_SECRET_MIN = 32;
 /** PEM text only: a string that is not PEM would be read by the library as a file path. */
 const PEM = { type: 'string', minLength: 1, maxLength: 65_536, pattern: '-----BEGIN [A-Z0-9 ]+-----' } as const;
 
+/** A host and port. */
+const ADDRESS = {
+	type: 'object',
+	additionalProperties: false,
+	required: ['host', 'port'],
+	properties: { host: { type: 'string', minLength: 1, maxLength: 253 }, port: { type: 'integer', minimum: 1, maximum: 65_535 } },
+} as const;
+
 /** JSON schema of {@link AppInput} (fastify validates bodies with it: unknown fields are refused). */
 export const APP_INPUT_SCHEMA = {
 	type: 'object',
@@ -72,12 +84,8 @@ export const APP_INPUT_SCHEMA = {
 		passphrase: { type: 'string', maxLength: 1024 },
 		cert: PEM,
 		key: PEM,
-		gateway: {
-			type: 'object',
-			additionalProperties: false,
-			required: ['host', 'port'],
-			properties: { host: { type: 'string', minLength: 1, maxLength: 253 }, port: { type: 'integer', minimum: 1, maximum: 65_535 } },
-		},
+		gateway: ADDRESS,
+		channelGateway: ADDRESS,
 		ca: PEM,
 		webhook: {
 			type: 'object',
@@ -113,6 +121,7 @@ export function splitInput(input: AppInput): { settings: Omit<AppSettings, 'cert
 		keyId: input.token?.keyId,
 		teamId: input.token?.teamId,
 		gateway: input.gateway,
+		...(input.channelGateway === undefined ? {} : { channelGateway: input.channelGateway }),
 		ca: input.ca,
 		webhook: input.webhook === undefined ? undefined : { url: input.webhook.url, signed: true },
 	};
@@ -175,6 +184,7 @@ export function managerOptions(settings: Omit<AppSettings, 'certificate'>, secre
 		environment: settings.environment,
 		...(settings.topic === undefined ? {} : { topic: settings.topic }),
 		...(settings.gateway === undefined ? {} : { gateway: settings.gateway }),
+		...(settings.channelGateway === undefined ? {} : { channelGateway: settings.channelGateway }),
 		// As Buffers: never taken for file paths, whatever was stored.
 		...(settings.ca === undefined ? {} : { ca: Buffer.from(settings.ca) }),
 		...(secrets.tokenKey === undefined ? {} : { token: tokens.get(secrets.tokenKey, settings.keyId!, settings.teamId!) }),
@@ -226,6 +236,7 @@ export function appView(
 		...(settings.auth === 'token' ? { keyId: settings.keyId, teamId: settings.teamId } : {}),
 		...(settings.certificate === undefined ? {} : { certificate: settings.certificate }),
 		gateway: settings.gateway ?? null,
+		channelGateway: settings.channelGateway ?? null,
 		webhook: settings.webhook === undefined ? null : { url: settings.webhook.url, signed: settings.webhook.signed === true },
 		pending: state.pending,
 		oldestPendingSeconds: state.oldestPendingSeconds ?? null,

@@ -18,7 +18,7 @@
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { ServerError, type ApnsManager, type Receipt, type SendResult } from '../index.js';
+import { ChannelError, ServerError, type ApnsManager, type Receipt, type SendResult } from '../index.js';
 import { backoffDelay } from '../drivers/backoff.js';
 import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.js';
 import { Metrics } from './metrics.js';
@@ -552,6 +552,37 @@ export class Engine implements PushService {
 		return { acknowledged: upTo };
 	}
 
+	// ---- Live Activity channels (APNs holds them: nothing is stored here) ----
+
+	async createChannel(id: string, storagePolicy: 0 | 1): Promise<{ channelId: string; storagePolicy: 0 | 1 }> {
+		const manager = await this.#sending(id);
+		return { channelId: await apnsCall(() => manager.createChannel({ storagePolicy })), storagePolicy };
+	}
+
+	async listChannels(id: string): Promise<{ channels: string[] }> {
+		const manager = await this.#sending(id);
+		return { channels: await apnsCall(() => manager.listChannels()) };
+	}
+
+	async getChannel(id: string, channelId: string): Promise<{ channelId: string; storagePolicy: 0 | 1 }> {
+		const manager = await this.#sending(id);
+		const info = await apnsCall(() => manager.getChannel(channelId));
+		return { channelId: info.id, storagePolicy: info.storagePolicy };
+	}
+
+	async deleteChannel(id: string, channelId: string): Promise<{ deleted: string }> {
+		const manager = await this.#sending(id);
+		await apnsCall(() => manager.deleteChannel(channelId));
+		return { deleted: channelId };
+	}
+
+	/** The manager of app `id`: 404 when there is no such app, 409 while it is stopped. */
+	async #sending(id: string): Promise<ApnsManager> {
+		const live = await this.#live(id);
+		if (live.manager === undefined) throw new RequestError(409, 'app_stopped', `app ${id} is stopped (${live.stopped ?? 'its credentials do not load'}): PUT working credentials first`, 'appId');
+		return live.manager;
+	}
+
 	// ---- scoped API keys ----
 
 	async keyFor(key: string): Promise<ScopedKey | undefined> {
@@ -953,6 +984,23 @@ export interface RecorderEvents {
 	retrying(error: Error, attempt: number): void;
 	/** A token failed transiently and is left for another round: APNs' `status` (0: none answered) and `reason`. */
 	transient(status: number, reason: string): void;
+}
+
+/**
+ * A channel management call made for the API: APNs' refusals become the API's answers — 404 for a
+ * channel APNs does not know, 409 at the channel limit, 502 for another refusal, 504 when APNs did not
+ * answer (each naming APNs' status and reason).
+ */
+async function apnsCall<T>(call: () => Promise<T>): Promise<T> {
+	try {
+		return await call();
+	} catch (error) {
+		if (!(error instanceof ChannelError)) throw error;
+		if (error.reason === 'ChannelNotRegistered') throw new RequestError(404, 'unknown_channel', `APNs knows no such channel (400 ChannelNotRegistered; apns-request-id ${error.requestId})`, 'params/channelId');
+		if (error.reason === 'CannotCreateChannelConfig') throw new RequestError(409, 'channel_limit', `APNs refused: the app has as many channels as it may (10,000 per environment); delete unused ones (apns-request-id ${error.requestId})`, 'request');
+		if (error.status === 0) throw new RequestError(504, 'apns_unanswered', `APNs did not answer (${error.reason}) through every attempt: retry later`, 'request');
+		throw new RequestError(502, 'apns_refused', `APNs refused: ${error.status} ${error.reason} (apns-request-id ${error.requestId})`, 'request');
+	}
 }
 
 /**

@@ -83,6 +83,11 @@ export interface PushService {
 	status(id: string, notificationId: string): NotificationView | Promise<NotificationView>;
 	feedback(id: string, after: number, limit: number): FeedbackPage | Promise<FeedbackPage>;
 	ackFeedback(id: string, upTo: number): Promise<{ acknowledged: number }>;
+	/** Live Activity channels of app `id`, through its manager (APNs' channel management): nothing is stored. */
+	createChannel(id: string, storagePolicy: 0 | 1): Promise<{ channelId: string; storagePolicy: 0 | 1 }>;
+	listChannels(id: string): Promise<{ channels: string[] }>;
+	getChannel(id: string, channelId: string): Promise<{ channelId: string; storagePolicy: 0 | 1 }>;
+	deleteChannel(id: string, channelId: string): Promise<{ deleted: string }>;
 	/** The scoped key `key` is (not the admin key: the API checks that itself), or undefined. */
 	keyFor(key: string): Promise<ScopedKey | undefined>;
 	createKey(apps: readonly string[], scopes: readonly KeyScope[]): Promise<KeyView & { key: string }>;
