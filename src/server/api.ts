@@ -29,9 +29,19 @@ const APP_PARAMS = { type: 'object', additionalProperties: false, required: ['ap
 /** A channel id in a path: base64url (RFC 4648 §5: `-` and `_` for `+` and `/`), or base64 percent-encoded (the router decodes it). */
 const CHANNEL_PARAMS = { type: 'object', additionalProperties: false, required: ['appId', 'channelId'], properties: { appId: APP_ID, channelId: { type: 'string', pattern: '^[A-Za-z0-9+/_-]+={0,2}$', maxLength: 1024 } } } as const;
 
-/** The channel id APNs made (standard base64) from its form in a path. */
-function channelFromPath(id: string): string {
-	return id.replace(/-/g, '+').replace(/_/g, '/');
+/** A route on one channel: `call` gets the app id and the channel id APNs made (standard base64, from its form in the path). */
+function channelRoute(method: 'GET' | 'DELETE', summary: string, access: KeyScope, call: (appId: string, channelId: string) => Promise<unknown>): Route {
+	return {
+		method,
+		url: '/v1/apps/:appId/channels/:channelId',
+		summary: `${summary}; the id in the path is base64url (or percent-encoded base64)`,
+		access,
+		schema: { params: CHANNEL_PARAMS },
+		handler: (request) => {
+			const { appId, channelId } = request.params as { appId: string; channelId: string };
+			return call(appId, channelId.replace(/-/g, '+').replace(/_/g, '/'));
+		},
+	};
 }
 
 const NOTIFICATIONS_SCHEMA = {
@@ -258,28 +268,8 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			schema: { params: APP_PARAMS },
 			handler: (request) => daemon.listChannels((request.params as { appId: string }).appId),
 		},
-		{
-			method: 'GET',
-			url: '/v1/apps/:appId/channels/:channelId',
-			summary: 'A channel and its storage policy; the id in the path is base64url (or percent-encoded base64)',
-			access: 'read',
-			schema: { params: CHANNEL_PARAMS },
-			handler: (request) => {
-				const { appId, channelId } = request.params as { appId: string; channelId: string };
-				return daemon.getChannel(appId, channelFromPath(channelId));
-			},
-		},
-		{
-			method: 'DELETE',
-			url: '/v1/apps/:appId/channels/:channelId',
-			summary: 'Delete a channel at APNs (irreversible); the id in the path is base64url (or percent-encoded base64)',
-			access: 'send',
-			schema: { params: CHANNEL_PARAMS },
-			handler: (request) => {
-				const { appId, channelId } = request.params as { appId: string; channelId: string };
-				return daemon.deleteChannel(appId, channelFromPath(channelId));
-			},
-		},
+		channelRoute('GET', 'A channel and its storage policy', 'read', (appId, channelId) => daemon.getChannel(appId, channelId)),
+		channelRoute('DELETE', 'Delete a channel at APNs (irreversible)', 'send', (appId, channelId) => daemon.deleteChannel(appId, channelId)),
 		{
 			method: 'POST',
 			url: '/v1/keys',
