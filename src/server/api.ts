@@ -12,7 +12,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { APP_INPUT_SCHEMA, type AppInput } from './apps.js';
-import { RequestError, type NotificationInput, type PushService } from './service.js';
+import { RequestError, type BroadcastInput, type NotificationInput, type PushService } from './service.js';
 import type { KeyScope } from './store.js';
 
 /** Largest request body per route, in bytes (413 past it): a batch of notifications, an app, anything else. */
@@ -28,6 +28,12 @@ const APP_ID = { type: 'string', pattern: '^(?!\\.\\.?$)[A-Za-z0-9._-]{1,64}$' }
 const APP_PARAMS = { type: 'object', additionalProperties: false, required: ['appId'], properties: { appId: APP_ID } } as const;
 /** A channel id in a path: base64url (RFC 4648 §5: `-` and `_` for `+` and `/`), or base64 percent-encoded (the router decodes it). */
 const CHANNEL_PARAMS = { type: 'object', additionalProperties: false, required: ['appId', 'channelId'], properties: { appId: APP_ID, channelId: { type: 'string', pattern: '^[A-Za-z0-9+/_-]+={0,2}$', maxLength: 1024 } } } as const;
+
+/** The request's Idempotency-Key and what it answers for: the same key with another body is refused (422), not answered as the first. */
+function idempotencyOf(request: FastifyRequest): { key: string; fingerprint: string } | undefined {
+	const key = idempotencyKey(request.raw.rawHeaders);
+	return key === undefined ? undefined : { key, fingerprint: createHash('sha256').update(JSON.stringify(request.body)).digest('base64url') };
+}
 
 /** A route on one channel: `call` gets the app id and the channel id APNs made (standard base64, from its form in the path). */
 function channelRoute(method: 'GET' | 'DELETE', summary: string, access: KeyScope, call: (appId: string, channelId: string) => Promise<unknown>): Route {
@@ -209,10 +215,7 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			handler: async (request, reply) => {
 				const { appId } = request.params as { appId: string };
 				const { notifications } = request.body as { notifications: NotificationInput[] };
-				const key = idempotencyKey(request.raw.rawHeaders);
-				// What the key answers for: the same key with another body is refused (422), not answered as the first.
-				const idempotency = key === undefined ? undefined : { key, fingerprint: createHash('sha256').update(JSON.stringify(request.body)).digest('base64url') };
-				const { status, body } = await daemon.accept(appId, notifications, idempotency);
+				const { status, body } = await daemon.accept(appId, notifications, idempotencyOf(request));
 				return reply.code(status).send(body);
 			},
 		},
@@ -259,6 +262,44 @@ export function buildApi(daemon: PushService, tls?: { readonly key: string | Buf
 			access: 'send',
 			schema: { params: APP_PARAMS, body: { type: 'object', additionalProperties: false, properties: { storagePolicy: { type: 'integer', enum: [0, 1] } } } },
 			handler: async (request, reply) => reply.code(201).send(await daemon.createChannel((request.params as { appId: string }).appId, (request.body as { storagePolicy?: 0 | 1 } | undefined)?.storagePolicy ?? 0)),
+		},
+		{
+			method: 'POST',
+			url: '/v1/apps/:appId/broadcasts',
+			summary: 'Accept a Live Activity broadcast to a channel: 202 { id } once durably stored; sent, retried and expired like a notification. Idempotency-Key as for notifications',
+			access: 'send',
+			schema: {
+				params: APP_PARAMS,
+				body: {
+					type: 'object',
+					additionalProperties: false,
+					required: ['channelId'],
+					properties: {
+						channelId: { type: 'string', minLength: 1, maxLength: 1024 },
+						aps: { type: 'object' },
+						payload: { type: 'object' },
+						expiration: { type: 'integer', minimum: 0, maximum: 4_294_967_295, description: 'UNIX seconds (default 0: not stored by APNs, what a storage-policy-0 channel requires)' },
+						priority: { type: 'integer', enum: [1, 5, 10], description: 'default 10' },
+					},
+				},
+				headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 255 } } },
+			},
+			handler: async (request, reply) => {
+				const { appId } = request.params as { appId: string };
+				const { status, body } = await daemon.broadcast(appId, request.body as BroadcastInput, idempotencyOf(request));
+				return reply.code(status).send(body);
+			},
+		},
+		{
+			method: 'GET',
+			url: '/v1/apps/:appId/broadcasts/:broadcastId',
+			summary: 'What became of a broadcast: pending, sent, failures (APNs\' status and reason)',
+			access: 'read',
+			schema: { params: { type: 'object', additionalProperties: false, required: ['appId', 'broadcastId'], properties: { appId: APP_ID, broadcastId: { type: 'string', pattern: '^[0-9a-f-]{36}$' } } } },
+			handler: (request) => {
+				const { appId, broadcastId } = request.params as { appId: string; broadcastId: string };
+				return daemon.broadcastStatus(appId, broadcastId);
+			},
 		},
 		{
 			method: 'GET',

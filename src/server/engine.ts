@@ -18,13 +18,13 @@
  */
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { ChannelError, ServerError, type ApnsManager, type Receipt, type SendResult } from '../index.js';
+import { ChannelError, ServerError, type ApnsManager, type SendResult } from '../index.js';
 import { backoffDelay } from '../drivers/backoff.js';
 import { appView, SharedTokens, type AppInput, type AppSettings } from './apps.js';
 import { Metrics } from './metrics.js';
-import type { Accepted, Idempotency, KeyScope, PushStore, StoredApp, StoredKey, TokenFailure, WorkResult, WorkSource, WorkUnit } from './store.js';
+import type { Accepted, Idempotency, KeyScope, NewNotification, PushStore, StoredApp, StoredKey, TokenFailure, WorkResult, WorkSource, WorkUnit } from './store.js';
 import { SecretBox } from './secrets.js';
-import { feedbackPage, notificationView, openApp, openSecrets, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type FeedbackPage, type KeyView, type NotificationInput, type NotificationView, type PushService, type ScopedKey } from './service.js';
+import { BROADCAST_TOKEN, broadcastBody, feedbackPage, notificationView, openApp, openSecrets, prepareApp, RequestError, SERVE_DEFAULTS, storedBody, storedMessage, watched, type BroadcastInput, type FeedbackPage, type KeyView, type NotificationInput, type NotificationView, type PushService, type ScopedKey, type StoredBody } from './service.js';
 import { Webhooks } from './webhook.js';
 
 /** Options of {@link Engine.open}. */
@@ -492,14 +492,29 @@ export class Engine implements PushService {
 
 	/** Accept notifications: 202 once the store has them. */
 	async accept(id: string, notifications: readonly NotificationInput[], idempotency: Idempotency | undefined): Promise<{ status: number; body: unknown }> {
-		const live = await this.#live(id);
 		// Every entry checked before anything is written: a request is all or nothing.
 		const entries = notifications.map((n, i) => ({ body: storedBody(n, i), tokens: Buffer.from(n.tokens.join(''), 'hex') }));
+		return this.#accept(id, entries, idempotency, (result) => ({ accepted: result.accepted, ids: result.ids }));
+	}
+
+	async broadcast(id: string, input: BroadcastInput, idempotency: Idempotency | undefined): Promise<{ status: number; body: unknown }> {
+		const body = broadcastBody(input);
+		return this.#accept(id, [{ body, tokens: BROADCAST_TOKEN }], idempotency, (result) => ({ id: result.ids[0] }));
+	}
+
+	async broadcastStatus(id: string, broadcastId: string): Promise<{ id: string; pending: number; sent: number; failed: Array<{ status: number; reason: string }> }> {
+		const view = await this.status(id, broadcastId);
+		return { id: view.id, pending: view.pending, sent: view.sent, failed: view.failed.map((f) => ({ status: f.status, reason: f.reason })) };
+	}
+
+	/** Store `entries` with the request's idempotency answer; `answer` is the body of a fresh 202. */
+	async #accept(id: string, entries: NewNotification[], idempotency: Idempotency | undefined, answer: (result: { accepted: number; ids: readonly string[] }) => unknown): Promise<{ status: number; body: unknown }> {
+		const live = await this.#live(id);
 		let result: Awaited<ReturnType<PushStore['accept']>>;
 		try {
 			if (idempotency !== undefined) {
 				const earlier = await this.store.idempotent(live.app, idempotency.key);
-				if (earlier !== undefined) return answered(earlier, idempotency);
+				if (earlier !== undefined) return answered(earlier, idempotency, answer);
 			}
 			result = await this.store.accept(live.app, entries, Date.now(), idempotency);
 		} catch (error) {
@@ -507,9 +522,9 @@ export class Engine implements PushService {
 		}
 		// Deleted (or deleted and made again) meanwhile: nothing was accepted.
 		if (result === undefined) throw new RequestError(409, 'app_changed', `app ${id} was deleted or re-created while the request was stored: nothing was accepted; retry`, 'appId');
-		if (!result.fresh) return answered(result, idempotency!);
+		if (!result.fresh) return answered(result, idempotency!, answer);
 		this.metrics.accepted.inc({ app: id }, result.accepted);
-		return { status: 202, body: { accepted: result.accepted, ids: result.ids } };
+		return { status: 202, body: answer(result) };
 	}
 
 	async status(id: string, notificationId: string): Promise<NotificationView> {
@@ -702,9 +717,9 @@ export class Engine implements PushService {
 			indices = [];
 			hex = [];
 			handed += i.length;
-			let receipt: Receipt;
+			let outcome: Promise<SendResult>;
 			try {
-				receipt = manager.send(storedMessage(h, unit.body));
+				outcome = dispatch(manager, h, unit.body);
 			} catch (error) {
 				const code = (error as { code?: string }).code;
 				// Closed under us (an update, a shutdown): handed back. Anything else refuses it for good.
@@ -712,7 +727,7 @@ export class Engine implements PushService {
 				else run.refused(i, h, code ?? 'Refused');
 				return;
 			}
-			settled.push(receipt.settled.then((result) => run.record(i, h, result)));
+			settled.push(outcome.then((result) => run.record(i, h, result)));
 		};
 		for (let i = 0; i < count; i++) {
 			if ((unit.settled[i >> 3]! & (1 << (i & 7))) !== 0) continue;
@@ -987,6 +1002,24 @@ export interface RecorderEvents {
 }
 
 /**
+ * Send what a unit holds for `tokens`: a notification to them, or (a body with a channel, stored with
+ * {@link BROADCAST_TOKEN}) a broadcast, whose outcome is the placeholder token's.
+ * @throws what `send()` or `broadcast()` throws at the call.
+ */
+function dispatch(manager: ApnsManager, tokens: string[], body: StoredBody): Promise<SendResult> {
+	const channel = body.options.channel;
+	if (channel === undefined) return manager.send(storedMessage(tokens, body)).settled;
+	const { expiration, priority } = body.options;
+	const receipt = manager.broadcast(channel, body.payload, { ...(expiration === undefined ? {} : { expiration }), ...(priority === undefined ? {} : { priority: priority as 1 | 5 | 10 }) });
+	const token = tokens[0]!;
+	return receipt.settled.then((r) => ({
+		sent: r.sent.map((s) => ({ token, apnsId: s.apnsId })),
+		failed: r.failed.map((f) => ({ token, status: f.status, reason: f.reason })),
+		dropped: r.dropped.map(() => token),
+	}));
+}
+
+/**
  * A channel management call made for the API: APNs' refusals become the API's answers — 404 for a
  * channel APNs does not know, 409 at the channel limit, 502 for another refusal, 504 when APNs did not
  * answer (each naming APNs' status and reason).
@@ -1089,11 +1122,11 @@ function keyView(k: StoredKey): KeyView {
 }
 
 /** The answer to a request whose Idempotency-Key was answered before: that answer, or 422 when the key came with another body. */
-function answered(earlier: Accepted, idempotency: Idempotency): { status: number; body: unknown } {
+function answered(earlier: Accepted, idempotency: Idempotency, answer: (result: Accepted) => unknown): { status: number; body: unknown } {
 	if (earlier.fingerprint !== undefined && earlier.fingerprint !== idempotency.fingerprint) {
 		throw new RequestError(422, 'idempotency_key_reused', `Idempotency-Key ${JSON.stringify(idempotency.key)} was used with another request body: use a new key for a new request`, 'headers/idempotency-key');
 	}
-	return { status: 202, body: { accepted: earlier.accepted, ids: earlier.ids } };
+	return { status: 202, body: answer(earlier) };
 }
 
 /** Whether two copies of an app are the same version. */

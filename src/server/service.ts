@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import { ApnsManager, InvalidArgumentError, ServerError } from '../index.js';
 import { Message } from '../message.js';
 import { checkHttp2Message } from '../protocol/http2.js';
+import { checkChannelId } from '../channels.js';
+import { MAX_BROADCAST_PAYLOAD_BYTES } from '../broadcasts.js';
 import { certificateFacts, managerOptions, splitInput, type AppInput, type AppSecrets, type AppSettings, type SharedTokens } from './apps.js';
 import type { Metrics } from './metrics.js';
 import type { SecretBox } from './secrets.js';
@@ -45,10 +47,40 @@ export interface NotificationInput {
 	readonly topic?: string;
 }
 
-/** What is stored of a notification entry: the payload and the message options. */
+/** What is stored of a notification entry: the payload and the message options (`channel`: a broadcast). */
 export interface StoredBody {
 	readonly payload: Record<string, unknown>;
-	readonly options: { pushType?: string; priority?: number; expiration?: number; collapseId?: string; topic?: string };
+	readonly options: { pushType?: string; priority?: number; expiration?: number; collapseId?: string; topic?: string; channel?: string };
+}
+
+/** The body of `POST /v1/apps/{appId}/broadcasts`. */
+export interface BroadcastInput {
+	readonly channelId: string;
+	readonly aps?: Record<string, unknown>;
+	readonly payload?: Record<string, unknown>;
+	readonly expiration?: number;
+	readonly priority?: 1 | 5 | 10;
+}
+
+/**
+ * A broadcast is stored as a notification to this one placeholder token, its channel in the body: the
+ * stores' units, leases, rounds and outcomes serve it unchanged.
+ */
+export const BROADCAST_TOKEN = Buffer.alloc(32);
+
+/** The stored body of a broadcast, checked as the manager will check it. */
+export function broadcastBody(b: BroadcastInput): StoredBody {
+	if (b.aps === undefined && b.payload === undefined) throw new RequestError(400, 'invalid_broadcast', 'body: aps or payload is required', 'body/aps');
+	if (b.aps !== undefined && b.payload?.['aps'] !== undefined) throw new RequestError(400, 'invalid_broadcast', 'body/payload/aps: give aps once (as aps, or inside payload)', 'body/payload/aps');
+	const payload = { ...b.payload, ...(b.aps === undefined ? {} : { aps: b.aps }) };
+	try {
+		checkChannelId('channelId', b.channelId);
+	} catch {
+		throw new RequestError(400, 'invalid_broadcast', `body/channelId: expected a channel id in base64, as POST …/channels returned it`, 'body/channelId');
+	}
+	const bytes = Buffer.byteLength(JSON.stringify(payload));
+	if (bytes > MAX_BROADCAST_PAYLOAD_BYTES) throw new RequestError(400, 'invalid_broadcast', `body/payload: ${bytes} bytes of JSON, over Apple's ${MAX_BROADCAST_PAYLOAD_BYTES} for a broadcast`, 'body/payload');
+	return { payload, options: { channel: b.channelId, ...(b.expiration === undefined ? {} : { expiration: b.expiration }), ...(b.priority === undefined ? {} : { priority: b.priority }) } };
 }
 
 /** A notification's outcome so far, as `GET …/notifications/{id}` answers it. */
@@ -83,6 +115,10 @@ export interface PushService {
 	status(id: string, notificationId: string): NotificationView | Promise<NotificationView>;
 	feedback(id: string, after: number, limit: number): FeedbackPage | Promise<FeedbackPage>;
 	ackFeedback(id: string, upTo: number): Promise<{ acknowledged: number }>;
+	/** Accept a broadcast (stored durably, sent like a notification): 202 `{ id }`. */
+	broadcast(id: string, input: BroadcastInput, idempotency: { readonly key: string; readonly fingerprint: string } | undefined): Promise<{ status: number; body: unknown }>;
+	/** What became of a broadcast. */
+	broadcastStatus(id: string, broadcastId: string): Promise<{ id: string; pending: number; sent: number; failed: Array<{ status: number; reason: string }> }>;
 	/** Live Activity channels of app `id`, through its manager (APNs' channel management): nothing is stored. */
 	createChannel(id: string, storagePolicy: 0 | 1): Promise<{ channelId: string; storagePolicy: 0 | 1 }>;
 	listChannels(id: string): Promise<{ channels: string[] }>;
