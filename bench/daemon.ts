@@ -60,7 +60,8 @@ export async function startDaemon(where: string | { redis: string; args?: string
 	};
 }
 
-async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+/** One API call with the bench's key. */
+export async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
 	const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${API_KEY}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
 	return { status: res.status, body: await res.json() };
 }

@@ -29,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import { REDIS_MISSING, startRedis } from '../test/support/redis.js';
 import { acceptAndPending, h2loadMissing, h2loadPosts, metricsOf, pendingOf, PER_REQUEST, postAll, postPaced, provision, rssOf, startDaemon, type Daemon } from './daemon.js';
 import { isRejected, LOOP_RESOLUTION_MS, makeCerts, PACED_CHUNK, PACED_PENDING, type BurstMeasure, type Certs, type ClientMessage, type ClientName, type ClientTask, type LoopMeasure, type ServerPoll, type ServerProgress, type ServerRequest, type Workload } from './common.js';
+import { BROADCAST_NAME, broadcastTable, runBroadcasts } from './broadcasts.js';
 
 const STALL_MS = 5000;
 /** A run ends after this long even while it still progresses (node-apn 1.x needs far longer for 1M). */
@@ -903,6 +904,7 @@ async function main(): Promise<void> {
 	const soakMinutes = Number(values['soak-minutes'] ?? (values.quick ? 2 : 20));
 	const soak = values.only === undefined || SOAK_NAME.includes(values.only) ? await runSoak(gateway, certs, soakMinutes, values['soak-store']) : undefined;
 	const scale = values.only === undefined || SCALE_NAME.includes(values.only) ? await runScale(gateway, certs, values.quick ? 1 : values.reps !== undefined ? reps : 2, values.quick) : undefined;
+	const broadcasts = values.only === undefined || BROADCAST_NAME.includes(values.only) ? await runBroadcasts(certs, values.quick ? 1 : values.reps !== undefined ? reps : 3, values.quick ? 2000 : 10_000) : undefined;
 	await gateway.stop();
 	const memory: MemoryRun[] = [];
 	if (values.only === undefined || MEMORY.name.includes(values.only)) {
@@ -971,11 +973,12 @@ async function main(): Promise<void> {
 	if (starve !== undefined) out.push('', ...starveTable(starve));
 	if (soak !== undefined) out.push('', ...soakTable(soak));
 	if (scale !== undefined) out.push('', ...scaleTable(scale));
+	if (broadcasts !== undefined) out.push('', ...broadcastTable(broadcasts));
 	process.stdout.write(`${out.join('\n')}\n`);
 	const partial = values.only !== undefined || values.quick || values.reps !== undefined;
 	const file = `bench/results/${partial ? 'partial' : 'latest'}.json`;
 	mkdirSync(here('../../bench/results'), { recursive: true });
-	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, daemon, starve, soak, scale, runs }, null, '\t')}\n`);
+	writeFileSync(here(`../../${file}`), `${JSON.stringify({ date, machine, gateway: 'separate process', options: values, summary, memory, daemon, starve, soak, scale, broadcasts, runs }, null, '\t')}\n`);
 	process.stdout.write(`\nWrote ${file}\n`);
 }
 
