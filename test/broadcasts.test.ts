@@ -114,3 +114,17 @@ test('broadcast: bad arguments throw naming the argument and queue nothing; a bi
 	await apns.close();
 	assert.throws(() => apns.broadcast(channel, UPDATE), ClosedError);
 });
+
+test('broadcast: a GOAWAY mid-way refuses the streams above its last one; they are sent again on a new session, each accepted once', async (t) => {
+	const m = await liveMock(t);
+	const apns = liveManager(t, m);
+	const channel = await apns.createChannel();
+	m.setFaults({ goawayAfter: 4 });
+	const receipts = Array.from({ length: 12 }, () => apns.broadcast(channel, UPDATE));
+	const results = await Promise.all(receipts.map((r) => r.settled));
+	assert.deepEqual(results.map((r) => r.sent.length), receipts.map(() => 1));
+	assert.ok(m.goaways.length >= 1, 'the mock sent a GOAWAY');
+	const ids = m.broadcasts.map((b) => b.requestId);
+	assert.deepEqual([ids.length, new Set(ids).size], [12, 12], 'each accepted once');
+	assert.deepEqual(new Set(ids), new Set(receipts.map((r) => r.apnsId)));
+});

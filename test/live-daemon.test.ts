@@ -31,6 +31,12 @@ test('serve: channels — create (201, storage policy 0 by default), list, read 
 	assert.equal(bad.status, 400);
 	assert.match(JSON.stringify(bad.body), /storagePolicy/);
 	assert.equal((await d.api('GET', '/v1/apps/nope/channels')).status, 404);
+	// APNs refusing through every attempt: a 502 naming its status and reason.
+	mock.setFaults({ managementErrors: { status: 503, times: 1_000 } });
+	const refused = await d.api('POST', '/v1/apps/live/channels', {});
+	assert.deepEqual([refused.status, refused.body.error], [502, 'apns_refused']);
+	assert.match(refused.body.message, /503 ServiceUnavailable/);
+	mock.setFaults({});
 	const key = await d.api('POST', '/v1/keys', { apps: ['live'], scopes: ['read'] });
 	const reader = { authorization: `Bearer ${key.body.key}` };
 	assert.equal((await request(d.url, 'GET', '/v1/apps/live/channels', undefined, reader)).status, 200, 'read may list');
