@@ -102,7 +102,7 @@ export interface DeadlineOptions {
 
 const BACKENDS: Readonly<Record<'evented' | 'threaded', BackendFactory>> = { evented: createEventedBackend, threaded: createThreadedBackend };
 
-/** Sends Apple push notifications from a queue; see the README for the delivery guarantees. */
+/** Sends Apple push notifications from a queue; see docs/delivery.md for the delivery guarantees. */
 export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	readonly #options: ResolvedOptions;
 	/** Client-certificate material; undefined with HTTP/2 token auth and no certificate. */

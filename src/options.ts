@@ -226,7 +226,7 @@ export interface ApnsManagerOptions extends CertificateCredentials {
 	/**
 	 * Where to log: any pino-compatible logger (`debug`, `info`, `warn`, `error`, each taking an object
 	 * first and a message second), e.g. `pino()` or `pino().child({ app })`. Connection lifecycle, backoff,
-	 * GOAWAY and failures are logged with stable fields (see the README); tokens are shortened, secrets
+	 * GOAWAY and failures are logged with stable fields (see docs/http2.md); tokens are shortened, secrets
 	 * never logged. Absent: nothing is logged.
 	 */
 	readonly logger?: Logger;

@@ -38,7 +38,7 @@ export const HELP = `Usage: apns-worker serve [--host 127.0.0.1] [--port 7077] [
 
 Run the push daemon: many apps, one HTTP/2 manager each, every accepted notification stored in
 SQLite (DIR/apns-worker.db) until it is settled, so a crash or a restart loses nothing.
-JSON over HTTP; the routes are in GET /openapi.json and the README ("Run it as a service").
+JSON over HTTP; the routes are in GET /openapi.json and docs/daemon.md.
 
   --host HOST                  address to listen on (default 127.0.0.1)
   --port N                     port (default 7077; 0 picks a free one)
@@ -58,7 +58,7 @@ JSON over HTTP; the routes are in GET /openapi.json and the README ("Run it as a
                                --host other than loopback is warned about at every start: PUT bodies
                                carry .p8 keys and passphrases
 
-Scale out (several daemons, any machines, one Redis; the README's "Scale out"):
+Scale out (several daemons, any machines, one Redis; docs/scale-out.md):
   --redis URL                  keep apps, notifications (BullMQ jobs), outcomes and feedback in Redis
                                instead of SQLite (also APNS_WORKER_REDIS); needs APNS_WORKER_API_KEY
                                and APNS_WORKER_SECRET, the same on every daemon; --data is not used
