@@ -104,7 +104,7 @@ export class Broadcaster {
 		}
 		if (body.length > MAX_BROADCAST_PAYLOAD_BYTES) throw new InvalidArgumentError('payload', `at most ${MAX_BROADCAST_PAYLOAD_BYTES} bytes of JSON (Apple's limit for a broadcast)`, `${body.length} bytes`);
 		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object { expiration?, priority?, apnsId? }', options);
-		for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw new InvalidArgumentError(`options.${key}`, 'a known option (expiration, priority, apnsId)', 'an unknown option');
+		for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw InvalidArgumentError.unknownOption(`options.${key}`, 'broadcast() takes expiration, priority and apnsId');
 		const expiration = expirationSeconds(options.expiration);
 		const priority = options.priority ?? DEFAULT_BROADCAST_PRIORITY;
 		if (priority !== 1 && priority !== 5 && priority !== 10) throw new InvalidArgumentError('options.priority', '10, 5 or 1', priority);

@@ -37,6 +37,16 @@ export class InvalidArgumentError extends ApnsError {
 		super('APNS_INVALID_ARGUMENT', `Invalid ${argument}: expected ${expected}, got ${describe(got)}`);
 		this.argument = argument;
 	}
+
+	/**
+	 * An option that does not exist, named as it was given, with `hint` (what to write instead); its value
+	 * is never shown (it may be a secret under a wrong name).
+	 */
+	static unknownOption(argument: string, hint: string): InvalidArgumentError {
+		const error = new InvalidArgumentError(argument, hint, undefined);
+		error.message = `Unknown option ${argument}: ${hint}`;
+		return error;
+	}
 }
 
 /** Certificates or keys that cannot be loaded or do not fit the chosen environment. Thrown at construction. */

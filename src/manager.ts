@@ -320,7 +320,7 @@ export class ApnsManager extends EventEmitter<ApnsManagerEvents> {
 	async createChannel(options: CreateChannelOptions = {}): Promise<string> {
 		const client = this.#channels('createChannel');
 		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object { storagePolicy? }', options);
-		for (const key of Object.keys(options)) if (key !== 'storagePolicy') throw new InvalidArgumentError(`options.${key}`, 'a known option (storagePolicy)', 'an unknown option');
+		for (const key of Object.keys(options)) if (key !== 'storagePolicy') throw InvalidArgumentError.unknownOption(`options.${key}`, 'createChannel() takes storagePolicy');
 		const policy = options.storagePolicy ?? DEFAULT_STORAGE_POLICY;
 		if (policy !== 0 && policy !== 1) throw new InvalidArgumentError('options.storagePolicy', '0 (store nothing) or 1 (keep the most recent broadcast)', policy);
 		return client.create(policy);

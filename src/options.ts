@@ -300,14 +300,35 @@ const OPTION_PROTOCOL: Readonly<Record<keyof ApnsManagerOptions, 'both' | 'binar
 	initialIdent: 'binary',
 };
 
+/**
+ * Options of the libraries people come from (node-apn, @parse/node-apn, apns2, Pushy) that are not ours:
+ * who has it, and what to write here instead. Checked before the nearest-name guess, which would mislead.
+ */
+const PEER_OPTIONS: Readonly<Record<string, readonly [string, string]>> = {
+	production: ['node-apn', "environment: 'production' (or 'sandbox')"],
+	sandbox: ['apns2', "environment: 'sandbox'"],
+	connectionRetryLimit: ['node-apn', 'maxAttempts (per notification)'],
+	address: ['node-apn', 'gateway: { host, port }'],
+	port: ['node-apn', 'gateway: { host, port }'],
+	heartBeat: ['node-apn', 'pingIntervalMs'],
+	requestTimeout: ['node-apn', 'requestTimeoutMs'],
+	rejectUnauthorized: ['node-apn', 'ca: the CA to trust (certificate checks cannot be turned off)'],
+	clientCount: ['@parse/node-apn', 'connections'],
+	keyId: ['apns2', 'token: { key, keyId, teamId }'],
+	teamId: ['apns2', 'token: { key, keyId, teamId }'],
+	signingKey: ['apns2', 'token: { key, keyId, teamId }'],
+};
+
 /** Refuse option keys that do not exist (naming the closest one) or belong to the other protocol. */
 function checkKeys(options: object, protocol: 'binary' | 'http2'): void {
 	const known = Object.keys(OPTION_PROTOCOL);
 	for (const key of Object.keys(options)) {
 		const scope = (OPTION_PROTOCOL as Record<string, string | undefined>)[key];
 		if (scope === undefined) {
+			const peer = PEER_OPTIONS[key];
 			const near = closest(key, known);
-			throw new InvalidArgumentError(`options.${key}`, near === undefined ? 'a known option (see ApnsManagerOptions)' : `a known option — did you mean ${near}?`, 'an unknown option');
+			const hint = peer !== undefined ? `${peer[0]}'s "${key}" is ${peer[1]} in apns-worker` : near === undefined ? 'not an option of ApnsManager (see ApnsManagerOptions)' : `not an option of ApnsManager — did you mean ${near}?`;
+			throw InvalidArgumentError.unknownOption(`options.${key}`, hint);
 		}
 		const value = (options as Record<string, unknown>)[key];
 		if (scope !== 'both' && scope !== protocol && value !== undefined) {
@@ -452,7 +473,7 @@ function rateLimit(given: RateLimit | undefined): Required<RateLimit> | undefine
 	if (given === undefined) return undefined;
 	if (given === null || typeof given !== 'object') throw new InvalidArgumentError('options.rateLimit', 'an object { limit, intervalMs }', given);
 	for (const key of Object.keys(given)) {
-		if (key !== 'limit' && key !== 'intervalMs') throw new InvalidArgumentError(`options.rateLimit.${key}`, 'limit or intervalMs', 'an unknown option');
+		if (key !== 'limit' && key !== 'intervalMs') throw InvalidArgumentError.unknownOption(`options.rateLimit.${key}`, 'rateLimit takes limit and intervalMs');
 	}
 	return {
 		limit: wholeNumber('rateLimit.limit', given.limit, 1, 1_000_000_000),

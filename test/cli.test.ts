@@ -118,6 +118,13 @@ test('send over HTTP/2 with --p8 and a --tokens-file of 1,000: the rejected ones
 	assert.equal(server.received[0]!.topic, TOPIC);
 });
 
+test('send: one token is "1 notification", not "1 notifications"', async (t) => {
+	const server = await mock(t);
+	const run = await cli(['send', ...p8Flags(server), '--token', makeTokens(1, 0x31)[0]!, '--alert', 'Hi']);
+	assert.equal(run.code, 0, run.stderr);
+	assert.match(run.stdout, /^apns-worker send: 1 notification over HTTP\/2 to /);
+});
+
 test('send: human output — each failure on stderr, the summary on stdout', async (t) => {
 	const tokens = makeTokens(20, 0x32);
 	const server = await mock(t, { unregistered: [tokens[4]!], badTokens: [tokens[9]!] });

@@ -59,7 +59,11 @@ test('options: HTTP/2 is the default; an unknown option is refused naming the cl
 		assert.throws(() => new ApnsManager(options as never), (e: unknown) => e instanceof InvalidArgumentError && e.argument === argument && pattern.test(e.message), argument);
 	refused({ ...cert, gatway: { host: '127.0.0.1', port: 1 } }, 'options.gatway', /did you mean gateway\?/);
 	refused({ ...cert, maxRetries: 3 }, 'options.maxRetries', /did you mean maxRetained\?|did you mean maxAttempts\?/);
-	refused({ ...cert, host: '127.0.0.1' }, 'options.host', /a known option/);
+	refused({ ...cert, host: '127.0.0.1' }, 'options.host', /^Unknown option options\.host: not an option of ApnsManager \(see ApnsManagerOptions\)$/);
+	// Options of the libraries people come from get a pointer; a value is never shown (it may be a secret).
+	refused({ ...cert, production: true }, 'options.production', /^Unknown option options\.production: node-apn's "production" is environment: 'production' \(or 'sandbox'\) in apns-worker$/);
+	refused({ ...cert, connectionRetryLimit: 3 }, 'options.connectionRetryLimit', /is maxAttempts/);
+	refused({ ...cert, signingKey: 's3cret-value' }, 'options.signingKey', /^(?!.*s3cret).*token: \{ key, keyId, teamId \}/);
 	refused({ ...cert, confirmEvery: 10 }, 'options.confirmEvery', /protocol 'binary'/);
 	refused({ ...cert, feedback: { host: '127.0.0.1', port: 1 } }, 'options.feedback', /protocol 'binary'/);
 	refused({ ...cert, protocol: 'binary', connections: 2 }, 'options.connections', /protocol 'http2'/);

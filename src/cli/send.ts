@@ -347,5 +347,5 @@ function summary(r: { protocol: string | undefined; gateway: string; sent: numbe
 	if (r.notSent > 0) rows.push(['not sent', r.notSent, `never handed over: nothing settled for ${timeoutMs / 1000} s (--timeout)`]);
 	const width = Math.max(...rows.map(([, value]) => n(value).length));
 	const protocol = r.protocol === 'binary' ? 'the binary protocol' : 'HTTP/2';
-	return `apns-worker send: ${n(r.sent)} notifications over ${protocol} to ${r.gateway} in ${r.seconds.toFixed(2)} s (${rate})\n${rows.map(([label, value, note]) => `  ${label.padEnd(10)}${n(value).padStart(width)}  ${note}`.trimEnd()).join('\n')}\n`;
+	return `apns-worker send: ${n(r.sent)} notification${r.sent === 1 ? '' : 's'} over ${protocol} to ${r.gateway} in ${r.seconds.toFixed(2)} s (${rate})\n${rows.map(([label, value, note]) => `  ${label.padEnd(10)}${n(value).padStart(width)}  ${note}`.trimEnd()).join('\n')}\n`;
 }
