@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import PQueue from 'p-queue';
 import { checkChannelId } from './channels.js';
 import { ClosedError, InvalidArgumentError } from './errors.js';
+import { unixSeconds } from './message.js';
 import { Requester, type RequesterSetup } from './requester.js';
 
 /** Apple's limit on a broadcast's payload, in bytes. */
@@ -105,7 +106,7 @@ export class Broadcaster {
 		if (body.length > MAX_BROADCAST_PAYLOAD_BYTES) throw new InvalidArgumentError('payload', `at most ${MAX_BROADCAST_PAYLOAD_BYTES} bytes of JSON (Apple's limit for a broadcast)`, `${body.length} bytes`);
 		if (options === null || typeof options !== 'object') throw new InvalidArgumentError('options', 'an object { expiration?, priority?, apnsId? }', options);
 		for (const key of Object.keys(options)) if (!KNOWN_OPTIONS.has(key)) throw InvalidArgumentError.unknownOption(`options.${key}`, 'broadcast() takes expiration, priority and apnsId');
-		const expiration = expirationSeconds(options.expiration);
+		const expiration = options.expiration === undefined ? 0 : unixSeconds('options.expiration', options.expiration);
 		const priority = options.priority ?? DEFAULT_BROADCAST_PRIORITY;
 		if (priority !== 1 && priority !== 5 && priority !== 10) throw new InvalidArgumentError('options.priority', '10, 5 or 1', priority);
 		if (options.apnsId !== undefined && (typeof options.apnsId !== 'string' || !UUID.test(options.apnsId))) throw new InvalidArgumentError('options.apnsId', 'a UUID such as 123e4567-e89b-12d3-a456-4266554400a0', options.apnsId);
@@ -158,14 +159,3 @@ export class Broadcaster {
 	}
 }
 
-function expirationSeconds(value: unknown): number {
-	if (value === undefined) return 0;
-	if (value instanceof Date) {
-		const ms = value.getTime();
-		if (Number.isNaN(ms) || ms < 0) throw new InvalidArgumentError('options.expiration', 'a valid Date after 1970', value);
-		return Math.floor(ms / 1000);
-	}
-	if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw new InvalidArgumentError('options.expiration', 'a Date, or whole UNIX seconds >= 0 (0: not stored)', value);
-	if (value > 0xffff_ffff) throw new InvalidArgumentError('options.expiration', 'UNIX time in seconds (milliseconds given?)', value);
-	return value;
-}

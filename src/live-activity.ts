@@ -9,7 +9,7 @@
  * cannot start an activity).
  */
 import { InvalidArgumentError } from './errors.js';
-import type { Aps } from './message.js';
+import { unixSeconds, type Aps } from './message.js';
 import { checkChannelId } from './channels.js';
 
 /** A time: a `Date`, or UNIX seconds. */
@@ -83,17 +83,17 @@ export function liveActivityAps(content: LiveActivityContent, now: number = Date
 		if (!KNOWN[event].includes(key)) throw new InvalidArgumentError(`content.${key}`, `a key of a Live Activity ${event} (${KNOWN[event].join(', ')})`, 'an unknown key');
 	}
 	const aps: Record<string, unknown> = {
-		timestamp: content.timestamp === undefined ? Math.floor(now / 1000) : seconds('content.timestamp', content.timestamp),
+		timestamp: content.timestamp === undefined ? Math.floor(now / 1000) : unixSeconds('content.timestamp', content.timestamp),
 		event,
 		'content-state': object('content.contentState', content.contentState),
 	};
-	if (content.staleDate !== undefined) aps['stale-date'] = seconds('content.staleDate', content.staleDate);
+	if (content.staleDate !== undefined) aps['stale-date'] = unixSeconds('content.staleDate', content.staleDate);
 	if (content.relevanceScore !== undefined) {
 		if (typeof content.relevanceScore !== 'number' || !Number.isFinite(content.relevanceScore)) throw new InvalidArgumentError('content.relevanceScore', 'a finite number', content.relevanceScore);
 		aps['relevance-score'] = content.relevanceScore;
 	}
 	if (content.alert !== undefined || event === 'start') aps['alert'] = alert('content.alert', content.alert);
-	if (content.event === 'end' && content.dismissalDate !== undefined) aps['dismissal-date'] = seconds('content.dismissalDate', content.dismissalDate);
+	if (content.event === 'end' && content.dismissalDate !== undefined) aps['dismissal-date'] = unixSeconds('content.dismissalDate', content.dismissalDate);
 	if (content.event === 'start') {
 		if (typeof content.attributesType !== 'string' || content.attributesType.length === 0) throw new InvalidArgumentError('content.attributesType', "the name of the app's ActivityAttributes type", content.attributesType);
 		aps['attributes-type'] = content.attributesType;
@@ -106,17 +106,6 @@ export function liveActivityAps(content: LiveActivityContent, now: number = Date
 		if (content.inputPushChannel !== undefined && content.inputPushToken === true) throw new InvalidArgumentError('content.inputPushToken', 'left out when inputPushChannel is given (an activity is updated through a channel or through its own token)', true);
 	}
 	return aps;
-}
-
-function seconds(name: string, value: unknown): number {
-	if (value instanceof Date) {
-		const ms = value.getTime();
-		if (Number.isNaN(ms) || ms < 0) throw new InvalidArgumentError(name, 'a valid Date after 1970', value);
-		return Math.floor(ms / 1000);
-	}
-	if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) throw new InvalidArgumentError(name, 'a Date or whole UNIX seconds >= 0', value);
-	if (value > 0xffff_ffff) throw new InvalidArgumentError(name, 'UNIX time in seconds (milliseconds given?)', value);
-	return value;
 }
 
 function object(name: string, value: unknown): Readonly<Record<string, unknown>> {

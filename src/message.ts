@@ -332,17 +332,25 @@ function packTokens(tokens: string | readonly string[], count: number, out: Buff
 }
 
 function toExpiry(expiration: unknown): number | undefined {
-	if (expiration === undefined) return undefined;
-	if (expiration instanceof Date) {
-		const ms = expiration.getTime();
-		if (Number.isNaN(ms) || ms < 0 || ms / 1000 > MAX_U32) throw new InvalidArgumentError('options.expiration', 'a valid Date between 1970 and 2106', expiration);
+	return expiration === undefined ? undefined : unixSeconds('options.expiration', expiration);
+}
+
+/**
+ * A time APNs takes as UNIX seconds (expirations, Live Activity dates): a `Date`, or whole seconds.
+ * @internal
+ * @throws {@link InvalidArgumentError} naming `argument`: not a time, before 1970, past 2106, or milliseconds.
+ */
+export function unixSeconds(argument: string, value: unknown): number {
+	if (value instanceof Date) {
+		const ms = value.getTime();
+		if (Number.isNaN(ms) || ms < 0 || ms / 1000 > MAX_U32) throw new InvalidArgumentError(argument, 'a valid Date between 1970 and 2106', value);
 		return Math.floor(ms / 1000);
 	}
-	if (typeof expiration !== 'number' || !Number.isInteger(expiration) || expiration < 0) {
-		throw new InvalidArgumentError('options.expiration', 'a Date or a whole number of UNIX seconds >= 0', expiration);
+	if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+		throw new InvalidArgumentError(argument, 'a Date or a whole number of UNIX seconds >= 0', value);
 	}
-	if (expiration > MAX_U32) throw new InvalidArgumentError('options.expiration', 'UNIX time in seconds (<= 4294967295; milliseconds given?)', expiration);
-	return expiration;
+	if (value > MAX_U32) throw new InvalidArgumentError(argument, 'UNIX time in seconds (<= 4294967295; milliseconds given?)', value);
+	return value;
 }
 
 function toPushType(pushType: unknown, payload: Readonly<Record<string, unknown>>): PushType {
